@@ -1,0 +1,1 @@
+"""Shared plumbing: external commands, sizes, logging. Nothing domain-specific lives here."""

@@ -1,0 +1,1 @@
+"""Disks: the CoreOS layout, block-device plumbing, GPT reading/planning, resize."""

@@ -1,0 +1,270 @@
+"""Block-device plumbing shared by the installer, the resize helper and the rescue mode.
+
+Standard library only (and Python 3.9 compatible): the installer ships as a zipapp to rescue
+systems that have nothing but python3.
+
+Facts this module encodes:
+- partition device names: `sda9`, but `nvme0n1p9`, `mmcblk0p9`, `loop0p9` (a digit-ending disk
+  name takes a `p`).
+- after a table change the kernel must re-read it (BLKRRPART). Some kernels (this build host,
+  containers) have no partition-table parser: BLKRRPART succeeds but no `loopNpM` nodes appear.
+  `partx -u`/`partx -a` tell the kernel about each partition from user space, so we fall back
+  to them whenever the nodes do not match the table.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+
+from provisioner.core.commands import run
+from provisioner.errors import DiskError
+
+BLKRRPART = 0x125F  # linux/fs.h: _IO(0x12, 95)
+BLKGETSIZE64 = 0x80081272  # linux/fs.h: _IOR(0x12, 114, size_t)
+BLKSSZGET = 0x1268  # logical sector size
+BLKPBSZGET = 0x127B  # physical sector size
+
+
+def partition_path(disk: str, number: int) -> str:
+    """/dev/sda + 9 -> /dev/sda9; /dev/nvme0n1 + 9 -> /dev/nvme0n1p9."""
+    return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def device_size(path: str) -> int:
+    """Size in bytes of a block device or a regular file."""
+    if is_block_device(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+            return int.from_bytes(buf, "little")
+        finally:
+            os.close(fd)
+    return os.path.getsize(path)
+
+
+def logical_sector_size(path: str) -> int:
+    if not is_block_device(path):
+        return 512
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4), "little")
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class BlockNode:
+    """One row of `lsblk --json --bytes` (a disk, a partition, or a holder such as md/dm)."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    fstype: str | None = None
+    label: str | None = None
+    partlabel: str | None = None
+    mountpoints: list = field(default_factory=list)
+    children: list = field(default_factory=list)
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+_LSBLK_COLUMNS = "NAME,PATH,TYPE,SIZE,FSTYPE,LABEL,PARTLABEL,MOUNTPOINTS"
+
+
+def _node_from_json(row: dict) -> BlockNode:
+    mountpoints = row.get("mountpoints") or ([row["mountpoint"]] if row.get("mountpoint") else [])
+    return BlockNode(
+        name=row["name"],
+        path=row.get("path") or "/dev/" + row["name"],
+        type=row.get("type") or "",
+        size=int(row.get("size") or 0),
+        fstype=row.get("fstype"),
+        label=row.get("label"),
+        partlabel=row.get("partlabel"),
+        mountpoints=[m for m in mountpoints if m],
+        children=[_node_from_json(c) for c in row.get("children") or []],
+    )
+
+
+def lsblk(device: str | None = None) -> list[BlockNode]:
+    """Read `lsblk --json --bytes` (machine output as data, never prose)."""
+    argv = ["lsblk", "--json", "--bytes", "-o", _LSBLK_COLUMNS]
+    if device:
+        argv.append(device)
+    data = json.loads(run(argv).stdout)
+    return [_node_from_json(row) for row in data.get("blockdevices", [])]
+
+
+def swap_devices() -> set[str]:
+    try:
+        with open("/proc/swaps") as handle:
+            lines = handle.read().splitlines()[1:]
+    except OSError:
+        return set()
+    return {os.path.realpath(line.split()[0]) for line in lines if line.strip()}
+
+
+def busy_reasons(disk: str) -> list[str]:
+    """Why writing `disk` would destroy something in use: mounts, swap, md/dm/LVM holders.
+
+    Returns an empty list when the disk is free. Holders come from /sys/block/<dev>/holders
+    and from each partition's holders, so an auto-assembled RAID or LVM is seen.
+    """
+    reasons: list[str] = []
+    swaps = swap_devices()
+    for root in lsblk(disk):
+        for node in root.walk():
+            for mountpoint in node.mountpoints:
+                reasons.append(f"{node.path} is mounted on {mountpoint}")
+            if os.path.realpath(node.path) in swaps:
+                reasons.append(f"{node.path} is in use as swap")
+            if node.type in ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "md", "lvm", "dm", "crypt"):
+                reasons.append(f"{node.path} ({node.type}) is built on this disk")
+    name = os.path.basename(os.path.realpath(disk))
+    sys_block = f"/sys/block/{name}"
+    for holders_dir in [f"{sys_block}/holders"] + [
+        f"{sys_block}/{entry}/holders" for entry in _sys_partitions(sys_block)
+    ]:
+        for holder in _listdir(holders_dir):
+            reason = f"/dev/{holder} holds {os.path.basename(os.path.dirname(holders_dir))}"
+            if not any(holder in r for r in reasons):
+                reasons.append(reason)
+    return reasons
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _sys_partitions(sys_block: str) -> list[str]:
+    name = os.path.basename(sys_block)
+    return [e for e in _listdir(sys_block) if e.startswith(name) and os.path.exists(f"{sys_block}/{e}/partition")]
+
+
+def is_partition(path: str) -> bool:
+    """True for /dev/sda1, /dev/nvme0n1p2, /dev/loop0p9 (the kernel knows it as a partition)."""
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    return os.path.exists(f"/sys/class/block/{name}/partition")
+
+
+def kernel_partitions(disk: str) -> dict[int, tuple[int, int]]:
+    """Partitions the kernel currently knows for `disk`: number -> (start sector, sectors)."""
+    name = os.path.basename(os.path.realpath(disk))
+    sys_block = f"/sys/block/{name}"
+    result: dict[int, tuple[int, int]] = {}
+    for entry in _sys_partitions(sys_block):
+        base = f"{sys_block}/{entry}"
+        with open(f"{base}/partition") as number, open(f"{base}/start") as start, open(f"{base}/size") as size:
+            result[int(number.read())] = (int(start.read()), int(size.read()))
+    return result
+
+
+def _blkrrpart(disk: str) -> bool:
+    fd = os.open(disk, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, BLKRRPART)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = None, attempts: int = 5) -> None:
+    """Make the kernel's view of `disk`'s partitions match its table, and the nodes exist.
+
+    `expected` (number -> (start, sectors)) is what the table now holds; when given, we check the
+    kernel agrees and fall back to `partx` when it does not. Retries BLKRRPART because udev or a
+    just-closed writer may hold the device for a moment. Raises DiskError if the kernel still
+    disagrees (the message says the table on disk is fine and a reboot will pick it up).
+    """
+    if not is_block_device(disk):
+        return
+    for attempt in range(attempts):
+        if _blkrrpart(disk):
+            break
+        time.sleep(0.2 * (attempt + 1))
+    settle()
+    if expected is None or kernel_partitions(disk) == expected:
+        if expected is not None or kernel_partitions(disk):
+            _wait_for_nodes(disk, kernel_partitions(disk))
+            return
+    # No in-kernel parser, or a partition in use kept the old view: tell the kernel from user space.
+    current = kernel_partitions(disk)
+    for number in sorted(set(current) - set(expected or {})):
+        run(["partx", "-d", "--nr", str(number), disk], check=False)
+    if current:
+        run(["partx", "-u", disk], check=False)
+    run(["partx", "-a", disk], check=False)
+    settle()
+    now = kernel_partitions(disk)
+    if expected is not None and now != expected:
+        raise DiskError(
+            f"{disk}: the partition table on disk is written, but the kernel still sees "
+            f"{sorted(now)} instead of {sorted(expected)} (a partition is in use?); reboot to pick it up"
+        )
+    _wait_for_nodes(disk, now)
+
+
+def settle() -> None:
+    if shutil.which("udevadm"):
+        run(["udevadm", "settle", "--timeout=10"], check=False)
+
+
+def _wait_for_nodes(disk: str, partitions: dict[int, tuple[int, int]], timeout: float = 5.0) -> None:
+    """Wait for /dev nodes; create them with mknod if no udev is running (containers, rescue)."""
+    deadline = time.monotonic() + timeout
+    name = os.path.basename(os.path.realpath(disk))
+    for number in partitions:
+        path = partition_path(disk, number)
+        while not is_block_device(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not is_block_device(path):
+            dev_file = f"/sys/block/{name}/{os.path.basename(partition_path('/dev/' + name, number))}/dev"
+            with open(dev_file) as handle:
+                major, minor = (int(x) for x in handle.read().split(":"))
+            os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+
+
+def forget_partitions(disk: str) -> None:
+    """Drop all partition nodes of `disk` from the kernel (before the table is overwritten)."""
+    if is_block_device(disk) and kernel_partitions(disk):
+        run(["partx", "-d", disk], check=False)
+
+
+def resolve_disk_argument(path: str) -> str:
+    """Check `path` names a whole disk (block device) or an image file; refuse a partition."""
+    if not os.path.exists(path):
+        raise DiskError(f"{path}: no such device or file")
+    if is_block_device(path) and is_partition(path):
+        raise DiskError(f"{path} is a partition; give the whole disk (e.g. {_disk_of_partition(path)})")
+    return path
+
+
+def _disk_of_partition(path: str) -> str:
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    parent = os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
+    return f"/dev/{parent}" if parent else re.sub(r"p?\d+$", "", path)
