@@ -73,6 +73,11 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "ssh-keygen": "openssh-client",
     "busybox": "busybox-static",
     "wrk": "wrk",
+    "depmod": "kmod",
+    "dpkg-deb": "dpkg",
+    "udhcpc": "busybox-static",
+    "tftp": "tftp-hpa",
+    "atftp": "atftp",
 }
 
 

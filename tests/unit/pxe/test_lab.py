@@ -1,0 +1,64 @@
+"""Pure parts of the lab helpers: QEMU argv building, KVM choice, module dependency order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.lab.netns import netns_exec_argv
+from provisioner.lab.qemu import TapNic, UserNic, VMConfig, VMError, build_argv, choose_accel
+from provisioner.lab.testkernel import module_closure
+
+
+def test_pxe_vm_argv_runs_qemu_inside_the_netns_with_a_tap_nic(tmp_path):
+    config = VMConfig(name="pxe", workdir=tmp_path, nic=TapNic(netns="lab", tap="tap0", mac="52:54:00:aa:bb:cc"),
+                      boot="n")
+    argv = build_argv(config, "tcg")
+    assert argv[:4] == ["ip", "netns", "exec", "lab"]
+    assert "tap,id=n0,ifname=tap0,script=no,downscript=no" in argv
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:aa:bb:cc" in argv
+    assert argv[argv.index("-boot") + 1] == "n"
+    assert f"file:{tmp_path / 'pxe.serial.log'}" in argv
+
+
+def test_uefi_disk_vm_uses_ovmf_pflash_and_user_hostfwd(tmp_path):
+    config = VMConfig(name="d", workdir=tmp_path, firmware="uefi", disk=Path("/x/disk.qcow2"),
+                      nic=UserNic(hostfwd={2222: 22}))
+    argv = build_argv(config, "kvm", Path("/ovmf/CODE.fd"))
+    joined = " ".join(argv)
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/ovmf/CODE.fd" in joined
+    assert f"file={tmp_path / 'd.OVMF_VARS.fd'}" in joined
+    assert "file=/x/disk.qcow2,format=qcow2" in joined
+    assert "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22" in argv
+    assert argv[0] == "qemu-system-x86_64"
+
+
+def test_bad_firmware_and_accel_are_refused(tmp_path):
+    with pytest.raises(VMError, match="firmware"):
+        build_argv(VMConfig(name="x", workdir=tmp_path, firmware="coreboot"), "tcg")
+    with pytest.raises(VMError, match="accel"):
+        choose_accel("hvf")
+
+
+def test_auto_accel_without_a_successful_probe_is_tcg(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROVISIONER_QEMU_ACCEL", raising=False)
+    assert choose_accel("auto", tmp_path / "missing.json") == "tcg"
+    (tmp_path / "probe.json").write_text('{"kvm_boots": false}')
+    assert choose_accel("auto", tmp_path / "probe.json") == "tcg"
+
+
+def test_module_closure_puts_dependencies_first():
+    dep = ("kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n"
+           "kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n"
+           "kernel/net/core/failover.ko:\n"
+           "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n"
+           "kernel/drivers/virtio/virtio.ko:\n")
+    order = module_closure(dep, ("virtio_pci", "virtio_net"))
+    assert order == ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_pci.ko",
+                     "kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko",
+                     "kernel/drivers/net/virtio_net.ko"]
+
+
+def test_netns_exec_argv():
+    assert netns_exec_argv("lab", ["ip", "addr"]) == ["ip", "netns", "exec", "lab", "ip", "addr"]
