@@ -44,7 +44,7 @@ test-vm: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/vm
 
 conformance: setup
-	$(PY) ../shared/conformance/cloudinit-validate/run.py $(PROV) validate --json
+	$(PY) ../shared/conformance/cloudinit-validate/run.py "$(PROV) validate --json"
 	$(PY) ../shared/conformance/matchbox-select/run.py $(PROV) render ipxe
 
 demo: setup

@@ -44,7 +44,10 @@ def _global_options(
 
 
 # Command groups, in the order `provisioner --help` lists them.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "disk_cmd",
+    "validate_cmd",
+]
 
 
 def _register() -> None:
