@@ -1,0 +1,376 @@
+"""The I/O shell of `provisioner disk`: read the disk, plan, then apply the plan under a journal.
+
+Every command follows the same path (`_execute`): resolve the argument (a whole disk or an
+image file, attached with `losetup --partscan` for the duration), read the table, look for an
+unfinished journal of this disk, and then either resume that job or plan a new one. Applying
+takes an exclusive flock on the disk (systemd's BLOCK_DEVICE_LOCKING convention, which udev
+honours, as growpart does), runs each step, records it, and at the end checks that the table on
+disk is exactly the planned one and that both GPT headers are valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from provisioner.core.commands import run
+from provisioner.core.logs import step as timed_step
+from provisioner.core.sizes import format_size
+from provisioner.disk import blockdev, filesystems, layout
+from provisioner.disk import plan as planner
+from provisioner.disk.journal import Journal, fault_point, state_dir
+from provisioner.disk.plan import Plan
+from provisioner.disk.table import DiskTable, Partition, read_disk_table
+from provisioner.errors import DiskError
+
+log = logging.getLogger("provisioner.disk")
+
+TYPE_NAMES = {guid: name for name, guid in layout.TYPE_BY_NAME.items()}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the plan, whether it was applied, and from where it resumed."""
+
+    plan: Plan
+    applied: bool
+    resumed_after: tuple[str, ...] = ()  # steps a previous, interrupted run had finished
+    history: str = ""  # where the finished journal and the GPT backup went
+
+    def summary(self) -> str:
+        if self.plan.nothing_to_do:
+            return f"nothing to do: {self.plan.nothing_to_do}"
+        if not self.applied:
+            return self.plan.render()
+        resumed = f" (resumed an interrupted run after: {', '.join(self.resumed_after)})" if self.resumed_after else ""
+        return f"done: {self.plan.key}{resumed}; GPT backup and journal in {self.history}"
+
+
+# ------------------------------------------------------------------------------ device access
+
+
+def _is_image_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def attached(path: str, *, read_only: bool = False) -> Iterator[str]:
+    """Yield a whole-disk block device for `path`: the disk itself, or a loop device for an image file.
+
+    Raises DiskError for a missing path or a partition (the operator must name the whole disk).
+    """
+    blockdev.resolve_disk_argument(path)
+    if not _is_image_file(path):
+        if not blockdev.is_block_device(path):
+            raise DiskError(f"{path}: not a block device or an image file")
+        yield path
+        return
+    argv = ["losetup", "--find", "--show", "--partscan"] + (["--read-only"] if read_only else []) + [path]
+    loop = run(argv).stdout.strip()
+    try:
+        yield loop
+    finally:
+        blockdev.forget_partitions(loop)
+        run(["losetup", "-d", loop], check=False)
+
+
+@contextlib.contextmanager
+def disk_lock(device: str, timeout: float = 10.0) -> Iterator[None]:
+    """Exclusive flock on the whole disk while we change it (udev skips locked disks)."""
+    fd = os.open(device, os.O_RDONLY)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DiskError(f"{device}: another program holds a lock on the disk") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_partition_nodes(device: str, table: DiskTable) -> None:
+    """Make /dev nodes exist for the table's partitions (partx on kernels without a table parser)."""
+    expected = table.layout_key()
+    if blockdev.kernel_partitions(device) == expected and all(
+        blockdev.is_block_device(blockdev.partition_path(device, n)) for n in expected
+    ):
+        return
+    blockdev.reread_partitions(device, expected, attempts=1 if _busy(device) else 5)
+
+
+def _busy(device: str) -> bool:
+    return bool(blockdev.busy_reasons(device))
+
+
+def root_fs(device: str, table: DiskTable, *, minimum: bool = False) -> planner.FsInfo:
+    if table.partition(planner.ROOT) is None:
+        return planner.FsInfo(fstype=None)
+    return filesystems.probe(blockdev.partition_path(device, planner.ROOT), minimum=minimum)
+
+
+# ------------------------------------------------------------------------------ applying steps
+
+
+def _sgdisk_write(device: str, part: Partition, *, replace: bool, relocate: bool) -> None:
+    # -a 1: never let sgdisk move a start to its own 2048-sector grid ("Moved requested sector").
+    # One invocation, as growpart does, so there is no moment with partition N missing on disk.
+    n = part.number
+    argv = ["sgdisk", "-a", "1"]
+    if relocate:
+        argv.append("-e")
+    if replace:
+        argv.append(f"-d={n}")
+    argv += [
+        f"-n={n}:{part.start}:{part.end}",
+        f"-t={n}:{part.type_guid}",
+        f"-u={n}:{part.partuuid}",
+        f"-c={n}:{part.name}",
+        f"-A={n}:=:{part.attributes:016x}",
+        device,
+    ]
+    run(argv)
+
+
+def _same(a: Partition | None, b: Partition) -> bool:
+    return a is not None and dataclasses.asdict(a) == dataclasses.asdict(b)
+
+
+def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
+    """Apply one step. Every step is idempotent: a re-run after a crash may repeat the last one."""
+    if isinstance(step, planner.BackupTable):
+        run(["sgdisk", f"--backup={journal.backup_path}", device])
+    elif isinstance(step, planner.CheckFilesystem):
+        filesystems.check_ext4(blockdev.partition_path(device, step.number))
+    elif isinstance(step, planner.ResizeFilesystem):
+        partition = blockdev.partition_path(device, step.number)
+        mountpoint = filesystems.mountpoint_of(partition)
+        if step.size_bytes is not None and mountpoint:
+            raise DiskError(f"{partition} is mounted on {mountpoint}: ext4 cannot shrink online; unmount it")
+        filesystems.resize(partition, step.fstype, step.size_bytes, mountpoint)
+    elif isinstance(step, planner.WritePartition):
+        table = read_disk_table(device)
+        current = table.partition(step.partition.number)
+        if _same(current, step.partition) and (table.backup_at_end or not step.relocate_backup):
+            log.info("partition %d is already as planned", step.partition.number)
+            return
+        if step.replace and (current is None or current.start != step.partition.start):
+            raise DiskError(f"{device}: partition {step.partition.number} is not where the plan expects it; stopping")
+        replace = step.replace or current is not None
+        if current is not None and not step.replace and current.partuuid != step.partition.partuuid:
+            raise DiskError(f"{device}: partition {step.partition.number} appeared since the plan was made; stopping")
+        _sgdisk_write(device, step.partition, replace=replace, relocate=step.relocate_backup)
+    elif isinstance(step, planner.RelocateBackup):
+        run(["sgdisk", "-e", device])
+    elif isinstance(step, planner.RereadTable):
+        blockdev.reread_partitions(device, step.expected(), attempts=1 if _busy(device) else 5)
+    elif isinstance(step, planner.MakeFilesystem):
+        filesystems.make(blockdev.partition_path(device, step.number), step.fstype, step.label)
+    else:
+        raise DiskError(f"unknown step {step.name}")
+
+
+def verify_result(device: str, plan: Plan) -> DiskTable:
+    """Raise DiskError unless the table is exactly `plan.expected` and both headers are valid."""
+    table = read_disk_table(device)
+    if table.problems:
+        raise DiskError(f"{device}: GPT problems after {plan.command}: {'; '.join(table.problems)}")
+    got = {p.number: p for p in table.partitions}
+    want = {p.number: p for p in plan.expected}
+    if got != want:
+        diff = sorted(n for n in set(got) | set(want) if got.get(n) != want.get(n))
+        raise DiskError(f"{device}: after {plan.command} partitions {diff} differ from the plan")
+    return table
+
+
+def _check_journal_matches(device: str, table: DiskTable, journal: Journal) -> None:
+    # The CoreOS image's magic disk GUID is shared by every fresh install, so the GUID alone may
+    # point at another disk's journal: the PARTUUIDs of the partitions it had must match too.
+    for before in journal.table_before:
+        current = table.partition(before.number)
+        if current is None or current.partuuid != before.partuuid:
+            raise DiskError(
+                f"{device}: the unfinished journal in {journal.directory} was written for another disk "
+                f"with the same disk GUID (partition {before.number} differs); move it away to continue"
+            )
+
+
+def _execute(
+    path: str,
+    key: str,
+    make_plan: Callable[[str, DiskTable], Plan],
+    *,
+    state: str | None,
+    dry_run: bool,
+) -> Outcome:
+    with attached(path, read_only=dry_run) as device:
+        table = read_disk_table(device)
+        root = state_dir(state)
+        journal = Journal.load(root, table.disk_guid)
+        if journal is not None:
+            saved = journal.plan
+            _check_journal_matches(device, table, journal)
+            if saved.key != key:
+                raise DiskError(
+                    f"{path}: an interrupted '{saved.key}' is unfinished (journal {journal.path}); "
+                    "run that command again to finish it first"
+                )
+            plan, done = saved, journal.done
+            log.warning("%s: resuming '%s' after steps: %s", path, key, ", ".join(done) or "none")
+        else:
+            ensure_partition_nodes(device, table)
+            plan, done = make_plan(device, table), []
+        if dry_run or plan.nothing_to_do:
+            if done:
+                remaining = [s for s in plan.steps if s.name not in done]
+                plan = dataclasses.replace(plan, steps=tuple(remaining), notes=plan.notes + (
+                    f"an interrupted run finished: {', '.join(done)}; the steps above are what is left",))
+            return Outcome(plan, applied=False, resumed_after=tuple(done))
+        if journal is None:
+            journal = Journal.start(root, table, plan, path)
+        else:
+            ensure_partition_nodes(device, table)
+        for note in plan.notes:
+            log.warning("%s", note)
+        with disk_lock(device):
+            for step in plan.steps:
+                if step.name in done:
+                    continue
+                fault_point("before", step.name)
+                with timed_step(f"{plan.command}: {step.name}", log):
+                    apply_step(device, step, journal)
+                fault_point("after", step.name)
+                journal.mark_done(step.name)
+            verify_result(device, plan)
+        history = journal.finish()
+        return Outcome(plan, applied=True, resumed_after=tuple(done), history=str(history))
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def grow(path: str, *, state: str | None = None, dry_run: bool = False) -> Outcome:
+    """Grow ROOT to the next partition or the disk end, and its filesystem (online or offline).
+
+    Raises DiskError (refusals, failed steps) and CommandError (a tool failed).
+    """
+    def make_plan(device: str, table: DiskTable) -> Plan:
+        return planner.plan_grow(table, root_fs(device, table))
+
+    return _execute(path, planner.grow_key(), make_plan, state=state, dry_run=dry_run)
+
+
+def shrink_root(path: str, size: int, *, state: str | None = None, dry_run: bool = False) -> Outcome:
+    """Shrink ROOT's ext4 and partition 9 to `size` bytes (offline only).
+
+    Raises DiskError (mounted, not ext4, below used space, failed steps), UsageError (not smaller).
+    """
+    def make_plan(device: str, table: DiskTable) -> Plan:
+        return planner.plan_shrink_root(table, root_fs(device, table, minimum=True), size)
+
+    return _execute(path, planner.shrink_key(size), make_plan, state=state, dry_run=dry_run)
+
+
+def add(
+    path: str,
+    *,
+    label: str,
+    size: int,
+    fstype: str,
+    type_name: str | None = None,
+    number: int | None = None,
+    state: str | None = None,
+    dry_run: bool = False,
+) -> Outcome:
+    """Add a partition after ROOT, optionally with a filesystem.
+
+    Raises UsageError (bad label/type/fs/number), DiskError (no room, failed steps).
+    """
+    planner.check_filesystem_name(fstype)
+    planner.resolve_type(type_name, fstype)
+    new_partuuid = str(uuid.uuid4()).upper()
+
+    def make_plan(device: str, table: DiskTable) -> Plan:
+        return planner.plan_add(
+            table, label=label, size=size, fstype=fstype, new_partuuid=new_partuuid,
+            type_name=type_name, number=number,
+        )
+
+    key = planner.add_key(label=label, size=size, fstype=fstype, type_name=type_name, number=number)
+    return _execute(path, key, make_plan, state=state, dry_run=dry_run)
+
+
+def show(path: str) -> dict:
+    """The disk's layout as data: partitions with type names, sizes, filesystems, used space.
+
+    Raises DiskError when the path is not a disk/image or has no valid GPT.
+    """
+    with attached(path, read_only=True) as device:
+        table = read_disk_table(device)
+        ensure_partition_nodes(device, table)
+        ss = table.sector_size
+        rows = []
+        for part in table.partitions:
+            fs = filesystems.probe(blockdev.partition_path(device, part.number))
+            rows.append({
+                "number": part.number,
+                "name": part.name,
+                "type": TYPE_NAMES.get(part.type_guid.upper(), part.type_guid),
+                "type_guid": part.type_guid,
+                "partuuid": part.partuuid,
+                "start": part.start,
+                "end": part.end,
+                "size": part.sectors * ss,
+                "attributes": f"{part.attributes:016x}",
+                "fs": fs.fstype,
+                "fs_label": fs.label,
+                "fs_size": fs.size_bytes or None,
+                "used": fs.used_bytes or None,
+                "mountpoint": fs.mountpoint,
+            })
+        return {
+            "device": path,
+            "size": table.total_sectors * ss,
+            "sector_size": ss,
+            "disk_guid": table.disk_guid,
+            "backup_gpt_at_end": table.backup_at_end,
+            "problems": list(table.problems),
+            "partitions": rows,
+            "free": [
+                {"start": a, "end": b, "size": (b - a + 1) * ss}
+                for a, b in table.free_extents(table.max_last_usable) if (b - a + 1) * ss >= 1 << 20
+            ],
+        }
+
+
+def format_show(data: dict) -> str:
+    """Human table for `disk show`."""
+    lines = [
+        f"{data['device']}: {format_size(data['size'])}, disk GUID {data['disk_guid']}, "
+        f"backup GPT {'at the end' if data['backup_gpt_at_end'] else 'NOT at the end (run disk grow)'}",
+        f"{'#':>3} {'name':<12} {'type':<15} {'start':>10} {'end':>10} {'size':>10} {'fs':<6} {'used':>10}  mount",
+    ]
+    for row in data["partitions"]:
+        used = format_size(row["used"]) if row["used"] else "-"
+        lines.append(
+            f"{row['number']:>3} {row['name']:<12} {row['type'][:15]:<15} {row['start']:>10} {row['end']:>10} "
+            f"{format_size(row['size']):>10} {(row['fs'] or '-'):<6} {used:>10}  {row['mountpoint'] or ''}"
+        )
+    for free in data["free"]:
+        lines.append(f"    {'(free)':<12} {'':<15} {free['start']:>10} {free['end']:>10} {format_size(free['size']):>10}")
+    return "\n".join(lines)
