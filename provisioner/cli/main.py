@@ -47,6 +47,7 @@ def _global_options(
 COMMAND_MODULES: list[str] = [
     "disk_cmd",
     "validate_cmd",
+    "rescue_cmd",
 ]
 
 

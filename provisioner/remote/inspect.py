@@ -1,0 +1,252 @@
+"""What a rescue host has: disks, what holds them, memory, python3; and which disk to install to.
+
+`gather(session)` runs facts_script.py on the host (one round trip) and parses it into `HostFacts`.
+Everything after that is pure: `busy_reasons`, `choose_disk` (flatcar-install `-s`), `stop_plan`
+(`--stop-raid`), `format_report` (`--inspect`).
+
+Why holders matter: rescue systems often auto-assemble the old RAID or activate the old LVM at boot
+(coreos/bugs#664 on OVH, #152 and flatcar/init#134 for LVM); the disk is then busy, BLKRRPART fails and
+the install ends half done. We detect it before touching the disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.core.sizes import format_size
+from provisioner.errors import DiskError, RemoteError
+from provisioner.remote.session import Session
+
+FACTS_SCRIPT = Path(__file__).with_name("facts_script.py")
+MIN_PYTHON = (3, 9)
+# flatcar-install -s: "larger than 10 GB" means 10,000,000,000 bytes.
+AUTO_MIN_SIZE = 10_000_000_000
+HOLDER_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md", "lvm", "dm", "crypt", "mpath")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One lsblk row on the rescue host, with its children (partitions, then md/dm holders)."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    fstype: str | None = None
+    label: str | None = None
+    mountpoint: str | None = None
+    read_only: bool = False
+    children: tuple[Block, ...] = ()
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The rescue host as seen by facts_script.py."""
+
+    hostname: str
+    kernel: str
+    python: tuple[int, ...]
+    python_path: str
+    is_root: bool
+    disks: tuple[Block, ...]
+    mounts: tuple[tuple[str, str], ...]
+    swaps: tuple[str, ...]
+    holders: dict[str, list[str]] = field(default_factory=dict)
+    memory_total: int = 0
+    memory_available: int = 0
+    tools: dict[str, str | None] = field(default_factory=dict)
+    mdstat: str = ""
+
+    def disk(self, path: str) -> Block | None:
+        for block in self.disks:
+            if path in (block.path, block.name, f"/dev/{block.name}"):
+                return block
+        return None
+
+    @property
+    def python_ok(self) -> bool:
+        return tuple(self.python[:2]) >= MIN_PYTHON
+
+
+def _block(row: dict) -> Block:
+    read_only = row.get("ro")
+    return Block(
+        name=row["name"],
+        path=row.get("path") or f"/dev/{row['name']}",
+        type=row.get("type") or "",
+        size=int(row.get("size") or 0),
+        fstype=row.get("fstype"),
+        label=row.get("label"),
+        mountpoint=row.get("mountpoint") or None,
+        read_only=read_only in (True, "1", 1),
+        children=tuple(_block(child) for child in row.get("children") or ()),
+    )
+
+
+def parse_facts(data: dict) -> HostFacts:
+    """Turn facts_script.py's JSON into HostFacts. Raises RemoteError when lsblk failed on the host."""
+    if not data.get("lsblk"):
+        raise RemoteError(f"lsblk failed on the rescue host: {data.get('lsblk_error') or 'no output'}")
+    memory = data.get("memory") or {}
+    return HostFacts(
+        hostname=data.get("hostname", ""),
+        kernel=data.get("kernel", ""),
+        python=tuple(data.get("python") or (0, 0, 0)),
+        python_path=data.get("python_path", ""),
+        is_root=data.get("euid") == 0,
+        disks=tuple(_block(row) for row in data["lsblk"].get("blockdevices", [])),
+        mounts=tuple((m[0], m[1]) for m in data.get("mounts", []) if len(m) >= 2),
+        swaps=tuple(data.get("swaps", [])),
+        holders=dict(data.get("holders") or {}),
+        memory_total=int(memory.get("MemTotal", 0)),
+        memory_available=int(memory.get("MemAvailable", 0)),
+        tools=dict(data.get("tools") or {}),
+        mdstat=data.get("mdstat", ""),
+    )
+
+
+def gather(session: Session) -> HostFacts:
+    """Run facts_script.py with the host's python3. Raises RemoteError (python3 missing, lsblk failing)."""
+    result = session.run(["python3", "-"], input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
+    if result.exit_status == 127:
+        raise RemoteError(f"{session.target.endpoint}: python3 not found on the rescue host; the installer "
+                          f"needs python3 >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (standard library only)")
+    if result.exit_status != 0:
+        last = result.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RemoteError(f"{session.target.endpoint}: inspecting the host failed (exit {result.exit_status}): "
+                          f"{last[0]}")
+    try:
+        return parse_facts(json.loads(result.stdout))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{session.target.endpoint}: unreadable inspection output: {exc}") from None
+
+
+def busy_reasons(facts: HostFacts, disk: Block) -> list[str]:
+    """Why writing `disk` would destroy something in use: mounts, swap, md/dm holders. Empty when free."""
+    reasons: list[str] = []
+    swaps = set(facts.swaps)
+    mounted = {source: target for source, target in facts.mounts}
+    for node in disk.walk():
+        target = node.mountpoint or mounted.get(node.path)
+        if target:
+            reasons.append(f"{node.path} is mounted on {target}")
+        if node.path in swaps:
+            reasons.append(f"{node.path} is in use as swap")
+        if node is not disk and node.type in HOLDER_TYPES:
+            reasons.append(f"{node.path} ({node.type}) is built on {disk.path}")
+    # /sys holders catch what lsblk's tree may not show (e.g. a holder lsblk cannot name).
+    names = [disk.name] + [child.name for child in disk.children if child.type == "part"]
+    for name in names:
+        for holder in facts.holders.get(name, []):
+            if not any(f"/dev/{holder}" in reason or f"({holder})" in reason for reason in reasons) and \
+                    not any(node.name == holder for node in disk.walk()):
+                reasons.append(f"/dev/{holder} holds {name}")
+    return reasons
+
+
+@dataclass(frozen=True)
+class DiskChoice:
+    disk: Block
+    rejected: tuple[str, ...]  # one line per disk passed over, with the reason
+
+
+def choose_disk(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[str, ...] = ("disk",)) -> DiskChoice:
+    """`--disk auto`, as flatcar-install -s: the smallest unused disk larger than `min_size` bytes;
+    ties go to the alphabetically first name. Unused = no mounts, swap or md/dm holders; also skipped:
+    read-only devices and types not in `types`.
+
+    Raises DiskError listing every disk and why it was passed over when none qualifies.
+    """
+    rejected: list[str] = []
+    candidates: list[Block] = []
+    for disk in facts.disks:
+        if disk.type not in types:
+            continue
+        if disk.read_only:
+            rejected.append(f"{disk.path}: read-only")
+        elif disk.size <= min_size:
+            rejected.append(f"{disk.path}: {format_size(disk.size)} is not larger than {format_size(min_size)}")
+        elif reasons := busy_reasons(facts, disk):
+            rejected.append(f"{disk.path}: busy ({reasons[0]})")
+        else:
+            candidates.append(disk)
+    if not candidates:
+        detail = "; ".join(rejected) if rejected else f"no device of type {'/'.join(types)}"
+        raise DiskError(f"--disk auto: no unused disk larger than {format_size(min_size)} ({detail})")
+    chosen = min(candidates, key=lambda d: (d.size, d.name))
+    return DiskChoice(chosen, tuple(rejected))
+
+
+def stop_plan(facts: HostFacts, disk: Block) -> list[list[str]]:
+    """Commands that release `disk` from auto-assembled RAID/LVM (`--stop-raid`), topmost holder first.
+
+    Raises DiskError when something on the disk is mounted or swapped on: stopping an array under a
+    mounted filesystem is the operator's call, not ours.
+    """
+    blocking = [r for r in busy_reasons(facts, disk) if " is mounted on " in r or " as swap" in r]
+    if blocking:
+        raise DiskError(f"{disk.path}: cannot stop RAID/LVM while in use: {blocking[0]}; unmount it first")
+    commands: list[list[str]] = []
+    members: list[str] = []
+
+    def visit(node: Block, parent: Block | None) -> None:
+        for child in node.children:
+            visit(child, node)
+        if node is disk or node.type not in HOLDER_TYPES:
+            return
+        if node.type in ("lvm", "dm", "crypt", "mpath"):
+            command = ["dmsetup", "remove", node.name]
+        else:
+            command = ["mdadm", "--stop", node.path]
+            if parent is not None and parent.path not in members:
+                members.append(parent.path)
+        if command not in commands:
+            commands.append(command)
+
+    visit(disk, None)
+    # A stopped array comes back on the next udev event while its superblock survives in a part of the
+    # disk the image does not overwrite; clear the members on this disk (the other mirror half is untouched).
+    commands += [["mdadm", "--zero-superblock", member] for member in members]
+    return commands
+
+
+def format_report(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[str, ...] = ("disk",)) -> str:
+    """The `--inspect` text: host, python3, memory, then each disk with size, use and holders."""
+    python = ".".join(str(p) for p in facts.python)
+    lines = [
+        f"host: {facts.hostname} (kernel {facts.kernel}){'' if facts.is_root else ' - NOT logged in as root'}",
+        f"python3: {python} at {facts.python_path}" + ("" if facts.python_ok else
+                                                       f" - too old, the installer needs >= 3.9"),
+        f"memory: {format_size(facts.memory_total)} total, {format_size(facts.memory_available)} available",
+    ]
+    missing = sorted(tool for tool, path in facts.tools.items() if path is None)
+    if missing:
+        lines.append(f"tools missing: {', '.join(missing)}")
+    lines.append("disks:")
+    for disk in facts.disks:
+        if disk.type not in types and disk.type != "disk":
+            continue
+        reasons = busy_reasons(facts, disk)
+        state = "busy: " + "; ".join(reasons) if reasons else "unused"
+        lines.append(f"  {disk.path}  {disk.type}  {format_size(disk.size)}  {state}")
+        for node in disk.walk():
+            if node is disk:
+                continue
+            extra = " ".join(x for x in (node.fstype, node.label and f"label={node.label}",
+                                         node.mountpoint and f"on {node.mountpoint}") if x)
+            lines.append(f"    {node.path}  {node.type}  {format_size(node.size)}  {extra}".rstrip())
+    try:
+        choice = choose_disk(facts, min_size, types)
+        lines.append(f"--disk auto would choose {choice.disk.path} ({format_size(choice.disk.size)})")
+    except DiskError as exc:
+        lines.append(str(exc))
+    if facts.mdstat.count("active"):
+        lines.append("md arrays are active (/proc/mdstat); --stop-raid stops those on the target disk")
+    return "\n".join(lines)

@@ -1,0 +1,352 @@
+"""Install to a disk of a host booted into its provider's rescue Linux, over one SSH session.
+
+The steps (each a function, `rescue_install` runs them in order):
+1. stop an installer left running by a dropped session (its pid file), then inspect the host;
+2. pick the disk (explicit, or `auto` = flatcar-install -s) and refuse a busy one, naming the reason;
+   `--stop-raid` first stops the auto-assembled md/dm holders on it (inspect.stop_plan);
+3. ask for confirmation (the CLI's job; `--yes` skips it), record `state-<disk>.json = installing`;
+4. upload the installer zipapp (standard library only: rescue systems have python3 but no pip) and the
+   cloud-config / Ignition / key files, mode 0600 (a cloud-config often carries secrets);
+5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
+   local bar; with `--push` the image goes from the local file down the SSH channel (`-f -`);
+6. verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS layout and each
+   file we sent, compared by SHA-256; record `installed`; optionally `--reboot`.
+
+A dropped connection is a PartialError (exit 3) that says the disk is partially written; the state file
+on the host says `installing`, and the same command re-run stops any orphaned installer and installs
+again from the start (writing an image is idempotent; resuming in the middle of a compressed stream
+is not possible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.core.logs import step
+from provisioner.core.sizes import format_size
+from provisioner.errors import DiskError, InstallError, PartialError, ProvisionerError, RemoteError, VerifyError
+from provisioner.remote import inspect
+from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
+from provisioner.remote.progress import parse_event
+from provisioner.remote.session import ConnectionLost, Session
+
+log = logging.getLogger("provisioner.remote")
+
+REMOTE_DIR = "/tmp/provisioner-rescue"
+VERIFY_SCRIPT = Path(__file__).with_name("verify_script.py")
+# Where the installer leaves the cloud-config and the Ignition file (flatcar-install's places).
+CLOUD_CONFIG_TARGET = "ROOT:/var/lib/flatcar-install/user_data"
+IGNITION_TARGET = "OEM:/config.ign"
+
+_STOP_ORPHAN = r"""
+pidfile="$1"
+[ -s "$pidfile" ] || exit 0
+pid=$(cat "$pidfile")
+if kill -0 "$pid" 2>/dev/null && grep -q installer.pyz "/proc/$pid/cmdline" 2>/dev/null; then
+  kill "$pid"
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  kill -9 "$pid" 2>/dev/null
+  echo "$pid"
+fi
+rm -f "$pidfile"
+"""
+
+
+@dataclass(frozen=True)
+class RescueRequest:
+    """What the operator asked for (the CLI builds it; paths are local unless named remote)."""
+
+    disk: str = "auto"
+    installer_args: tuple[str, ...] = ()  # passed through unchanged (-C -V -b -o ... and extras)
+    image: Path | None = None  # --push: the local image file streamed to the installer's stdin
+    cloud_config: Path | None = None
+    ignition: Path | None = None
+    keyfile: Path | None = None  # -k: a local public key file, uploaded
+    push: bool = False
+    stop_raid: bool = False
+    reboot: bool = False
+    reboot_command: tuple[str, ...] = ("reboot",)
+    min_size: int = AUTO_MIN_SIZE
+    auto_types: tuple[str, ...] = ("disk",)
+    remote_dir: str = REMOTE_DIR
+    zipapp: Path | None = None  # a prebuilt installer zipapp; built on the fly when None
+
+
+@dataclass
+class RescueReport:
+    """What happened, for the CLI to print (text or --json)."""
+
+    host: str
+    disk: str
+    disk_size: int = 0
+    auto_chosen: bool = False
+    previous: str | None = None
+    stopped: list[str] = field(default_factory=list)
+    verify: dict = field(default_factory=dict)
+    rebooted: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@contextlib.contextmanager
+def _timed(report: RescueReport, name: str) -> Iterator[None]:
+    """Log the step (core.logs.step) and keep its time in report.seconds, so a slow install says why."""
+    start = time.monotonic()
+    try:
+        with step(name, log):
+            yield
+    finally:
+        report.seconds[name] = round(time.monotonic() - start, 3)
+
+
+def state_path(request: RescueRequest, disk: str) -> str:
+    return f"{request.remote_dir}/state-{disk.rsplit('/', 1)[-1]}.json"
+
+
+def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str], zipapp: str) -> list[str]:
+    """The remote installer command line (pure): our uploads replace the local paths."""
+    argv = ["python3", zipapp, "-d", disk, *request.installer_args]
+    if request.push:
+        argv += ["-f", "-"]
+    if "cloud_config" in uploaded:
+        argv += ["-c", uploaded["cloud_config"]]
+    if "ignition" in uploaded:
+        argv += ["-i", uploaded["ignition"]]
+    if "keyfile" in uploaded:
+        argv += ["-k", uploaded["keyfile"]]
+    return argv + ["--progress", "json", "--yes"]
+
+
+def expected_files(request: RescueRequest) -> dict[str, str]:
+    """`LABEL:/path` -> sha256 of what must be on the installed disk (pure but for reading the files)."""
+    files = {}
+    if request.cloud_config:
+        files[CLOUD_CONFIG_TARGET] = hashlib.sha256(request.cloud_config.read_bytes()).hexdigest()
+    if request.ignition:
+        files[IGNITION_TARGET] = hashlib.sha256(request.ignition.read_bytes()).hexdigest()
+    return files
+
+
+def check_request(request: RescueRequest) -> None:
+    """Refuse a request that cannot work before connecting. Raises UsageError / ConfigError."""
+    from provisioner.errors import ConfigError, UsageError
+
+    if request.push and request.image is None:
+        raise UsageError("--push needs -f IMAGE (a local image file to stream to the rescue host)")
+    if request.push and any(a in ("-b", "-C", "-V") for a in request.installer_args):
+        raise UsageError("--push streams a local file: -b/-C/-V make no sense with it")
+    for name, path in (("-f", request.image), ("-c", request.cloud_config), ("--ignition", request.ignition),
+                       ("-k", request.keyfile)):
+        if path is not None and (request.push or name != "-f") and not path.is_file():
+            raise ConfigError(f"{path}: no such file (given as {name})")
+    if request.reboot and not request.reboot_command:
+        raise UsageError("--reboot needs a reboot command")
+
+
+def stop_orphan(session: Session, request: RescueRequest) -> str | None:
+    """Stop an installer that a dropped session left running (it must not race the new one)."""
+    result = session.run(["sh", "-c", _STOP_ORPHAN, "sh", f"{request.remote_dir}/installer.pid"], timeout=60)
+    pid = result.stdout.strip()
+    if pid:
+        log.warning("stopped installer pid %s left running by a dropped session", pid)
+        return pid
+    return None
+
+
+def read_state(session: Session, request: RescueRequest, disk: str) -> dict:
+    result = session.run(["cat", state_path(request, disk)], check=False, timeout=30)
+    if result.exit_status != 0:
+        return {}
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return {}
+
+
+def write_state(session: Session, request: RescueRequest, disk: str, status: str, **extra) -> None:
+    state = {"disk": disk, "status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    session.upload(json.dumps(state).encode() + b"\n", state_path(request, disk))
+
+
+def select_disk(facts: HostFacts, request: RescueRequest) -> tuple[Block, bool]:
+    """The target disk and whether it was chosen automatically. Raises DiskError."""
+    if request.disk == "auto":
+        choice = inspect.choose_disk(facts, request.min_size, request.auto_types)
+        for line in choice.rejected:
+            log.info("--disk auto: passed over %s", line)
+        log.warning("--disk auto chose %s (%s, the smallest unused disk larger than %s)", choice.disk.path,
+                    format_size(choice.disk.size), format_size(request.min_size))
+        return choice.disk, True
+    disk = facts.disk(request.disk)
+    if disk is None:
+        for block in facts.disks:
+            for node in block.walk():
+                if node.path == request.disk and node is not block:
+                    raise DiskError(f"{request.disk} is a partition on {facts.hostname}; give the whole disk "
+                                    f"({block.path})")
+        known = ", ".join(b.path for b in facts.disks if b.type in ("disk", "loop") and b.size) or "none"
+        raise DiskError(f"{request.disk}: no such disk on {facts.hostname} (disks: {known})")
+    return disk, False
+
+
+def release_disk(session: Session, facts: HostFacts, disk: Block, request: RescueRequest) -> tuple[Block, list[str]]:
+    """Refuse a busy disk with its reason, or (--stop-raid) stop its RAID/LVM holders first.
+
+    Returns the disk as re-inspected and the commands that ran. Raises DiskError.
+    """
+    reasons = inspect.busy_reasons(facts, disk)
+    if not reasons:
+        return disk, []
+    holders_only = all(" is built on " in r or " holds " in r for r in reasons)
+    if not request.stop_raid:
+        hint = "; pass --stop-raid to stop the RAID/LVM on it" if holders_only else ""
+        raise DiskError(f"{disk.path} on {facts.hostname} is busy: {'; '.join(reasons)}{hint}")
+    ran = []
+    for argv in inspect.stop_plan(facts, disk):
+        log.warning("--stop-raid: %s", shlex.join(argv))
+        session.run(argv, timeout=120)
+        ran.append(shlex.join(argv))
+    again = inspect.gather(session)
+    disk = again.disk(disk.path) or disk
+    still = inspect.busy_reasons(again, disk)
+    if still:
+        raise DiskError(f"{disk.path} on {again.hostname} is still busy after --stop-raid: {'; '.join(still)}")
+    return disk, ran
+
+
+def build_installer(directory: Path) -> Path:
+    """Build the installer zipapp (issue 5's build_zipapp). Raises InstallError if it cannot."""
+    try:
+        from provisioner.install.zipapp import build_zipapp
+    except ImportError as exc:
+        raise InstallError(f"the installer zipapp builder is not available: {exc}") from None
+    return build_zipapp(directory / "installer.pyz")
+
+
+def upload_inputs(session: Session, request: RescueRequest, zipapp: Path) -> dict[str, str]:
+    """Send the zipapp and the local input files (0600); returns role -> remote path."""
+    uploaded = {"zipapp": f"{request.remote_dir}/installer.pyz"}
+    session.upload(zipapp.read_bytes(), uploaded["zipapp"])
+    for role, path, name in (("cloud_config", request.cloud_config, "cloud-config.yaml"),
+                             ("ignition", request.ignition, "config.ign"),
+                             ("keyfile", request.keyfile, "release-key.asc")):
+        if path is not None:
+            uploaded[role] = f"{request.remote_dir}/{name}"
+            session.upload(path.read_bytes(), uploaded[role])
+    return uploaded
+
+
+def run_installer(session: Session, argv: list[str], request: RescueRequest,
+                  on_event: Callable[[dict], None]) -> dict:
+    """Run the installer, streaming progress; returns its last event. Raises InstallError, ConnectionLost."""
+    pidfile = f"{request.remote_dir}/installer.pid"
+    # Record the pid (exec keeps it) so a re-run after a dropped link can stop an orphan.
+    command = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile, *argv]
+    events: list[dict] = []
+    other: list[str] = []
+
+    def line(text: str) -> None:
+        event = parse_event(text)
+        if event is None:
+            if text.strip():
+                other.append(text)
+                log.info("remote: %s", text)
+            return
+        events.append(event)
+        on_event(event)
+
+    source = open(request.image, "rb") if request.push else None
+    try:
+        result = session.stream(command, stdin=source, on_line=line, timeout=None)
+    finally:
+        if source is not None:
+            source.close()
+    last = events[-1] if events else {}
+    if result.exit_status != 0 or last.get("event") == "error":
+        message = (last.get("message") if last.get("event") == "error" else None) or \
+            (result.stderr.strip().splitlines() or other or ["no output"])[-1]
+        raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
+    return last
+
+
+def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, str]) -> dict:
+    """Check the GPT layout and the files sent, on the host. Raises VerifyError with the first problem."""
+    expect = json.dumps({"files": files})
+    result = session.run(["env", f"PYTHONPATH={zipapp}", "python3", "-", disk, expect],
+                         input=VERIFY_SCRIPT.read_bytes(), check=False, timeout=120)
+    if result.exit_status != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerifyError(f"verifying {disk} on the host failed (exit {result.exit_status}): {last}")
+    report = json.loads(result.stdout)
+    if report["problems"]:
+        raise VerifyError(f"{disk}: installed, but verification found: {'; '.join(report['problems'])}")
+    return report
+
+
+def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[dict], None],
+                   confirm: Callable[[str], bool] | None = None) -> RescueReport:
+    """Install to the rescue host behind `session` (connected). Returns a RescueReport.
+
+    Raises DiskError (no/busy disk), InstallError (installer failed), VerifyError, RemoteError,
+    PartialError (link dropped mid-install: the disk is partially written, re-run to finish).
+    """
+    check_request(request)
+    host = str(session.target.endpoint)
+    report = RescueReport(host=host, disk=request.disk)
+    with _timed(report, "inspect"):
+        stop_orphan(session, request)
+        facts = inspect.gather(session)
+        if not facts.is_root:
+            raise RemoteError(f"{host}: not logged in as root; the installer needs root (log in as root@)")
+        if not facts.python_ok:
+            raise RemoteError(f"{host}: python3 is {'.'.join(map(str, facts.python))}, the installer needs >= 3.9")
+        disk, report.auto_chosen = select_disk(facts, request)
+        disk, report.stopped = release_disk(session, facts, disk, request)
+        report.disk, report.disk_size = disk.path, disk.size
+        previous = read_state(session, request, disk.path)
+        if previous.get("status") == "installing":
+            report.previous = f"an install to {disk.path} started {previous.get('time')} was interrupted"
+            log.warning("%s: %s (disk partially written); installing again", host, report.previous)
+    if confirm is not None and not confirm(
+            f"Erase {disk.path} ({format_size(disk.size)}) on {facts.hostname} ({host}) and install?"):
+        raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
+    with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
+        with _timed(report, "upload"):
+            zipapp = request.zipapp or build_installer(Path(tmp))
+            uploaded = upload_inputs(session, request, zipapp)
+        argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"])
+        write_state(session, request, disk.path, "installing", mode="push" if request.push else "pull")
+        with _timed(report, "install"):
+            try:
+                run_installer(session, argv, request, on_event)
+            except ConnectionLost as exc:
+                raise PartialError(
+                    f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
+                    f"re-run the same command to finish") from None
+        with _timed(report, "verify"):
+            report.verify = verify_install(session, disk.path, uploaded["zipapp"], expected_files(request))
+    write_state(session, request, disk.path, "installed")
+    if request.reboot:
+        # Detached, after a second, so this session can close cleanly before the host goes down.
+        session.run(["sh", "-c", '(sleep 1; exec "$@") >/dev/null 2>&1 </dev/null &', "sh",
+                     *request.reboot_command], timeout=30)
+        report.rebooted = True
+    return report
+
+
+def inspect_host(session: Session, request: RescueRequest) -> tuple[HostFacts, str]:
+    """`--inspect`: the facts and their text report (nothing is changed on the host)."""
+    facts = inspect.gather(session)
+    return facts, inspect.format_report(facts, request.min_size, request.auto_types)

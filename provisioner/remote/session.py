@@ -1,0 +1,354 @@
+"""An SSH session to a rescue host (paramiko), and running commands over it.
+
+Connection order, each step failing with one line:
+1. TCP connect (through the ProxyJump chain: each hop's `direct-tcpip` channel is the next hop's socket);
+2. key exchange, then the host-key policy (hostkeys.decide) *before* authentication, so a wrong host
+   never sees our credentials and no command ever runs on it;
+3. authentication: the key files (-i / IdentityFile / ~/.ssh/id_*), the agent, then a password from
+   $PROVISIONER_SSH_PASSWORD or a prompt (never from the command line, where `ps` would show it).
+
+Commands run through the remote login shell, so argv is quoted with shlex. No pty is requested: a pty
+would mangle the binary image stream of `--push` and merge stderr into the JSON progress on stdout.
+
+A dead link must not hang the operator for the TCP default of ~15 minutes: TCP keepalive and
+TCP_USER_TIMEOUT bound how long we wait on an unanswered peer (Linux tcp(7)).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shlex
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import paramiko
+
+from provisioner.errors import RemoteError
+from provisioner.remote.hostkeys import (
+    HostKeyPolicy,
+    decide,
+    fingerprint,
+    known_hosts_name,
+    load_known_hosts,
+    record_host_key,
+    recorded_fingerprints,
+)
+from provisioner.remote.target import Endpoint, Target
+
+log = logging.getLogger("provisioner.remote")
+
+PASSWORD_ENV = "PROVISIONER_SSH_PASSWORD"
+DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+CHUNK = 256 * 1024
+
+# Host-key algorithms paramiko may negotiate for each known_hosts key type (RSA keys sign with SHA-2).
+_ALGORITHMS_OF_TYPE = {
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+}
+
+
+class ConnectionLost(RemoteError):
+    """The SSH connection dropped while a command was running (its outcome on the host is unknown)."""
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How to authenticate: explicit key files, the agent, and whether a password may be asked for."""
+
+    use_agent: bool = True
+    allow_prompt: bool = True
+
+
+@dataclass
+class Result:
+    """A finished remote command."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4), ("TCP_USER_TIMEOUT", 60000)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Session:
+    """An authenticated SSH connection to `target` (use as a context manager, or call close())."""
+
+    def __init__(self, target: Target, policy: HostKeyPolicy, auth: Auth = Auth(), timeout: float = 20.0):
+        self.target = target
+        self.policy = policy
+        self.auth = auth
+        self.timeout = timeout
+        self._transports: list[paramiko.Transport] = []
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    def connect(self) -> Session:
+        """Open the chain of transports; raises RemoteError (one line) on any failure."""
+        sock: socket.socket | paramiko.Channel | None = None
+        for hop in (*self.target.jumps, self.target.endpoint):
+            if sock is None:
+                sock = self._tcp(hop)
+            else:
+                try:
+                    sock = self._transports[-1].open_channel(
+                        "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.timeout)
+                except (paramiko.SSHException, OSError) as exc:
+                    self.close()
+                    raise RemoteError(f"{hop}: the jump host cannot reach it: {exc}") from None
+            transport = self._handshake(hop, sock)
+            self._transports.append(transport)
+            self._authenticate(hop, transport)
+        return self
+
+    def _tcp(self, hop: Endpoint) -> socket.socket:
+        try:
+            sock = socket.create_connection((hop.hostname, hop.port), timeout=self.timeout)
+        except OSError as exc:
+            raise RemoteError(f"{hop}: cannot connect: {exc.strerror or exc}") from None
+        _tune_socket(sock)
+        return sock
+
+    def _handshake(self, hop: Endpoint, sock) -> paramiko.Transport:
+        policy = self.policy
+        if hop is not self.target.endpoint or (hop.known_hosts and policy.known_hosts != hop.known_hosts):
+            # Jump hosts are always checked against known_hosts; --host-key pins the rescue host only.
+            policy = HostKeyPolicy(known_hosts=hop.known_hosts or policy.known_hosts,
+                                   pin=policy.pin if hop is self.target.endpoint else None,
+                                   accept_new=policy.accept_new)
+        path = policy.known_hosts_path
+        name = known_hosts_name(hop.hostname, hop.port)
+        recorded = recorded_fingerprints(load_known_hosts(path), name)
+        transport = paramiko.Transport(sock)
+        transport.set_keepalive(15)
+        if recorded and policy.pin is None:
+            # Ask for the key type we have on record, as ssh does, so a host with several keys is not
+            # mistaken for a changed one.
+            wanted = [a for t in recorded for a in _ALGORITHMS_OF_TYPE.get(t, (t,))]
+            options = transport.get_security_options()
+            usable = [a for a in wanted if a in options.key_types]
+            if usable:
+                options.key_types = usable + [a for a in options.key_types if a not in usable]
+        try:
+            transport.start_client(timeout=self.timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            raise RemoteError(f"{hop}: SSH handshake failed: {exc or type(exc).__name__}") from None
+        key = transport.get_remote_server_key()
+        verdict = decide(policy, name, key.get_name(), fingerprint(key.asbytes()), recorded)
+        if not verdict.accept:
+            transport.close()
+            raise RemoteError(verdict.reason)
+        log.info("%s: %s", hop, verdict.reason)
+        if verdict.record:
+            record_host_key(path, name, key)
+        return transport
+
+    def _keys(self, hop: Endpoint) -> Iterable[tuple[str, paramiko.PKey]]:
+        explicit = bool(hop.identity_files)
+        for path in hop.identity_files or DEFAULT_KEY_FILES:
+            full = os.path.expanduser(path)
+            if not os.path.exists(full):
+                if explicit:
+                    raise RemoteError(f"{hop}: identity file {full} does not exist")
+                continue
+            try:
+                yield f"key {full}", paramiko.PKey.from_path(full)
+            except paramiko.PasswordRequiredException:
+                log.warning("%s is encrypted; load it into ssh-agent (ssh-add) to use it", full)
+            except (paramiko.SSHException, OSError, ValueError) as exc:
+                if explicit:
+                    raise RemoteError(f"{hop}: cannot load identity file {full}: {exc}") from None
+        if self.auth.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                agent_keys = paramiko.Agent().get_keys()
+            except paramiko.SSHException:
+                agent_keys = ()
+            for number, key in enumerate(agent_keys):
+                yield f"agent key {number + 1}", key
+
+    def _authenticate(self, hop: Endpoint, transport: paramiko.Transport) -> None:
+        tried: list[str] = []
+        try:
+            for label, key in self._keys(hop):
+                tried.append(label)
+                try:
+                    transport.auth_publickey(hop.user, key)
+                except paramiko.AuthenticationException:
+                    continue
+                if transport.is_authenticated():
+                    log.info("%s: authenticated with %s", hop, label)
+                    return
+            password, source = os.environ.get(PASSWORD_ENV), f"${PASSWORD_ENV}"
+            if password is None and self.auth.allow_prompt and sys.stdin.isatty():
+                password, source = getpass.getpass(f"{hop} password: "), "the prompt"
+            if password is not None:
+                tried.append(f"password from {source}")
+                try:
+                    transport.auth_password(hop.user, password)
+                except paramiko.AuthenticationException:
+                    pass
+                if transport.is_authenticated():
+                    log.info("%s: authenticated with a password", hop)
+                    return
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if isinstance(exc, paramiko.AuthenticationException):
+                pass
+            else:
+                self.close()
+                raise RemoteError(f"{hop}: connection failed during authentication: {exc}") from None
+        self.close()
+        detail = ", ".join(tried) if tried else "no key found (give -i FILE) and no password"
+        hint = "" if any(t.startswith("password") for t in tried) else f"; for a password set ${PASSWORD_ENV}"
+        raise RemoteError(f"{hop}: authentication failed (tried: {detail}){hint}")
+
+    def close(self) -> None:
+        for transport in reversed(self._transports):
+            transport.close()
+        self._transports.clear()
+
+    def __enter__(self) -> Session:
+        return self.connect() if not self._transports else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- running commands -------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if not self._transports or not self._transports[-1].is_active():
+            raise ConnectionLost(f"{self.target.endpoint}: not connected")
+        return self._transports[-1]
+
+    def run(self, argv: list[str] | str, *, input: bytes | str | None = None, check: bool = True,
+            timeout: float | None = 120.0) -> Result:
+        """Run a command (argv list, quoted for the remote shell; or a ready shell string) and collect output.
+
+        Raises RemoteError on a non-zero exit (with check), ConnectionLost if the link drops.
+        """
+        data = input.encode() if isinstance(input, str) else input
+        lines: list[str] = []
+        result = self.stream(argv, stdin=data, on_line=lines.append, timeout=timeout)
+        result.stdout = "".join(line + "\n" for line in lines)
+        if check and result.exit_status != 0:
+            raise RemoteError(_failure(self.target.endpoint, result))
+        return result
+
+    def stream(self, argv: list[str] | str, *, stdin: bytes | BinaryIO | None = None,
+               on_line: Callable[[str], None] | None = None, on_sent: Callable[[int], None] | None = None,
+               timeout: float | None = None) -> Result:
+        """Run a command, feeding `stdin` (bytes or a binary file, streamed in chunks) and calling
+        `on_line` for each stdout line as it arrives. stderr is collected in the Result.
+
+        Raises ConnectionLost if the link drops before the command's exit status arrives, RemoteError
+        on a timeout.
+        """
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        log.debug("ssh %s: %s", self.target.endpoint, command)
+        try:
+            channel = self.transport.open_session(timeout=self.timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(f"{self.target.endpoint}: lost the connection starting {command!r}: {exc}") from None
+        stderr_chunks: list[bytes] = []
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_drain_stderr, args=(channel, stderr_chunks), daemon=True)]
+        if stdin is not None:
+            threads.append(threading.Thread(target=_feed, args=(channel, stdin, on_sent, errors), daemon=True))
+        else:
+            channel.shutdown_write()
+        for thread in threads:
+            thread.start()
+        channel.settimeout(timeout)
+        pending = b""
+        try:
+            while True:
+                chunk = channel.recv(CHUNK)
+                if not chunk:
+                    break
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    if on_line is not None:
+                        on_line(line.decode("utf-8", "replace"))
+        except socket.timeout:
+            channel.close()
+            raise RemoteError(f"{self.target.endpoint}: {command!r} did not finish within {timeout:.0f} s") from None
+        if pending and on_line is not None:
+            on_line(pending.decode("utf-8", "replace"))
+        # paramiko sets the exit status to -1 when the channel closes without one (the link dropped).
+        status = channel.recv_exit_status()
+        for thread in threads:
+            # The feeder may sit on a slow local source; once the command has ended it no longer matters.
+            thread.join(timeout=5)
+        channel.close()
+        stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+        if status == -1:
+            raise ConnectionLost(f"{self.target.endpoint}: connection lost while running {command!r}")
+        return Result(command, status, "", stderr)
+
+    def upload(self, data: bytes | BinaryIO, remote_path: str, mode: int = 0o600) -> None:
+        """Write `data` to `remote_path` atomically (temp file + rename), created with `mode`.
+
+        Uses `cat` over an exec channel rather than SFTP: rescue images do not always ship sftp-server.
+        Raises RemoteError when the remote side cannot write it.
+        """
+        script = ('umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.part" && chmod "$2" "$1.part" '
+                  '&& mv -f "$1.part" "$1"')
+        result = self.stream(["sh", "-c", script, "sh", remote_path, f"{mode:o}"], stdin=data, timeout=600)
+        if result.exit_status != 0:
+            raise RemoteError(_failure(self.target.endpoint, result, f"cannot write {remote_path}"))
+
+
+def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = channel.recv_stderr(CHUNK)
+        except (OSError, EOFError, socket.timeout):
+            return
+        if not chunk:
+            return
+        chunks.append(chunk)
+
+
+def _feed(channel: paramiko.Channel, source: bytes | BinaryIO, on_sent, errors: list[BaseException]) -> None:
+    try:
+        if isinstance(source, bytes):
+            view = memoryview(source)
+            for offset in range(0, len(view), CHUNK):
+                channel.sendall(view[offset:offset + CHUNK])
+                if on_sent:
+                    on_sent(min(offset + CHUNK, len(view)))
+        else:
+            sent = 0
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                channel.sendall(chunk)
+                sent += len(chunk)
+                if on_sent:
+                    on_sent(sent)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        # The remote command stopped reading (it failed, or the link dropped): its exit status says which.
+        errors.append(exc)
+
+
+def _failure(endpoint: Endpoint, result: Result, what: str = "") -> str:
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    head = what or f"{result.command!r} failed"
+    return f"{endpoint}: {head} (exit {result.exit_status})" + (f": {last}" if last else "")

@@ -1,0 +1,100 @@
+"""Check an installed disk ON the rescue host and print one JSON report (run after the remote install).
+
+Sent to `python3 - DISK EXPECT_JSON` with the uploaded installer zipapp on PYTHONPATH, so it reads the
+table with the same GPT reader and layout table the installer uses (provisioner.disk.gpt / .layout),
+standard library only, Python 3.9 compatible. EXPECT_JSON: {"files": {"<partition label>:<path>":
+"<sha256>"}}; each file is read from its partition mounted read-only (`noload` for ext4: a read-only
+check must not replay a journal).
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from provisioner.disk import layout
+from provisioner.disk.blockdev import partition_path, reread_partitions
+from provisioner.disk.gpt import read_gpt
+
+
+def check_table(disk):
+    problems = []
+    table = read_gpt(disk, require_valid=False)
+    if not table.valid:
+        return ["no valid GPT: " + "; ".join(table.problems)], table
+    if table.primary is None or not table.primary.valid:
+        problems.append("primary GPT header is damaged")
+    if table.backup is None or not table.backup.valid:
+        problems.append("backup GPT header is missing or damaged")
+    if table.disk_guid != layout.MAGIC_DISK_GUID:
+        problems.append("disk GUID is %s, not the CoreOS magic %s" % (table.disk_guid, layout.MAGIC_DISK_GUID))
+    for spec in layout.COREOS_LAYOUT:
+        entry = table.entry(spec.number)
+        if entry is None:
+            problems.append("partition %d (%s) is missing" % (spec.number, spec.label))
+            continue
+        if entry.name != spec.label:
+            problems.append("partition %d is named %r, expected %r" % (spec.number, entry.name, spec.label))
+        if entry.type_guid.upper() != spec.type_guid.upper():
+            problems.append("partition %d has type %s, expected %s" % (spec.number, entry.type_guid, spec.type_guid))
+        if spec.partuuid and entry.partuuid.upper() != spec.partuuid.upper():
+            problems.append("partition %d has PARTUUID %s, expected %s" % (spec.number, entry.partuuid, spec.partuuid))
+    return problems, table
+
+
+def file_digest(device, path):
+    mountpoint = tempfile.mkdtemp(prefix="provisioner-verify-")
+    try:
+        for options in ("ro,noload", "ro"):
+            mount = subprocess.run(["mount", "-o", options, device, mountpoint], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, universal_newlines=True)
+            if mount.returncode == 0:
+                break
+        else:
+            return None, "cannot mount %s: %s" % (device, mount.stderr.strip())
+        try:
+            full = os.path.join(mountpoint, path.lstrip("/"))
+            if not os.path.isfile(full):
+                return None, "%s is missing on %s" % (path, device)
+            with open(full, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            mode = os.stat(full).st_mode & 0o777
+            return digest, "mode %o" % mode
+        finally:
+            subprocess.run(["umount", mountpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        os.rmdir(mountpoint)
+
+
+def main():
+    disk, expect = sys.argv[1], json.loads(sys.argv[2])
+    problems, table = check_table(disk)
+    report = {"disk": disk, "partitions": [], "files": {}, "problems": problems}
+    if table.valid:
+        report["partitions"] = [{"number": e.number, "name": e.name, "size": e.size_bytes(table.sector_size)}
+                                for e in table.entries]
+        expected = {e.number: (e.first_lba, e.sectors) for e in table.entries}
+        try:
+            reread_partitions(disk, expected)
+        except Exception as exc:  # report it as a problem; the table itself was checked above
+            problems.append("partition nodes: %s" % exc)
+    for key, want in sorted(expect.get("files", {}).items()):
+        label, _, path = key.partition(":")
+        entry = table.by_name(label) if table.valid else None
+        if entry is None:
+            problems.append("%s: no partition labelled %s" % (path, label))
+            continue
+        digest, detail = file_digest(partition_path(disk, entry.number), path)
+        report["files"][key] = {"sha256": digest, "detail": detail}
+        if digest is None:
+            problems.append(detail)
+        elif digest != want:
+            problems.append("%s on %s differs from the file sent (sha256 %s)" % (path, label, digest[:12]))
+    json.dump(report, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""A real OpenSSH sshd on 127.0.0.1:<free port> standing in for a rescue system (this machine, as root).
+
+The daemon gets generated ed25519 host and client keys, an AuthorizedKeysFile in the tmp dir, and a
+config of its own (`sshd -D -e -f`), so nothing of the machine's ssh setup is used or changed. Root may
+log in (rescue systems log in as root, and the installer needs root for loop devices). The password
+path is tested against a throwaway user created and deleted by the `password_user` fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.system import free_port, need_root
+
+SSHD = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+@dataclass
+class SshServer:
+    port: int
+    workdir: Path
+    host_key: Path
+    client_key: Path
+    known_hosts: Path
+    log: Path
+    process: subprocess.Popen
+    extra_env: dict = field(default_factory=dict)
+
+    @property
+    def host_fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-lf", f"{self.host_key}.pub"], check=True, capture_output=True,
+                             text=True).stdout
+        return out.split()[1]
+
+    def target(self, user: str = "root") -> str:
+        return f"{user}@127.0.0.1"
+
+    def ssh_args(self, user: str = "root", key: bool = True) -> list[str]:
+        """Connection options for `provisioner rescue` (host-key check against our own known_hosts)."""
+        args = [self.target(user), "-p", str(self.port), "--known-hosts", str(self.known_hosts),
+                "--ssh-config", str(self.workdir / "ssh_config")]
+        if key:
+            args += ["-i", str(self.client_key)]
+        return args
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def session_pids(self) -> list[int]:
+        """sshd processes below the listener: the ones serving connections."""
+        children: dict[int, list[int]] = {}
+        names: dict[int, str] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+            names[int(entry)] = comm
+        found: list[int] = []
+        todo = list(children.get(self.process.pid, []))
+        while todo:
+            pid = todo.pop()
+            if names.get(pid) == "sshd":
+                found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def kill_sessions(self) -> list[int]:
+        """SIGKILL every sshd process serving a connection (the client sees the link drop)."""
+        pids = self.session_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
+
+def _wait_for_banner(port: int, process: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited with {process.returncode}: {log.read_text(errors='replace')[-500:]}",
+                        pytrace=False)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(64).startswith(b"SSH-2.0"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"sshd on 127.0.0.1:{port} did not answer within {timeout} s", pytrace=False)
+
+
+@pytest.fixture
+def sshd(tmp_path, monkeypatch) -> SshServer:
+    """A running sshd on 127.0.0.1:<free port>; the client key is authorized for root."""
+    need_root()
+    if not os.path.exists(SSHD):
+        pytest.fail(f"{SSHD} not found: install the Debian package openssh-server (make setup does)", pytrace=False)
+    workdir = tmp_path / "sshd"
+    workdir.mkdir()
+    host_key, client_key = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
+    _keygen(host_key, "rescue-host")
+    _keygen(client_key, "operator")
+    (workdir / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+    port = free_port()
+    known_hosts = workdir / "known_hosts"
+    host_pub = Path(f"{host_key}.pub").read_text().split()
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (workdir / "ssh_config").write_text("# empty: tests never read the operator's ~/.ssh/config\n")
+    config = workdir / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {workdir}/sshd.pid\n"
+        f"AuthorizedKeysFile {workdir}/authorized_keys\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n"
+        "PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
+        "PermitEmptyPasswords no\nMaxStartups 20\nLogLevel VERBOSE\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    # sshd refuses to start without its privilege-separation directory (Debian creates it at boot).
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    log = workdir / "sshd.log"
+    with open(log, "wb") as log_handle:
+        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log_handle,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # The operator's agent must not make a test pass that should fail.
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PROVISIONER_SSH_PASSWORD", raising=False)
+    server = SshServer(port, workdir, host_key, client_key, known_hosts, log, process)
+    try:
+        _wait_for_banner(port, process, log)
+        yield server
+    finally:
+        server.kill_sessions()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def password_user():
+    """A throwaway local user with a random password (for the password path); deleted afterwards."""
+    need_root()
+    name = f"provrescue{os.getpid() % 100000}"
+    password = secrets.token_urlsafe(12)
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)
+        yield name, password
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def provisioner_cli(args: list[str], *, env: dict | None = None, timeout: float = 180,
+                    stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run `provisioner ARGS` as an operator would (a separate process, one line on errors)."""
+    full_env = dict(os.environ)
+    full_env.pop("SSH_AUTH_SOCK", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "provisioner.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=REPO, input=stdin)
