@@ -46,6 +46,8 @@ def _global_options(
 # Command groups, in the order `provisioner --help` lists them.
 COMMAND_MODULES: list[str] = [
     "disk_cmd",
+    "inventory_cmd",
+    "render_cmd",
     "validate_cmd",
     "rescue_cmd",
 ]

@@ -1,0 +1,63 @@
+"""`provisioner inventory check|match`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from provisioner.cli.machine_options import ARCH, DATA_DIR, HOSTNAME, LABEL, MAC, SERIAL, UUID, build_query
+from provisioner.errors import ConfigError
+from provisioner.inventory import load_inventory
+from provisioner.inventory.check import check_inventory
+
+app = typer.Typer(help="Inspect a data dir: check it, or see which group/profile a machine gets.", no_args_is_help=True)
+
+
+@app.command("check")
+def check_command(
+    data_dir: Path = DATA_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print problems as JSON."),
+) -> None:
+    """Report ambiguous groups, missing profiles/templates and templates that fail to render. Exit 1 on errors."""
+    inventory = load_inventory(data_dir)
+    problems = check_inventory(inventory)
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        print(json.dumps({"ok": not errors, "problems": [p.as_json() for p in problems]}, indent=2))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{data_dir}: {len(inventory.groups)} groups, {len(inventory.profiles)} profiles, "
+              f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command("match")
+def match_command(
+    data_dir: Path = DATA_DIR,
+    mac: str = MAC, uuid: str = UUID, hostname: str = HOSTNAME, serial: str = SERIAL, arch: str = ARCH,
+    label: list[str] = LABEL,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the group and profile a machine would get."""
+    inventory = load_inventory(data_dir)
+    query = build_query(mac, uuid, hostname, serial, arch, label)
+    match = inventory.match(query)
+    if match is None:
+        raise ConfigError(f"{data_dir}: no group matches {', '.join(f'{k}={v}' for k, v in sorted(query.as_labels().items()))}")
+    result = {
+        "group": match.group.id, "group_file": match.group.source, "selector": dict(match.group.selector),
+        "profile": match.group.profile, "profile_file": match.profile.source if match.profile else None,
+    }
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"group   {result['group']}  ({result['group_file']}; selector {match.group.selector_text or 'none: default'})")
+        print(f"profile {result['profile']}  ({result['profile_file'] or 'MISSING'})")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="inventory")
