@@ -8,7 +8,8 @@ The steps (each a function, `rescue_install` runs them in order):
 4. upload the installer zipapp (standard library only: rescue systems have python3 but no pip) and the
    cloud-config / Ignition / key files, mode 0600 (a cloud-config often carries secrets);
 5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
-   local bar; with `--push` the image goes from the local file down the SSH channel (`-f -`);
+   local bar; with `--push` the installer pulls the local image through a port forwarded over this
+   same SSH connection (push.py), so it streams from our disk to theirs;
 6. verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS layout and each
    file we sent, compared by SHA-256; record `installed`; optionally `--reboot`.
 
@@ -37,6 +38,7 @@ from provisioner.errors import DiskError, InstallError, PartialError, Provisione
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
 from provisioner.remote.progress import parse_event
+from provisioner.remote.push import PushServer
 from provisioner.remote.session import ConnectionLost, Session
 
 log = logging.getLogger("provisioner.remote")
@@ -115,11 +117,11 @@ def state_path(request: RescueRequest, disk: str) -> str:
     return f"{request.remote_dir}/state-{disk.rsplit('/', 1)[-1]}.json"
 
 
-def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str], zipapp: str) -> list[str]:
-    """The remote installer command line (pure): our uploads replace the local paths."""
-    argv = ["python3", zipapp, "-d", disk, *request.installer_args]
-    if request.push:
-        argv += ["-f", "-"]
+def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str], zipapp: str,
+                   source_args: list[str] = ()) -> list[str]:
+    """The remote installer command line (pure): our uploads replace the local paths; `source_args`
+    point a pushed image's installer at the forwarded port (push.installer_args)."""
+    argv = ["python3", zipapp, "-d", disk, *request.installer_args, *source_args]
     if "cloud_config" in uploaded:
         argv += ["-c", uploaded["cloud_config"]]
     if "ignition" in uploaded:
@@ -248,10 +250,8 @@ def upload_inputs(session: Session, request: RescueRequest, zipapp: Path) -> dic
     return uploaded
 
 
-def run_installer(session: Session, argv: list[str], request: RescueRequest,
-                  on_event: Callable[[dict], None]) -> dict:
+def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], None], pidfile: str) -> dict:
     """Run the installer, streaming progress; returns its last event. Raises InstallError, ConnectionLost."""
-    pidfile = f"{request.remote_dir}/installer.pid"
     # Record the pid (exec keeps it) so a re-run after a dropped link can stop an orphan.
     command = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile, *argv]
     events: list[dict] = []
@@ -267,12 +267,7 @@ def run_installer(session: Session, argv: list[str], request: RescueRequest,
         events.append(event)
         on_event(event)
 
-    source = open(request.image, "rb") if request.push else None
-    try:
-        result = session.stream(command, stdin=source, on_line=line, timeout=None)
-    finally:
-        if source is not None:
-            source.close()
+    result = session.stream(command, on_line=line, timeout=None)
     last = events[-1] if events else {}
     if result.exit_status != 0 or last.get("event") == "error":
         message = (last.get("message") if last.get("event") == "error" else None) or \
@@ -326,11 +321,16 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
         with _timed(report, "upload"):
             zipapp = request.zipapp or build_installer(Path(tmp))
             uploaded = upload_inputs(session, request, zipapp)
-        argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"])
         write_state(session, request, disk.path, "installing", mode="push" if request.push else "pull")
         with _timed(report, "install"):
             try:
-                run_installer(session, argv, request, on_event)
+                with contextlib.ExitStack() as stack:
+                    source_args: list[str] = []
+                    if request.push:
+                        push = stack.enter_context(PushServer(session.transport, request.image))
+                        source_args = push.installer_args()
+                    argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)
+                    run_installer(session, argv, on_event, f"{request.remote_dir}/installer.pid")
             except ConnectionLost as exc:
                 raise PartialError(
                     f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
