@@ -50,6 +50,7 @@ COMMAND_MODULES: list[str] = [
     "render_cmd",
     "validate_cmd",
     "rescue_cmd",
+    "install_cmd",
 ]
 
 

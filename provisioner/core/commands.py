@@ -73,6 +73,8 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "ssh-keygen": "openssh-client",
     "busybox": "busybox-static",
     "wrk": "wrk",
+    "efibootmgr": "efibootmgr",
+    "btrfstune": "btrfs-progs",
     "depmod": "kmod",
     "dpkg-deb": "dpkg",
     "udhcpc": "busybox-static",

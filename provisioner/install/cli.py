@@ -1,0 +1,64 @@
+"""Command-line entry of the installer without typer: used by the zipapp, `python3 -m
+provisioner.install` and (through `run_cli`) by `provisioner install`, so there is ONE parser.
+
+Exit codes as everywhere (errors.py): 0 ok, 1 error, 2 usage, 3 partial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from provisioner.errors import EXIT_ERROR, ProvisionerError, UsageError
+from provisioner.install.installer import Summary, run_install
+from provisioner.install.options import parse_install_args
+from provisioner.install.progress import Progress
+
+
+def confirm_on_terminal(text: str) -> bool:
+    """Show the plan and ask on the terminal; refuse when there is no terminal to ask."""
+    sys.stderr.write(text + "\n")
+    if not sys.stdin.isatty():
+        raise UsageError("install: no terminal to confirm on: pass --yes to write without asking")
+    sys.stderr.write("This ERASES the target disk. Type 'yes' to continue: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() == "yes"
+
+
+def run_cli(argv: List[str], prog: str = "provisioner install") -> Optional[Summary]:
+    """Parse argv and install. Raises ProvisionerError (the caller maps it to an exit code)."""
+    opts = parse_install_args(argv, prog)
+    if opts.verbose:
+        root = logging.getLogger()
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+    progress = Progress(opts.progress)
+    summary = run_install(opts, progress, confirm_on_terminal)
+    if summary is not None and progress.mode != "json":
+        print(summary.line(), file=sys.stderr)
+    return summary
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "provisioner-install") -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    try:
+        run_cli(args, prog)
+    except SystemExit as exc:  # argparse --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except ProvisionerError as exc:
+        if os.environ.get("PROVISIONER_DEBUG"):
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected bug: still one line, the traceback under PROVISIONER_DEBUG
+        if os.environ.get("PROVISIONER_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0

@@ -1,0 +1,149 @@
+"""Verification of the compressed image: sha512 from `.DIGESTS` and a detached OpenPGP signature.
+
+Both run WHILE the image streams to the disk (the compressed bytes are hashed by us and fed to
+`gpgv` on its stdin); the installer commits the GPT headers only after both pass, so a failed
+check leaves a disk with no valid partition table (see writer.py).
+
+- `.DIGESTS`: sha512sum lines `<hex>  <name>`; Flatcar's files also carry `# SHA512 HASH`
+  comments and MD5/SHA1 lines, so we pick the 128-hex-digit line naming our file.
+- gpgv (gnupg's verify-only tool, trusts every key in its keyring) needs a binary keyring; an
+  ASCII-armoured key (RFC 4880 §6.2) is de-armoured here with base64, no gpg needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from provisioner.core.commands import require_tool
+from provisioner.errors import VerifyError
+
+_HEX512 = re.compile(r"^([0-9a-fA-F]{128})\s+\*?(\S.*)$")
+
+
+def digest_from_digests(text: str, filename: str, source: str = "DIGESTS") -> str:
+    """The sha512 hex for `filename` in a DIGESTS/sha512sum text. Raises VerifyError if absent."""
+    found = []
+    for line in text.splitlines():
+        match = _HEX512.match(line.strip())
+        if match:
+            name = os.path.basename(match.group(2).strip())
+            found.append(name)
+            if name == filename:
+                return match.group(1).lower()
+    listed = ", ".join(found) or "no sha512 lines"
+    raise VerifyError(f"{source}: no sha512 digest for {filename} (found: {listed})")
+
+
+def dearmor(data: bytes) -> bytes:
+    """Binary OpenPGP packets from an ASCII-armoured block (or `data` itself if already binary).
+
+    Raises VerifyError on a malformed armour.
+    """
+    text = data.decode("ascii", "replace")
+    if "-----BEGIN PGP" not in text:
+        return data
+    lines = text.splitlines()
+    try:
+        begin = next(i for i, line in enumerate(lines) if line.startswith("-----BEGIN PGP"))
+        end = next(i for i, line in enumerate(lines) if line.startswith("-----END PGP") and i > begin)
+    except StopIteration:
+        raise VerifyError("public key: unterminated ASCII armour") from None
+    body = lines[begin + 1: end]
+    while body and body[0].strip():  # armour headers ("Comment: ...") end at the first blank line
+        if ":" not in body[0]:
+            break
+        body = body[1:]
+    payload = "".join(line.strip() for line in body if line.strip() and not line.startswith("="))
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise VerifyError("public key: invalid base64 in the ASCII armour") from None
+
+
+class SignatureCheck:
+    """Feed the signed bytes with `update`, then `finish()` raises VerifyError unless gpgv says GOOD.
+
+    Runs `gpgv --keyring K --status-fd 1 SIG -` with the data on stdin.
+    """
+
+    def __init__(self, signature: bytes, public_key: bytes, workdir: str, label: str):
+        self.label = label
+        gpgv = require_tool("gpgv")
+        self._dir = tempfile.mkdtemp(prefix="gpgv-", dir=workdir)
+        keyring = os.path.join(self._dir, "keyring.gpg")
+        sig = os.path.join(self._dir, "image.sig")
+        with open(keyring, "wb") as handle:
+            handle.write(dearmor(public_key))
+        with open(sig, "wb") as handle:
+            handle.write(dearmor(signature))
+        self._status = open(os.path.join(self._dir, "status"), "w+b")
+        self._proc = subprocess.Popen(
+            [gpgv, "--homedir", self._dir, "--keyring", keyring, "--status-fd", "1", sig, "-"],
+            stdin=subprocess.PIPE, stdout=self._status, stderr=subprocess.STDOUT,
+        )
+        self._broken = False
+
+    def update(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            self._proc.stdin.write(data)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            self._broken = True  # gpgv gave up early (bad key/signature): finish() reports why
+
+    def finish(self) -> str:
+        """Returns the signer's key id. Raises VerifyError."""
+        try:
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass
+        code = self._proc.wait(timeout=120)
+        self._status.seek(0)
+        status = self._status.read().decode("utf-8", "replace")
+        self._status.close()
+        good = re.search(r"^\[GNUPG:\] GOODSIG (\S+)", status, re.M)
+        if code != 0 or not good:
+            reason = _gpg_reason(status)
+            raise VerifyError(f"{self.label}: OpenPGP signature verification failed ({reason})")
+        return good.group(1)
+
+    def abort(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if not self._status.closed:
+            self._status.close()
+
+
+def _gpg_reason(status: str) -> str:
+    for code, text in (("BADSIG", "BAD signature"), ("NO_PUBKEY", "signed by a key not in the keyring"),
+                       ("EXPKEYSIG", "key expired"), ("REVKEYSIG", "key revoked"),
+                       ("NODATA", "no signature data"), ("ERRSIG", "cannot check the signature")):
+        if f"[GNUPG:] {code}" in status:
+            return text
+    last = [line for line in status.splitlines() if line.strip() and not line.startswith("[GNUPG:]")]
+    return last[-1].strip() if last else "gpgv failed"
+
+
+class DigestCheck:
+    """sha512 of the bytes fed with `update`; `finish()` raises VerifyError on a mismatch."""
+
+    def __init__(self, expected_hex: str, label: str):
+        self.expected = expected_hex.lower()
+        self.label = label
+        self._hash = hashlib.sha512()
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+
+    def finish(self) -> str:
+        actual = self._hash.hexdigest()
+        if actual != self.expected:
+            raise VerifyError(f"{self.label}: sha512 mismatch (DIGESTS says {self.expected[:16]}..., "
+                              f"the download is {actual[:16]}...)")
+        return actual
+
