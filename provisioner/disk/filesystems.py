@@ -16,16 +16,24 @@ from provisioner.errors import CommandError, DiskError
 
 
 def mountpoint_of(device: str) -> str | None:
-    """Where `device` is mounted (first mount in /proc/self/mountinfo), matched by major:minor."""
+    """Where `device` is mounted (first match in /proc/self/mountinfo), or None.
+
+    Matched by major:minor, or by the mount source: btrfs reports an anonymous 0:N device in
+    the major:minor field (proc(5) mountinfo; fs/btrfs uses anonymous bdevs).
+    """
     try:
         rdev = os.stat(device).st_rdev
     except OSError:
         return None
     wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
+    real = os.path.realpath(device)
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
             fields = line.split()
-            if len(fields) > 4 and fields[2] == wanted:
+            if len(fields) < 5:
+                continue
+            source = fields[fields.index("-") + 2] if "-" in fields[5:] else ""
+            if fields[2] == wanted or (source.startswith("/") and os.path.realpath(source) == real):
                 return fields[4].replace("\\040", " ")
     return None
 
@@ -119,7 +127,16 @@ def resize(device: str, fstype: str, size_bytes: int | None, mountpoint: str | N
         argv = ["resize2fs", device]
         if size_bytes is not None:
             argv.append(f"{size_bytes // 1024}K")
-        run(argv)
+        try:
+            run(argv)
+        except CommandError as exc:
+            # The kernel's EXT4_IOC_RESIZE_FS wants CAP_SYS_RESOURCE (fs/ext4/ioctl.c); containers often drop it.
+            if mountpoint and "Permission denied" in exc.stderr:
+                raise DiskError(
+                    f"{device}: online resize refused by the kernel (this process lacks CAP_SYS_RESOURCE); "
+                    f"the partition is grown: unmount {mountpoint} and run grow again to finish offline"
+                ) from None
+            raise
     elif fstype == "xfs" and mountpoint:
         run(["xfs_growfs", mountpoint])
     elif fstype == "btrfs" and mountpoint:
@@ -129,12 +146,16 @@ def resize(device: str, fstype: str, size_bytes: int | None, mountpoint: str | N
 
 
 def make(device: str, fstype: str, label: str) -> None:
-    """Create a filesystem (ext4, xfs, btrfs or swap) labelled `label`. Raises CommandError."""
+    """Create a filesystem (ext4, xfs, btrfs or swap) labelled `label`; 'none' erases old signatures.
+
+    Raises DiskError when the tool fails.
+    """
     argv = {
         "ext4": ["mkfs.ext4", "-q", "-F", "-L", label, device],
         "xfs": ["mkfs.xfs", "-q", "-f", "-L", label[:12], device],  # xfs labels hold 12 bytes
         "btrfs": ["mkfs.btrfs", "-q", "-f", "-L", label, device],
         "swap": ["mkswap", "-L", label, device],
+        "none": ["wipefs", "-a", "-q", device],
     }.get(fstype)
     if argv is None:
         raise DiskError(f"{device}: cannot make a {fstype!r} filesystem")

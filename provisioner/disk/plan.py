@@ -138,6 +138,8 @@ class MakeFilesystem(Step):
     label: str = ""
 
     def describe(self) -> str:
+        if self.fstype == "none":
+            return f"erase stale filesystem signatures on the new partition {self.number} (wipefs -a)"
         return f"make a {self.fstype} filesystem labelled '{self.label}' on partition {self.number}"
 
 
@@ -447,8 +449,9 @@ def plan_add(
         WritePartition("write-table", new, replace=False, relocate_backup=True),
         _reread("reread-table", expected),
     ]
-    if fstype != "none":
-        steps.append(MakeFilesystem("mkfs", number, fstype, label))
+    # A new partition may cover an old filesystem's superblock (space freed by shrink-root):
+    # with --fs none we still erase such signatures, so nothing mounts a ghost.
+    steps.append(MakeFilesystem("mkfs" if fstype != "none" else "wipe", number, fstype, label))
     notes = [_gap_note(root, expected, ss)]
     return Plan("add", key, tuple(steps), expected, tuple(n for n in notes if n))
 

@@ -162,6 +162,9 @@ def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
         mountpoint = filesystems.mountpoint_of(partition)
         if step.size_bytes is not None and mountpoint:
             raise DiskError(f"{partition} is mounted on {mountpoint}: ext4 cannot shrink online; unmount it")
+        if step.mountpoint and not mountpoint and step.fstype == "ext4":
+            # Planned online, resumed offline: resize2fs wants a fresh e2fsck -f first.
+            filesystems.check_ext4(partition)
         filesystems.resize(partition, step.fstype, step.size_bytes, mountpoint)
     elif isinstance(step, planner.WritePartition):
         table = read_disk_table(device)
