@@ -49,6 +49,7 @@ COMMAND_MODULES: list[str] = [
     "inventory_cmd",
     "render_cmd",
     "validate_cmd",
+    "demo_cmd",
     "rescue_cmd",
     "install_cmd",
 ]

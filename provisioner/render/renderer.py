@@ -50,7 +50,9 @@ class Renderer:
         match = self.select(query)
         boot = match.profile.boot
         if boot is None:
-            raise NoMatch(f"{match.profile.source}: boot: profile {match.profile.id!r} has no boot section")
+            # A profile without a boot section (an installed machine): hand the machine back to the
+            # firmware, which goes on to the next boot device, the disk (matchbox has no such case).
+            return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit\n"
         context = host_context(match, query, self.server_url)
         what = f"group {match.group.id}"
         # Matchbox passes boot fields through verbatim; we also expand {{ }} in them (matchbox#92).
