@@ -52,6 +52,7 @@ COMMAND_MODULES: list[str] = [
     "demo_cmd",
     "rescue_cmd",
     "install_cmd",
+    "serve_cmd",
 ]
 
 

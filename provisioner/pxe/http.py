@@ -1,0 +1,267 @@
+"""The HTTP side of the boot server (aiohttp): matchbox-compatible paths plus health and metrics.
+
+Paths: /boot.ipxe (and /boot.ipxe.0), /ipxe, /cloud-config (and matchbox's /cloud), /ignition,
+/generic, /metadata, /assets/<path> (sendfile, Range, HEAD via aiohttp's FileResponse),
+/boot/<ipxe binary> (for UEFI HTTP boot), /healthz, /metrics, and the etcd discovery service
+under /discovery/.
+
+Hot path (/ipxe?mac=...): rendered answers are cached per query string; the data dir is checked
+for changes at most once a second (file mtimes), and a change reloads the inventory and empties
+the cache. So a steady-state request costs one dict lookup, no template work and no disk read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from provisioner.errors import ConfigError, ProvisionerError
+from provisioner.inventory import MachineQuery, load_inventory
+from provisioner.pxe import ipxe
+from provisioner.pxe.jail import JailError, resolve_in_jail
+from provisioner.pxe.tftp import IPXE_FILES
+from provisioner.render import NoMatch, Renderer
+
+log = logging.getLogger("provisioner.pxe.http")
+
+WATCHED_DIRS = ("profiles", "groups", "cloud", "ignition", "generic")
+CACHE_LIMIT = 20000
+CHECK_INTERVAL = 1.0
+
+# endpoint -> (Renderer method name, machine stage, content type)
+RENDERED = {
+    "ipxe": ("ipxe", "ipxe-script", "text/plain"),
+    "cloud-config": ("cloud_config", "cloud-config", "text/plain"),
+    "ignition": ("ignition", "ignition", "application/json"),
+    "generic": ("generic", "generic", "text/plain"),
+    "metadata": ("metadata", "metadata", "text/plain"),
+}
+
+EventSink = Callable[[str | None, str, dict, str | None], None]   # (mac or None, stage, detail, client ip)
+
+
+def data_dir_signature(data_dir: Path) -> tuple:
+    """A cheap fingerprint of the inventory files: (name, mtime_ns, size) of every file (pure I/O)."""
+    entries = []
+    for sub in WATCHED_DIRS:
+        folder = data_dir / sub
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
+                    entries.append((sub, entry.name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            entries.append((sub, None))
+    return tuple(sorted(entries, key=repr))
+
+
+@dataclass
+class Rendered:
+    status: int
+    body: bytes
+    content_type: str
+    mac: str | None
+    boot_assets: tuple[tuple[str, str], ...] = ()   # (asset path, "kernel"/"initrd") from the profile
+    reason: str | None = None
+
+
+class BootData:
+    """The loaded inventory + renderer, a render cache and change detection."""
+
+    def __init__(self, data_dir: Path, server_url: str):
+        self.data_dir = Path(data_dir)
+        self.server_url = server_url.rstrip("/")
+        self.renderer: Renderer | None = None
+        self.load_error: str | None = None
+        self.cache: dict[tuple[str, str], Rendered] = {}
+        self.signature: tuple | None = None
+        self.checked_at = 0.0
+        self.reload()
+
+    def reload(self) -> None:
+        """Load the inventory; on error keep serving the previous one and remember the message."""
+        signature = data_dir_signature(self.data_dir)
+        try:
+            inventory = load_inventory(self.data_dir)
+        except ConfigError as exc:
+            self.load_error = str(exc)
+            log.error("inventory: %s (still serving the previous version)", exc)
+        else:
+            self.renderer = Renderer(inventory, server_url=self.server_url)
+            self.load_error = None
+            log.info("inventory: loaded %d groups, %d profiles from %s", len(inventory.groups),
+                     len(inventory.profiles), self.data_dir)
+        self.signature = signature
+        self.cache.clear()
+
+    def maybe_reload(self, now: float) -> None:
+        if now - self.checked_at < CHECK_INTERVAL:
+            return
+        self.checked_at = now
+        if data_dir_signature(self.data_dir) != self.signature:
+            self.reload()
+
+    def render(self, endpoint: str, query_string: str, params) -> Rendered:
+        key = (endpoint, query_string)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._render(endpoint, query_string, params)
+        if len(self.cache) >= CACHE_LIMIT:
+            self.cache.clear()
+        self.cache[key] = result
+        return result
+
+    def _render(self, endpoint: str, query_string: str, params) -> Rendered:
+        method, _stage, content_type = RENDERED[endpoint]
+        try:
+            query = MachineQuery.from_params({k: params.get(k) for k in params.keys()}, raw_query=query_string)
+        except ConfigError as exc:
+            return self._refusal(endpoint, 400, str(exc), None)
+        if self.renderer is None:
+            return self._refusal(endpoint, 503, f"inventory not loaded: {self.load_error}", query.mac)
+        try:
+            text = getattr(self.renderer, method)(query)
+        except NoMatch as exc:
+            return self._refusal(endpoint, 404, str(exc), query.mac)
+        except ProvisionerError as exc:
+            log.error("%s for %s: %s", endpoint, query.mac or query_string, exc)
+            return self._refusal(endpoint, 500, str(exc), query.mac)
+        assets: tuple[tuple[str, str], ...] = ()
+        if endpoint == "ipxe":
+            assets = _boot_assets(text, self.server_url)
+        return Rendered(200, text.encode(), content_type, query.mac, assets)
+
+    def _refusal(self, endpoint: str, status: int, reason: str, mac: str | None) -> Rendered:
+        if endpoint == "ipxe":
+            # iPXE only runs a script it got with 200: tell the operator on the console, then retry.
+            body = ipxe.retry_script(reason, f"{self.server_url}/boot.ipxe")
+            return Rendered(200, body.encode(), "text/plain", mac, reason=reason)
+        return Rendered(status, (reason + "\n").encode(), "text/plain", mac, reason=reason)
+
+
+def _boot_assets(script: str, server_url: str) -> tuple[tuple[str, str], ...]:
+    """(asset path, kind) for `kernel`/`initrd` lines that point at our /assets/ (pure)."""
+    prefixes = (f"{server_url}/assets/", "/assets/")   # iPXE resolves /assets/.. against the script URL
+    found = []
+    for line in script.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("kernel", "initrd"):
+            url = next((w for w in words[1:] if not w.startswith("--")), "")
+            for prefix in prefixes:
+                if url.startswith(prefix):
+                    found.append((url[len(prefix):].split("?", 1)[0], words[0]))
+                    break
+    return tuple(found)
+
+
+class BootHttp:
+    """Builds the aiohttp Application. Events go to `on_event`; counters to `metrics`."""
+
+    def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
+                 metrics: dict[str, int], metrics_text: Callable[[], str], extra_routes=()):
+        self.data = data
+        self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
+        self.ipxe_dir = ipxe_dir
+        self.on_event = on_event
+        self.metrics = metrics
+        self.metrics_text = metrics_text
+        self.extra_routes = extra_routes
+        # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
+        self.expected_assets: dict[str, dict[str, str]] = {}
+        self._boot_body = ipxe.boot_script(data.server_url).encode()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        r = app.router
+        r.add_get("/", self.root)
+        r.add_get("/boot.ipxe", self.boot_ipxe)
+        r.add_get("/boot.ipxe.0", self.boot_ipxe)
+        for endpoint in RENDERED:
+            r.add_get(f"/{endpoint}", self._rendered_handler(endpoint))
+        r.add_get("/cloud", self._rendered_handler("cloud-config"))
+        r.add_get("/assets/{path:.*}", self.asset)          # GET also answers HEAD
+        r.add_get("/boot/{name}", self.ipxe_binary)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self.metrics_handler)
+        for method, path, handler in self.extra_routes:
+            r.add_route(method, path, handler)
+        return app
+
+    def _count(self, path: str, status: int) -> None:
+        key = f"http_requests{{path=\"{path}\",code=\"{status}\"}}"
+        self.metrics[key] = self.metrics.get(key, 0) + 1
+
+    async def root(self, request: web.Request) -> web.Response:
+        self._count("/", 200)
+        return web.Response(text="provisioner boot server\n")
+
+    async def boot_ipxe(self, request: web.Request) -> web.Response:
+        self._count("/boot.ipxe", 200)
+        self.on_event(None, "boot-script", {}, request.remote)
+        return web.Response(body=self._boot_body, content_type="text/plain")
+
+    def _rendered_handler(self, endpoint: str):
+        stage = RENDERED[endpoint][1]
+        path = f"/{endpoint}"
+
+        async def handler(request: web.Request) -> web.Response:
+            self.data.maybe_reload(time.monotonic())
+            result = self.data.render(endpoint, request.query_string, request.query)
+            self._count(path, result.status)
+            if result.status == 200 and result.reason is None:
+                if result.boot_assets and request.remote:
+                    self.expected_assets[request.remote] = dict(result.boot_assets)
+                self.on_event(result.mac, stage, {}, request.remote)
+            elif result.reason:
+                self.on_event(result.mac, f"{stage}-refused", {"reason": result.reason}, request.remote)
+            return web.Response(body=result.body, status=result.status, content_type=result.content_type)
+
+        return handler
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        if self.assets_dir is None:
+            self._count("/assets", 404)
+            raise web.HTTPNotFound(text="assets are disabled\n")
+        name = request.match_info["path"]
+        try:
+            path = resolve_in_jail(self.assets_dir, name)
+        except JailError as exc:
+            status = 403 if exc.denied else 404
+            self._count("/assets", status)
+            return web.Response(status=status, text=f"{name}: {exc}\n")
+        self._count("/assets", 200)
+        if request.method == "GET":
+            kind = self.expected_assets.get(request.remote or "", {}).get(name, "asset")
+            self.on_event(None, kind, {"path": name, "range": request.headers.get("Range")}, request.remote)
+        return web.FileResponse(path, chunk_size=256 * 1024)
+
+    async def ipxe_binary(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if self.ipxe_dir is None or name not in IPXE_FILES:
+            self._count("/boot", 404)
+            raise web.HTTPNotFound(text=f"{name}: not an iPXE binary we serve\n")
+        self._count("/boot", 200)
+        self.on_event(None, "http-boot", {"file": name}, request.remote)
+        return web.FileResponse(self.ipxe_dir / name)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        if self.data.load_error and self.data.renderer is None:
+            self._count("/healthz", 503)
+            return web.Response(status=503, text=f"inventory: {self.data.load_error}\n")
+        self._count("/healthz", 200)
+        text = "ok\n" if not self.data.load_error else f"ok (stale inventory: {self.data.load_error})\n"
+        return web.Response(text=text)
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        self._count("/metrics", 200)
+        return web.Response(text=self.metrics_text(), content_type="text/plain", charset="utf-8")

@@ -1,0 +1,46 @@
+"""Static iPXE scripts (pure): the chain script every machine loads first, and the "not yet" script.
+
+The per-host script itself comes from provisioner.render (the profile's boot block).
+"""
+
+from __future__ import annotations
+
+import re
+
+# matchbox's /boot.ipxe (matchbox/http/ipxe.go) gathers these attributes; `arch` is in the code
+# though not in matchbox's docs. ${mac:hexhyp} keeps the URL free of ':'.
+CHAIN_QUERY = ("uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain}&hostname=${hostname}"
+               "&serial=${serial}&arch=${buildarch:uristring}")
+
+RETRY_SECONDS = 30
+
+
+def boot_script(server_url: str) -> str:
+    """/boot.ipxe: chain to this machine's own script; if that fails (server restarting), retry."""
+    return (
+        "#!ipxe\n"
+        "# provisioner: ask for this machine's own boot script\n"
+        ":retry\n"
+        f"chain --replace --autofree {server_url}/ipxe?{CHAIN_QUERY} && goto done ||\n"
+        f"echo provisioner: fetching the boot script failed, retrying in {RETRY_SECONDS} s\n"
+        f"sleep {RETRY_SECONDS}\n"
+        "goto retry\n"
+        ":done\n"
+    )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;=/@+()'-]")
+
+
+def retry_script(reason: str, retry_url: str, seconds: int = RETRY_SECONDS) -> str:
+    """An iPXE script for a machine we cannot boot yet: print why, wait, ask again.
+
+    The reason is printed with `echo`; characters iPXE would expand (`$`, `{`) are replaced."""
+    safe = _UNSAFE.sub("?", reason)[:200]
+    return (
+        "#!ipxe\n"
+        f"echo provisioner: {safe}\n"
+        f"echo provisioner: asking again in {seconds} s\n"
+        f"sleep {seconds}\n"
+        f"chain --replace --autofree {retry_url}\n"
+    )
