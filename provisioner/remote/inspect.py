@@ -135,10 +135,10 @@ def busy_reasons(facts: HostFacts, disk: Block) -> list[str]:
     mounted = {source: target for source, target in facts.mounts}
     for node in disk.walk():
         target = node.mountpoint or mounted.get(node.path)
-        if target:
-            reasons.append(f"{node.path} is mounted on {target}")
-        if node.path in swaps:
+        if node.path in swaps or target == "[SWAP]":  # lsblk shows active swap as mountpoint "[SWAP]"
             reasons.append(f"{node.path} is in use as swap")
+        elif target:
+            reasons.append(f"{node.path} is mounted on {target}")
         if node is not disk and node.type in HOLDER_TYPES:
             reasons.append(f"{node.path} ({node.type}) is built on {disk.path}")
     # /sys holders catch what lsblk's tree may not show (e.g. a holder lsblk cannot name).

@@ -34,7 +34,8 @@ def release_files(image: Path) -> tuple[str, str, dict[str, Path]]:
     """Map a local image file to release-dir names: (image name, format, URL path -> local file).
 
     `foo.bin.zst` -> name 'foo.bin', format 'zst'; a raw `foo.bin` -> format 'raw'. Side files
-    (.sig, .DIGESTS of the image; NAME.bmap) are served when they exist beside it.
+    (.sig, .DIGESTS of the image; NAME.bmap) are served when they exist beside it, and the release
+    key (release-key.asc beside it or one level up, where a release dir keeps it).
     Raises UsageError for a file that is not an image name we can serve.
     """
     base = image.name
@@ -51,6 +52,11 @@ def release_files(image: Path) -> tuple[str, str, dict[str, Path]]:
         candidate = image.with_name(extra)
         if candidate.is_file():
             files[f"/{PUSH_VERSION}/{extra}"] = candidate
+    # A release dir keeps its key at BASE/release-key.asc, i.e. beside X.Y.Z/ (image in BASE/X.Y.Z/).
+    for directory in (image.parent, image.parent.parent):
+        if (directory / "release-key.asc").is_file():
+            files["/release-key.asc"] = directory / "release-key.asc"
+            break
     return name, fmt, files
 
 
