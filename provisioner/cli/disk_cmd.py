@@ -35,7 +35,10 @@ def _size(text: str, option: str, *, allow_rest: bool = False) -> int:
 def _print(outcome: resize.Outcome, as_json: bool) -> None:
     if as_json:
         data = outcome.plan.to_dict()
-        data.update(applied=outcome.applied, resumed_after=list(outcome.resumed_after), history=outcome.history)
+        data.update(
+            applied=outcome.applied, resumed=outcome.resumed, resumed_after=list(outcome.resumed_after),
+            history=outcome.history,
+        )
         typer.echo(json.dumps(data, indent=2))
         return
     if not outcome.applied and not outcome.plan.nothing_to_do:

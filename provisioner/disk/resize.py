@@ -43,14 +43,16 @@ class Outcome:
     plan: Plan
     applied: bool
     resumed_after: tuple[str, ...] = ()  # steps a previous, interrupted run had finished
-    history: str = ""  # where the finished journal and the GPT backup went
+    history: str = ""
+    resumed: bool = False  # an interrupted run of the same command was found and finished  # where the finished journal and the GPT backup went
 
     def summary(self) -> str:
         if self.plan.nothing_to_do:
             return f"nothing to do: {self.plan.nothing_to_do}"
         if not self.applied:
             return self.plan.render()
-        resumed = f" (resumed an interrupted run after: {', '.join(self.resumed_after)})" if self.resumed_after else ""
+        finished = ", ".join(self.resumed_after) or "no step"
+        resumed = f" (resumed an interrupted run that had finished: {finished})" if self.resumed else ""
         return f"done: {self.plan.key}{resumed}; GPT backup and journal in {self.history}"
 
 
@@ -83,6 +85,16 @@ def attached(path: str, *, read_only: bool = False) -> Iterator[str]:
     finally:
         blockdev.forget_partitions(loop)
         run(["losetup", "-d", loop], check=False)
+        if not read_only:
+            _fsync_file(path)  # what the loop device wrote is durable (and seen by hole-aware copies)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -243,7 +255,8 @@ def _execute(
                 remaining = [s for s in plan.steps if s.name not in done]
                 plan = dataclasses.replace(plan, steps=tuple(remaining), notes=plan.notes + (
                     f"an interrupted run finished: {', '.join(done)}; the steps above are what is left",))
-            return Outcome(plan, applied=False, resumed_after=tuple(done))
+            return Outcome(plan, applied=False, resumed_after=tuple(done), resumed=journal is not None)
+        resumed = journal is not None
         if journal is None:
             journal = Journal.start(root, table, plan, path)
         else:
@@ -261,7 +274,7 @@ def _execute(
                 journal.mark_done(step.name)
             verify_result(device, plan)
         history = journal.finish()
-        return Outcome(plan, applied=True, resumed_after=tuple(done), history=str(history))
+        return Outcome(plan, applied=True, resumed_after=tuple(done), history=str(history), resumed=resumed)
 
 
 # ------------------------------------------------------------------------------ commands

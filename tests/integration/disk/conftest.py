@@ -149,6 +149,9 @@ def template(tmp_path_factory) -> Template:
             run("umount", mnt)
     finally:
         detach(loop)
+    # Flush the loop device's writes to the file before `cp --sparse` looks for holes in it.
+    with open(image, "rb") as handle:
+        os.fsync(handle.fileno())
     return Template(image, manifest)
 
 
