@@ -95,20 +95,18 @@ class Fetcher:
             try:
                 response = self._open(location, start=received)
                 skip, total = self._check_resume(response, received, total, location)
-                buffer = bytearray(chunk)
-                view = memoryview(buffer)
                 while True:
-                    n = response.readinto(view)
-                    if not n:
+                    # read1: whatever arrived (up to `chunk`), so a slow link still streams and a
+                    # cut connection shows up as b"" instead of blocking for a full buffer.
+                    data = response.read1(chunk)
+                    if not data:
                         break
                     if skip:
-                        dropped = min(skip, n)
+                        dropped = min(skip, len(data))
                         skip -= dropped
-                        if dropped == n:
+                        data = data[dropped:]
+                        if not data:
                             continue
-                        data = bytes(view[dropped:n])
-                    else:
-                        data = bytes(view[:n])
                     received += len(data)
                     yield data
                 response.close()

@@ -1,0 +1,319 @@
+"""The installer end to end, as root, on loop devices, through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from provisioner.disk import gpt, layout
+from provisioner.disk.blockdev import reread_partitions
+from tests.fixtures.coreos_image import compress, sign, write_digests
+
+from .conftest import REPO, install_argv, run_install
+
+MiB = 1 << 20
+DISK = 160 * MiB
+
+
+def _table(path) -> gpt.GptTable:
+    return gpt.read_gpt(str(path), require_valid=False)
+
+
+def assert_no_valid_gpt(device: str) -> None:
+    table = _table(device)
+    assert not table.valid, f"{device} still has a valid GPT: {table.entries}"
+
+
+def assert_installed(device: str, release, *, cloud_config: bytes | None = None) -> None:
+    """GPT equals the image's, filesystems fsck clean, known files identical."""
+    disk, image = _table(device), _table(release.image.path)
+    assert disk.valid and image.valid
+    assert disk.entries == image.entries
+    assert disk.disk_guid == layout.MAGIC_DISK_GUID
+    assert disk.entry(layout.USR_A).boot.successful
+    reread_partitions(device, {e.number: (e.first_lba, e.sectors) for e in disk.entries})
+    for number in (layout.USR_A, layout.OEM, layout.ROOT):
+        fsck = subprocess.run(["e2fsck", "-fn", f"{device}p{number}"], capture_output=True, text=True)
+        assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    for rel, data in release.image.root_files.items():
+        assert _debugfs_cat(f"{device}p9", rel) == data
+    for rel, data in release.image.usr_files.items():
+        assert _debugfs_cat(f"{device}p3", rel) == data
+    if cloud_config is not None:
+        for rel in ("var/lib/coreos-install/user_data", "var/lib/flatcar-install/user_data"):
+            assert _debugfs_cat(f"{device}p9", rel) == cloud_config
+
+
+def _debugfs_cat(device: str, rel: str) -> bytes:
+    out = subprocess.run(["debugfs", "-R", f"cat /{rel}", device], capture_output=True)
+    return out.stdout
+
+
+def _digest(device: str, length: int) -> str:
+    with open(device, "rb") as handle:
+        return hashlib.sha256(handle.read(length)).hexdigest()
+
+
+def _one_line_error(proc, *needles: str) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, "no error printed"
+    last = lines[-1]
+    assert last.startswith("provisioner: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+@pytest.fixture
+def installed_disk(loop_disk, release):
+    """A loop disk that already holds a valid install (so failures must visibly wipe it)."""
+    device = loop_disk(DISK)
+    proc = run_install("-d", device, "-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(device).valid
+    return device
+
+
+# ---- success paths -------------------------------------------------------------------------------
+
+def test_http_install_with_resume_after_a_cut(loop_disk, release, http_release, tmp_path):
+    base, control = http_release
+    control.cut_after = 4000  # the .zst is ~10 KiB: cut it mid-way, once
+    device = loop_disk(DISK)
+    cloud = b"#cloud-config\nhostname: node1\n"
+    ignition = b'{"ignition": {"version": "3.3.0"}}'
+    (tmp_path / "node1.yaml").write_bytes(cloud)
+    (tmp_path / "config.ign").write_bytes(ignition)
+    proc = run_install("-d", device, "-C", "stable", "-b", base, "-c", str(tmp_path / "node1.yaml"),
+                       "-i", str(tmp_path / "config.ign"), "--yes", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert control.range_requests == ["bytes=4000-"]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    assert {"verify", "progress"} <= {e["event"] for e in events}
+    done = events[-1]["summary"]
+    assert done["version"] == release.version and done["format"] == "zst" and done["signer"]
+    assert_installed(device, release, cloud_config=cloud)
+    assert _debugfs_cat(f"{device}p6", "config.ign") == ignition
+
+
+@pytest.mark.parametrize("fmt", ["zst", "bz2", "xz", "gz", "raw"])
+def test_local_file_every_format_is_byte_identical(loop_disk, release, fmt):
+    device = loop_disk(DISK)
+    with open(device, "r+b") as handle:  # old data everywhere: holes must be zeroed, not left
+        handle.write(b"\xa5" * DISK)
+    proc = run_install("-d", device, "-f", str(release.files[fmt]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    size = release.image.size
+    with open(release.image.path, "rb") as image:
+        assert _digest(device, size) == hashlib.sha256(image.read()).hexdigest()
+    assert "installed" in proc.stderr and "zeroed" in proc.stderr
+
+
+def test_without_bmap_zero_chunks_are_zeroed(loop_disk, release):
+    device = loop_disk(DISK)
+    with open(device, "r+b") as handle:
+        handle.write(b"\x5a" * DISK)
+    proc = run_install("-d", device, "-f", str(release.files["bz2"]), "--no-bmap", "--yes", "--no-direct-io")
+    assert proc.returncode == 0, proc.stderr
+    with open(release.image.path, "rb") as image:
+        assert _digest(device, release.image.size) == hashlib.sha256(image.read()).hexdigest()
+
+
+def test_image_file_as_target_and_dry_run(release, tmp_path):
+    target = tmp_path / "target.img"
+    with open(target, "wb") as handle:
+        handle.truncate(DISK)
+    dry = run_install("-d", str(target), "-f", str(release.files["zst"]), "-y")
+    assert dry.returncode == 0 and "block map:" in dry.stdout
+    assert not _table(target).valid  # -y is flatcar's dry run: nothing written
+    proc = run_install("-d", str(target), "-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert _table(target).entries == _table(release.image.path).entries
+
+
+def test_zipapp_runs_standalone_without_site_packages(loop_disk, release, tmp_path):
+    from provisioner.install.zipapp import build_zipapp
+
+    pyz = build_zipapp(tmp_path / "installer.pyz")
+    device = loop_disk(DISK)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", str(pyz), "-d", device, "-f", str(release.files["xz"]),
+         "--yes", "--progress", "json"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "done"
+    assert _table(device).entries == _table(release.image.path).entries
+
+
+# ---- failures leave no valid GPT -----------------------------------------------------------------
+
+def _tampered_release(release, tmp_path, mutate, *, resign=True, redigest=True) -> Path:
+    """A copy of the .zst (and its .sig/.DIGESTS/.bmap) after `mutate(raw_image_bytes_or_path)`."""
+    work = tmp_path / "tampered"
+    work.mkdir()
+    name = release.files["zst"].name
+    target = work / name
+    mutate(target)
+    shutil.copyfile(release.image.bmap, work / (release.image_name + ".bmap"))
+    if redigest:
+        write_digests(target)
+    else:
+        shutil.copyfile(str(release.files["zst"]) + ".DIGESTS", str(target) + ".DIGESTS")
+    if resign:
+        sign(release.key, target)
+    else:
+        shutil.copyfile(str(release.files["zst"]) + ".sig", str(target) + ".sig")
+    shutil.copyfile(release.key.public_key, work / "release-key.asc")
+    return target
+
+
+def test_corrupt_image_data_fails_bmap_check_and_wipes(installed_disk, release, tmp_path):
+    def mutate(target):
+        raw = bytearray(release.image.path.read_bytes())
+        start = release.image.starts[layout.ROOT]
+        raw[start + 1024 + 100] ^= 0xFF  # inside the ext4 superblock: a mapped block
+        (tmp_path / "bad.bin").write_bytes(raw)
+        compress(tmp_path / "bad.bin", "zst", target)
+
+    image = _tampered_release(release, tmp_path, mutate)  # validly signed, but not what the bmap says
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "bmap checksum mismatch", "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
+def test_wrong_digest_fails_and_wipes(installed_disk, release, tmp_path):
+    image = _tampered_release(release, tmp_path, lambda t: shutil.copyfile(release.files["zst"], t))
+    Path(str(image) + ".DIGESTS").write_text(f"# SHA512 HASH\n{'ab' * 64}  {image.name}\n")
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "sha512 mismatch", "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
+def test_bad_signature_fails_and_wipes(installed_disk, release, other_key, tmp_path):
+    image = _tampered_release(release, tmp_path, lambda t: shutil.copyfile(release.files["zst"], t))
+    sign(other_key, image)  # a good signature, by a key we do not trust
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "signature verification failed", "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
+def test_truncated_stream_fails_and_wipes(installed_disk, release, tmp_path):
+    def mutate(target):
+        data = release.files["zst"].read_bytes()
+        target.write_bytes(data[: len(data) * 2 // 3])
+
+    image = _tampered_release(release, tmp_path, mutate)  # digest and signature match the truncated file
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
+def test_unsigned_local_image_needs_the_explicit_flag(loop_disk, release, tmp_path):
+    image = tmp_path / release.files["zst"].name
+    shutil.copyfile(release.files["zst"], image)
+    device = loop_disk(DISK)
+    proc = run_install("-d", device, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, ".sig: not found", "--no-sig-verify")
+    assert not _table(device).valid and _digest(device, MiB) == hashlib.sha256(bytes(MiB)).hexdigest()
+    proc = run_install("-d", device, "-f", str(image), "--yes", "--no-sig-verify")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_kill_9_mid_write_then_rerun_succeeds(installed_disk, big_release, http_big_release):
+    base, control = http_big_release
+    control.stall_after = big_release.files["zst"].stat().st_size // 2  # the writer stops mid-image
+    device = installed_disk
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(install_argv("-d", device, "-b", base, "--yes", "--progress", "json"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until writing began (the "start" event + a write)
+            line = proc.stdout.readline()
+            if '"progress"' in line or not line:
+                break
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        control.release_stall.set()
+    assert proc.returncode == -signal.SIGKILL
+    assert_no_valid_gpt(device)  # identifiable state: the old table is gone, the new one not yet written
+    again = run_install("-d", device, "-b", base, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert_installed(device, big_release)
+
+
+# ---- refusals: one line, nothing written ---------------------------------------------------------
+
+def test_mounted_disk_is_refused(installed_disk, release, tmp_path):
+    reread_partitions(installed_disk)
+    point = tmp_path / "mnt"
+    point.mkdir()
+    subprocess.run(["mount", f"{installed_disk}p9", str(point)], check=True)
+    try:
+        before = _digest(installed_disk, 2 * MiB)
+        proc = run_install("-d", installed_disk, "-f", str(release.files["zst"]), "--yes")
+        assert proc.returncode == 1
+        _one_line_error(proc, "mounted on", "--force", "nothing written")
+        assert _digest(installed_disk, 2 * MiB) == before
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_too_small_disk_is_refused(loop_disk, release):
+    device = loop_disk(48 * MiB)
+    proc = run_install("-d", device, "-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "smaller than the image", "nothing written")
+    assert _digest(device, MiB) == hashlib.sha256(bytes(MiB)).hexdigest()
+
+
+def test_partition_path_is_refused(installed_disk, release):
+    reread_partitions(installed_disk)
+    before = _digest(installed_disk, 2 * MiB)
+    proc = run_install("-d", f"{installed_disk}p9", "-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "is a partition", installed_disk)
+    assert _digest(installed_disk, 2 * MiB) == before
+
+
+def test_4kn_disk_gets_a_clear_answer(tmp_path, release, root_required):
+    backing = tmp_path / "4kn.img"
+    with open(backing, "wb") as handle:
+        handle.truncate(DISK)
+    device = subprocess.run(["losetup", "--find", "--show", "--sector-size", "4096", str(backing)],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        proc = run_install("-d", device, "-f", str(release.files["zst"]), "--yes")
+        assert proc.returncode == 1
+        _one_line_error(proc, "4096-byte logical sectors", "nothing written")
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_usage_errors_exit_2(release):
+    proc = run_install("-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 2
+    _one_line_error(proc, "-d DEVICE is required")
+    proc = run_install("-d", "/dev/null", "-f", "x", "-b", "http://127.0.0.1:9/", "--yes")
+    assert proc.returncode == 2
+    _one_line_error(proc, "-b and -f exclude each other")
