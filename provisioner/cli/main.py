@@ -43,29 +43,44 @@ def _global_options(
     setup_logging(debug=debug, verbose=verbose, json_format=log_format == "json")
 
 
-# Command groups, in the order `provisioner --help` lists them.
-COMMAND_MODULES: list[str] = [
-    "disk_cmd",
-    "inventory_cmd",
-    "render_cmd",
-    "validate_cmd",
-    "demo_cmd",
-    "rescue_cmd",
-    "install_cmd",
-    "serve_cmd",
-]
+# Top-level command -> the module in provisioner/cli/ that defines it (its `register(app)` adds it).
+# Only the module of the command being run is imported, so `provisioner validate` does not pay for
+# aiohttp or paramiko at start-up; `--help` with no command imports them all to list them.
+COMMANDS: dict[str, str] = {
+    "inventory": "inventory_cmd",
+    "render": "render_cmd",
+    "validate": "validate_cmd",
+    "serve": "serve_cmd",
+    "dnsmasq-config": "serve_cmd",
+    "machines": "serve_cmd",
+    "install": "install_cmd",
+    "rescue": "rescue_cmd",
+    "disk": "disk_cmd",
+    "image": "image_cmd",
+    "demo": "demo_cmd",
+}
+_GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 
 
-def _register() -> None:
-    # One block per command group; the modules in provisioner/cli/ hold the commands.
-    # Each module exposes `register(app)`, which adds its commands or its sub-app.
+def _requested_command(args: list[str]) -> str | None:
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _register(args: list[str]) -> None:
     import importlib
 
-    for module in COMMAND_MODULES:
+    command = _requested_command(args)
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
         importlib.import_module(f"provisioner.cli.{module}").register(app)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
+        _register(args)
         # Typer's standalone mode prints usage errors itself (exit 2) and ends with SystemExit.
         app(args=args, prog_name="provisioner")
     except SystemExit as exc:
@@ -92,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print("provisioner: interrupted", file=sys.stderr)
         return 130
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

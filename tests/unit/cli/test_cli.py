@@ -1,0 +1,70 @@
+"""The CLI's contract: data on stdout, one clear error line on stderr, exit codes 0/1/2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+PROVISIONER = str(Path(sys.executable).parent / "provisioner")
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([PROVISIONER, *args], cwd=REPO, capture_output=True, text=True, input=stdin, timeout=60)
+
+
+def test_match_and_render_on_examples():
+    result = cli("inventory", "match", "--data-dir", "examples/cluster", "--mac", "52:54:00:00:00:01", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["group"] == "node1-install"
+    result = cli("inventory", "match", "--data-dir", "examples/cluster", "--mac", "52:54:00:00:00:01", "--label", "os=installed")
+    assert result.returncode == 0 and "group   node1 " in result.stdout
+    result = cli("render", "cloud-config", "--data-dir", "examples/cluster", "--mac", "52:54:00:00:00:02", "-l", "os=installed")
+    assert result.returncode == 0 and result.stdout.startswith("#cloud-config\n") and "hostname: node2" in result.stdout
+    assert cli("inventory", "check", "--data-dir", "examples/cluster").returncode == 0
+
+
+def test_validate_exit_codes_and_json(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("#cloud-config\nhostname: a\nbogus: 1\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("#cloud-config\ncoreos:\n  units:\n    - command: lol\n")
+    result = cli("validate", str(good))
+    assert result.returncode == 0 and result.stdout == 'line 3: warning: unrecognized key "bogus"\n'
+    result = cli("validate", str(good), str(bad), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    assert {"file": str(bad), "line": 4, "kind": "error", "message": "invalid value lol"} in report["entries"]
+    assert cli("validate", "-", stdin="#cloud-config\nhostname: x\n").returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "ipxe", "--data-dir", "examples/cluster", "--mac", "zz:zz"], "provisioner: error: query: 'zz:zz' is not a MAC address"),
+    (["render", "ipxe", "--data-dir", "examples/cluster", "--mac", "52:54:00:00:00:09"], "provisioner: error: no group matches mac=52:54:00:00:00:09"),
+    (["inventory", "check", "--data-dir", "/nonexistent"], "provisioner: error: /nonexistent: not a directory"),
+    (["validate", "/nonexistent.yaml"], "provisioner: error: /nonexistent.yaml: cannot read"),
+])
+def test_errors_are_one_line_exit_1_no_traceback(args, message):
+    result = cli(*args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_error_exit_2():
+    result = cli("render", "ipxe", "--label", "no-equals-sign")
+    assert result.returncode == 2 and "want KEY=VALUE" in result.stderr
+    assert cli("no-such-command").returncode == 2
+
+
+def test_debug_shows_the_traceback():
+    result = cli("--debug", "render", "ipxe", "--data-dir", "/nonexistent")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_demo_renders_every_example_machine():
+    result = cli("demo", "--data-dir", "examples/cluster")
+    assert result.returncode == 0, result.stderr
+    assert "6 machines rendered and validated" in result.stdout and "0 failed" in result.stdout

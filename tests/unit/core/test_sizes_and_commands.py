@@ -1,0 +1,52 @@
+import pytest
+
+from provisioner.core.commands import run
+from provisioner.core.sizes import REST, GiB, MiB, align_up, format_size, parse_size
+from provisioner.errors import CommandError
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100G", 100 * GiB), ("100GiB", 100 * GiB), ("100gb", 100 * GiB), ("512MiB", 512 * MiB),
+    ("512M", 512 * MiB), ("4096", 4096), ("1.5G", 3 * GiB // 2), ("2T", 2 << 40), (" 8 KiB ", 8192),
+])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rest_only_when_allowed():
+    assert parse_size("rest", allow_rest=True) == REST
+    with pytest.raises(ValueError, match="'rest' is not a size"):
+        parse_size("rest")
+
+
+@pytest.mark.parametrize("bad", ["", "G", "-1G", "10X", "1.3", "ten"])
+def test_parse_size_rejects_with_the_text(bad):
+    with pytest.raises(ValueError) as info:
+        parse_size(bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_format_and_align():
+    assert format_size(3 * GiB // 2) == "1.5 GiB"
+    assert format_size(2 * MiB) == "2 MiB"
+    assert align_up(1, MiB) == MiB and align_up(MiB, MiB) == MiB
+
+
+def test_run_returns_output_and_raises_with_argv_code_and_stderr():
+    assert run(["echo", "hi"]).stdout == "hi\n"
+    with pytest.raises(CommandError) as info:
+        run(["sh", "-c", "echo boom >&2; exit 3"])
+    error = info.value
+    assert error.argv == ["sh", "-c", "echo boom >&2; exit 3"]
+    assert error.returncode == 3 and "boom" in error.stderr and "boom" in str(error)
+
+
+def test_missing_tool_names_the_debian_package():
+    with pytest.raises(CommandError) as info:
+        run(["/nonexistent/sgdisk", "-p"])
+    assert info.value.returncode == 127
+    assert "install the Debian package 'gdisk'" in str(info.value)
+
+
+def test_run_check_false_returns_the_failure():
+    assert run(["false"], check=False).returncode == 1

@@ -1,0 +1,87 @@
+"""Rendering: matchbox-style iPXE scripts, validated cloud-configs, metadata, strict templates."""
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import TemplateError, ValidationError
+from provisioner.inventory import MachineQuery, load_inventory
+from provisioner.render import NoMatch, Renderer
+from provisioner.render.gotemplate import translate_go_template
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
+
+
+def write(root: Path, name: str, text: str) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def renderer(tmp_path):
+    write(tmp_path, "profiles/p.yaml", "id: p\nboot:\n  kernel: /assets/k\n  initrd: [/assets/i1, /assets/i2]\n"
+          "  args: [initrd=i1, 'url={{ server_url }}/cloud-config?mac=${mac:hexhyp}']\ncloud_id: c.yaml.j2\n")
+    write(tmp_path, "cloud/c.yaml.j2", "#cloud-config\nhostname: {{ hostname }}\n{% if bad %}coreos:\n  units:\n"
+          "    - command: explode\n{% endif %}")
+    write(tmp_path, "groups/g.yaml", "id: g\nprofile: p\nselector: {mac: '52:54:00:00:00:01'}\nmetadata: {hostname: n1, bad: false}\n")
+    write(tmp_path, "groups/bad.yaml", "id: bad\nprofile: p\nselector: {os: bad}\nmetadata: {hostname: n2, bad: true}\n")
+    return Renderer(load_inventory(tmp_path), server_url="http://10.0.0.1:8080/")
+
+
+def test_ipxe_script_is_matchbox_shaped_with_expanded_server_url(renderer):
+    script = renderer.ipxe(MachineQuery(mac="52:54:00:00:00:01"))
+    assert script == ("#!ipxe\nkernel /assets/k initrd=i1 url=http://10.0.0.1:8080/cloud-config?mac=${mac:hexhyp}\n"
+                      "initrd /assets/i1\ninitrd /assets/i2\nboot\n")
+
+
+def test_cloud_config_is_rendered_and_validated(renderer):
+    assert renderer.cloud_config(MachineQuery(mac="52:54:00:00:00:01")) == "#cloud-config\nhostname: n1\n"
+    with pytest.raises(ValidationError, match=r"cloud/c.yaml.j2 rendered for group bad: line 5: error: invalid value explode"):
+        renderer.cloud_config(MachineQuery(labels={"os": "bad"}))
+
+
+def test_unknown_machine_raises_no_match(renderer):
+    with pytest.raises(NoMatch, match="no group matches mac=52:54:00:00:00:09"):
+        renderer.ipxe(MachineQuery(mac="52:54:00:00:00:09"))
+
+
+def test_metadata_is_an_env_file(renderer):
+    text = renderer.metadata(MachineQuery(mac="52:54:00:00:00:01", raw_query="mac=52:54:00:00:00:01"))
+    assert "HOSTNAME=n1\n" in text and "MAC=52:54:00:00:00:01\n" in text
+    assert "REQUEST_QUERY_MAC=52:54:00:00:00:01\n" in text and "REQUEST_RAW_QUERY=mac=52:54:00:00:00:01\n" in text
+
+
+def test_undefined_variable_names_template_line_and_variable(tmp_path):
+    write(tmp_path, "profiles/p.yaml", "id: p\ncloud_id: c.yaml.j2\n")
+    write(tmp_path, "cloud/c.yaml.j2", "#cloud-config\n\n\nhostname: {{ etcd_name }}\n")
+    write(tmp_path, "groups/g.yaml", "id: g\nprofile: p\n")
+    with pytest.raises(TemplateError) as info:
+        Renderer(load_inventory(tmp_path)).cloud_config(MachineQuery())
+    assert str(info.value) == "cloud/c.yaml.j2:4: undefined variable 'etcd_name' (rendering group g)"
+
+
+def test_go_templates_translate_with_lines_kept():
+    source = ('a: {{.name}}\n{{ if index . "keys" }}keys:\n{{ range $k := .keys }}  - {{$k}}\n{{end}}{{end}}'
+              'n: {{len .keys}}\n{{/* comment */}}x')
+    jinja = translate_go_template(source, "t")
+    assert jinja.count("\n") == source.count("\n")
+    from provisioner.render.templates import make_environment
+    out = make_environment().from_string(jinja).render(name="n", keys=["k1", "k2"])
+    assert out == "a: n\nkeys:\n  - k1\n  - k2\nn: 2\nx"
+
+
+def test_unsupported_go_action_is_refused_with_line():
+    with pytest.raises(TemplateError, match=r"^t:2: Go template action 'with' is not supported"):
+        translate_go_template("a\n{{with .x}}{{end}}", "t")
+
+
+def test_examples_cluster_every_machine_renders():
+    renderer = Renderer(load_inventory(EXAMPLES), server_url="http://10.99.0.1:8080")
+    for n in (1, 2, 3):
+        mac = f"52:54:00:00:00:0{n}"
+        assert "provisioner_production_pxe.vmlinuz" in renderer.ipxe(MachineQuery(mac=mac))
+        installed = renderer.cloud_config(MachineQuery(mac=mac, labels={"os": "installed"}))
+        assert f"hostname: node{n}\n" in installed
+        assert "discovery: http://10.99.0.1:8080/discovery/cluster-1" in installed
+        assert renderer.ipxe(MachineQuery(mac=mac, labels={"os": "installed"})).endswith("exit\n")
