@@ -1,16 +1,22 @@
 """Gather a rescue host's facts and print them as one JSON object (runs ON the rescue host).
 
-This file is sent as-is to `python3 -` over SSH, so it must stay standard-library only, Python 3.9
-compatible, and import nothing from provisioner. Local code (provisioner.remote.inspect) parses its output.
-Machine output is read as data: `lsblk --json --bytes`, /proc and /sys, never prose.
+This file is sent as-is to `python3 - [REMOTE_DIR]` over SSH, so it must stay standard-library only,
+Python 3.9 compatible, and import nothing from provisioner. Local code (provisioner.remote.inspect)
+parses its output. Machine output is read as data: `lsblk --json --bytes`, /proc and /sys, never prose.
+
+With REMOTE_DIR (the rescue mode's working directory) it also stops an installer that a dropped session
+left running (REMOTE_DIR/installer.pid) and returns the recorded install states, all in the same round
+trip: every SSH exec costs a fork of the session on the host.
 """
 
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 TOOLS = ("lsblk", "partx", "sgdisk", "sfdisk", "wipefs", "blkid", "mount", "mdadm", "dmsetup", "zstd",
          "lbzip2", "bzip2", "gpg", "udevadm")
@@ -66,7 +72,52 @@ def meminfo():
     return values
 
 
+def stop_orphan(remote_dir):
+    """Stop the installer recorded in REMOTE_DIR/installer.pid if it still runs; its pid, or None."""
+    pidfile = os.path.join(remote_dir, "installer.pid")
+    try:
+        pid = int(read(pidfile).strip() or 0)
+    except ValueError:
+        pid = 0
+    stopped = None
+    if pid > 0 and "installer.pyz" in read("/proc/%d/cmdline" % pid).replace("\0", " "):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
+            if read("/proc/%d/stat" % pid).split(") ")[-1][:1] == "Z":
+                break
+            time.sleep(0.05)
+        if os.path.exists("/proc/%d" % pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        stopped = pid
+    if os.path.exists(pidfile):
+        os.unlink(pidfile)
+    return stopped
+
+
+def states(remote_dir):
+    result = {}
+    try:
+        names = sorted(os.listdir(remote_dir))
+    except OSError:
+        return result
+    for name in names:
+        if name.startswith("state-") and name.endswith(".json"):
+            try:
+                state = json.loads(read(os.path.join(remote_dir, name)))
+            except ValueError:
+                continue
+            if isinstance(state, dict) and state.get("disk"):
+                result[state["disk"]] = state
+    return result
+
+
 def main():
+    remote_dir = sys.argv[1] if len(sys.argv) > 1 else None
+    orphan = stop_orphan(remote_dir) if remote_dir else None
     tree, lsblk_error = lsblk()
     facts = {
         "hostname": platform.node(),
@@ -83,6 +134,8 @@ def main():
         "holders": holders(),
         "memory": meminfo(),
         "tools": {tool: shutil.which(tool) for tool in TOOLS},
+        "orphan_stopped": orphan,
+        "states": states(remote_dir) if remote_dir else {},
     }
     json.dump(facts, sys.stdout)
     sys.stdout.write("\n")

@@ -63,6 +63,8 @@ class HostFacts:
     memory_available: int = 0
     tools: dict[str, str | None] = field(default_factory=dict)
     mdstat: str = ""
+    orphan_stopped: int | None = None  # pid of an installer a dropped session left running, now stopped
+    states: dict[str, dict] = field(default_factory=dict)  # disk -> the rescue mode's recorded state
 
     def disk(self, path: str) -> Block | None:
         for block in self.disks:
@@ -109,12 +111,16 @@ def parse_facts(data: dict) -> HostFacts:
         memory_available=int(memory.get("MemAvailable", 0)),
         tools=dict(data.get("tools") or {}),
         mdstat=data.get("mdstat", ""),
+        orphan_stopped=data.get("orphan_stopped"),
+        states=dict(data.get("states") or {}),
     )
 
 
-def gather(session: Session) -> HostFacts:
-    """Run facts_script.py with the host's python3. Raises RemoteError (python3 missing, lsblk failing)."""
-    result = session.run(["python3", "-"], input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
+def gather(session: Session, remote_dir: str | None = None) -> HostFacts:
+    """Run facts_script.py with the host's python3 (with `remote_dir`: also stop an orphaned installer
+    and read the recorded states). Raises RemoteError (python3 missing, lsblk failing)."""
+    argv = ["python3", "-"] + ([remote_dir] if remote_dir else [])
+    result = session.run(argv, input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
     if result.exit_status == 127:
         raise RemoteError(f"{session.target.endpoint}: python3 not found on the rescue host; the installer "
                           f"needs python3 >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (standard library only)")

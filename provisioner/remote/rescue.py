@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import shlex
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -48,21 +50,6 @@ VERIFY_SCRIPT = Path(__file__).with_name("verify_script.py")
 # Where the installer leaves the cloud-config and the Ignition file (flatcar-install's places).
 CLOUD_CONFIG_TARGET = "ROOT:/var/lib/flatcar-install/user_data"
 IGNITION_TARGET = "OEM:/config.ign"
-
-_STOP_ORPHAN = r"""
-pidfile="$1"
-[ -s "$pidfile" ] || exit 0
-pid=$(cat "$pidfile")
-if kill -0 "$pid" 2>/dev/null && grep -q installer.pyz "/proc/$pid/cmdline" 2>/dev/null; then
-  kill "$pid"
-  i=0
-  while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  kill -9 "$pid" 2>/dev/null
-  echo "$pid"
-fi
-rm -f "$pidfile"
-"""
-
 
 @dataclass(frozen=True)
 class RescueRequest:
@@ -157,49 +144,45 @@ def check_request(request: RescueRequest) -> None:
         raise UsageError("--reboot needs a reboot command")
 
 
-def stop_orphan(session: Session, request: RescueRequest) -> str | None:
-    """Stop an installer that a dropped session left running (it must not race the new one)."""
-    result = session.run(["sh", "-c", _STOP_ORPHAN, "sh", f"{request.remote_dir}/installer.pid"], timeout=60)
-    pid = result.stdout.strip()
-    if pid:
-        log.warning("stopped installer pid %s left running by a dropped session", pid)
-        return pid
-    return None
-
-
-def read_state(session: Session, request: RescueRequest, disk: str) -> dict:
-    result = session.run(["cat", state_path(request, disk)], check=False, timeout=30)
-    if result.exit_status != 0:
-        return {}
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        return {}
-
-
-def write_state(session: Session, request: RescueRequest, disk: str, status: str, **extra) -> None:
+def state_record(disk: str, status: str, **extra) -> bytes:
+    """The JSON kept in REMOTE_DIR/state-<disk>.json (facts_script.py reads it back on a re-run)."""
     state = {"disk": disk, "status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-    session.upload(json.dumps(state).encode() + b"\n", state_path(request, disk))
+    return json.dumps(state).encode() + b"\n"
 
 
-def select_disk(facts: HostFacts, request: RescueRequest) -> tuple[Block, bool]:
-    """The target disk and whether it was chosen automatically. Raises DiskError."""
-    if request.disk == "auto":
+def resolve_disk_path(session: Session, disk: str) -> str:
+    """Follow a /dev/disk/by-id/... (or any symlink) to the kernel name lsblk reports, on the host."""
+    if disk == "auto" or not disk.startswith("/dev/disk/"):
+        return disk
+    result = session.run(["readlink", "-f", disk], check=False, timeout=30)
+    target = result.stdout.strip()
+    if result.exit_status != 0 or not target:
+        raise DiskError(f"{disk}: no such device on the rescue host")
+    return target
+
+
+def select_disk(facts: HostFacts, request: RescueRequest, path: str | None = None) -> tuple[Block, bool]:
+    """The target disk (`path`, default request.disk) and whether it was chosen automatically.
+
+    Raises DiskError for an unknown disk, a partition, or no candidate for `auto`.
+    """
+    wanted = path or request.disk
+    if wanted == "auto":
         choice = inspect.choose_disk(facts, request.min_size, request.auto_types)
         for line in choice.rejected:
             log.info("--disk auto: passed over %s", line)
         log.warning("--disk auto chose %s (%s, the smallest unused disk larger than %s)", choice.disk.path,
                     format_size(choice.disk.size), format_size(request.min_size))
         return choice.disk, True
-    disk = facts.disk(request.disk)
+    disk = facts.disk(wanted)
     if disk is None:
         for block in facts.disks:
             for node in block.walk():
-                if node.path == request.disk and node is not block:
-                    raise DiskError(f"{request.disk} is a partition on {facts.hostname}; give the whole disk "
+                if node.path == wanted and node is not block:
+                    raise DiskError(f"{wanted} is a partition on {facts.hostname}; give the whole disk "
                                     f"({block.path})")
         known = ", ".join(b.path for b in facts.disks if b.type in ("disk", "loop") and b.size) or "none"
-        raise DiskError(f"{request.disk}: no such disk on {facts.hostname} (disks: {known})")
+        raise DiskError(f"{wanted}: no such disk on {facts.hostname} (disks: {known})")
     return disk, False
 
 
@@ -237,17 +220,32 @@ def build_installer(directory: Path) -> Path:
     return build_zipapp(directory / "installer.pyz")
 
 
-def upload_inputs(session: Session, request: RescueRequest, zipapp: Path) -> dict[str, str]:
-    """Send the zipapp and the local input files (0600); returns role -> remote path."""
-    uploaded = {"zipapp": f"{request.remote_dir}/installer.pyz"}
-    session.upload(zipapp.read_bytes(), uploaded["zipapp"])
+def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: str) -> dict[str, str]:
+    """Send the zipapp, the local input files and the `installing` state in one tar stream (one round
+    trip; every file mode 0600, a cloud-config may carry secrets). Returns role -> remote path.
+
+    Raises RemoteError when the host cannot unpack it.
+    """
+    members = [("zipapp", "installer.pyz", zipapp.read_bytes())]
     for role, path, name in (("cloud_config", request.cloud_config, "cloud-config.yaml"),
                              ("ignition", request.ignition, "config.ign"),
                              ("keyfile", request.keyfile, "release-key.asc")):
         if path is not None:
-            uploaded[role] = f"{request.remote_dir}/{name}"
-            session.upload(path.read_bytes(), uploaded[role])
-    return uploaded
+            members.append((role, name, path.read_bytes()))
+    state = state_record(disk, "installing", mode="push" if request.push else "pull")
+    members.append(("state", state_path(request, disk).rsplit("/", 1)[-1], state))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for _role, name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    script = 'umask 077 && mkdir -p "$1" && tar -x -f - -C "$1"'
+    result = session.stream(["sh", "-c", script, "sh", request.remote_dir], stdin=buffer.getvalue(), timeout=600)
+    if result.exit_status != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RemoteError(f"{session.target.endpoint}: cannot unpack the installer into {request.remote_dir}: {last}")
+    return {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
 
 
 def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], None], pidfile: str) -> dict:
@@ -276,9 +274,11 @@ def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], 
     return last
 
 
-def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, str]) -> dict:
-    """Check the GPT layout and the files sent, on the host. Raises VerifyError with the first problem."""
-    expect = json.dumps({"files": files})
+def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, str], state: str) -> dict:
+    """Check the GPT layout and the files sent, on the host; on success the script records `installed`
+    in `state`. Raises VerifyError with the problems found."""
+    expect = json.dumps({"files": files, "state": state,
+                         "installed": state_record(disk, "installed").decode()})
     result = session.run(["env", f"PYTHONPATH={zipapp}", "python3", "-", disk, expect],
                          input=VERIFY_SCRIPT.read_bytes(), check=False, timeout=120)
     if result.exit_status != 0:
@@ -301,16 +301,18 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
     host = str(session.target.endpoint)
     report = RescueReport(host=host, disk=request.disk)
     with _timed(report, "inspect"):
-        stop_orphan(session, request)
-        facts = inspect.gather(session)
+        disk_arg = resolve_disk_path(session, request.disk)
+        facts = inspect.gather(session, request.remote_dir)
+        if facts.orphan_stopped:
+            log.warning("%s: stopped installer pid %s left running by a dropped session", host, facts.orphan_stopped)
         if not facts.is_root:
             raise RemoteError(f"{host}: not logged in as root; the installer needs root (log in as root@)")
         if not facts.python_ok:
             raise RemoteError(f"{host}: python3 is {'.'.join(map(str, facts.python))}, the installer needs >= 3.9")
-        disk, report.auto_chosen = select_disk(facts, request)
+        disk, report.auto_chosen = select_disk(facts, request, disk_arg)
         disk, report.stopped = release_disk(session, facts, disk, request)
         report.disk, report.disk_size = disk.path, disk.size
-        previous = read_state(session, request, disk.path)
+        previous = facts.states.get(disk.path, {})
         if previous.get("status") == "installing":
             report.previous = f"an install to {disk.path} started {previous.get('time')} was interrupted"
             log.warning("%s: %s (disk partially written); installing again", host, report.previous)
@@ -320,8 +322,7 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
     with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
         with _timed(report, "upload"):
             zipapp = request.zipapp or build_installer(Path(tmp))
-            uploaded = upload_inputs(session, request, zipapp)
-        write_state(session, request, disk.path, "installing", mode="push" if request.push else "pull")
+            uploaded = upload_inputs(session, request, zipapp, disk.path)
         with _timed(report, "install"):
             try:
                 with contextlib.ExitStack() as stack:
@@ -336,8 +337,8 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
                     f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
                     f"re-run the same command to finish") from None
         with _timed(report, "verify"):
-            report.verify = verify_install(session, disk.path, uploaded["zipapp"], expected_files(request))
-    write_state(session, request, disk.path, "installed")
+            report.verify = verify_install(session, disk.path, uploaded["zipapp"], expected_files(request),
+                                           uploaded["state"])
     if request.reboot:
         # Detached, after a second, so this session can close cleanly before the host goes down.
         session.run(["sh", "-c", '(sleep 1; exec "$@") >/dev/null 2>&1 </dev/null &', "sh",

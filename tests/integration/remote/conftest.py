@@ -97,29 +97,42 @@ class SshServer:
         return pids
 
 
+    def stop(self) -> None:
+        self.kill_sessions()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+class SshdStartError(RuntimeError):
+    pass
+
+
 def _wait_for_banner(port: int, process: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"sshd exited with {process.returncode}: {log.read_text(errors='replace')[-500:]}",
-                        pytrace=False)
+            raise SshdStartError(f"sshd exited with {process.returncode}: {log.read_text(errors='replace')[-500:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 if sock.recv(64).startswith(b"SSH-2.0"):
                     return
         except OSError:
             time.sleep(0.05)
-    pytest.fail(f"sshd on 127.0.0.1:{port} did not answer within {timeout} s", pytrace=False)
+    raise SshdStartError(f"sshd on 127.0.0.1:{port} did not answer within {timeout} s")
 
 
-@pytest.fixture
-def sshd(tmp_path, monkeypatch) -> SshServer:
-    """A running sshd on 127.0.0.1:<free port>; the client key is authorized for root."""
-    need_root()
+def start_sshd(workdir: Path) -> SshServer:
+    """Start sshd -D on 127.0.0.1:<free port> with keys and config under `workdir` (root only).
+
+    Also used by bench/rescue.py. Raises SshdStartError when it does not come up.
+    """
     if not os.path.exists(SSHD):
-        pytest.fail(f"{SSHD} not found: install the Debian package openssh-server (make setup does)", pytrace=False)
-    workdir = tmp_path / "sshd"
-    workdir.mkdir()
+        raise SshdStartError(f"{SSHD} not found: install the Debian package openssh-server (make setup does)")
+    workdir.mkdir(parents=True, exist_ok=True)
     host_key, client_key = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
     _keygen(host_key, "rescue-host")
     _keygen(client_key, "operator")
@@ -143,21 +156,30 @@ def sshd(tmp_path, monkeypatch) -> SshServer:
     with open(log, "wb") as log_handle:
         process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log_handle,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    # The operator's agent must not make a test pass that should fail.
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.delenv("PROVISIONER_SSH_PASSWORD", raising=False)
     server = SshServer(port, workdir, host_key, client_key, known_hosts, log, process)
     try:
         _wait_for_banner(port, process, log)
+    except SshdStartError:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture
+def sshd(tmp_path, monkeypatch) -> SshServer:
+    """A running sshd on 127.0.0.1:<free port>; the client key is authorized for root."""
+    need_root()
+    # The operator's agent must not make a test pass that should fail.
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("PROVISIONER_SSH_PASSWORD", raising=False)
+    try:
+        server = start_sshd(tmp_path / "sshd")
+    except SshdStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield server
     finally:
-        server.kill_sessions()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,112 @@
+"""Rescue install over loopback SSH vs the local install of the same image, in the same run.
+
+Setup (root): a synthetic CoreOS-layout image with ~140 MiB of semi-compressible data in USR-A (376 MiB image;
+the fixture's mkfs.vfat step fails for images over ~512 MiB)
+(tests/fixtures/coreos_image.py), a signed release dir served on 127.0.0.1, a real sshd on
+127.0.0.1:<free port> (the rescue host is this machine), a loop device as its disk.
+
+Measured, each ROUNDS times, alternating, median reported (whole CLI commands, as an operator runs them):
+- local:  `provisioner install -d LOOP -b URL -k KEY --yes --progress none`
+- pull:   `provisioner rescue root@127.0.0.1 --disk LOOP -b URL -k KEY --yes --json`
+          (connect, inspect, upload zipapp, remote install pulling from the same URL, remote verify)
+- push:   `provisioner rescue ... --push -f IMAGE.zst` (the image streams through the SSH connection)
+Target from issue 7: pull <= 1.2x local.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ROUNDS = 3
+MiB = 1 << 20
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "provisioner.cli.main", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=900)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"provisioner {' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr[-400:]}")
+    return elapsed, proc
+
+
+def main() -> dict:
+    if os.geteuid() != 0:
+        raise RuntimeError("bench rescue needs root (sshd as root, loop devices)")
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.coreos_image import build_image, build_release, small_layout
+    from tests.integration.remote.conftest import start_sshd
+
+    with tempfile.TemporaryDirectory(prefix="bench-rescue-") as tmp_name:
+        tmp = Path(tmp_name)
+        image = build_image(tmp / "work" / "provisioner_production_image.bin",
+                            partitions=small_layout(root_size=32 * MiB, usr_size=160 * MiB), usr_fill=140 * MiB)
+        release = build_release(tmp / "stable", image, formats=("zst",))
+        key = str(release.base / "release-key.asc")
+        handler = functools.partial(_Quiet, directory=str(release.base))
+        http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        http.daemon_threads = True
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{http.server_address[1]}"
+        backing = tmp / "disk.img"
+        with open(backing, "wb") as handle:
+            handle.truncate(image.size + 64 * MiB)
+        disk = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True, capture_output=True,
+                              text=True).stdout.strip()
+        sshd = start_sshd(tmp / "sshd")
+        try:
+            ssh = ["root@127.0.0.1", "-p", str(sshd.port), "-i", str(sshd.client_key), "--known-hosts",
+                   str(sshd.known_hosts), "--ssh-config", str(tmp / "sshd" / "ssh_config"),
+                   "--remote-dir", str(tmp / "remote")]
+            runs: dict[str, list[float]] = {"local": [], "pull": [], "push": []}
+            steps: dict[str, list[dict]] = {"pull": [], "push": []}
+            for _ in range(ROUNDS):
+                seconds, _proc = _cli(["install", "-d", disk, "-b", url, "-k", key, "--yes", "--progress", "none"])
+                runs["local"].append(seconds)
+                seconds, proc = _cli(["rescue", *ssh, "--disk", disk, "-b", url, "-k", key, "--yes", "--json"])
+                runs["pull"].append(seconds)
+                steps["pull"].append(json.loads(proc.stdout)["seconds"])
+                seconds, proc = _cli(["rescue", *ssh, "--disk", disk, "--push", "-f", str(release.files["zst"]),
+                                      "--yes", "--json"])
+                runs["push"].append(seconds)
+                steps["push"].append(json.loads(proc.stdout)["seconds"])
+        finally:
+            sshd.stop()
+            subprocess.run(["losetup", "-d", disk], capture_output=True)
+            http.shutdown()
+            http.server_close()
+        median = {name: round(statistics.median(values), 3) for name, values in runs.items()}
+        return {
+            "image_bytes": image.size,
+            "compressed_bytes": release.files["zst"].stat().st_size,
+            "rounds": ROUNDS,
+            "seconds": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+            "median_seconds": median,
+            "step_seconds_median": {mode: {step: round(statistics.median(r[step] for r in rows), 3)
+                                           for step in rows[0]} for mode, rows in steps.items()},
+            "ratio_pull_vs_local": round(median["pull"] / median["local"], 3),
+            "ratio_push_vs_local": round(median["push"] / median["local"], 3),
+            "target_ratio_pull": 1.2,
+        }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
