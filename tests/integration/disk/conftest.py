@@ -11,6 +11,7 @@ sits mid-disk, as flatcar-install leaves it).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -25,6 +26,7 @@ from provisioner.disk import blockdev, layout
 from provisioner.disk.table import read_disk_table
 from tests.fixtures.system import need_root
 
+REPO = Path(__file__).resolve().parents[3]
 MiB = 1 << 20
 GiB = 1 << 30
 IMAGE_SIZE = 2 * GiB + 64 * MiB  # the "image": small partitions, then a 2 GiB ROOT, then the backup GPT
@@ -46,7 +48,7 @@ LAYOUT = (
 )
 
 
-def run(*argv: str, check: bool = True, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(*argv, check: bool = True, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check, env=env, timeout=timeout)
 
 
@@ -60,6 +62,17 @@ def provisioner(*args: str, state: Path, fault: str | None = None, timeout: floa
         [sys.executable, "-m", "provisioner.cli.main", *map(str, args)],
         capture_output=True, text=True, env=env, timeout=timeout,
     )
+
+
+def in_private_mount_ns(actions: list) -> list:
+    """Run nsrun.py actions (mount, CLI, hash...) in a mount namespace of our own (see nsrun.py)."""
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-m", "tests.integration.disk.nsrun"],
+        input=json.dumps(actions), capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, f"nsrun failed (exit {proc.returncode}): {proc.stderr}"
+    return json.loads(proc.stdout)
 
 
 def make_table(image: Path) -> None:
@@ -139,14 +152,14 @@ def template(tmp_path_factory) -> Template:
     try:
         root = blockdev.partition_path(loop, 9)
         run("mkfs.ext4", "-q", "-L", "ROOT", root)
-        run("mount", root, mnt)
-        try:
-            # Take the low half first, so the files land high and a shrink must move them.
-            run("fallocate", "-l", str(1100 * MiB), mnt / "filler")
-            manifest = write_files(mnt)
-            (mnt / "filler").unlink()
-        finally:
-            run("umount", mnt)
+        # Take the low half first, so the files land high and a shrink must move them.
+        _, _, manifest, _, _ = in_private_mount_ns([
+            ["mount", root, str(mnt), "rw"],
+            ["fallocate", str(mnt / "filler"), 1100 * MiB],
+            ["write_files", str(mnt), 9],
+            ["rm", str(mnt / "filler")],
+            ["umount", str(mnt)],
+        ])
     finally:
         detach(loop)
     # Flush the loop device's writes to the file before `cp --sparse` looks for holes in it.
@@ -232,11 +245,8 @@ def check_root_fs(disk: ScratchDisk) -> None:
         root = blockdev.partition_path(loop, 9)
         fsck = run("e2fsck", "-fn", root, check=False)
         assert fsck.returncode == 0, f"e2fsck -fn: exit {fsck.returncode}\n{fsck.stdout}\n{fsck.stderr}"
-        run("mount", "-o", "ro,noload", root, mnt)
-        try:
-            assert hash_tree(mnt) == disk.manifest, "file contents changed"
-        finally:
-            run("umount", mnt)
+        _, found = in_private_mount_ns([["mount", root, str(mnt), "ro,noload"], ["hash", str(mnt)]])
+        assert found == disk.manifest, "file contents changed"
     finally:
         if not was_attached:
             disk.detach()

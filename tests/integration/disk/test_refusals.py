@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from provisioner.disk import blockdev
-from tests.integration.disk.conftest import check_root_fs, run
+from tests.integration.disk.conftest import check_root_fs, in_private_mount_ns
 
 
 def refused(disk, args, exit_code: int, *words: str) -> str:
@@ -28,11 +28,18 @@ def test_shrink_mounted_root(disk):
     loop = disk.attach()
     mnt = disk.work / "root"
     mnt.mkdir()
-    run("mount", blockdev.partition_path(loop, 9), mnt)
-    try:
-        refused(disk, ["disk", "shrink-root", loop, "--size", "1G", "--yes"], 1, "mounted", "unmount")
-    finally:
-        run("umount", mnt)
+    before = disk.table_bytes()
+    env = {"PROVISIONER_STATE_DIR": str(disk.state)}
+    _, result, _ = in_private_mount_ns([
+        ["mount", blockdev.partition_path(loop, 9), str(mnt), "rw"],
+        ["cli", env, "disk", "shrink-root", loop, "--size", "1G", "--yes"],
+        ["umount", str(mnt)],
+    ])
+    assert result["returncode"] == 1, result
+    stderr = result["stderr"]
+    assert stderr.count("\n") == 1 and "is mounted on" in stderr and "unmount" in stderr, stderr
+    assert disk.table_bytes() == before
+    assert not list(disk.state.glob("*/journal.json"))
 
 
 def test_partition_path_instead_of_disk(disk):

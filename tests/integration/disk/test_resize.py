@@ -10,7 +10,7 @@ import os
 from provisioner.disk import blockdev
 from provisioner.disk.table import read_disk_table
 from tests.integration.disk.conftest import (
-    DISK_SIZE, LAYOUT, MiB, ROOT_START, check_disk, check_root_fs, root_uuid, run,
+    DISK_SIZE, LAYOUT, MiB, ROOT_START, check_disk, check_root_fs, in_private_mount_ns, root_uuid, run,
 )
 
 BEFORE = {number: (start, start + size // 512 - 1) for number, _l, _t, start, size, _u, _a in LAYOUT}
@@ -65,28 +65,28 @@ def test_grow_online_mounted_ext4_root(disk):
     root = blockdev.partition_path(loop, 9)
     mnt = disk.work / "root"
     mnt.mkdir()
-    run("mount", root, mnt)
-    marker = b"written while mounted\n"
-    try:
-        before = os.statvfs(mnt)
-        result = disk.cli("disk", "grow", loop)
-        (mnt / "written-while-mounted").write_bytes(marker)
-        if has_capability(CAP_SYS_RESOURCE):
-            assert result.returncode == 0, result.stderr
-            after = os.statvfs(mnt)
-            assert after.f_blocks * after.f_frsize > before.f_blocks * before.f_frsize * 1.8
-        else:
-            assert result.returncode == 1, result.stdout + result.stderr
-            assert result.stderr.count("\n") == 1 and "CAP_SYS_RESOURCE" in result.stderr, result.stderr
-            assert list(disk.state.glob("*/journal.json")), "the interrupted grow must stay journaled"
-    finally:
-        run("umount", mnt)
-    if not has_capability(CAP_SYS_RESOURCE):
+    marker = "written while mounted\n"
+    env = {"PROVISIONER_STATE_DIR": str(disk.state)}
+    _, before, result, _, after, _ = in_private_mount_ns([
+        ["mount", root, str(mnt), "rw"],
+        ["statvfs", str(mnt)],
+        ["cli", env, "disk", "grow", loop],
+        ["write", str(mnt / "written-while-mounted"), marker],
+        ["statvfs", str(mnt)],
+        ["umount", str(mnt)],
+    ])
+    if has_capability(CAP_SYS_RESOURCE):
+        assert result["returncode"] == 0, result["stderr"]
+        assert after > before * 1.8
+    else:
+        assert result["returncode"] == 1, result
+        assert result["stderr"].count("\n") == 1 and "CAP_SYS_RESOURCE" in result["stderr"], result["stderr"]
+        assert list(disk.state.glob("*/journal.json")), "the interrupted grow must stay journaled"
         finish = disk.cli("disk", "grow", loop)
         assert finish.returncode == 0, finish.stderr
         assert "resumed an interrupted run" in finish.stdout, finish.stdout
     expected = {**BEFORE, 9: (ROOT_START, grown_end(ROOT_START))}
-    disk.manifest = dict(disk.manifest, **{"written-while-mounted": hashlib.sha256(marker).hexdigest()})
+    disk.manifest = dict(disk.manifest, **{"written-while-mounted": hashlib.sha256(marker.encode()).hexdigest()})
     check_disk(disk, expected)
     assert ext4_bytes(root) == (expected[9][1] - ROOT_START + 1) * 512
 
@@ -98,17 +98,18 @@ def test_grow_online_mounted_btrfs_root(disk):
     run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
     mnt = disk.work / "root"
     mnt.mkdir()
-    run("mount", root, mnt)
-    try:
-        (mnt / "data.bin").write_bytes(os.urandom(8 * MiB))
-        digest = hashlib.sha256((mnt / "data.bin").read_bytes()).hexdigest()
-        result = disk.cli("disk", "grow", loop)
-        assert result.returncode == 0, result.stderr
-        size = os.statvfs(mnt)
-        assert size.f_blocks * size.f_frsize > 3 * (1 << 30)
-        assert hashlib.sha256((mnt / "data.bin").read_bytes()).hexdigest() == digest
-    finally:
-        run("umount", mnt)
+    env = {"PROVISIONER_STATE_DIR": str(disk.state)}
+    _, written, result, size, found, _ = in_private_mount_ns([
+        ["mount", root, str(mnt), "rw"],
+        ["write_files", str(mnt), 3],
+        ["cli", env, "disk", "grow", loop],
+        ["statvfs", str(mnt)],
+        ["hash", str(mnt)],
+        ["umount", str(mnt)],
+    ])
+    assert result["returncode"] == 0, result["stderr"]
+    assert size > 3 * (1 << 30)
+    assert found == written
     check_disk(disk, {**BEFORE, 9: (ROOT_START, grown_end(ROOT_START))}, fs_check=False)
     assert run("btrfs", "check", "--readonly", root, check=False).returncode == 0
 
