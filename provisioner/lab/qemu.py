@@ -58,6 +58,9 @@ class TapNic:
     tap: str
     mac: str = "52:54:00:12:34:56"
     model: str = "virtio-net-pci"
+    # None: QEMU's default NIC option ROM (iPXE from ipxe-qemu). "": no ROM, so OVMF's own
+    # PXE client (EDK2 PxeBcDxe over VirtioNetDxe) does the network boot instead of iPXE.
+    romfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,9 @@ def build_argv(config: VMConfig, accel: str, ovmf_code: Path | None = None) -> l
             argv += ["-append", config.append]
     nic = config.nic
     if isinstance(nic, TapNic):
+        rom = "" if nic.romfile is None else f",romfile={nic.romfile}"
         argv += ["-netdev", f"tap,id=n0,ifname={nic.tap},script=no,downscript=no",
-                 "-device", f"{nic.model},netdev=n0,mac={nic.mac}"]
+                 "-device", f"{nic.model},netdev=n0,mac={nic.mac}{rom}"]
     elif isinstance(nic, UserNic):
         fwd = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in sorted(nic.hostfwd.items()))
         argv += ["-netdev", f"user,id=n0{fwd}", "-device", f"{nic.model},netdev=n0,mac={nic.mac}"]

@@ -40,6 +40,7 @@ OPT_TFTP_SERVER, OPT_BOOTFILE = 66, 67
 OPT_USER_CLASS = 77
 OPT_CLIENT_ARCH, OPT_CLIENT_NDI, OPT_CLIENT_GUID = 93, 94, 97   # RFC 4578 §2.1-2.3
 OPT_IPXE_ENCAP = 175              # iPXE's own encapsulated options: present only when iPXE asks
+IPXE_NO_PXEDHCP = 176             # sub-option of 175
 
 # PXE option 43 sub-option 6, PXE_DISCOVERY_CONTROL: bit 3 (value 8) = "if a boot file name is
 # present, download it; no menu, no boot server discovery" (PXE 2.1 §2.4.5; pixiecore sends 8).
@@ -316,6 +317,10 @@ def build_reply(request: DhcpPacket, client: ClientInfo, message_type: int, serv
         vendor = _pxe_vendor_options(client)
         if vendor is not None:
             options[OPT_VENDOR_SPECIFIC] = vendor
+        if client.is_ipxe and lease is not None:
+            # iPXE option 175.176 "no-pxedhcp": this offer already carries the boot file, so iPXE
+            # need not wait DHCP_DISC_PROXY_TIMEOUT_SEC for ProxyDHCP offers (iPXE config/dhcp.h).
+            options[OPT_IPXE_ENCAP] = bytes((IPXE_NO_PXEDHCP, 1, 1))
         filename = boot.filename.encode()
         # Some ROMs read only the BOOTP header, others only options 66/67: set both (smee, dnsmasq).
         options[OPT_TFTP_SERVER] = server.server_ip.encode()

@@ -26,6 +26,7 @@ from provisioner.pxe.leases import OFFER_HOLD_SECONDS, DhcpRange, LeaseRecord, L
 log = logging.getLogger("provisioner.pxe.dhcp")
 
 PXE_BOOT_SERVER_PORT = 4011
+CHAIN_WINDOW = 300.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class DhcpPolicy:
     identity: dhcp.ServerIdentity
     pool: DhcpRange | None = None               # None: proxy mode
     static: dict[str, str] = field(default_factory=dict)   # MAC -> IP
+    # Load our own iPXE binary even into firmware that already is iPXE (QEMU's NIC ROMs, some NICs):
+    # an iPXE client gets the binary unless it fetched one over TFTP in the last CHAIN_WINDOW s.
+    chain_ipxe_roms: bool = False
 
     @property
     def proxy(self) -> bool:
@@ -57,11 +61,15 @@ def _lease(pool: DhcpRange, ip: str) -> dhcp.Lease:
 
 
 def decide(packet: dhcp.DhcpPacket, port: int, policy: DhcpPolicy, leases: dict[str, LeaseRecord],
-           now: float) -> Decision:
-    """What to do with one parsed request (pure)."""
+           now: float, ipxe_loaded_at: float | None = None) -> Decision:
+    """What to do with one parsed request (pure). ipxe_loaded_at: when this MAC last fetched one
+    of our iPXE binaries over TFTP (only used with chain_ipxe_roms)."""
     if packet.op != dhcp.BOOTREQUEST or packet.htype != dhcp.HTYPE_ETHERNET or len(packet.chaddr) != 6:
         return NO_REPLY
     client = dhcp.client_info(packet)
+    if (policy.chain_ipxe_roms and client.is_ipxe and not client.is_http_boot
+            and (ipxe_loaded_at is None or now - ipxe_loaded_at > CHAIN_WINDOW)):
+        client = replace(client, is_ipxe=False)
     boot = dhcp.boot_choice(client, policy.identity.files) if client.is_pxe else None
     detail = {"arch": dhcp.ARCH_NAMES.get(client.arch, client.arch), "ipxe": client.is_ipxe,
               "file": boot.filename if boot else None}
@@ -163,7 +171,8 @@ class DhcpService:
 
     def __init__(self, policy: DhcpPolicy, interface: str, leases: LeaseStore | None,
                  on_event: EventSink, metrics: dict[str, int], listen_port: int = 67,
-                 boot_server_port: int = PXE_BOOT_SERVER_PORT, client_port: int = 68):
+                 boot_server_port: int = PXE_BOOT_SERVER_PORT, client_port: int = 68,
+                 ipxe_loaded_at: Callable[[str], float | None] = lambda mac: None):
         self.policy = policy
         self.interface = interface
         self.leases = leases
@@ -172,6 +181,7 @@ class DhcpService:
         self.listen_port = listen_port
         self.boot_server_port = boot_server_port
         self.client_port = client_port
+        self.ipxe_loaded_at = ipxe_loaded_at
         self.transports: list[asyncio.DatagramTransport] = []
 
     def _socket(self, port: int) -> socket.socket:
@@ -207,8 +217,11 @@ class DhcpService:
             self.metrics["dhcp_malformed"] = self.metrics.get("dhcp_malformed", 0) + 1
             log.debug("dhcp: dropped malformed datagram from %s: %s", addr, exc)
             return
+        log.debug("dhcp: port %d from %s: type %s mac %s opts %s", logical_port, addr, packet.message_type,
+                  packet.mac, sorted(packet.options))
         now = time.time()
-        decision = decide(packet, logical_port, self.policy, self.leases.leases if self.leases else {}, now)
+        decision = decide(packet, logical_port, self.policy, self.leases.leases if self.leases else {}, now,
+                          self.ipxe_loaded_at(packet.mac) if self.policy.chain_ipxe_roms else None)
         if self.leases is not None:
             if decision.lease_change is not None:
                 self.leases.put(decision.lease_change, persist=decision.lease_change.state == "bound")

@@ -51,3 +51,16 @@ def open_in_jail(root: Path, requested: str):
         os.close(fd)
         raise JailError("not a regular file", denied=True)
     return os.fdopen(fd, "rb")
+
+
+def open_regular_file(path: Path):
+    """Open a file we chose ourselves (not a client's name), following symlinks: Debian's ipxe package
+    ships /usr/lib/ipxe/ipxe.efi as a symlink to /boot/ipxe.efi. Raises JailError."""
+    try:
+        handle = open(os.path.realpath(path), "rb")
+    except OSError as exc:
+        raise JailError(f"cannot open {path}: {exc.strerror}", denied=exc.errno != errno.ENOENT) from None
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise JailError(f"{path} is not a regular file", denied=True)
+    return handle

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from provisioner.pxe.dhcpd import DhcpPolicy, DhcpService
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
 from provisioner.pxe.machines import MachineStates
-from provisioner.pxe.tftp import TftpFiles, TftpService, find_ipxe_dir
+from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -58,6 +59,7 @@ class ServeConfig:
     ipxe_dir: Path | None = None
     efi_binary: str = "ipxe.efi"
     static_leases: dict[str, str] = field(default_factory=dict)
+    chain_ipxe_roms: bool = False
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:
@@ -98,7 +100,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
                   dhcp_range: str | None, router: str | None, dns: list[str], lease_time: int,
                   tftp: bool, tftp_root: Path | None, tftp_addr: str, server_url: str | None,
                   state_dir: Path | None, assets_dir: Path | None, server_ip: str | None = None,
-                  efi_binary: str = "ipxe.efi") -> ServeConfig:
+                  efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False) -> ServeConfig:
     """Check the options and work out addresses; raises UsageError for a bad combination."""
     if dhcp_mode not in ("proxy", "off"):
         raise UsageError(f"--dhcp: {dhcp_mode!r} is not 'proxy' or 'off' (full DHCP: give --dhcp-range)")
@@ -137,6 +139,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
         tftp_root=Path(os.path.realpath(tftp_root)) if tftp_root else None,
         tftp_host=tftp_host, tftp_port=tftp_port, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
         static_leases=static_leases_from_inventory(Path(data_dir)) if mode == "full" else {},
+        chain_ipxe_roms=chain_ipxe_roms,
     )
 
 
@@ -180,6 +183,7 @@ class BootServer:
         self.tftp: TftpService | None = None
         self.runner: web.AppRunner | None = None
         self._flusher: asyncio.Task | None = None
+        self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
 
     # ---------------------------------------------------------------- events
 
@@ -189,6 +193,8 @@ class BootServer:
     def tftp_event(self, ip: str, stage: str, filename: str, detail: dict) -> None:
         mac = self.states.mac_for_ip(ip) or f"ip:{ip}"
         self.states.record(mac, stage, {"file": filename, **detail}, ip=ip)
+        if stage == "tftp-done" and filename.lstrip("/").removesuffix(".0") in IPXE_FILES:
+            self.ipxe_loaded[mac] = time.time()
 
     def http_event(self, mac: str | None, stage: str, detail: dict, ip: str | None) -> None:
         if mac is None and ip:
@@ -229,11 +235,11 @@ class BootServer:
             assert config.interface and config.server_ip
             identity = dhcp.ServerIdentity(config.server_ip, dhcp.BootFiles(
                 efi_x64=config.efi_binary, http_base=config.server_url))
-            policy = DhcpPolicy(identity, config.pool, config.static_leases)
+            policy = DhcpPolicy(identity, config.pool, config.static_leases, config.chain_ipxe_roms)
             leases = LeaseStore(config.state_dir / "leases.json") if config.pool else None
             self.dhcp = DhcpService(policy, config.interface, leases, self.dhcp_event, self.counters,
                                     listen_port=config.dhcp_port, boot_server_port=config.boot_server_port,
-                                    client_port=config.dhcp_client_port)
+                                    client_port=config.dhcp_client_port, ipxe_loaded_at=self.ipxe_loaded.get)
             try:
                 await self.dhcp.start()
             except OSError as exc:

@@ -30,7 +30,7 @@ import tftpy
 from tftpy.TftpContexts import TftpContextServer
 from tftpy.TftpShared import TftpException, TftpTimeout, TftpTimeoutExpectACK
 
-from provisioner.pxe.jail import JailError, open_in_jail
+from provisioner.pxe.jail import JailError, open_in_jail, open_regular_file
 
 log = logging.getLogger("provisioner.pxe.tftp")
 
@@ -147,7 +147,7 @@ class TftpFiles:
             if name.endswith(".0"):
                 name = name[:-2]
             if self.ipxe_dir is not None and name in IPXE_FILES:
-                return open_in_jail(self.ipxe_dir, name)
+                return open_regular_file(self.ipxe_dir / name)   # a fixed allow-listed name
         except JailError as exc:
             raise TftpAccessError(ERR_ACCESS if exc.denied else ERR_NOT_FOUND, str(exc)) from None
         raise TftpAccessError(ERR_NOT_FOUND, "file not found")

@@ -1,0 +1,112 @@
+"""Real PXE boots: QEMU (SeaBIOS + iPXE ROM, and OVMF) on a tap in a lab namespace, booting the busybox
+test kernel through our DHCP + TFTP + HTTP. The initrd prints the cloud-config URL it was given and
+fetches it; we assert on its console and on the server's machine state.
+
+Network safety: QEMU, the server and dnsmasq all live in namespaces on a bridge with no uplink."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
+from provisioner.lab.testkernel import ensure_test_kernel
+from tests.integration.pxe.conftest import start_server, wait_ready
+
+BOOT_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def test_kernel():
+    return ensure_test_kernel()
+
+
+def _assets(tmp_path, test_kernel):
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copyfile(test_kernel.kernel, assets / "testkernel.vmlinuz")
+    shutil.copyfile(test_kernel.initrd, assets / "initrd.cpio.gz")
+    return assets
+
+
+def _machine(state_dir, mac: str) -> dict:
+    machines = json.loads((state_dir / "machines.json").read_text())["machines"]
+    return next(m for m in machines if m["mac"] == mac)
+
+
+def _boot(vm: QemuVM, server) -> str:
+    try:
+        vm.start()
+        vm.wait_for_serial(r"TESTKERNEL-DONE", BOOT_TIMEOUT)
+    except Exception:
+        print(server.log()[-4000:])
+        raise
+    finally:
+        vm.kill()
+    return vm.serial_text()
+
+
+def test_bios_pxe_boot_over_full_dhcp_tftp_and_http(lab_net, tmp_path, test_kernel):
+    lab_net.add_tap("tap0")
+    assets = _assets(tmp_path, test_kernel)
+    server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080",
+                          "--dhcp-range", "10.77.0.100,10.77.0.150", "--assets-dir", str(assets),
+                          "--chain-ipxe-roms", netns=lab_net.name)
+    mac = "52:54:00:00:00:01"   # group node1 (static lease 10.77.0.21, hostname node1)
+    vm = QemuVM(VMConfig(name="bios", workdir=tmp_path, firmware="bios",
+                         nic=TapNic(netns=lab_net.name, tap="tap0", mac=mac), boot="n"))
+    try:
+        wait_ready(server)
+        console = _boot(vm, server)
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "TESTKERNEL-URL=http://10.77.0.1:8080/cloud-config?mac=52-54-00-00-00-01" in console
+    assert "TESTKERNEL-FETCHED bytes=" in console and "first=#cloud-config" in console
+    assert "TESTKERNEL-IP=10.77.0.21" in console      # the kernel's own DHCP: static lease from the inventory
+    record = _machine(server.state_dir, mac)
+    for stage in ("dhcp-offer", "dhcp-ack", "tftp", "tftp-done", "boot-script", "ipxe-script", "kernel",
+                  "initrd", "cloud-config"):
+        assert stage in record["stages"], (stage, record)
+    assert record["last_stage"] == "cloud-config"
+    tftp = next(h for h in record["history"] if h["stage"] == "tftp-done")
+    assert tftp["file"] == "undionly.kpxe" and tftp["bytes"] == (lab_ipxe_size := len(open(
+        "/usr/lib/ipxe/undionly.kpxe", "rb").read())) and lab_ipxe_size > 0
+
+
+def test_uefi_pxe_boot_via_proxy_dhcp_next_to_dnsmasq(lab_net, tmp_path, test_kernel):
+    """OVMF's own PXE client (not iPXE): proxyDHCP + port 4011 + TFTP ipxe.efi, then iPXE over HTTP.
+    Addresses come from a real dnsmasq in its own namespace: we coexist with the site's DHCP server."""
+    lab_net.add_tap("tap0")
+    dhcp_ns = lab_net.add_client_namespace(f"{lab_net.name}d")
+    subprocess.run(["ip", "-n", dhcp_ns, "addr", "add", "10.77.0.2/24", "dev", "eth0"], check=True)
+    dnsmasq = subprocess.Popen(
+        ["ip", "netns", "exec", dhcp_ns, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+         "--bind-interfaces", "--dhcp-range=10.77.0.100,10.77.0.150,1h", "--no-resolv", "--no-hosts",
+         f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+         "--log-dhcp"], stdout=open(tmp_path / "dnsmasq.log", "wb"), stderr=subprocess.STDOUT)
+    assets = _assets(tmp_path, test_kernel)
+    server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080",
+                          "--assets-dir", str(assets), netns=lab_net.name)
+    mac = "52:54:00:00:00:77"   # default group
+    # romfile="": no iPXE option ROM on the NIC, so OVMF's own PXE client (EDK2) boots.
+    vm = QemuVM(VMConfig(name="uefi", workdir=tmp_path, firmware="uefi",
+                         nic=TapNic(netns=lab_net.name, tap="tap0", mac=mac, romfile=""), boot="n"))
+    try:
+        wait_ready(server)
+        console = _boot(vm, server)
+    finally:
+        dnsmasq.terminate()
+        dnsmasq.wait(timeout=10)
+        assert server.stop() == 0, server.log()
+    assert "TESTKERNEL-URL=http://10.77.0.1:8080/cloud-config?mac=52-54-00-00-00-77" in console
+    assert "first=#cloud-config" in console
+    assert "TESTKERNEL-IP=10.77.0.1" in console     # 10.77.0.1xx from dnsmasq, never from us
+    record = _machine(server.state_dir, mac)
+    assert record["arch"] == "efi-x64"
+    for stage in ("dhcp-offer", "dhcp-boot-server", "tftp", "tftp-done", "boot-script", "ipxe-script", "kernel", "initrd",
+                  "cloud-config"):
+        assert stage in record["stages"], (stage, record)
+    assert not (server.state_dir / "leases.json").exists()   # proxy mode hands out no address
