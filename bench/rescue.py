@@ -1,12 +1,15 @@
 """Rescue install over loopback SSH vs the local install of the same image, in the same run.
 
-Setup (root): a synthetic CoreOS-layout image with ~140 MiB of semi-compressible data in USR-A (376 MiB image;
-the fixture's mkfs.vfat step fails for images over ~512 MiB)
+Setup (root): a synthetic CoreOS-layout image (1.1 GiB, 900 MiB of ~2:1 compressible data in USR-A;
+EFI-SYSTEM left unformatted because the fixture's mkfs.vfat step fails on images over ~512 MiB)
 (tests/fixtures/coreos_image.py), a signed release dir served on 127.0.0.1, a real sshd on
 127.0.0.1:<free port> (the rescue host is this machine), a loop device as its disk.
 
 Measured, each ROUNDS times, alternating, median reported (whole CLI commands, as an operator runs them):
 - local:  `provisioner install -d LOOP -b URL -k KEY --yes --progress none`
+- zipapp: `/usr/bin/python3 installer.pyz -d LOOP ...` locally: the interpreter and code the rescue host
+          runs (no zstandard module there: the installer falls back to the zstd binary), so
+          pull/zipapp isolates what SSH itself costs
 - pull:   `provisioner rescue root@127.0.0.1 --disk LOOP -b URL -k KEY --yes --json`
           (connect, inspect, upload zipapp, remote install pulling from the same URL, remote verify)
 - push:   `provisioner rescue ... --push -f IMAGE.zst` (the image streams through the SSH connection)
@@ -15,6 +18,7 @@ Target from issue 7: pull <= 1.2x local.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -37,6 +41,18 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+def _fill(count: int) -> bytes:
+    """OS-image-like data, fast: each 4 KiB block is 1800 random bytes and a run of text (about 2:1 with zstd)."""
+    blocks = count // 4096
+    noise = os.urandom(blocks * 1800)
+    text = (b"usr lib systemd kernel module config ELF x86_64 " * 64)[: 4096 - 1800]
+    out = bytearray(blocks * 4096)
+    for i in range(blocks):
+        out[i * 4096:i * 4096 + 1800] = noise[i * 1800:(i + 1) * 1800]
+        out[i * 4096 + 1800:(i + 1) * 4096] = text
+    return bytes(out)
+
+
 def _cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     start = time.monotonic()
@@ -53,12 +69,15 @@ def main() -> dict:
         raise RuntimeError("bench rescue needs root (sshd as root, loop devices)")
     sys.path.insert(0, str(REPO))
     from tests.fixtures.coreos_image import build_image, build_release, small_layout
+    from provisioner.install.zipapp import build_zipapp
     from tests.integration.remote.conftest import start_sshd
 
     with tempfile.TemporaryDirectory(prefix="bench-rescue-") as tmp_name:
         tmp = Path(tmp_name)
-        image = build_image(tmp / "work" / "provisioner_production_image.bin",
-                            partitions=small_layout(root_size=32 * MiB, usr_size=160 * MiB), usr_fill=140 * MiB)
+        parts = tuple(dataclasses.replace(p, fs=None) if p.fs == "vfat" else p
+                      for p in small_layout(root_size=32 * MiB, usr_size=1024 * MiB))
+        image = build_image(tmp / "work" / "provisioner_production_image.bin", partitions=parts,
+                            usr_files={"lib/os-release": b"ID=bench\n", "fill.bin": _fill(900 * MiB)})
         release = build_release(tmp / "stable", image, formats=("zst",))
         key = str(release.base / "release-key.asc")
         handler = functools.partial(_Quiet, directory=str(release.base))
@@ -76,11 +95,16 @@ def main() -> dict:
             ssh = ["root@127.0.0.1", "-p", str(sshd.port), "-i", str(sshd.client_key), "--known-hosts",
                    str(sshd.known_hosts), "--ssh-config", str(tmp / "sshd" / "ssh_config"),
                    "--remote-dir", str(tmp / "remote")]
-            runs: dict[str, list[float]] = {"local": [], "pull": [], "push": []}
+            zipapp = build_zipapp(tmp / "installer.pyz")
+            runs: dict[str, list[float]] = {"local": [], "zipapp": [], "pull": [], "push": []}
             steps: dict[str, list[dict]] = {"pull": [], "push": []}
             for _ in range(ROUNDS):
                 seconds, _proc = _cli(["install", "-d", disk, "-b", url, "-k", key, "--yes", "--progress", "none"])
                 runs["local"].append(seconds)
+                start = time.monotonic()
+                subprocess.run(["/usr/bin/python3", str(zipapp), "-d", disk, "-b", url, "-k", key, "--yes",
+                                "--progress", "json"], check=True, capture_output=True, timeout=900)
+                runs["zipapp"].append(time.monotonic() - start)
                 seconds, proc = _cli(["rescue", *ssh, "--disk", disk, "-b", url, "-k", key, "--yes", "--json"])
                 runs["pull"].append(seconds)
                 steps["pull"].append(json.loads(proc.stdout)["seconds"])
@@ -104,6 +128,7 @@ def main() -> dict:
                                            for step in rows[0]} for mode, rows in steps.items()},
             "ratio_pull_vs_local": round(median["pull"] / median["local"], 3),
             "ratio_push_vs_local": round(median["push"] / median["local"], 3),
+            "ratio_pull_vs_zipapp": round(median["pull"] / median["zipapp"], 3),
             "target_ratio_pull": 1.2,
         }
 
