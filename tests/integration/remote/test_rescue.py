@@ -121,7 +121,7 @@ def test_full_install_over_ssh_pull_verified(sshd, loop_disk, release, release_s
     remote_dir = str(tmp_path / "remote")
     result = provisioner_cli(["rescue", *sshd.ssh_args(), "--disk", disk, "-b", url, "-k",
                               str(release.base / "release-key.asc"), "-c", str(cloud_config), "--yes",
-                              "--remote-dir", remote_dir])
+                              "--remote-dir", remote_dir, "--retries", "3", "--no-bmap"])  # passed through
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"installed {disk} on root@127.0.0.1:{sshd.port}: GPT ok (7 partitions)")
     assert "remote: " in result.stderr  # the installer's JSON progress reached the local bar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from provisioner.remote.hostkeys import HostKeyPolicy
@@ -65,8 +66,10 @@ def test_pinned_key_and_accept_new_record(sshd):
     assert first.returncode == 0, first.stderr
     assert f"[127.0.0.1]:{sshd.port} ssh-ed25519 " in sshd.known_hosts.read_text()
     # Recorded: the next connection passes on known_hosts alone.
-    again = provisioner_cli(["rescue", *sshd.ssh_args(), "--inspect"])
+    again = provisioner_cli(["rescue", *sshd.ssh_args(), "--inspect", "--json"])
     assert again.returncode == 0, again.stderr
+    facts = json.loads(again.stdout)
+    assert facts["is_root"] and facts["python"][:1] == [3] and facts["disks"]
 
 
 def test_bad_key_is_one_line(sshd, tmp_path):
