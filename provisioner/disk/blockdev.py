@@ -79,6 +79,7 @@ class BlockNode:
     partlabel: str | None = None
     mountpoints: list = field(default_factory=list)
     children: list = field(default_factory=list)
+    read_only: bool = False  # lsblk RO column, when asked for (true/false, or "1"/"0" before util-linux 2.33)
 
     def walk(self):
         yield self
@@ -89,7 +90,8 @@ class BlockNode:
 _LSBLK_COLUMNS = "NAME,PATH,TYPE,SIZE,FSTYPE,LABEL,PARTLABEL,MOUNTPOINTS"
 
 
-def _node_from_json(row: dict) -> BlockNode:
+def node_from_json(row: dict) -> BlockNode:
+    """One `lsblk --json --bytes` row (and its children) -> BlockNode; also used on rows read remotely."""
     mountpoints = row.get("mountpoints") or ([row["mountpoint"]] if row.get("mountpoint") else [])
     return BlockNode(
         name=row["name"],
@@ -100,7 +102,8 @@ def _node_from_json(row: dict) -> BlockNode:
         label=row.get("label"),
         partlabel=row.get("partlabel"),
         mountpoints=[m for m in mountpoints if m],
-        children=[_node_from_json(c) for c in row.get("children") or []],
+        children=[node_from_json(c) for c in row.get("children") or []],
+        read_only=row.get("ro") in (True, 1, "1"),
     )
 
 
@@ -110,7 +113,7 @@ def lsblk(device: str | None = None) -> list[BlockNode]:
     if device:
         argv.append(device)
     data = json.loads(run(argv).stdout)
-    return [_node_from_json(row) for row in data.get("blockdevices", [])]
+    return [node_from_json(row) for row in data.get("blockdevices", [])]
 
 
 def swap_devices() -> set[str]:
