@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.core.sizes import format_size
+from provisioner.disk.blockdev import BlockNode as Block
+from provisioner.disk.blockdev import node_from_json
 from provisioner.errors import DiskError, RemoteError
 from provisioner.remote.session import Session
 
@@ -24,26 +26,6 @@ MIN_PYTHON = (3, 9)
 # flatcar-install -s: "larger than 10 GB" means 10,000,000,000 bytes.
 AUTO_MIN_SIZE = 10_000_000_000
 HOLDER_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md", "lvm", "dm", "crypt", "mpath")
-
-
-@dataclass(frozen=True)
-class Block:
-    """One lsblk row on the rescue host, with its children (partitions, then md/dm holders)."""
-
-    name: str
-    path: str
-    type: str
-    size: int
-    fstype: str | None = None
-    label: str | None = None
-    mountpoint: str | None = None
-    read_only: bool = False
-    children: tuple[Block, ...] = ()
-
-    def walk(self):
-        yield self
-        for child in self.children:
-            yield from child.walk()
 
 
 @dataclass(frozen=True)
@@ -77,21 +59,6 @@ class HostFacts:
         return tuple(self.python[:2]) >= MIN_PYTHON
 
 
-def _block(row: dict) -> Block:
-    read_only = row.get("ro")
-    return Block(
-        name=row["name"],
-        path=row.get("path") or f"/dev/{row['name']}",
-        type=row.get("type") or "",
-        size=int(row.get("size") or 0),
-        fstype=row.get("fstype"),
-        label=row.get("label"),
-        mountpoint=row.get("mountpoint") or None,
-        read_only=read_only in (True, "1", 1),
-        children=tuple(_block(child) for child in row.get("children") or ()),
-    )
-
-
 def parse_facts(data: dict) -> HostFacts:
     """Turn facts_script.py's JSON into HostFacts. Raises RemoteError when lsblk failed on the host."""
     if not data.get("lsblk"):
@@ -103,7 +70,7 @@ def parse_facts(data: dict) -> HostFacts:
         python=tuple(data.get("python") or (0, 0, 0)),
         python_path=data.get("python_path", ""),
         is_root=data.get("euid") == 0,
-        disks=tuple(_block(row) for row in data["lsblk"].get("blockdevices", [])),
+        disks=tuple(node_from_json(row) for row in data["lsblk"].get("blockdevices", [])),
         mounts=tuple((m[0], m[1]) for m in data.get("mounts", []) if len(m) >= 2),
         swaps=tuple(data.get("swaps", [])),
         holders=dict(data.get("holders") or {}),
@@ -140,10 +107,11 @@ def busy_reasons(facts: HostFacts, disk: Block) -> list[str]:
     swaps = set(facts.swaps)
     mounted = {source: target for source, target in facts.mounts}
     for node in disk.walk():
-        target = node.mountpoint or mounted.get(node.path)
-        if node.path in swaps or target == "[SWAP]":  # lsblk shows active swap as mountpoint "[SWAP]"
+        targets = [m for m in node.mountpoints if m != "[SWAP]"] or \
+            ([mounted[node.path]] if node.path in mounted else [])
+        if node.path in swaps or "[SWAP]" in node.mountpoints:  # lsblk shows active swap as "[SWAP]"
             reasons.append(f"{node.path} is in use as swap")
-        elif target:
+        for target in targets:
             reasons.append(f"{node.path} is mounted on {target}")
         if node is not disk and node.type in HOLDER_TYPES:
             reasons.append(f"{node.path} ({node.type}) is built on {disk.path}")
@@ -246,7 +214,7 @@ def format_report(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[
             if node is disk:
                 continue
             extra = " ".join(x for x in (node.fstype, node.label and f"label={node.label}",
-                                         node.mountpoint and f"on {node.mountpoint}") if x)
+                                         *(f"on {m}" for m in node.mountpoints)) if x)
             lines.append(f"    {node.path}  {node.type}  {format_size(node.size)}  {extra}".rstrip())
     try:
         choice = choose_disk(facts, min_size, types)
