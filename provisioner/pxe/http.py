@@ -156,7 +156,15 @@ def _boot_assets(script: str, server_url: str) -> tuple[tuple[str, str], ...]:
     for line in script.splitlines():
         words = line.split()
         if len(words) >= 2 and words[0] in ("kernel", "initrd"):
-            url = next((w for w in words[1:] if not w.startswith("--")), "")
+            url, skip = "", False
+            for word in words[1:]:
+                if skip:
+                    skip = False
+                elif word in ("--name", "-n"):
+                    skip = True   # iPXE: initrd --name <name> <url>
+                elif not word.startswith("-"):
+                    url = word
+                    break
             for prefix in prefixes:
                 if url.startswith(prefix):
                     found.append((url[len(prefix):].split("?", 1)[0], words[0]))
