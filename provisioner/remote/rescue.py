@@ -1,22 +1,26 @@
 """Install to a disk of a host booted into its provider's rescue Linux, over one SSH session.
 
-The steps (each a function, `rescue_install` runs them in order):
-1. stop an installer left running by a dropped session (its pid file), then inspect the host;
+The steps (each a function, `rescue_install` runs them in order), in four SSH round trips (each exec
+forks a session on the host, ~0.1-0.3 s, so they are batched):
+1. inspect (facts_script.py): stop an installer a dropped session left running (its pid file), read
+   disks/holders/memory/python3 and the recorded install states;
 2. pick the disk (explicit, or `auto` = flatcar-install -s) and refuse a busy one, naming the reason;
    `--stop-raid` first stops the auto-assembled md/dm holders on it (inspect.stop_plan);
-3. ask for confirmation (the CLI's job; `--yes` skips it), record `state-<disk>.json = installing`;
-4. upload the installer zipapp (standard library only: rescue systems have python3 but no pip) and the
-   cloud-config / Ignition / key files, mode 0600 (a cloud-config often carries secrets);
+3. ask for confirmation (the CLI's job; `--yes` skips it);
+4. one tar stream: the installer zipapp (standard library only: rescue systems have python3 but no
+   pip), the cloud-config / Ignition / key files (mode 0600: a cloud-config often carries secrets) and
+   `state-<disk>.json = installing`;
 5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
    local bar; with `--push` the installer pulls the local image through a port forwarded over this
    same SSH connection (push.py), so it streams from our disk to theirs;
 6. verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS layout and each
-   file we sent, compared by SHA-256; record `installed`; optionally `--reboot`.
+   file we sent, compared by SHA-256; it records `installed`; then optionally `--reboot`.
 
 A dropped connection is a PartialError (exit 3) that says the disk is partially written; the state file
 on the host says `installing`, and the same command re-run stops any orphaned installer and installs
 again from the start (writing an image is idempotent; resuming in the middle of a compressed stream
-is not possible).
+is not possible, and the installer commits the GPT headers last, so a half-written disk never looks
+installed).
 """
 
 from __future__ import annotations

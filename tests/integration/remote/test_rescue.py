@@ -225,6 +225,7 @@ def test_connection_killed_mid_install_then_rerun_completes(sshd, loop_disk, rel
     assert "re-run the same command to finish" in line
     state = json.loads((remote_dir / f"state-{Path(disk).name}.json").read_text())
     assert state["status"] == "installing"
+    assert not read_gpt(disk, require_valid=False).valid  # half written: the GPT is committed last
     # Same command again.
     again = provisioner_cli(args)
     assert again.returncode == 0, again.stderr
