@@ -5,14 +5,22 @@ A feeder thread takes the compressed chunks, hands each to the "taps" (sha512, g
 it to the decompressor, so download, verification, decompression and the disk writes overlap.
 The decompressor is the fastest tool present (lbzip2 before bzip2, as flatcar/init#46 chose:
 10 s against 32 s; pigz before gzip; zstd; xz -T0), else the standard library's bz2/lzma/zlib
-(or the optional `zstandard` module) in the feeder thread: those release the GIL while they work.
+in the feeder thread (they release the GIL while they work).
+
+zstd is special: when the optional `zstandard` module is importable, frames are decompressed
+in-process straight into the writer's buffers (`stream_reader.readinto`), which skips pushing
+the image's gigabytes of zeros through a pipe: measured 5.8 s against 12.5 s for `zstd -dc |`
+on the 4 GiB benchmark image. Without the module (the zipapp on a rescue system) the `zstd`
+tool is used.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import io
 import os
+import queue
 import shutil
 import subprocess
 import threading
@@ -81,6 +89,43 @@ def _in_process_decompressor(fmt: str):
     raise AssertionError(fmt)
 
 
+def zstandard_module():
+    try:
+        import zstandard  # optional: absent on rescue systems running the zipapp
+        return zstandard
+    except ImportError:
+        return None
+
+
+_EOF = object()
+
+
+class _QueueReader(io.RawIOBase):
+    """A file-like view of the chunks the feeder thread puts in a queue (for zstandard)."""
+
+    def __init__(self, chunks: "queue.Queue"):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._eof:
+            item = self._chunks.get()
+            if item is _EOF:
+                self._eof = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self._pending = memoryview(item)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
 def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
@@ -109,12 +154,24 @@ class DecompressStream:
         self.label = label
         self._taps = taps
         self._error: Optional[BaseException] = None
+        self._aborted = False
         self.compressed_bytes = 0
         self._proc: Optional[subprocess.Popen] = None
         self._decoder = None
-        argv = choose_tool(self.format, use_tools) if self.format != "raw" else None
+        self._reader = None
+        self._queue: Optional["queue.Queue"] = None
+        zstandard = zstandard_module() if self.format == "zst" else None
+        argv = choose_tool(self.format, use_tools) if self.format != "raw" and zstandard is None else None
         self.tool = argv[0] if argv else ("python" if self.format != "raw" else "none")
-        if argv:
+        if zstandard is not None:
+            self.tool = "python-zstandard"
+            self._queue = queue.Queue(maxsize=8)
+            source = _QueueReader(self._queue)
+            self._reader = zstandard.ZstdDecompressor().stream_reader(
+                source, read_size=1 << 20, read_across_frames=True)
+            self._zstd_error = zstandard.ZstdError
+            self.fd = self._sink = -1
+        elif argv:
             self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, bufsize=0)
             self.fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
@@ -154,15 +211,30 @@ class DecompressStream:
         except BaseException as exc:  # noqa: BLE001 - handed to the reader thread via finish()
             self._error = exc
         finally:
+            if self._queue is not None:
+                self._put(_EOF if self._error is None else self._error)
+            else:
+                try:
+                    os.close(self._sink)
+                except OSError:
+                    pass
+
+    def _put(self, item) -> None:
+        """Queue for the zstandard reader; gives up when the reader was aborted."""
+        while not self._aborted:
             try:
-                os.close(self._sink)
-            except OSError:
-                pass
+                self._queue.put(item, timeout=0.5)  # type: ignore[union-attr]
+                return
+            except queue.Full:
+                continue
 
     def _push(self, chunk: bytes) -> None:
         self.compressed_bytes += len(chunk)
         for tap in self._taps:
             tap(chunk)
+        if self._queue is not None:
+            self._put(chunk)
+            return
         if self._decoder is None:
             _write_all(self._sink, chunk)
             return
@@ -178,6 +250,16 @@ class DecompressStream:
     def readinto(self, view: memoryview) -> int:
         """Fill `view` as far as the stream allows; returns bytes read (< len(view) only at EOF)."""
         total = 0
+        if self._reader is not None:
+            while total < len(view):
+                try:
+                    n = self._reader.readinto(view[total:])
+                except self._zstd_error as exc:
+                    raise InstallError(f"{self.label}: cannot expand the zstd stream: {exc}: corrupt image") from None
+                if n == 0:
+                    break
+                total += n
+            return total
         while total < len(view):
             n = os.readv(self.fd, [view[total:]])
             if n == 0:
@@ -194,7 +276,8 @@ class DecompressStream:
             self._proc.stdout.close()  # type: ignore[union-attr]
         else:
             code = 0
-            os.close(self.fd)
+            if self._reader is None:
+                os.close(self.fd)
         if self._error is not None:
             raise self._error
         if code != 0:
@@ -205,10 +288,20 @@ class DecompressStream:
 
     def abort(self) -> None:
         """Stop everything (after an error elsewhere); never raises."""
+        self._aborted = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
+        if self._queue is not None:
+            while True:  # unblock a feeder waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
         try:
-            os.close(self.fd) if self._proc is None else self._proc.stdout.close()  # type: ignore[union-attr]
+            if self._proc is not None:
+                self._proc.stdout.close()  # type: ignore[union-attr]
+            elif self._reader is None:
+                os.close(self.fd)
         except OSError:
             pass
         self._thread.join(timeout=10)

@@ -224,6 +224,7 @@ class WriterPool:
             self.free.put(mmap.mmap(-1, CHUNK))
         self.jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self.error: Optional[BaseException] = None
+        self.stopped = False
         self.written = 0
         self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
         for thread in self._threads:
@@ -258,6 +259,8 @@ class WriterPool:
                 return self.free.get(timeout=0.5)
             except queue.Empty:
                 self.check()
+                if self.stopped:
+                    raise InstallError("writer stopped")
 
     def close(self) -> None:
         """Wait for every queued job; raise the first writer error."""
@@ -288,16 +291,41 @@ def copy_stream(
     Raises VerifyError (range checksum, size mismatch, no GPT in the image), DiskError.
     """
     pool = WriterPool(target, policy)
+    ready: "queue.Queue" = queue.Queue()
+    producer = threading.Thread(target=_produce, args=(readinto, pool, ready), daemon=True)
+    producer.start()
     try:
-        return _copy(readinto, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start)
+        return _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start)
     finally:
+        pool.stopped = True
         pool.close()
+        producer.join(timeout=5)
 
 
-def _copy(readinto, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start) -> WriteResult:
-    buffer = pool.take_buffer()
+def _produce(readinto, pool: WriterPool, ready: "queue.Queue") -> None:
+    """Decompress into free buffers ahead of the hashing/dispatching thread (the decompressors
+    release the GIL, so this overlaps them with the sha256 of the bmap ranges)."""
+    try:
+        while not pool.stopped:
+            buffer = pool.take_buffer()
+            n = readinto(memoryview(buffer))
+            ready.put((buffer, n))
+            if n == 0:
+                return
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
+        ready.put(exc)
+
+
+def _next(ready: "queue.Queue"):
+    item = ready.get()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start) -> WriteResult:
+    buffer, n = _next(ready)
     view = memoryview(buffer)
-    n = readinto(view)
     image_size = image_size_from_head(bytes(view[: min(n, HEAD_HOLD)]), label)
     if bmap is not None and bmap.image_size != image_size:
         raise VerifyError(f"{label}: the bmap says {bmap.image_size} bytes but the image's GPT ends at {image_size}")
@@ -374,9 +402,8 @@ def _copy(readinto, target, bmap, pool, policy, verify_ranges, label, on_progres
                 last_report = now
                 on_progress(position, image_size, result.written)
         pool.check()
-        buffer = pool.take_buffer()
+        buffer, n = _next(ready)
         view = memoryview(buffer)
-        n = readinto(view)
     pool.free.put(buffer)
     if position != image_size:
         raise VerifyError(f"{label}: the stream ended after {position} of {image_size} bytes (truncated image)")

@@ -148,7 +148,7 @@ def test_zipapp_runs_standalone_without_site_packages(loop_disk, release, tmp_pa
     pyz = build_zipapp(tmp_path / "installer.pyz")
     device = loop_disk(DISK)
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", str(pyz), "-d", device, "-f", str(release.files["xz"]),
+        [sys.executable, "-I", "-S", str(pyz), "-d", device, "-f", str(release.files["zst"]),  # no zstandard here: the zstd tool path
          "--yes", "--progress", "json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
