@@ -55,6 +55,8 @@ class Plan:
     cloud_config: Optional[str]
     ignition: Optional[str]
     network_dir: Optional[str]
+    cloud_config_data: Optional[bytes]
+    ignition_data: Optional[bytes]
     disk_size: Optional[int]
     warnings: List[str] = field(default_factory=list)
 
@@ -110,7 +112,7 @@ def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
     """Resolve every input and check the target; touches nothing. Raises ProvisionerError."""
     warnings: List[str] = []
     disk_size = check_target(opts.device, opts.force, warnings) if opts.device and not opts.download_only else None
-    _check_configs(opts)
+    cloud_config_data, ignition_data = load_configs(opts, fetcher)
     version: Optional[str] = None
     if opts.base_url:
         version = opts.version
@@ -169,6 +171,7 @@ def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
         device=opts.device, version=version, image=image, signature=signature, digests=digests,
         bmap=bmap, key=key, key_from_server=key_from_server, cloud_config=opts.cloud_config,
         ignition=opts.ignition, network_dir=opts.network_dir if opts.copy_network else None,
+        cloud_config_data=cloud_config_data, ignition_data=ignition_data,
         disk_size=disk_size, warnings=warnings,
     )
 
@@ -205,24 +208,30 @@ def check_target(device: str, force: bool, warnings: List[str]) -> int:
     return blockdev.device_size(device)
 
 
-def _check_configs(opts: InstallOptions) -> None:
+def load_configs(opts: InstallOptions, fetcher: Fetcher):
+    """Read (file or URL) and sanity-check -c and -i; returns (cloud_config, ignition) bytes.
+    Raises ConfigError (bad content), UsageError (missing file), NetworkError."""
+    cloud = ignition = None
     if opts.cloud_config:
-        data = _read_config(opts.cloud_config, "-c")
-        first = data.lstrip().split(b"\n", 1)[0].strip()
+        cloud = _read_config(opts.cloud_config, "-c", fetcher)
+        first = cloud.lstrip().split(b"\n", 1)[0].strip()
         if not (first.startswith(b"#cloud-config") or first.startswith(b"#!")):
             raise ConfigError(f"{opts.cloud_config}: not a cloud-config (the first line must be #cloud-config "
                               "or a #! script)")
     if opts.ignition:
-        data = _read_config(opts.ignition, "-i")
+        ignition = _read_config(opts.ignition, "-i", fetcher)
         try:
-            json.loads(data.decode("utf-8"))
+            json.loads(ignition.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{opts.ignition}: not valid JSON ({exc})") from None
     if opts.copy_network and not os.path.isdir(opts.network_dir):
         raise UsageError(f"install: -n: {opts.network_dir} does not exist (no network units to copy)")
+    return cloud, ignition
 
 
-def _read_config(path: str, flag: str) -> bytes:
+def _read_config(path: str, flag: str, fetcher: Fetcher) -> bytes:
+    if is_url(path):
+        return fetcher.read_bytes(path)
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -289,7 +298,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
             verify_disk(plan.device, image_table)
             summary.placed = place_configs(
                 plan.device, image_table,
-                cloud_config=_maybe_read(plan.cloud_config), ignition=_maybe_read(plan.ignition),
+                cloud_config=plan.cloud_config_data, ignition=plan.ignition_data,
                 network_dir=plan.network_dir, workdir=workdir)
             if opts.uefi_entry:
                 _uefi_entry(plan.device)
@@ -334,13 +343,6 @@ def _held_reader(held: dict) -> Callable[[int, int], bytes]:
                 return data[offset - start: offset - start + length]
         return bytes(length)
     return read_at
-
-
-def _maybe_read(path: Optional[str]) -> Optional[bytes]:
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def _load_bmap(plan: Plan, fetcher: Fetcher) -> Optional[Bmap]:
@@ -423,7 +425,17 @@ def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str
         raise
     progress.event("done", "install", summary.written, summary.image_size, message=summary.line(),
                    summary=summary.as_dict())
+    if opts.reboot:
+        reboot()
     return summary
+
+
+def reboot() -> None:
+    """Reboot into the freshly written disk (unattended PXE install)."""
+    if shutil.which("systemctl"):
+        run(["systemctl", "reboot"], check=False)
+    else:
+        run(["reboot"], check=False)
 
 
 __all__ = ["Plan", "Summary", "make_plan", "describe", "install", "run_install", "check_target",

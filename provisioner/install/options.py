@@ -54,6 +54,7 @@ class InstallOptions:
     direct_io: bool = True
     retries: int = 10
     timeout: float = 20.0
+    reboot: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,8 +78,8 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     add("-B", "--board", metavar="BOARD", help="board (amd64-usr/arm64-usr); only part of flatcar's default URL")
     add("-C", "--channel", metavar="CHANNEL", help="release channel; without -V installs 'current'")
     add("-o", "--oem", metavar="OEM", help="OEM image: NAME_PREFIX_OEM_image.bin ('' for none)")
-    add("-c", "--cloud-config", metavar="FILE", help="cloud-config copied to ROOT:/var/lib/coreos-install/user_data")
-    add("-i", "--ignition", metavar="FILE", help="Ignition config copied to OEM:/config.ign")
+    add("-c", "--cloud-config", metavar="FILE_OR_URL", help="cloud-config copied to ROOT:/var/lib/coreos-install/user_data")
+    add("-i", "--ignition", metavar="FILE_OR_URL", help="Ignition config copied to OEM:/config.ign")
     add("-b", "--base-url", metavar="URL", help="release base URL (BASE/current/version.txt, BASE/X.Y.Z/IMAGE)")
     add("-k", "--key", dest="keyfile", metavar="KEYFILE", help="OpenPGP public key (armoured or binary) to verify with")
     add("-f", "--image-file", metavar="IMAGE", help="install a local image file (any supported compression)")
@@ -108,6 +109,10 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     add("--no-direct-io", action="store_true", help="buffered writes with periodic fdatasync instead of O_DIRECT")
     add("--retries", type=int, default=10, metavar="N", help="download attempts (resumed with HTTP Range)")
     add("--timeout", type=float, default=20.0, metavar="SECONDS", help="network timeout per attempt")
+    add("--from-cmdline", action="store_true",
+        help="take the options from provisioner.install.* kernel parameters (PXE live image; implies --yes)")
+    add("--cmdline-file", default="/proc/cmdline", help=argparse.SUPPRESS)
+    add("--reboot", action="store_true", help="reboot into the disk after a successful install")
     add("--network-dir", default="/run/systemd/network", help=argparse.SUPPRESS)
     return p
 
@@ -115,6 +120,16 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
 def parse_install_args(argv: List[str], prog: str = "provisioner install") -> InstallOptions:
     """Parse argv into InstallOptions. Raises UsageError on bad or conflicting options."""
     ns = build_parser(prog).parse_args(argv)
+    if ns.from_cmdline:
+        from provisioner.install.cmdline import argv_from_cmdline
+
+        try:
+            with open(ns.cmdline_file) as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise UsageError(f"install: --from-cmdline: {ns.cmdline_file}: {exc.strerror}") from None
+        rest = [a for a in argv if a != "--from-cmdline"]
+        ns = build_parser(prog).parse_args(argv_from_cmdline(text) + rest)
     if ns.smallest or ns.include_majors or ns.exclude_majors:
         raise UsageError("install: -s/-I/-e (pick the smallest disk) is not supported: name the disk with -d")
     version, channel = resolve_version_and_channel(ns.version, ns.channel)
@@ -160,6 +175,7 @@ def parse_install_args(argv: List[str], prog: str = "provisioner install") -> In
         direct_io=not ns.no_direct_io,
         retries=ns.retries,
         timeout=ns.timeout,
+        reboot=ns.reboot,
     )
 
 

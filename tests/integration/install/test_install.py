@@ -130,6 +130,19 @@ def test_without_bmap_zero_chunks_are_zeroed(loop_disk, release):
         assert _digest(device, release.image.size) == hashlib.sha256(image.read()).hexdigest()
 
 
+def test_unattended_install_from_the_kernel_command_line(loop_disk, release, http_release, tmp_path):
+    base, _ = http_release
+    (release.base / "node2.yaml").write_bytes(b"#cloud-config\nhostname: node2\n")
+    device = loop_disk(DISK)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(f"console=ttyS0 provisioner.install.device={device} provisioner.install.base_url={base} "
+                       f'provisioner.install.args="-c {base}/node2.yaml --format bz2"\n')
+    proc = run_install("--from-cmdline", "--cmdline-file", str(cmdline))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["summary"]["format"] == "bz2"
+    assert_installed(device, release, cloud_config=b"#cloud-config\nhostname: node2\n")
+
+
 def test_image_file_as_target_and_dry_run(release, tmp_path):
     target = tmp_path / "target.img"
     with open(target, "wb") as handle:
