@@ -10,6 +10,7 @@ what the real tool reports, so we reproduce it.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -45,34 +46,48 @@ class Node:
 
 
 class _Lines:
-    """coreos-cloudinit's line context: a cursor over the document's lines (CR removed)."""
+    """coreos-cloudinit's line context: a forward search over the document's lines (CR removed).
+
+    Each line is matched once up front; a search is then a bisect in the list of lines holding
+    that key (or a list item), which keeps validation linear in the document's size.
+    """
 
     def __init__(self, text: str):
-        self.lines = text.replace("\r", "").split("\n")
+        lines = text.replace("\r", "").split("\n")
+        self.last = len(lines) - 1
+        self.key_lines: dict[str, list[int]] = {}
+        self.elem_lines: list[int] = []
+        for index, line in enumerate(lines):
+            match = _KEY_RE.match(line)
+            if match:
+                self.key_lines.setdefault(match.group(1), []).append(index)
+            if _ELEM_RE.match(line):
+                self.elem_lines.append(index)
 
-    def find(self, pattern: re.Pattern, key: str | None, start: int) -> tuple[int, bool]:
-        for index in range(start, len(self.lines)):
-            match = pattern.match(self.lines[index])
-            if match and (key is None or match.group(1) == key):
-                return index, True
-        return len(self.lines) - 1, False
+    def find(self, key: str | None, start: int) -> tuple[int, bool]:
+        """First line at or after `start` with `key:` (or a list item when key is None)."""
+        candidates = self.elem_lines if key is None else self.key_lines.get(key, ())
+        position = bisect.bisect_left(candidates, start)
+        if position < len(candidates):
+            return candidates[position], True
+        return self.last, False
+
+
+# libyaml (the C parser PyYAML ships) is ~10x faster, and go-yaml is a port of libyaml: its error
+# messages and marks are the ones coreos-cloudinit prints. The pure-Python parser is the fallback.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def compose(text: str) -> yaml.Node | None:
-    """The first YAML document's node graph (None for an empty one). Raises yaml.YAMLError."""
-    loader = yaml.SafeLoader(text)
+    """The first YAML document's node graph (None for an empty one). Raises yaml.YAMLError.
+
+    Go's decoder reads the first document only; later documents are not even parsed.
+    """
+    loader = _Loader(text)
     try:
-        return _first_node(loader)
+        return loader.get_node() if loader.check_node() else None
     finally:
         loader.dispose()
-
-
-def _first_node(loader: yaml.SafeLoader) -> yaml.Node | None:
-    # Go's decoder reads the first document only; later documents are not even parsed.
-    loader.get_event()  # StreamStart
-    if loader.check_event(yaml.StreamEndEvent):
-        return None
-    return loader.compose_document()
 
 
 def build_tree(text: str) -> Node:
@@ -97,7 +112,7 @@ def _fill(node: Node, source: yaml.Node, lines: _Lines, cursor: int, depth: int)
         for key_node, value_node in source.value:
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             child = Node(name=name)
-            found_at, found = lines.find(_KEY_RE, name, cursor)
+            found_at, found = lines.find(name, cursor)
             if found:
                 child.line = found_at + 1
             _fill(child, value_node, lines, found_at, depth + 1)
@@ -107,12 +122,12 @@ def _fill(node: Node, source: yaml.Node, lines: _Lines, cursor: int, depth: int)
         node.kind = "slice"
         for index, item in enumerate(source.value):
             child = Node(name=f"{node.name}[{index}]")
-            cursor, found = lines.find(_ELEM_RE, None, cursor)
+            cursor, found = lines.find(None, cursor)
             if found:
                 child.line = cursor + 1
             _fill(child, item, lines, cursor, depth + 1)
             node.children.append(child)
-            cursor = min(cursor + 1, len(lines.lines) - 1)
+            cursor = min(cursor + 1, lines.last)
     else:
         _fill_scalar(node, source)
 

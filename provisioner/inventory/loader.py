@@ -22,6 +22,7 @@ from provisioner.inventory.inventory import Inventory
 from provisioner.inventory.model import RESERVED_SELECTORS, Boot, Group, Profile
 
 _EXTENSIONS = (".json", ".yaml", ".yml")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 _PROFILE_KEYS = {"id", "name", "boot", "cloud_id", "ignition_id", "generic_id"}
 _GROUP_KEYS = {"id", "name", "profile", "selector", "metadata"}
 _BOOT_KEYS = {"kernel", "initrd", "args"}
@@ -83,7 +84,7 @@ def _load_document(path: Path, root: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{name}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
