@@ -9,6 +9,7 @@ given as --ignition. Local files (-c, --ignition, -k, and -f with --push) are up
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -114,6 +115,10 @@ def rescue(
     )
     if not inspect and disk is None:
         raise UsageError("give --disk DEV (or --disk auto), or --inspect")
+    # paramiko logs the failures we turn into one-line RemoteErrors (with tracebacks, from its threads);
+    # show its own log only with --debug.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     target = resolve(host, config=load_ssh_config(ssh_config), port=port,
                      identities=tuple(str(p) for p in identity))
     with Session(target, policy, Auth()) as session:

@@ -51,6 +51,13 @@ CHUNK = 256 * 1024
 _ALGORITHMS_OF_TYPE = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
 }
+# What to try, in order, when a pinned fingerprint is not the one of the first negotiated key.
+_PIN_RETRY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                    "rsa-sha2-512")
+
+
+def _key_type_of(algorithm: str) -> str:
+    return "ssh-rsa" if algorithm.startswith("rsa-sha2") else algorithm
 
 
 class ConnectionLost(RemoteError):
@@ -97,31 +104,35 @@ class Session:
 
     def connect(self) -> Session:
         """Open the chain of transports; raises RemoteError (one line) on any failure."""
-        sock: socket.socket | paramiko.Channel | None = None
-        for hop in (*self.target.jumps, self.target.endpoint):
-            if sock is None:
-                sock = self._tcp(hop)
-            else:
-                try:
-                    sock = self._transports[-1].open_channel(
-                        "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.timeout)
-                except (paramiko.SSHException, OSError) as exc:
-                    self.close()
-                    raise RemoteError(f"{hop}: the jump host cannot reach it: {exc}") from None
-            transport = self._handshake(hop, sock)
-            self._transports.append(transport)
-            self._authenticate(hop, transport)
+        try:
+            for hop in (*self.target.jumps, self.target.endpoint):
+                transport = self._handshake(hop)
+                self._transports.append(transport)
+                self._authenticate(hop, transport)
+        except BaseException:
+            self.close()  # the jump hosts' transports too
+            raise
         return self
 
-    def _tcp(self, hop: Endpoint) -> socket.socket:
+    def _socket(self, hop: Endpoint) -> socket.socket | paramiko.Channel:
+        """A TCP socket to the first hop, or a direct-tcpip channel through the last jump host."""
+        if not self._transports:
+            try:
+                sock = socket.create_connection((hop.hostname, hop.port), timeout=self.timeout)
+            except OSError as exc:
+                raise RemoteError(f"{hop}: cannot connect: {exc.strerror or exc}") from None
+            _tune_socket(sock)
+            return sock
         try:
-            sock = socket.create_connection((hop.hostname, hop.port), timeout=self.timeout)
-        except OSError as exc:
-            raise RemoteError(f"{hop}: cannot connect: {exc.strerror or exc}") from None
-        _tune_socket(sock)
-        return sock
+            return self._transports[-1].open_channel(
+                "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise RemoteError(f"{hop}: the jump host cannot reach it: {exc}") from None
 
-    def _handshake(self, hop: Endpoint, sock) -> paramiko.Transport:
+    def _handshake(self, hop: Endpoint) -> paramiko.Transport:
+        """Key exchange, then the host-key policy. With a pin that the negotiated key does not match,
+        try the host's other key types (one connection each): the console may show the RSA key while
+        we negotiated ed25519. Raises RemoteError."""
         policy = self.policy
         if hop is not self.target.endpoint or (hop.known_hosts and policy.known_hosts != hop.known_hosts):
             # Jump hosts are always checked against known_hosts; --host-key pins the rescue host only.
@@ -131,30 +142,62 @@ class Session:
         path = policy.known_hosts_path
         name = known_hosts_name(hop.hostname, hop.port)
         recorded = recorded_fingerprints(load_known_hosts(path), name)
-        transport = paramiko.Transport(sock)
-        transport.set_keepalive(15)
         if recorded and policy.pin is None:
             # Ask for the key type we have on record, as ssh does, so a host with several keys is not
             # mistaken for a changed one.
-            wanted = [a for t in recorded for a in _ALGORITHMS_OF_TYPE.get(t, (t,))]
-            options = transport.get_security_options()
-            usable = [a for a in wanted if a in options.key_types]
-            if usable:
-                options.key_types = usable + [a for a in options.key_types if a not in usable]
-        try:
-            transport.start_client(timeout=self.timeout)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            transport.close()
-            raise RemoteError(f"{hop}: SSH handshake failed: {exc or type(exc).__name__}") from None
-        key = transport.get_remote_server_key()
+            preferred = [a for t in recorded for a in _ALGORITHMS_OF_TYPE.get(t, (t,))]
+        else:
+            preferred = []
+        transport, key = self._key_exchange(hop, preferred, only=False)
         verdict = decide(policy, name, key.get_name(), fingerprint(key.asbytes()), recorded)
+        seen = {key.get_name(): fingerprint(key.asbytes())}
+        while not verdict.accept and policy.pin is not None:
+            if transport is not None:
+                transport.close()
+            others = [t for t in _PIN_RETRY_TYPES if _key_type_of(t) not in seen]
+            if not others:
+                break
+            transport, key = self._key_exchange(hop, [others[0]], only=True)
+            if key is None:  # the host has no key of that type
+                seen[_key_type_of(others[0])] = ""
+                continue
+            seen[key.get_name()] = fingerprint(key.asbytes())
+            verdict = decide(policy, name, key.get_name(), fingerprint(key.asbytes()), recorded)
         if not verdict.accept:
-            transport.close()
+            if transport is not None:
+                transport.close()
+            if policy.pin is not None:
+                offered = ", ".join(f"{t} {f}" for t, f in seen.items() if f)
+                raise RemoteError(f"host key of {name} ({offered}) does not match the pinned {policy.pin}: refusing "
+                                  f"to connect (a wrong or intercepted host; check the provider's console)")
             raise RemoteError(verdict.reason)
         log.info("%s: %s", hop, verdict.reason)
         if verdict.record:
             record_host_key(path, name, key)
         return transport
+
+    def _key_exchange(self, hop: Endpoint, key_types: list[str], only: bool):
+        """Connect and run the key exchange preferring (or, `only`, restricted to) `key_types`.
+
+        Returns (transport, server key); with `only`, (None, None) when the host has no such key.
+        Raises RemoteError.
+        """
+        transport = paramiko.Transport(self._socket(hop))
+        transport.set_keepalive(15)
+        options = transport.get_security_options()
+        usable = [a for a in key_types if a in options.key_types]
+        if only:
+            options.key_types = usable
+        elif usable:
+            options.key_types = usable + [a for a in options.key_types if a not in usable]
+        try:
+            transport.start_client(timeout=self.timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            if only and "host key" in str(exc).lower():
+                return None, None
+            raise RemoteError(f"{hop}: SSH handshake failed: {exc or type(exc).__name__}") from None
+        return transport, transport.get_remote_server_key()
 
     def _keys(self, hop: Endpoint) -> Iterable[tuple[str, paramiko.PKey]]:
         explicit = bool(hop.identity_files)
@@ -203,13 +246,10 @@ class Session:
                 if transport.is_authenticated():
                     log.info("%s: authenticated with a password", hop)
                     return
+        except paramiko.AuthenticationException:
+            pass  # e.g. the server allows no such method: report what we tried, below
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if isinstance(exc, paramiko.AuthenticationException):
-                pass
-            else:
-                self.close()
-                raise RemoteError(f"{hop}: connection failed during authentication: {exc}") from None
-        self.close()
+            raise RemoteError(f"{hop}: connection failed during authentication: {exc}") from None
         detail = ", ".join(tried) if tried else "no key found (give -i FILE) and no password"
         hint = "" if any(t.startswith("password") for t in tried) else f"; for a password set ${PASSWORD_ENV}"
         raise RemoteError(f"{hop}: authentication failed (tried: {detail}){hint}")
@@ -296,6 +336,8 @@ class Session:
             thread.join(timeout=5)
         channel.close()
         stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+        for error in errors:
+            log.debug("ssh %s: stdin of %r not fully sent: %s", self.target.endpoint, command, error)
         if status == -1:
             raise ConnectionLost(f"{self.target.endpoint}: connection lost while running {command!r}")
         return Result(command, status, "", stderr)

@@ -26,9 +26,15 @@ SSHD = "/usr/sbin/sshd"
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _keygen(path: Path, comment: str) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+def _keygen(path: Path, comment: str, kind: str = "ed25519") -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)],
                    check=True, capture_output=True)
+
+
+def fingerprint_of(public_key_file: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-lf", str(public_key_file)], check=True, capture_output=True,
+                         text=True).stdout
+    return out.split()[1]
 
 
 @dataclass
@@ -44,9 +50,12 @@ class SshServer:
 
     @property
     def host_fingerprint(self) -> str:
-        out = subprocess.run(["ssh-keygen", "-lf", f"{self.host_key}.pub"], check=True, capture_output=True,
-                             text=True).stdout
-        return out.split()[1]
+        return fingerprint_of(Path(f"{self.host_key}.pub"))
+
+    @property
+    def ecdsa_fingerprint(self) -> str:
+        """The host's second key (rescue hosts have several types; a console may show any of them)."""
+        return fingerprint_of(self.workdir / "ssh_host_ecdsa_key.pub")
 
     def target(self, user: str = "root") -> str:
         return f"{user}@127.0.0.1"
@@ -135,6 +144,7 @@ def start_sshd(workdir: Path) -> SshServer:
     workdir.mkdir(parents=True, exist_ok=True)
     host_key, client_key = workdir / "ssh_host_ed25519_key", workdir / "id_ed25519"
     _keygen(host_key, "rescue-host")
+    _keygen(workdir / "ssh_host_ecdsa_key", "rescue-host", "ecdsa")
     _keygen(client_key, "operator")
     (workdir / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     port = free_port()
@@ -144,7 +154,7 @@ def start_sshd(workdir: Path) -> SshServer:
     (workdir / "ssh_config").write_text("# empty: tests never read the operator's ~/.ssh/config\n")
     config = workdir / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {workdir}/sshd.pid\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nHostKey {workdir}/ssh_host_ecdsa_key\nPidFile {workdir}/sshd.pid\n"
         f"AuthorizedKeysFile {workdir}/authorized_keys\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n"
         "PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
         "PermitEmptyPasswords no\nMaxStartups 20\nLogLevel VERBOSE\n"

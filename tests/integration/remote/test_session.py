@@ -38,10 +38,18 @@ def test_wrong_pinned_host_key_is_refused_before_authentication(sshd):
     result = provisioner_cli(["rescue", *sshd.ssh_args(), "--host-key", wrong, "--inspect"])
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not the pinned" in lines[0] and sshd.host_fingerprint in lines[0], lines
+    assert len(lines) == 1 and "does not match the pinned" in lines[0], lines
+    assert f"ssh-ed25519 {sshd.host_fingerprint}" in lines[0]
     # sshd never saw a login attempt: no key was offered, so no command can have run.
     log = sshd.log_text()
     assert "Accepted" not in log and "Failed" not in log and "Postponed" not in log
+
+
+def test_pin_of_the_hosts_other_key_type_is_found(sshd):
+    # paramiko negotiates ed25519 first; the console showed the ECDSA key: the pin must still match.
+    result = provisioner_cli(["rescue", *sshd.ssh_args(), "--host-key", sshd.ecdsa_fingerprint, "--inspect"])
+    assert result.returncode == 0, result.stderr
+    assert "python3: 3." in result.stdout
 
 
 def test_changed_known_host_key_is_refused(sshd, tmp_path):
