@@ -60,7 +60,7 @@ def test_explicit_missing_ssh_config_is_a_config_error(tmp_path):
 
 # ---- host keys ---------------------------------------------------------------------------------
 
-BLOB = b"\x00\x00\x00\x0bssh-ed25519" + bytes(36)
+BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))  # SSH wire form of a key
 FP = fingerprint(BLOB)
 
 
@@ -204,3 +204,36 @@ def test_installer_argv_replaces_local_paths():
     argv = installer_argv(request, "/dev/sda", {"cloud_config": "/tmp/r/cloud-config.yaml"}, "/tmp/r/i.pyz")
     assert argv == ["python3", "/tmp/r/i.pyz", "-d", "/dev/sda", "-C", "stable", "-b", "http://m/stable",
                     "-c", "/tmp/r/cloud-config.yaml", "--progress", "json", "--yes"]
+
+
+def test_progress_bar_without_terminal_prints_each_tenth_once():
+    import io
+
+    from provisioner.remote.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar({"event": "start", "stage": "download", "bytes": 0, "total": 0})
+    for done in range(0, 101, 5):
+        bar({"event": "progress", "stage": "write", "bytes": done, "total": 100})
+    bar({"event": "done", "stage": "done", "bytes": 100, "total": 100})
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "remote: download"
+    assert [line for line in lines if line.startswith("remote: write")] == [
+        f"remote: write {n} B / 100 B ({n} %)" for n in range(0, 101, 10)]
+    assert lines[-1] == "remote: done 100 B / 100 B (100 %)"
+
+
+def test_known_hosts_record_appends_a_line(tmp_path):
+    import paramiko
+
+    from provisioner.remote.hostkeys import load_known_hosts, record_host_key, recorded_fingerprints
+
+    path = tmp_path / "ssh" / "known_hosts"
+    path.parent.mkdir()
+    path.write_text("# operator's comment, kept\nother.example ssh-ed25519 " + base64.b64encode(BLOB).decode())
+    key = paramiko.Ed25519Key(data=BLOB)
+    record_host_key(path, "[127.0.0.1]:2222", key)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# operator's comment, kept" and lines[2].startswith("[127.0.0.1]:2222 ssh-ed25519 ")
+    assert recorded_fingerprints(load_known_hosts(path), "[127.0.0.1]:2222") == {"ssh-ed25519": FP}
