@@ -1,10 +1,12 @@
 """A crash-safe journal of disk steps, so every `provisioner disk` command can be resumed.
 
 Layout: `<state-dir>/<disk-guid>/journal.json` is the unfinished job of that disk (at most one),
-next to `gpt-before.bin` (`sgdisk --backup` taken before the first change). The journal holds
-the command key, the whole plan as it was made, the table before, and the names of finished
-steps. It is rewritten atomically (temp file, fsync, rename, fsync of the directory) after each
-step, so a power cut or `kill -9` leaves either the old or the new version.
+next to `gpt-before.bin` (`sgdisk --backup` taken before the first change) and `steps.log`.
+journal.json holds the command key, the whole plan as it was made and the table before; it is
+written once, atomically and durably (temp file, fsync, rename, fsync of the directory), before
+the disk is touched. steps.log gets one line per finished step. It is appended without fsync on
+purpose: every step is idempotent (see resize.apply_step), so a mark lost to a power cut only
+means the re-run repeats one step, and the disk work is not slowed by two fsyncs per step.
 
 When a job finishes, its journal and backup move to `<disk-guid>/history/<time>-<command>/`
 (the backup stays there for `sgdisk --load-backup` by hand).
@@ -33,6 +35,7 @@ STATE_ENV = "PROVISIONER_STATE_DIR"
 FAULT_ENV = "PROVISIONER_FAULT"
 DEFAULT_STATE_DIR = "/var/lib/provisioner/disk-journal"
 JOURNAL_NAME = "journal.json"
+STEPS_NAME = "steps.log"
 BACKUP_NAME = "gpt-before.bin"
 
 
@@ -84,8 +87,18 @@ class Journal:
         return Plan.from_dict(self.data["plan"])
 
     @property
+    def steps_path(self) -> Path:
+        return self.directory / STEPS_NAME
+
+    @property
     def done(self) -> list[str]:
-        return list(self.data["done"])
+        """Names of finished steps (a torn last line, from a crash mid-append, is ignored)."""
+        try:
+            text = self.steps_path.read_text()
+        except FileNotFoundError:
+            return []
+        lines = text.split("\n")
+        return [line for line in lines[:-1] if line]  # the last element is '' or a torn line
 
     @property
     def table_before(self) -> tuple[Partition, ...]:
@@ -105,7 +118,7 @@ class Journal:
         try:
             data = json.loads(text)
             Plan.from_dict(data["plan"])
-            data["done"], data["table_before"]  # noqa: B018 - presence check
+            data["table_before"]  # noqa: B018 - presence check
         except (ValueError, KeyError, TypeError) as exc:
             raise DiskError(f"{path}: damaged disk journal ({exc}); inspect it, then move it away") from None
         return cls(directory, data)
@@ -125,18 +138,17 @@ class Journal:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "plan": plan.to_dict(),
             "table_before": [p.to_dict() for p in table.partitions],
-            "done": [],
         }
         journal = cls(directory, data)
-        journal._save()
+        for stale in (journal.steps_path, journal.backup_path):
+            if stale.exists():  # left by a job whose journal.json never got written
+                stale.unlink()
+        _write_atomic(journal.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return journal
 
-    def _save(self) -> None:
-        _write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
-
     def mark_done(self, step: str) -> None:
-        self.data["done"].append(step)
-        self._save()
+        with open(self.steps_path, "a") as handle:
+            handle.write(step + "\n")
 
     def finish(self) -> Path:
         """Move the journal and the table backup into history/; returns that directory."""
@@ -147,8 +159,9 @@ class Journal:
             suffix += 1
             target = target.with_name(f"{stamp}-{self.data['plan']['command']}-{suffix}")
         target.mkdir(parents=True)
-        if self.backup_path.exists():
-            os.replace(self.backup_path, target / BACKUP_NAME)
+        for name in (BACKUP_NAME, STEPS_NAME):
+            if (self.directory / name).exists():
+                os.replace(self.directory / name, target / name)
         os.replace(self.path, target / JOURNAL_NAME)
         _fsync_dir(self.directory)
         return target

@@ -166,7 +166,12 @@ def _same(a: Partition | None, b: Partition) -> bool:
 def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
     """Apply one step. Every step is idempotent: a re-run after a crash may repeat the last one."""
     if isinstance(step, planner.BackupTable):
-        run(["sgdisk", f"--backup={journal.backup_path}", device])
+        # Taken once: a repeat after a crash must not replace the copy of the untouched table.
+        if not journal.backup_path.exists():
+            partial = journal.backup_path.with_name(journal.backup_path.name + ".tmp")
+            run(["sgdisk", f"--backup={partial}", device])
+            _fsync_file(str(partial))
+            os.replace(partial, journal.backup_path)
     elif isinstance(step, planner.CheckFilesystem):
         filesystems.check_ext4(blockdev.partition_path(device, step.number))
     elif isinstance(step, planner.ResizeFilesystem):

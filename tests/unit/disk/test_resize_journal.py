@@ -34,8 +34,15 @@ def test_start_mark_load_finish(tmp_path):
     assert not list(journal.directory.glob("*.tmp"))
     history = loaded.finish()
     assert (history / "gpt-before.bin").read_bytes() == b"gpt"
-    assert json.loads((history / "journal.json").read_text())["done"] == ["backup-gpt"]
+    assert (history / "steps.log").read_text() == "backup-gpt\n"
+    assert json.loads((history / "journal.json").read_text())["plan"]["key"] == plan.key
     assert Journal.load(tmp_path, table.disk_guid) is None
+
+
+def test_torn_last_step_line_is_ignored(tmp_path):
+    table, _plan, journal = make_journal(tmp_path)
+    journal.steps_path.write_text("backup-gpt\ncheck-fs\nshrink-")
+    assert Journal.load(tmp_path, table.disk_guid).done == ["backup-gpt", "check-fs"]
 
 
 def test_damaged_journal_is_one_clear_error(tmp_path):
