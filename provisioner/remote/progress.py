@@ -34,6 +34,8 @@ def parse_event(line: str) -> dict | None:
 def describe(event: dict) -> str:
     """A one-line human form of an event: 'writing 40.0 MiB / 100.0 MiB (40 %)'."""
     stage = event.get("stage") or event.get("event", "")
+    if event.get("event") in ("done", "error") and event.get("message"):
+        return f"{event['event']}: {event['message']}"  # the installer's own summary line
     done, total = int(event.get("bytes") or 0), int(event.get("total") or 0)
     if total > 0:
         return f"{stage} {format_size(done)} / {format_size(total)} ({100 * done // total} %)"

@@ -179,6 +179,8 @@ def test_parse_event_and_describe():
     assert event["bytes"] == 50 and describe(event) == "writing 50 B / 200 B (25 %)"
     assert parse_event("Success!") is None and parse_event('{"event": "bogus"}') is None
     assert parse_event("{broken") is None
+    done = {"event": "done", "stage": "install", "bytes": 30, "total": 136, "message": "installed 1.2.3"}
+    assert describe(done) == "done: installed 1.2.3"
 
 
 def test_release_files_for_push(tmp_path):
