@@ -83,7 +83,9 @@ def compose(text: str) -> yaml.Node | None:
 
     Go's decoder reads the first document only; later documents are not even parsed.
     """
-    loader = _Loader(text)
+    # Bytes, not str: invalid UTF-8 is then reported by the parser ("invalid leading UTF-8
+    # octet"), as go-yaml reports it, instead of failing while encoding.
+    loader = _Loader(text.encode("utf-8", "surrogateescape"))
     try:
         return loader.get_node() if loader.check_node() else None
     finally:

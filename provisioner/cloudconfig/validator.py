@@ -99,6 +99,8 @@ def yaml_error_position(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
     (the validator then uses line 1). At the end of the stream libyaml forces a new line first,
     so an error found there is one line further down than PyYAML's mark says.
     """
+    if isinstance(exc, yaml.reader.ReaderError):
+        return 1, str(exc.reason)  # e.g. "invalid leading UTF-8 octet", as go-yaml words it
     message = str(getattr(exc, "problem", None) or exc).strip()
     for pattern, replacement in _MESSAGE_REWRITES:
         message = pattern.sub(replacement, message)
