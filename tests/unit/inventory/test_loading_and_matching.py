@@ -4,15 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.files import write
+
 from provisioner.errors import ConfigError
 from provisioner.inventory import MachineQuery, load_inventory, normalize_mac
 from provisioner.inventory.check import check_inventory
-
-
-def write(root: Path, name: str, text: str) -> None:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 @pytest.fixture

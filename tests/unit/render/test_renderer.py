@@ -4,18 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.files import write
+
 from provisioner.errors import TemplateError, ValidationError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.render import NoMatch, Renderer
 from provisioner.render.gotemplate import translate_go_template
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
-
-
-def write(root: Path, name: str, text: str) -> None:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 @pytest.fixture
