@@ -313,14 +313,17 @@ class Session:
         for thread in threads:
             thread.start()
         channel.settimeout(timeout)
-        pending = b""
+        pending = bytearray()
         try:
             while True:
                 chunk = channel.recv(CHUNK)
                 if not chunk:
                     break
                 pending += chunk
-                *complete, pending = pending.split(b"\n")
+                if b"\n" not in chunk:  # a long line: keep collecting (no re-split, no quadratic cost)
+                    continue
+                *complete, rest = bytes(pending).split(b"\n")
+                pending = bytearray(rest)
                 for line in complete:
                     if on_line is not None:
                         on_line(line.decode("utf-8", "replace"))
