@@ -178,6 +178,15 @@ def test_mounted_partition_refused_with_reason(sshd, loop_disk, tmp_path):
     assert len(read_gpt(disk).entries) == 1  # untouched
 
 
+def test_no_terminal_and_no_yes_writes_nothing(sshd, loop_disk, tmp_path):
+    disk = loop_disk(256 * MiB, "unconfirmed")
+    result = provisioner_cli(["rescue", *sshd.ssh_args(), "--disk", disk, "-b", "http://127.0.0.1:9",
+                              "--remote-dir", str(tmp_path / "remote")], stdin="")
+    assert result.returncode == 2
+    assert f"Erase {disk}" in _one_error_line(result) and "refusing without --yes" in result.stderr
+    assert not (tmp_path / "remote").exists()  # nothing was uploaded either
+
+
 def test_swap_on_disk_refused_with_reason(sshd, loop_disk, tmp_path):
     # (md/dm holders cannot be made on this host kernel: it has neither driver. Their detection and the
     # --stop-raid plan are unit-tested on lsblk trees; see tests/unit/remote/test_pure.py.)

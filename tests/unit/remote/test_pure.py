@@ -239,3 +239,30 @@ def test_known_hosts_record_appends_a_line(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "# operator's comment, kept" and lines[2].startswith("[127.0.0.1]:2222 ssh-ed25519 ")
     assert recorded_fingerprints(load_known_hosts(path), "[127.0.0.1]:2222") == {"ssh-ed25519": FP}
+
+
+def test_select_disk_explicit_unknown_and_partition():
+    from provisioner.remote.rescue import select_disk
+
+    facts = _facts(RAID_ROWS)
+    assert select_disk(facts, RescueRequest(disk="/dev/nvme0n1"))[0].path == "/dev/nvme0n1"
+    assert select_disk(facts, RescueRequest(disk="/dev/sda"), "/dev/sdb")[0].path == "/dev/sdb"
+    with pytest.raises(DiskError, match=r"/dev/sda1 is a partition on rescue; give the whole disk \(/dev/sda\)"):
+        select_disk(facts, RescueRequest(disk="/dev/sda1"))
+    with pytest.raises(DiskError, match=r"/dev/sdz: no such disk on rescue \(disks: /dev/sda, /dev/sdb"):
+        select_disk(facts, RescueRequest(disk="/dev/sdz"))
+    chosen, auto = select_disk(facts, RescueRequest(disk="auto"))
+    assert (chosen.path, auto) == ("/dev/nvme0n1", True)
+
+
+def test_check_request_refuses_before_connecting(tmp_path):
+    from provisioner.remote.rescue import check_request
+
+    with pytest.raises(UsageError, match="--push needs -f IMAGE"):
+        check_request(RescueRequest(push=True))
+    image = tmp_path / "i.bin.zst"
+    image.write_bytes(b"")
+    with pytest.raises(UsageError, match="-b/-C/-V make no sense"):
+        check_request(RescueRequest(push=True, image=image, installer_args=("-b", "http://x")))
+    with pytest.raises(ConfigError, match="nope.yaml: no such file \\(given as -c\\)"):
+        check_request(RescueRequest(cloud_config=tmp_path / "nope.yaml"))
