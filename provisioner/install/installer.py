@@ -275,7 +275,8 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
         if not first:
             raise VerifyError(f"{label}: empty file")
         progress.event("start", "write", 0, bmap.image_size if bmap else 0, device=plan.device, image=plan.image)
-        stream = DecompressStream(first, chunks, [c.update for c in checks], label)
+        stream = DecompressStream(first, chunks, [c.update for c in checks], label,
+                                  skippable=writer.hole_checker(bmap) if bmap is not None else None)
         summary.format, summary.decompressor = stream.format, stream.tool
         target = writer.Target(plan.device, direct=opts.direct_io, exclusive=not opts.force)
         state = {"began": False, "image_size": None}
@@ -284,7 +285,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
                 state["began"], state["image_size"] = True, image_size
                 target.wipe_gpt(image_size)
 
-            result = writer.copy_stream(stream.readinto, target, bmap, policy=opts.unmapped, label=label,
+            result = writer.copy_stream(stream.read_piece, target, bmap, policy=opts.unmapped, label=label,
                                         on_start=on_start, on_progress=progress.update)
             stream.finish()
             progress.event("verify", "verify", result.image_size, result.image_size)

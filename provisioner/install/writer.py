@@ -17,6 +17,7 @@ that `gpt.read_table` reports as "no valid GPT".
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import fcntl
@@ -69,6 +70,19 @@ def image_size_from_head(head: bytes, label: str) -> int:
     if len(array) == gpt.entries_length(header) and not gpt.check_entries(header, array).valid:
         raise VerifyError(f"{label}: the image's partition entry array fails its CRC32")
     return (header.alternate_lba + 1) * 512
+
+
+def hole_checker(bmap: Bmap) -> Callable[[int, int], bool]:
+    """A predicate: does [start, end) lie entirely inside one bmap hole (outside the GPT areas)?
+    The decompressor uses it to skip frames that would only produce unwritten zeros."""
+    holes = subtract(bmap.unmapped(), held_regions(bmap.image_size))
+    starts = [start for start, _ in holes]
+
+    def inside_hole(start: int, end: int) -> bool:
+        index = bisect.bisect_right(starts, start) - 1
+        return index >= 0 and end <= holes[index][1]
+
+    return inside_hole
 
 
 def subtract(pieces: List[Tuple[int, int]], holes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
@@ -272,7 +286,7 @@ class WriterPool:
 
 
 def copy_stream(
-    readinto: Callable[[memoryview], int],
+    read_piece: Callable[[memoryview], Tuple[str, int]],
     target: Target,
     bmap: Optional[Bmap],
     *,
@@ -282,7 +296,7 @@ def copy_stream(
     on_progress: Optional[Callable[[int, int, int], None]] = None,
     on_start: Optional[Callable[[int], None]] = None,
 ) -> WriteResult:
-    """Copy the raw image read through `readinto` onto `target`, except its GPT areas, which
+    """Copy the raw image read through `read_piece` (decompress.DecompressStream) onto `target`, except its GPT areas, which
     are returned in `WriteResult.held` for `commit()`.
 
     `bmap` None means "every block mapped"; then all-zero chunks become zero/discard requests.
@@ -292,7 +306,7 @@ def copy_stream(
     """
     pool = WriterPool(target, policy)
     ready: "queue.Queue" = queue.Queue()
-    producer = threading.Thread(target=_produce, args=(readinto, pool, ready), daemon=True)
+    producer = threading.Thread(target=_produce, args=(read_piece, pool, ready), daemon=True)
     producer.start()
     try:
         return _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start)
@@ -302,14 +316,20 @@ def copy_stream(
         producer.join(timeout=5)
 
 
-def _produce(readinto, pool: WriterPool, ready: "queue.Queue") -> None:
+def _produce(read_piece, pool: WriterPool, ready: "queue.Queue") -> None:
     """Decompress into free buffers ahead of the hashing/dispatching thread (the decompressors
     release the GIL, so this overlaps them with the sha256 of the bmap ranges)."""
     try:
+        buffer = None
         while not pool.stopped:
-            buffer = pool.take_buffer()
-            n = readinto(memoryview(buffer))
+            if buffer is None:
+                buffer = pool.take_buffer()
+            kind, n = read_piece(memoryview(buffer))
+            if kind == "skip":
+                ready.put((None, n))  # the buffer stays ours for the next piece
+                continue
             ready.put((buffer, n))
+            buffer = None
             if n == 0:
                 return
     except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
@@ -325,6 +345,8 @@ def _next(ready: "queue.Queue"):
 
 def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start) -> WriteResult:
     buffer, n = _next(ready)
+    if buffer is None:
+        raise VerifyError(f"{label}: the stream starts inside a hole (no GPT at the start?)")
     view = memoryview(buffer)
     image_size = image_size_from_head(bytes(view[: min(n, HEAD_HOLD)]), label)
     if bmap is not None and bmap.image_size != image_size:
@@ -353,6 +375,15 @@ def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, 
     position = 0
     last_report = 0.0
     while n:
+        if buffer is None:  # a hole the decompressor skipped: nothing mapped or held in it
+            end = position + n
+            if (ranges is not None and index < len(ranges) and ranges[index].start < end) or \
+                    subtract([(position, end)], held) != [(position, end)]:
+                raise InstallError(f"{label}: internal error: skipped bytes {position}-{end} are mapped")
+            position = end
+            buffer, n = _next(ready)
+            view = memoryview(buffer) if buffer is not None else view
+            continue
         chunk_end = position + n
         if chunk_end > image_size:
             raise VerifyError(f"{label}: the stream is longer than the image size {image_size} (corrupt image?)")
@@ -403,8 +434,10 @@ def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, 
                 on_progress(position, image_size, result.written)
         pool.check()
         buffer, n = _next(ready)
-        view = memoryview(buffer)
-    pool.free.put(buffer)
+        if buffer is not None:
+            view = memoryview(buffer)
+    if buffer is not None:
+        pool.free.put(buffer)
     if position != image_size:
         raise VerifyError(f"{label}: the stream ended after {position} of {image_size} bytes (truncated image)")
     if ranges is not None and index < len(ranges):

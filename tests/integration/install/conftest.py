@@ -24,7 +24,7 @@ def release(tmp_path_factory):
     """A signed release dir (zst, bz2, xz, gz, raw) of a small CoreOS-layout image."""
     work = tmp_path_factory.mktemp("release")
     image = build_image(work / "image.bin")
-    return build_release(work / "base", image, formats=("zst", "bz2", "xz", "gz"), keep_raw=True)
+    return build_release(work / "base", image, formats=("zst", "zst1", "bz2", "xz", "gz"), keep_raw=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def _handler(root: Path, control: ServerControl):
             with open(path, "rb") as handle:
                 handle.seek(start)
                 data = handle.read()
-            big = path.suffix in (".zst", ".bz2", ".xz", ".gz")  # the image, not its .sig/.DIGESTS
+            big = path.suffix in (".zst", ".zst1", ".bz2", ".xz", ".gz")  # the image, not its .sig/.DIGESTS
             if big and control.cut_after is not None and start == 0:
                 cut, control.cut_after = control.cut_after, None
                 self.wfile.write(data[:cut])

@@ -1,0 +1,148 @@
+"""Framed zstd images: many small independent frames instead of one, so holes need no work.
+
+A raw disk image is mostly holes (the benchmark image: 4 GiB, 818 MiB mapped). One zstd frame
+forces the installer to decompress every zero byte (~6 s here for 4 GiB), even though the bmap
+says those bytes are never written. Cut into independent frames of FRAME_SIZE bytes, each with
+its Frame_Content_Size in the header (RFC 8878 §3.1.1.1), the installer walks the frame headers
+and block headers (cheap: no decompression), knows where each frame's output lands, and skips
+every frame that lies entirely in a hole. A framed file is an ordinary .zst: `zstd -d`,
+bmaptool and flatcar's pipeline read it unchanged; the sha512 and the signature still cover
+every compressed byte.
+
+Parsing is standard library only; `compress_framed` needs the `zstandard` module (image build
+side only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+FRAME_SIZE = 4 << 20
+MAX_FRAME_OUTPUT = 64 << 20  # larger frames are decompressed as a stream instead
+MAX_FRAME_INPUT = 96 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SKIPPABLE_MAGIC_MASK = 0xFFFFFFF0
+SKIPPABLE_MAGIC = 0x184D2A50
+
+
+class FrameFormatError(ValueError):
+    """The bytes are not a well-formed zstd frame sequence."""
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    header_size: int
+    content_size: Optional[int]  # None when the frame does not declare it
+    checksum: bool
+
+
+def parse_frame_header(data: bytes) -> Optional[FrameHeader]:
+    """Parse a frame header at the start of `data`; None if more bytes are needed.
+
+    Raises FrameFormatError on a bad magic or reserved bit. (RFC 8878 §3.1.1.1)
+    """
+    if len(data) < 5:
+        return None
+    if data[:4] != ZSTD_MAGIC:
+        raise FrameFormatError("not a zstd frame (bad magic)")
+    descriptor = data[4]
+    fcs_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+    if descriptor & 0x08:
+        raise FrameFormatError("reserved bit set in the frame header descriptor")
+    checksum, dict_flag = bool((descriptor >> 2) & 1), descriptor & 3
+    size = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if len(data) < size + fcs_size:
+        return None
+    content_size: Optional[int] = None
+    if fcs_size:
+        content_size = int.from_bytes(data[size: size + fcs_size], "little")
+        if fcs_size == 2:
+            content_size += 256
+    return FrameHeader(size + fcs_size, content_size, checksum)
+
+
+def frame_length(data: bytes, header: FrameHeader) -> Optional[int]:
+    """Total compressed length of the frame at the start of `data`, walking the block headers
+    (RFC 8878 §3.1.1.2); None if `data` does not hold the whole frame yet."""
+    offset = header.header_size
+    while True:
+        if len(data) < offset + 3:
+            return None
+        block = int.from_bytes(data[offset: offset + 3], "little")
+        last, block_type, block_size = block & 1, (block >> 1) & 3, block >> 3
+        if block_type == 3:
+            raise FrameFormatError("reserved block type")
+        offset += 3 + (1 if block_type == 1 else block_size)
+        if last:
+            offset += 4 if header.checksum else 0
+            return offset if len(data) >= offset else None
+
+
+class FrameSplitter:
+    """Feed compressed chunks; get back whole frames as (frame bytes, content size)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> List[Tuple[bytes, Optional[int]]]:
+        self._buffer += chunk
+        frames = []
+        while True:
+            frame = self._take()
+            if frame is None:
+                return frames
+            if frame[0]:  # skippable frames carry no image data
+                frames.append(frame)
+
+    def _take(self):
+        data = self._buffer
+        if len(data) >= 8 and int.from_bytes(data[:4], "little") & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC:
+            total = 8 + int.from_bytes(data[4:8], "little")
+            if len(data) < total:
+                return None
+            del self._buffer[:total]
+            return (b"", 0)
+        header = parse_frame_header(bytes(data[:18]))
+        if header is None:
+            return None
+        length = frame_length(data, header)
+        if length is None:
+            if len(data) > MAX_FRAME_INPUT:  # bounded memory: such a file is streamed, not framed
+                raise FrameFormatError(f"a zstd frame longer than {MAX_FRAME_INPUT >> 20} MiB in a framed stream")
+            return None
+        frame = bytes(data[:length])
+        del self._buffer[:length]
+        return (frame, header.content_size)
+
+    @property
+    def leftover(self) -> int:
+        return len(self._buffer)
+
+
+def is_framed(head: bytes) -> bool:
+    """True when the first frame declares a content size small enough for frame-by-frame work."""
+    try:
+        header = parse_frame_header(head)
+    except FrameFormatError:
+        return False
+    return header is not None and header.content_size is not None and header.content_size <= MAX_FRAME_OUTPUT
+
+
+def compress_framed(source: str, destination: str, frame_size: int = FRAME_SIZE, level: int = 3) -> int:
+    """Write `source` as a framed .zst (one independent frame per `frame_size` bytes, each with
+    its content size and checksum). Returns the compressed size. Needs the zstandard module."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=True)
+    total = 0
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        while True:
+            chunk = src.read(frame_size)
+            if not chunk:
+                break
+            frame = compressor.compress(chunk)
+            dst.write(frame)
+            total += len(frame)
+    return total

@@ -1,0 +1,86 @@
+"""Framed zstd: header and block walking against files written by zstandard and the zstd tool."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from provisioner.install import bmap as bmap_mod
+from provisioner.install import writer, zstdframes
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def raw(tmp_path):
+    path = tmp_path / "raw.bin"
+    data = bytearray(10 * MiB + 1234)
+    data[:4096] = bytes(range(256)) * 16
+    data[6 * MiB: 6 * MiB + 5] = b"hello"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_framed_file_splits_into_sized_frames_that_decompress_back(raw, tmp_path):
+    import zstandard
+
+    out = tmp_path / "framed.zst"
+    zstdframes.compress_framed(str(raw), str(out), frame_size=4 * MiB)
+    data = out.read_bytes()
+    assert zstdframes.is_framed(data[:64])
+    splitter = zstdframes.FrameSplitter()
+    frames = []
+    for start in range(0, len(data), 1000):  # odd chunking: frames straddle chunks
+        frames += splitter.feed(data[start: start + 1000])
+    assert splitter.leftover == 0
+    assert [size for _, size in frames] == [4 * MiB, 4 * MiB, 2 * MiB + 1234]
+    rebuilt = b"".join(zstandard.ZstdDecompressor().decompress(f) for f, _ in frames)
+    assert rebuilt == raw.read_bytes()
+    # the zstd tool reads the framed file as one ordinary .zst
+    assert subprocess.run(["zstd", "-dc", str(out)], capture_output=True, check=True).stdout == raw.read_bytes()
+
+
+def test_big_or_unsized_single_frames_are_streamed_not_framed(raw, tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as handle:
+        handle.truncate(100 * MiB)
+    out = tmp_path / "one.zst"
+    subprocess.run(["zstd", "-q", str(big), "-o", str(out)], check=True)
+    assert not zstdframes.is_framed(out.read_bytes()[:64])  # 100 MiB in one frame
+    piped = subprocess.run(["zstd", "-q", "-c"], input=raw.read_bytes(), capture_output=True, check=True).stdout
+    assert not zstdframes.is_framed(piped[:64])  # no content size when compressed from a pipe
+    small = tmp_path / "small.zst"
+    subprocess.run(["zstd", "-q", str(raw), "-o", str(small)], check=True)
+    assert zstdframes.is_framed(small.read_bytes()[:64])  # 10 MiB, sized: one frame is fine
+
+
+def test_truncated_frame_stays_in_the_splitter(raw, tmp_path):
+    out = tmp_path / "framed.zst"
+    zstdframes.compress_framed(str(raw), str(out))
+    data = out.read_bytes()
+    splitter = zstdframes.FrameSplitter()
+    frames = splitter.feed(data[:-3])
+    assert len(frames) == 2 and splitter.leftover > 0
+
+
+def test_skippable_frames_are_ignored_and_garbage_is_refused():
+    skippable = (0x184D2A53).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+    splitter = zstdframes.FrameSplitter()
+    assert splitter.feed(skippable) == [] and splitter.leftover == 0
+    with pytest.raises(zstdframes.FrameFormatError, match="bad magic"):
+        zstdframes.FrameSplitter().feed(b"not zstd at all")
+
+
+def test_hole_checker_follows_the_bmap_and_keeps_gpt_areas():
+    from provisioner.install.bmap import Bmap, MappedRange
+
+    size = 64 * MiB
+    parsed = Bmap(size, 4096, None, (MappedRange(0, 8192, None), MappedRange(20 * MiB, 21 * MiB, None)))
+    inside = writer.hole_checker(parsed)
+    assert inside(4 * MiB, 8 * MiB)
+    assert not inside(16 * MiB, 20 * MiB + 1)  # touches a mapped range
+    assert not inside(0, 4 * MiB)  # the primary GPT area is held back, never skipped
+    assert not inside(60 * MiB, 64 * MiB)  # neither is the backup GPT area
+    assert inside(22 * MiB, 26 * MiB)
+    assert isinstance(bmap_mod.full_map(size), Bmap)
