@@ -263,6 +263,7 @@ class BootHttp:
         return web.FileResponse(self.ipxe_dir / name)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        self.data.maybe_reload(time.monotonic())
         if self.data.load_error and self.data.renderer is None:
             self._count("/healthz", 503)
             return web.Response(status=503, text=f"inventory: {self.data.load_error}\n")

@@ -113,3 +113,61 @@ def test_full_dhcp_is_refused_without_an_interface_and_proxy_needs_one(tmp_path)
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("provisioner: error: --interface is required for DHCP")
+
+
+GARBAGE_SENDER = r"""
+import random, socket, sys
+rng = random.Random(5)
+valid = bytes.fromhex(sys.argv[1])
+packets = [b"", b"\x01", valid[:100], valid[:239], valid[:-40], valid + rng.randbytes(5000), rng.randbytes(8000)]
+packets += [rng.randbytes(rng.randrange(1, 700)) for _ in range(300)]
+packets += [valid[:i] + rng.randbytes(4) + valid[i + 4:] for i in range(0, 236, 4)]   # header fuzz, cookie kept
+packets += [valid[:240] + rng.randbytes(rng.randrange(1, 60)) for _ in range(100)]     # option soup
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+sock.bind(("0.0.0.0", 68))
+for p in packets:
+    sock.sendto(p, ("255.255.255.255", 67))
+    sock.sendto(p, ("10.77.0.1", 4011))
+sock.settimeout(2)
+replies = 0
+try:
+    while True:
+        sock.recvfrom(4096)
+        replies += 1
+except socket.timeout:
+    pass
+print(len(packets), replies)
+"""
+
+
+def test_garbage_on_the_wire_gets_no_reply_and_the_server_keeps_serving(lab_net, tmp_path):
+    from provisioner.pxe import dhcp
+
+    client = lab_net.add_client_namespace(f"{lab_net.name}g", mac="52:54:00:00:00:55")
+    subprocess.run(["ip", "-n", client, "addr", "add", "10.77.0.8/24", "dev", "eth0"], check=True)
+    server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080", netns=lab_net.name)
+    # A well-formed frame to mutate: a BOOTREPLY (op 2), which a server must never answer either.
+    valid = dhcp.encode_packet(dhcp.DhcpPacket(op=dhcp.BOOTREPLY, xid=9, chaddr=bytes.fromhex("525400000055"),
+                                               options={53: b"\x02", 60: b"PXEClient", 93: b"\x00\x00"}))
+    try:
+        wait_ready(server)
+        proc = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c", GARBAGE_SENDER, valid.hex()],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        sent, replies = map(int, proc.stdout.split())
+        assert sent > 400 and replies == 0
+        metrics = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c",
+                                  "import urllib.request; print(urllib.request.urlopen("
+                                  "'http://10.77.0.1:8080/metrics', timeout=10).read().decode())"],
+                                 capture_output=True, text=True, timeout=60).stdout
+        malformed = next(line for line in metrics.splitlines() if line.startswith("provisioner_dhcp_malformed_total"))
+        assert int(malformed.split()[1]) > 300      # the garbage did reach the server, and was dropped
+        subprocess.run(["ip", "-n", client, "addr", "flush", "dev", "eth0"], check=True)
+        code, env = udhcpc(client, tmp_path, *PXE_BIOS)
+        assert code == 0 and env["boot_file"] == "undionly.kpxe"
+        assert server.process.poll() is None
+    finally:
+        assert server.stop() == 0, server.log()
