@@ -56,11 +56,12 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path | str) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -163,5 +164,5 @@ class Journal:
             if (self.directory / name).exists():
                 os.replace(self.directory / name, target / name)
         os.replace(self.path, target / JOURNAL_NAME)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         return target

@@ -26,7 +26,7 @@ from provisioner.core.logs import step as timed_step
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev, filesystems, layout
 from provisioner.disk import plan as planner
-from provisioner.disk.journal import Journal, fault_point, state_dir
+from provisioner.disk.journal import Journal, fault_point, fsync_path, state_dir
 from provisioner.disk.plan import Plan
 from provisioner.disk.table import DiskTable, Partition, read_disk_table
 from provisioner.errors import DiskError
@@ -86,15 +86,7 @@ def attached(path: str, *, read_only: bool = False) -> Iterator[str]:
         blockdev.forget_partitions(loop)
         run(["losetup", "-d", loop], check=False)
         if not read_only:
-            _fsync_file(path)  # what the loop device wrote is durable (and seen by hole-aware copies)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(path)  # what the loop device wrote is durable (and seen by hole-aware copies)
 
 
 @contextlib.contextmanager
@@ -170,8 +162,9 @@ def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
         if not journal.backup_path.exists():
             partial = journal.backup_path.with_name(journal.backup_path.name + ".tmp")
             run(["sgdisk", f"--backup={partial}", device])
-            _fsync_file(str(partial))
+            fsync_path(str(partial))
             os.replace(partial, journal.backup_path)
+            fsync_path(journal.directory)  # durable before any change, even if later marks are lost
     elif isinstance(step, planner.CheckFilesystem):
         filesystems.check_ext4(blockdev.partition_path(device, step.number))
     elif isinstance(step, planner.ResizeFilesystem):
