@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,9 @@ CLOUD_CONFIG = "#cloud-config\nhostname: node1\nssh_authorized_keys:\n  - ssh-ed
 def release(tmp_path_factory):
     """A signed release dir holding one synthetic image (built once for the module)."""
     base = tmp_path_factory.mktemp("release")
-    image = build_image(base / "work" / "provisioner_production_image.bin", partitions=small_layout(usr_size=40 * MiB),
-                        usr_fill=24 * MiB)
+    image = build_image(base / "work" / "provisioner_production_image.bin",
+                        partitions=small_layout(usr_size=40 * MiB),
+                        usr_fill=32 * MiB)
     return build_release(base / "stable", image, formats=("zst",))
 
 
@@ -242,3 +244,42 @@ def test_connection_killed_mid_install_then_rerun_completes(sshd, loop_disk, rel
     assert ("left running by a dropped session" in again.stderr) == orphan_alive, again.stderr
     _assert_installed(disk, cloud_config)
     assert json.loads((remote_dir / f"state-{Path(disk).name}.json").read_text())["status"] == "installed"
+
+
+def test_push_connection_killed_mid_stream_then_rerun_completes(sshd, loop_disk, release, tmp_path):
+    """The local side freezes mid-push (SIGSTOP: the installer waits for data), the link is cut, the
+    operator's command wakes up to a dead connection; the same command run again completes."""
+    disk = loop_disk(256 * MiB, "push-dropped")
+    remote_dir = tmp_path / "remote"
+    args = ["rescue", *sshd.ssh_args(), "--disk", disk, "--push", "-f", str(release.files["zst"]), "--yes",
+            "--remote-dir", str(remote_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    first = subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", *args], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = first.stderr.readline()
+            seen.append(line)
+            if not line or line.startswith("remote: write"):  # the installer's start event: streaming now
+                break
+        assert seen[-1].startswith("remote: write"), "".join(seen)
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            assert sshd.kill_sessions(), "no sshd session process to kill"
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 3, "".join(seen) + err
+    line = _one_error_line(subprocess.CompletedProcess(args, 3, out, err))
+    assert f"{disk} is partially written; re-run the same command to finish" in line
+    assert not read_gpt(disk, require_valid=False).valid
+    again = provisioner_cli(args)
+    assert again.returncode == 0, again.stderr
+    assert "was interrupted" in again.stderr
+    _assert_installed(disk)
