@@ -34,13 +34,22 @@ import shlex
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.core.logs import step
 from provisioner.core.sizes import format_size
-from provisioner.errors import DiskError, InstallError, PartialError, ProvisionerError, RemoteError, VerifyError
+from provisioner.errors import (
+    ConfigError,
+    DiskError,
+    InstallError,
+    PartialError,
+    ProvisionerError,
+    RemoteError,
+    UsageError,
+    VerifyError,
+)
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
 from provisioner.remote.progress import parse_event
@@ -55,13 +64,14 @@ VERIFY_SCRIPT = Path(__file__).with_name("verify_script.py")
 CLOUD_CONFIG_TARGET = "ROOT:/var/lib/flatcar-install/user_data"
 IGNITION_TARGET = "OEM:/config.ign"
 
+
 @dataclass(frozen=True)
 class RescueRequest:
     """What the operator asked for (the CLI builds it; paths are local unless named remote)."""
 
     disk: str = "auto"
     installer_args: tuple[str, ...] = ()  # passed through unchanged (-C -V -b -o ... and extras)
-    image: Path | None = None  # --push: the local image file streamed to the installer's stdin
+    image: Path | None = None  # --push: the local image file, served through a forwarded port (push.py)
     cloud_config: Path | None = None
     ignition: Path | None = None
     keyfile: Path | None = None  # -k: a local public key file, uploaded
@@ -109,7 +119,7 @@ def state_path(request: RescueRequest, disk: str) -> str:
 
 
 def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str], zipapp: str,
-                   source_args: list[str] = ()) -> list[str]:
+                   source_args: Sequence[str] = ()) -> list[str]:
     """The remote installer command line (pure): our uploads replace the local paths; `source_args`
     point a pushed image's installer at the forwarded port (push.installer_args)."""
     argv = ["python3", zipapp, "-d", disk, *request.installer_args, *source_args]
@@ -134,8 +144,6 @@ def expected_files(request: RescueRequest) -> dict[str, str]:
 
 def check_request(request: RescueRequest) -> None:
     """Refuse a request that cannot work before connecting. Raises UsageError / ConfigError."""
-    from provisioner.errors import ConfigError, UsageError
-
     if request.push and request.image is None:
         raise UsageError("--push needs -f IMAGE (a local image file to stream to the rescue host)")
     if request.push and any(a in ("-b", "-C", "-V") for a in request.installer_args):
