@@ -64,9 +64,10 @@ def _confirm(command: str, yes: bool, dry_run: bool, preview) -> None:
 def show_cmd(
     disk: str = typer.Argument(..., help=DISK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """Numbers, labels, types, sizes, filesystems and used space of each partition."""
-    data = resize.show(disk)
+    data = resize.show(disk, state=state_dir)
     typer.echo(json.dumps(data, indent=2) if as_json else resize.format_show(data))
 
 

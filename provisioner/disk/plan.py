@@ -27,6 +27,9 @@ from provisioner.errors import DiskError, UsageError
 
 ROOT = layout.ROOT
 FILESYSTEMS = ("ext4", "xfs", "btrfs", "swap", "none")
+GROWABLE = ("ext4", "xfs", "btrfs")
+# e2fsck and resize2fs serve ext2/ext3 exactly as ext4: plan them as one family.
+EXT_FAMILY = ("ext2", "ext3", "ext4")
 # cgpt resize (seismograph cgpt_resize.c) skips gains below 2 MiB: smaller gaps after ROOT survive.
 CGPT_MIN_RESIZE = 2 * MiB
 MIN_GAIN = MiB  # below this, grow says "nothing to do" (growpart's default fudge is 1 MiB too)
@@ -257,6 +260,8 @@ def plan_grow(table: DiskTable, fs: FsInfo) -> Plan:
     root = _root(table)
     ss = table.sector_size
     key = grow_key()
+    if fs.fstype in EXT_FAMILY:
+        fs = dataclasses.replace(fs, fstype="ext4")
     next_start = table.next_start_after(root.start)
     limit = next_start - 1 if next_start is not None else table.max_last_usable
     # Keep the size a whole number of MiB, so a following partition would start aligned.
@@ -267,17 +272,17 @@ def plan_grow(table: DiskTable, fs: FsInfo) -> Plan:
         new_end = root.end
     new_root = dataclasses.replace(root, end=new_end)
     part_bytes = new_root.sectors * ss
-    grow_fs = fs.fstype in ("ext4", "xfs", "btrfs") and part_bytes - fs.size_bytes >= MIN_GAIN
+    grow_fs = fs.fstype in GROWABLE and part_bytes - fs.size_bytes >= MIN_GAIN
     relocate = not table.backup_at_end
     notes = []
-    if fs.fstype not in ("ext4", "xfs", "btrfs"):
+    if fs.fstype not in GROWABLE:
         notes.append(f"ROOT holds {fs.fstype or 'no filesystem'}: only the partition is grown")
     if grow_fs and fs.fstype in ("xfs", "btrfs") and not fs.mountpoint:
         raise DiskError(f"ROOT holds {fs.fstype}, which grows only while mounted: mount it and run grow again")
     if not (grow_partition or grow_fs or relocate):
         why = f"ROOT already ends at sector {root.end}"
         why += f" (next partition starts at {next_start})" if next_start is not None else " (the end of the disk)"
-        if fs.fstype in ("ext4", "xfs", "btrfs"):
+        if fs.fstype in GROWABLE:
             why += " and its filesystem fills it"
         return Plan("grow", key, (), table.partitions, tuple(notes), nothing_to_do=why)
 
@@ -321,7 +326,7 @@ def plan_shrink_root(table: DiskTable, fs: FsInfo, size: int) -> Plan:
             f"ROOT is mounted on {fs.mountpoint}: ext4 cannot shrink online; "
             "unmount it (boot a rescue system for the live root) and run shrink-root again"
         )
-    if fs.fstype != "ext4":
+    if fs.fstype not in EXT_FAMILY:
         reason = {
             None: "ROOT has no filesystem that blkid recognises",
             "xfs": "ROOT holds xfs, which cannot shrink",

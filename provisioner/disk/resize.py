@@ -329,13 +329,15 @@ def add(
     return _execute(path, key, make_plan, state=state, dry_run=dry_run)
 
 
-def show(path: str) -> dict:
-    """The disk's layout as data: partitions with type names, sizes, filesystems, used space.
+def show(path: str, *, state: str | None = None) -> dict:
+    """The disk's layout as data: partitions with type names, sizes, filesystems, used space,
+    and the unfinished job of the disk if a journal holds one.
 
     Raises DiskError when the path is not a disk/image or has no valid GPT.
     """
     with attached(path, read_only=True) as device:
         table = read_disk_table(device)
+        journal = Journal.load(state_dir(state), table.disk_guid)
         ensure_partition_nodes(device, table)
         ss = table.sector_size
         rows = []
@@ -364,6 +366,7 @@ def show(path: str) -> dict:
             "disk_guid": table.disk_guid,
             "backup_gpt_at_end": table.backup_at_end,
             "problems": list(table.problems),
+            "unfinished_job": journal.plan.key if journal is not None else None,
             "partitions": rows,
             "free": [
                 {"start": a, "end": b, "size": (b - a + 1) * ss}
@@ -387,4 +390,6 @@ def format_show(data: dict) -> str:
         )
     for free in data["free"]:
         lines.append(f"    {'(free)':<12} {'':<15} {free['start']:>10} {free['end']:>10} {format_size(free['size']):>10}")
+    if data.get("unfinished_job"):
+        lines.append(f"unfinished: '{data['unfinished_job']}' was interrupted; run it again to finish")
     return "\n".join(lines)

@@ -41,6 +41,8 @@ def test_kill_during_shrink_root_then_rerun(disk, fault):
         other = disk.cli("disk", "grow", disk.target)
         assert other.returncode == 1 and "shrink-root" in other.stderr and other.stderr.count("\n") == 1, other.stderr
         plan = disk.cli("disk", "plan", "shrink-root", disk.target, "--size", "1G")
+        shown = disk.cli("disk", "show", disk.target)
+        assert shown.returncode == 0 and "unfinished: 'shrink-root" in shown.stdout, shown.stdout + shown.stderr
         steps = [line.split(". ")[1].split(":")[0] for line in plan.stdout.splitlines() if line.startswith("  ")]
         assert plan.returncode == 0 and steps == ["write-table", "reread-table", "check-fs-after"], plan.stdout
 
