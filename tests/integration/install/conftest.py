@@ -141,7 +141,8 @@ def install_argv(*args: str) -> list:
     return [sys.executable, "-m", "provisioner.cli.main", "install", *args]
 
 
-def run_install(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real CLI: `provisioner install ARGS` (exit code, stdout, stderr)."""
+def run_install(*args: str, timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the real CLI: `provisioner install ARGS` (exit code, stdout, stderr); stdin is empty."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(install_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(install_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL)

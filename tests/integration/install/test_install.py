@@ -147,6 +147,33 @@ def test_unattended_install_from_the_kernel_command_line(loop_disk, release, htt
     assert_installed(device, release, cloud_config=b"#cloud-config\nhostname: node2\n")
 
 
+def test_network_units_are_copied_without_clobbering(loop_disk, release, tmp_path):
+    units = tmp_path / "network"
+    units.mkdir()
+    (units / "10-eth0.network").write_text("[Match]\nName=eth0\n[Network]\nDHCP=yes\n")
+    device = loop_disk(DISK)
+    proc = run_install("-d", device, "-f", str(release.files["zst"]), "-n", "--network-dir", str(units), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert _debugfs_cat(f"{device}p9", "etc/systemd/network/10-eth0.network").startswith(b"[Match]")
+
+
+def test_download_only_saves_verified_files(release, http_release, tmp_path):
+    base, _ = http_release
+    proc = run_install("-D", "-b", base, "--format", "bz2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    name = release.image_name + ".bz2"
+    assert (tmp_path / name).read_bytes() == release.files["bz2"].read_bytes()
+    assert (tmp_path / (name + ".sig")).exists() and (tmp_path / (release.image_name + ".bmap")).exists()
+
+
+def test_without_yes_and_without_a_terminal_nothing_is_written(loop_disk, release):
+    device = loop_disk(DISK)
+    proc = run_install("-d", device, "-f", str(release.files["zst"]))
+    assert proc.returncode == 2
+    _one_line_error(proc, "--yes")
+    assert not _table(device).valid
+
+
 def test_image_file_as_target_and_dry_run(release, tmp_path):
     target = tmp_path / "target.img"
     with open(target, "wb") as handle:
