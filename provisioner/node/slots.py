@@ -1,0 +1,279 @@
+"""A/B USR slots: the GPT priority/tries/successful bits and their mirror in GRUB's environment block.
+
+Debian's GRUB has no `gptprio` module (coreos/grub has it), so grub.cfg reads the bits from
+`/grub/grubenv` on the ESP as usr_a_priority/usr_a_tries/usr_a_successful (and usr_b_...), picks a
+slot the way gptprio.next does, and counts its tries down in that file. The GPT stays the record
+an updater or `provisioner install` reads; `mark-success` (provisioner-boot-success.service, once
+multi-user is reached) copies GRUB's counts back into the GPT, marks the booted slot successful
+and rewrites the environment block from the GPT.
+
+Pure: grubenv encode/decode, attrs parsing, `after_successful_boot`. I/O: `mark_success` (sfdisk,
+sgdisk, a temporary mount of the ESP) and `python3 -m provisioner.node.slots mark-success|show`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from provisioner.core.commands import run
+from provisioner.disk.layout import (
+    TYPE_EFI,
+    USR_A,
+    USR_A_PARTUUID,
+    USR_B,
+    USR_B_PARTUUID,
+    BootAttributes,
+    decode_boot_attributes,
+    encode_boot_attributes,
+)
+from provisioner.errors import DiskError, ProvisionerError
+
+log = logging.getLogger("provisioner.node.slots")
+
+GRUBENV_SIZE = 1024  # GRUB_ENVBLK_DEFCFG size: grub-editenv makes exactly 1 KiB
+GRUBENV_HEADER = b"# GRUB Environment Block\n"
+GRUBENV_PATH = "grub/grubenv"  # on the ESP
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: str  # "a" or "b": vmlinuz-<key>, usr_<key>_* in grubenv
+    label: str
+    number: int
+    partuuid: str
+
+
+SLOTS = (Slot("a", "USR-A", USR_A, USR_A_PARTUUID), Slot("b", "USR-B", USR_B, USR_B_PARTUUID))
+
+
+def slot_by_partuuid(partuuid: str) -> Slot | None:
+    for slot in SLOTS:
+        if slot.partuuid.lower() == partuuid.lower():
+            return slot
+    return None
+
+
+# -- grubenv (pure) ---------------------------------------------------------------------------------
+
+def encode_grubenv(values: dict[str, str]) -> bytes:
+    """GRUB's 1 KiB environment block; raises ValueError when the values do not fit."""
+    body = GRUBENV_HEADER
+    for key, value in values.items():
+        escaped = str(value).replace("\\", "\\\\").replace("\n", "\\\n")
+        body += f"{key}={escaped}\n".encode()
+    if len(body) > GRUBENV_SIZE:
+        raise ValueError(f"grubenv: {len(body)} bytes do not fit in {GRUBENV_SIZE}")
+    return body + b"#" * (GRUBENV_SIZE - len(body))
+
+
+def decode_grubenv(block: bytes) -> dict[str, str]:
+    """Parse an environment block; raises ValueError when the header is missing."""
+    if not block.startswith(GRUBENV_HEADER):
+        raise ValueError("not a GRUB environment block (header missing)")
+    values: dict[str, str] = {}
+    for line in block[len(GRUBENV_HEADER):].decode("utf-8", "replace").split("\n"):
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key] = value.replace("\\\\", "\\")
+    return values
+
+
+def env_from_attributes(attributes: dict[str, BootAttributes]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for slot in SLOTS:
+        boot = attributes.get(slot.key, BootAttributes())
+        env[f"usr_{slot.key}_priority"] = str(boot.priority)
+        env[f"usr_{slot.key}_tries"] = str(boot.tries)
+        env[f"usr_{slot.key}_successful"] = "1" if boot.successful else "0"
+    return env
+
+
+def _int(env: dict[str, str], key: str, default: int) -> int:
+    try:
+        return max(0, min(15, int(env[key])))
+    except (KeyError, ValueError):
+        return default
+
+
+def after_successful_boot(gpt: dict[str, BootAttributes], env: dict[str, str], booted: str) -> dict[str, BootAttributes]:
+    """New GPT bits after slot `booted` reached multi-user.
+
+    Tries left come from GRUB's environment (GRUB counts down there, never in the GPT);
+    priority and successful stay as the GPT says; the booted slot becomes successful."""
+    result = {}
+    for slot in SLOTS:
+        boot = gpt.get(slot.key, BootAttributes())
+        boot = replace(boot, tries=min(boot.tries, _int(env, f"usr_{slot.key}_tries", boot.tries)))
+        if slot.key == booted:
+            boot = replace(boot, successful=True, tries=0)
+        result[slot.key] = boot
+    return result
+
+
+# -- GPT attribute strings (sfdisk --json "attrs") --------------------------------------------------
+
+_NAMED_BITS = {"RequiredPartition": 0, "NoBlockIOProtocol": 1, "LegacyBIOSBootable": 2}
+
+
+def parse_sfdisk_attrs(text: str) -> int:
+    """'RequiredPartition GUID:48,56' -> the 64-bit attribute value; raises ValueError."""
+    value = 0
+    for token in text.split():
+        if token in _NAMED_BITS:
+            value |= 1 << _NAMED_BITS[token]
+        elif token.startswith("GUID:"):
+            for bit in token[5:].split(","):
+                value |= 1 << int(bit)
+        else:
+            raise ValueError(f"unknown GPT attribute {token!r}")
+    return value
+
+
+# -- I/O --------------------------------------------------------------------------------------------
+
+def read_table(disk: str) -> dict:
+    """sfdisk --json of disk (the "partitiontable" object); raises CommandError/DiskError."""
+    out = run(["sfdisk", "--json", disk]).stdout
+    try:
+        return json.loads(out)["partitiontable"]
+    except (ValueError, KeyError):
+        raise DiskError(f"{disk}: sfdisk printed no partition table") from None
+
+
+def slot_attributes(table: dict) -> dict[str, tuple[int, BootAttributes]]:
+    """{slot key: (raw attribute value, decoded bits)} for the USR slots present in table."""
+    found = {}
+    for part in table.get("partitions", []):
+        slot = slot_by_partuuid(part.get("uuid", ""))
+        if slot is not None:
+            raw = parse_sfdisk_attrs(part.get("attrs", ""))
+            found[slot.key] = (raw, decode_boot_attributes(raw))
+    return found
+
+
+def write_slot_attributes(disk: str, table: dict, new: dict[str, BootAttributes]) -> None:
+    """Write the priority/tries/successful bits of the slots in `new` (other bits kept)."""
+    current = slot_attributes(table)
+    argv = ["sgdisk"]
+    for slot in SLOTS:
+        if slot.key in new and slot.key in current:
+            raw, _ = current[slot.key]
+            argv.append(f"--attributes={slot.number}:=:{encode_boot_attributes(new[slot.key], raw):016x}")
+    if len(argv) > 1:
+        run([*argv, disk])
+
+
+def booted_partuuid(cmdline: str) -> str | None:
+    """The PARTUUID in `mount.usr=PARTUUID=...` of a kernel command line, else None (a live boot)."""
+    for word in cmdline.split():
+        if word.startswith("mount.usr=PARTUUID="):
+            return word.split("=", 2)[2]
+    return None
+
+
+def disks() -> list[str]:
+    """Whole disks the kernel knows (no partitions, loop, ram or rom devices)."""
+    found = []
+    for name in sorted(os.listdir("/sys/block")):
+        if name.startswith(("loop", "ram", "sr", "zram", "dm-", "md")):
+            continue
+        found.append(f"/dev/{name}")
+    return found
+
+
+def find_slot_disk(partuuid: str) -> tuple[str, dict]:
+    """(disk, sfdisk table) of the disk holding the partition with this PARTUUID; raises DiskError."""
+    for disk in disks():
+        try:
+            table = read_table(disk)
+        except ProvisionerError:
+            continue
+        for part in table.get("partitions", []):
+            if part.get("uuid", "").lower() == partuuid.lower():
+                return disk, table
+    raise DiskError(f"no disk has a partition with PARTUUID {partuuid}")
+
+
+def _esp_node(table: dict) -> str:
+    for part in table.get("partitions", []):
+        if part.get("type", "").upper() == TYPE_EFI:
+            return part["node"]
+    raise DiskError(f"{table.get('device')}: no EFI-SYSTEM partition to hold the GRUB environment")
+
+
+def write_grubenv_on_esp(table: dict, env: dict[str, str]) -> None:
+    """Mount the disk's ESP (vfat) for a moment and rewrite grub/grubenv in place."""
+    node = _esp_node(table)
+    with tempfile.TemporaryDirectory(prefix="esp-", dir="/run") as mnt:
+        run(["mount", "-t", "vfat", node, mnt])
+        try:
+            path = Path(mnt) / GRUBENV_PATH
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(encode_grubenv(env))
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            run(["umount", mnt])
+
+
+def read_grubenv_on_esp(table: dict) -> dict[str, str]:
+    node = _esp_node(table)
+    with tempfile.TemporaryDirectory(prefix="esp-", dir="/run") as mnt:
+        run(["mount", "-t", "vfat", "-o", "ro", node, mnt])
+        try:
+            return decode_grubenv((Path(mnt) / GRUBENV_PATH).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        finally:
+            run(["umount", mnt])
+
+
+def mark_success(cmdline: str) -> str:
+    """Mark the booted slot successful (GPT and grubenv); returns a one-line report."""
+    partuuid = booted_partuuid(cmdline)
+    if partuuid is None:
+        return "not booted from a USR slot (live system): nothing to mark"
+    slot = slot_by_partuuid(partuuid)
+    if slot is None:
+        return f"booted from PARTUUID {partuuid}, which is no A/B slot: nothing to mark"
+    disk, table = find_slot_disk(partuuid)
+    env = read_grubenv_on_esp(table)
+    gpt = {key: bits for key, (_raw, bits) in slot_attributes(table).items()}
+    new = after_successful_boot(gpt, env, slot.key)
+    write_slot_attributes(disk, table, new)
+    write_grubenv_on_esp(table, env_from_attributes(new))
+    return f"{slot.label} ({disk}) marked successful"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cmdline = Path("/proc/cmdline").read_text()
+        if args == ["mark-success"]:
+            print(f"provisioner-slots: {mark_success(cmdline)}", flush=True)
+            return 0
+        if args == ["show"]:
+            partuuid = booted_partuuid(cmdline)
+            disk, table = find_slot_disk(partuuid or USR_A_PARTUUID)
+            for key, (_raw, bits) in sorted(slot_attributes(table).items()):
+                print(f"usr_{key}: priority={bits.priority} tries={bits.tries} successful={int(bits.successful)}")
+            print(json.dumps(read_grubenv_on_esp(table), sort_keys=True))
+            return 0
+    except ProvisionerError as exc:
+        print(f"provisioner-slots: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print("usage: python3 -m provisioner.node.slots mark-success|show", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
