@@ -71,6 +71,20 @@ def show_cmd(
     typer.echo(json.dumps(data, indent=2) if as_json else resize.format_show(data))
 
 
+def restore_cmd(
+    disk: str = typer.Argument(..., help=DISK_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+) -> None:
+    """Roll back an interrupted grow/shrink-root/add: put back the table saved before it (when safe)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("restore rewrites the partition table: pass --yes")
+        if not typer.confirm("put back the partition table saved before the unfinished job?", default=False):
+            raise typer.Exit(1)
+    typer.echo(resize.restore(disk, state=state_dir))
+
+
 def _grow(disk: str, state_dir: Optional[str], dry_run: bool, as_json: bool) -> None:
     _print(resize.grow(disk, state=state_dir, dry_run=dry_run), as_json)
 
@@ -145,6 +159,7 @@ def register(app: typer.Typer) -> None:
     disk_app.command("grow")(grow_cmd)
     disk_app.command("shrink-root")(shrink_cmd)
     disk_app.command("add")(add_cmd)
+    disk_app.command("restore")(restore_cmd)
     plan_grow, plan_shrink, plan_add = _make_commands(dry_run_only=True)
     plan_app.command("grow")(plan_grow)
     plan_app.command("shrink-root")(plan_shrink)

@@ -151,14 +151,18 @@ class Journal:
         with open(self.steps_path, "a") as handle:
             handle.write(step + "\n")
 
-    def finish(self) -> Path:
-        """Move the journal and the table backup into history/; returns that directory."""
+    def finish(self, outcome: str = "") -> Path:
+        """Move the journal and the table backup into history/; returns that directory.
+
+        `outcome` tags the directory name (e.g. 'restored' when the job was rolled back).
+        """
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.directory / "history" / f"{stamp}-{self.data['plan']['command']}"
+        name = f"{stamp}-{self.data['plan']['command']}" + (f"-{outcome}" if outcome else "")
+        target = self.directory / "history" / name
         suffix = 1
         while target.exists():
             suffix += 1
-            target = target.with_name(f"{stamp}-{self.data['plan']['command']}-{suffix}")
+            target = target.with_name(f"{name}-{suffix}")
         target.mkdir(parents=True)
         for name in (BACKUP_NAME, STEPS_NAME):
             if (self.directory / name).exists():

@@ -329,6 +329,47 @@ def add(
     return _execute(path, key, make_plan, state=state, dry_run=dry_run)
 
 
+def restore(path: str, *, state: str | None = None) -> str:
+    """Roll back the unfinished job of a disk: load the GPT saved before it and drop the job.
+
+    Safe only while every filesystem still fits in its old partition (a shrink, an add, a grow
+    whose filesystem step has not run); otherwise refuses and says to finish the job instead.
+    Returns a one-line summary. Raises DiskError (no job, unsafe, failed).
+    """
+    with attached(path) as device:
+        table = read_disk_table(device)
+        journal = Journal.load(state_dir(state), table.disk_guid)
+        if journal is None:
+            raise DiskError(f"{path}: no unfinished job to roll back (state dir {state_dir(state)})")
+        _check_journal_matches(device, table, journal)
+        key = journal.plan.key
+        if not journal.backup_path.exists():  # the first step never finished: nothing was changed
+            history = journal.finish("dropped")
+            return f"dropped '{key}': it had changed nothing; journal in {history}"
+        ensure_partition_nodes(device, table)
+        ss = table.sector_size
+        for old in journal.table_before:
+            current = table.partition(old.number)
+            if current is None or current.end <= old.end:
+                continue
+            fs = filesystems.probe(blockdev.partition_path(device, old.number))
+            if fs.size_bytes > old.sectors * ss:
+                raise DiskError(
+                    f"{path}: partition {old.number}'s {fs.fstype} is already {format_size(fs.size_bytes)}, larger "
+                    f"than the partition was ({format_size(old.sectors * ss)}): the old table would cut it; "
+                    f"run '{key}' again to finish instead"
+                )
+        before = {p.number: (p.start, p.sectors) for p in journal.table_before}
+        with disk_lock(device):
+            run(["sgdisk", f"--load-backup={journal.backup_path}", device])
+            blockdev.reread_partitions(device, before, attempts=1 if _busy(device) else 5)
+        restored = read_disk_table(device)
+        if restored.partitions != journal.table_before:
+            raise DiskError(f"{path}: the table after --load-backup differs from the saved one; journal kept")
+        history = journal.finish("restored")
+        return f"restored the table from before '{key}'; journal and backup in {history}"
+
+
 def show(path: str, *, state: str | None = None) -> dict:
     """The disk's layout as data: partitions with type names, sizes, filesystems, used space,
     and the unfinished job of the disk if a journal holds one.

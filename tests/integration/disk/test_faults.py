@@ -76,3 +76,29 @@ def test_kill_during_add_then_rerun(disk, fault):
     assert again.returncode == 0, again.stderr
     end9 = SHRUNK[9][1]
     check_disk(disk, {**SHRUNK, 10: (end9 + 1, end9 + 256 * MiB // 512)})
+
+
+def test_restore_after_kill_puts_the_old_table_back(disk):
+    """The other way out of an interrupted shrink: `disk restore` loads the GPT saved before it.
+    The old, larger ROOT still holds the (now smaller) filesystem, data intact."""
+    killed = disk.cli(*shrink_args(disk), fault="after:write-table")
+    assert killed.returncode == -signal.SIGKILL
+    restored = disk.cli("disk", "restore", disk.image, "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.startswith("restored the table from before 'shrink-root"), restored.stdout
+    check_disk(disk, BEFORE)
+    again = disk.cli("disk", "restore", disk.image, "--yes")
+    assert again.returncode == 1 and "no unfinished job" in again.stderr, again.stderr
+    # The filesystem is 1 GiB in a 2 GiB partition now: grow fills it again.
+    grow = disk.cli("disk", "grow", disk.image)
+    assert grow.returncode == 0, grow.stderr
+
+
+def test_restore_refused_once_the_filesystem_outgrew_the_old_partition(disk):
+    killed = disk.cli("disk", "grow", disk.image, fault="after:grow-fs")
+    assert killed.returncode == -signal.SIGKILL
+    refused = disk.cli("disk", "restore", disk.image, "--yes")
+    assert refused.returncode == 1 and "run 'grow' again" in refused.stderr, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    finish = disk.cli("disk", "grow", disk.image)
+    assert finish.returncode == 0 and "resumed" in finish.stdout, finish.stdout + finish.stderr
