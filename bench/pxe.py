@@ -1,0 +1,208 @@
+"""PXE boot server benchmark (issue 3), all in one run, against peers on the same machine:
+
+1. /ipxe?mac=... hot path: wrk -t2 -c50 -d10s on loopback (matchbox v0.9.0: ~16,000 req/s here).
+2. HTTP assets: a 30 MB initrd, wrk -t2 -c8 -d8s, ours vs nginx (target: within 1.2x).
+3. TFTP: 200 downloads of undionly.kpxe (blksize 1468, 20 at a time) in a lab netns, ours vs
+   `dnsmasq --enable-tftp` (target: within 2x).
+4. Boot storm: 200 simulated clients, 50 at a time, each proxyDHCP + TFTP undionly.kpxe + HTTP
+   script + 30 MB initrd, in a lab netns, bounded by a deadline.
+
+Needs root (network namespaces). Everything stays on loopback or inside the lab namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from provisioner.lab.netns import LabNetwork
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "tests" / "integration" / "pxe" / "data"
+IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
+INITRD_SIZE = 30 * 1024 * 1024
+WRK_IPXE = ["wrk", "-t2", "-c50", "-d10s"]
+WRK_ASSET = ["wrk", "-t2", "-c8", "-d8s"]
+MATCHBOX_REQS = 16000   # matchbox v0.9.0 on this 2-core machine, from the issue (not re-measured here)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wrk(argv: list[str], url: str) -> dict:
+    out = subprocess.run([*argv, "--latency", url], capture_output=True, text=True, timeout=60, check=True).stdout
+    reqs = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[transfer.group(2)]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": round(reqs), "bytes_per_s": round(float(transfer.group(1)) * scale),
+            "p99_ms": p99_ms, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _serve(work: Path, *args: str, netns: str | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "provisioner.cli.main", "-v", "serve", "--data-dir", str(DATA_DIR),
+            "--assets-dir", str(work / "assets"), "--state-dir", str(work / "state"), *args]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "ab"),
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _assets(work: Path) -> None:
+    assets = work / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    cached = ROOT / "build" / "bench" / "initrd-30M.bin"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(os.urandom(INITRD_SIZE))
+    shutil.copyfile(cached, assets / "initrd-30M.bin")
+    shutil.copyfile(IPXE, assets / "undionly.kpxe")
+
+
+def bench_http(work: Path) -> dict:
+    port = _free_port()
+    server = _serve(work, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        script = _wrk(WRK_IPXE, f"http://127.0.0.1:{port}/ipxe?mac=52:54:00:00:00:01&uuid=&hostname=")
+        ours_asset = _wrk(WRK_ASSET, f"http://127.0.0.1:{port}/assets/initrd-30M.bin")
+    finally:
+        _stop(server)
+    nginx_port = _free_port()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""user root; daemon off; worker_processes 2; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; tcp_nopush on;
+  server {{ listen 127.0.0.1:{nginx_port}; location /assets/ {{ alias {work}/assets/; }} }} }}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(f"http://127.0.0.1:{nginx_port}/assets/undionly.kpxe")
+        nginx_asset = _wrk(WRK_ASSET, f"http://127.0.0.1:{nginx_port}/assets/initrd-30M.bin")
+    finally:
+        _stop(nginx)
+    return {
+        "ipxe_script": {**script, "tool": " ".join(WRK_IPXE), "matchbox_v0.9.0_requests_per_s": MATCHBOX_REQS,
+                        "ratio_vs_matchbox": round(script["requests_per_s"] / MATCHBOX_REQS, 2)},
+        "assets_30M": {"ours": ours_asset, "nginx": nginx_asset, "tool": " ".join(WRK_ASSET),
+                       "nginx_over_ours": round(nginx_asset["bytes_per_s"] / max(ours_asset["bytes_per_s"], 1), 2)},
+    }
+
+
+def _storm(net: LabNetwork, client_ns: str, *args: str) -> dict:
+    argv = ["ip", "netns", "exec", client_ns, sys.executable, "-m", "bench.pxe_storm", "--server", net.server_ip,
+            "--tftp-size", str(IPXE.stat().st_size), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=400, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0:
+        raise RuntimeError(f"storm client failed: {proc.stderr[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _wait_ready(work: Path, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "serve: ready" in (work / "serve.log").read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited: {(work / 'serve.log').read_text()[-1500:]}")
+        time.sleep(0.2)
+    raise RuntimeError("serve not ready")
+
+
+def bench_netns(work: Path) -> dict:
+    results: dict = {}
+    with LabNetwork.create("pxebench", "10.78.0.1/24") as net:
+        client = net.add_client_namespace("pxebenchc")
+        net.run(["true"])
+        subprocess.run(["ip", "-n", client, "addr", "add", "10.78.0.9/24", "dev", "eth0"], check=True)
+        tftp_args = ("--steps", "tftp", "--clients", "200", "--concurrency", "20", "--deadline", "120")
+
+        (work / "serve.log").write_text("")
+        server = _serve(work, "--interface", "br0", "--http-addr", "10.78.0.1:8080", netns=net.name)
+        try:
+            _wait_ready(work, server)
+            ours = _storm(net, client, *tftp_args)
+            storm = _storm(net, client, "--steps", "dhcp,tftp,script,initrd", "--clients", "200",
+                           "--concurrency", "50", "--deadline", "240")
+        finally:
+            _stop(server)
+        tftp_root = work / "dnsmasq-tftp"
+        tftp_root.mkdir(exist_ok=True)
+        shutil.copyfile(IPXE, tftp_root / "undionly.kpxe")
+        dnsmasq = net.popen(["dnsmasq", "--no-daemon", "--port=0", "--enable-tftp", f"--tftp-root={tftp_root}",
+                             "--listen-address=10.78.0.1", "--bind-interfaces", "--tftp-max=200",
+                             f"--pid-file={work / 'dnsmasq.pid'}", "--log-facility=-"],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "dnsmasq.log", "wb"))
+        try:
+            time.sleep(1.0)
+            theirs = _storm(net, client, *tftp_args)
+        finally:
+            _stop(dnsmasq)
+    size = IPXE.stat().st_size
+    results["tftp_200x_undionly"] = {
+        "ours": ours, "dnsmasq": theirs, "file_bytes": size,
+        "ours_over_dnsmasq_time": round(ours["wall_seconds"] / max(theirs["wall_seconds"], 1e-6), 2),
+        "ours_mb_per_s": round(200 * size / ours["wall_seconds"] / 1e6, 1),
+        "dnsmasq_mb_per_s": round(200 * size / theirs["wall_seconds"] / 1e6, 1),
+    }
+    results["boot_storm_200"] = storm
+    return results
+
+
+def main() -> dict:
+    if os.geteuid() != 0:
+        raise RuntimeError("bench pxe needs root (network namespaces)")
+    for tool in ("wrk", "nginx", "dnsmasq"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} not found (make setup installs it)")
+    with tempfile.TemporaryDirectory(prefix="bench-pxe-") as tmp:
+        work = Path(tmp)
+        _assets(work)
+        result = {"machine": f"{os.cpu_count()} cores", "load_before": os.getloadavg()[0]}
+        result.update(bench_http(work))
+        result.update(bench_netns(work))
+        result["load_after"] = os.getloadavg()[0]
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
