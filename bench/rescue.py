@@ -129,6 +129,11 @@ def main() -> dict:
             "ratio_pull_vs_local": round(median["pull"] / median["local"], 3),
             "ratio_push_vs_local": round(median["push"] / median["local"], 3),
             "ratio_pull_vs_zipapp": round(median["pull"] / median["zipapp"], 3),
+            # What SSH adds per command (connect, inspect, upload, verify, CLI start) vs per byte: the
+            # remote install step against the same zipapp run locally.
+            "fixed_overhead_seconds_pull": round(median["pull"] - median["zipapp"], 3),
+            "ratio_install_step_pull_vs_zipapp": round(
+                statistics.median(r["install"] for r in steps["pull"]) / median["zipapp"], 3),
             "target_ratio_pull": 1.2,
         }
 

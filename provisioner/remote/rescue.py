@@ -348,6 +348,13 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
                 raise PartialError(
                     f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
                     f"re-run the same command to finish") from None
+            except KeyboardInterrupt:
+                # Ctrl-C: stop the remote installer too; without a pty it would go on writing the disk.
+                with contextlib.suppress(RemoteError):
+                    session.run(["sh", "-c", 'kill "$(cat "$1")" 2>/dev/null', "sh",
+                                 f"{request.remote_dir}/installer.pid"], check=False, timeout=30)
+                raise PartialError(f"{host}: interrupted; the remote installer was stopped; {disk.path} is "
+                                   f"partially written; re-run the same command to finish") from None
         with _timed(report, "verify"):
             report.verify = verify_install(session, disk.path, uploaded["zipapp"], expected_files(request),
                                            uploaded["state"])

@@ -246,6 +246,40 @@ def test_connection_killed_mid_install_then_rerun_completes(sshd, loop_disk, rel
     assert json.loads((remote_dir / f"state-{Path(disk).name}.json").read_text())["status"] == "installed"
 
 
+def test_ctrl_c_stops_the_remote_installer(sshd, loop_disk, release, release_server, tmp_path):
+    disk = loop_disk(256 * MiB, "interrupted")
+    url, server = release_server
+    server.gate = threading.Event()
+    remote_dir = tmp_path / "remote"
+    args = ["rescue", *sshd.ssh_args(), "--disk", disk, "-b", url, "--yes", "--remote-dir", str(remote_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    first = subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", *args], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.reached.wait(timeout=60), "the installer never started downloading"
+        pid = (remote_dir / "installer.pid").read_text().strip()
+        os.kill(first.pid, signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 3, err
+    assert "interrupted; the remote installer was stopped" in _one_error_line(
+        subprocess.CompletedProcess(args, 3, out, err))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "installer.pyz" in _cmdline(pid):
+        time.sleep(0.1)
+    assert "installer.pyz" not in _cmdline(pid), "the remote installer still runs after Ctrl-C"
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_push_connection_killed_mid_stream_then_rerun_completes(sshd, loop_disk, release, tmp_path):
     """The local side freezes mid-push (SIGSTOP: the installer waits for data), the link is cut, the
     operator's command wakes up to a dead connection; the same command run again completes."""
