@@ -176,7 +176,8 @@ class BootHttp:
     """Builds the aiohttp Application. Events go to `on_event`; counters to `metrics`."""
 
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
-                 metrics: dict[str, int], metrics_text: Callable[[], str], extra_routes=()):
+                 metrics: dict[str, int], metrics_text: Callable[[], str], extra_routes=(),
+                 forward_state: bool = False):
         self.data = data
         self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
         self.ipxe_dir = ipxe_dir
@@ -184,6 +185,7 @@ class BootHttp:
         self.metrics = metrics
         self.metrics_text = metrics_text
         self.extra_routes = extra_routes
+        self.forward_state = forward_state   # a worker: /healthz and /metrics come via extra_routes
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
         self.expected_assets: dict[str, dict[str, str]] = {}
         self._boot_body = ipxe.boot_script(data.server_url).encode()
@@ -199,8 +201,9 @@ class BootHttp:
         r.add_get("/cloud", self._rendered_handler("cloud-config"))
         r.add_get("/assets/{path:.*}", self.asset)          # GET also answers HEAD
         r.add_get("/boot/{name}", self.ipxe_binary)
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/metrics", self.metrics_handler)
+        if not self.forward_state:
+            r.add_get("/healthz", self.healthz)
+            r.add_get("/metrics", self.metrics_handler)
         for method, path, handler in self.extra_routes:
             r.add_route(method, path, handler)
         return app

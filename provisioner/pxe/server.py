@@ -14,6 +14,9 @@ import json
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -60,6 +63,7 @@ class ServeConfig:
     efi_binary: str = "ipxe.efi"
     static_leases: dict[str, str] = field(default_factory=dict)
     chain_ipxe_roms: bool = False
+    http_workers: int = 1
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:
@@ -100,8 +104,11 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
                   dhcp_range: str | None, router: str | None, dns: list[str], lease_time: int,
                   tftp: bool, tftp_root: Path | None, tftp_addr: str, server_url: str | None,
                   state_dir: Path | None, assets_dir: Path | None, server_ip: str | None = None,
-                  efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False) -> ServeConfig:
+                  efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False,
+                  http_workers: int = 1) -> ServeConfig:
     """Check the options and work out addresses; raises UsageError for a bad combination."""
+    if not 1 <= http_workers <= 64:
+        raise UsageError(f"--http-workers: {http_workers} is not between 1 and 64")
     if dhcp_mode not in ("proxy", "off"):
         raise UsageError(f"--dhcp: {dhcp_mode!r} is not 'proxy' or 'off' (full DHCP: give --dhcp-range)")
     if dhcp_range and dhcp_mode == "off":
@@ -139,12 +146,18 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
         tftp_root=Path(os.path.realpath(tftp_root)) if tftp_root else None,
         tftp_host=tftp_host, tftp_port=tftp_port, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
         static_leases=static_leases_from_inventory(Path(data_dir)) if mode == "full" else {},
-        chain_ipxe_roms=chain_ipxe_roms,
+        chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers,
     )
 
 
-def metrics_text(counters: dict[str, int], states: MachineStates) -> str:
-    """Prometheus text exposition (version 0.0.4) of our counters (pure)."""
+def metrics_text(counters: dict[str, int], states: MachineStates, *more: dict[str, int]) -> str:
+    """Prometheus text exposition (version 0.0.4) of our counters, summed with `more` (pure)."""
+    if more:
+        total = dict(counters)
+        for extra in more:
+            for key, value in extra.items():
+                total[key] = total.get(key, 0) + value
+        counters = total
     lines = ["# TYPE provisioner_http_requests_total counter"]
     for key, value in sorted(counters.items()):
         if key.startswith("http_requests{"):
@@ -159,6 +172,21 @@ def metrics_text(counters: dict[str, int], states: MachineStates) -> str:
     lines.append("# TYPE provisioner_machines gauge")
     lines.append(f"provisioner_machines {len(states.machines)}")
     return "\n".join(lines) + "\n"
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP listening socket the HTTP worker processes can inherit; raises OSError."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    sock.setblocking(False)
+    return sock
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -184,6 +212,9 @@ class BootServer:
         self.runner: web.AppRunner | None = None
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
+        self.workers: list[subprocess.Popen] = []
+        self.worker_counters: dict[int, dict[str, int]] = {}
+        self._sockets: list[socket.socket] = []
 
     # ---------------------------------------------------------------- events
 
@@ -213,15 +244,19 @@ class BootServer:
         data = BootData(config.data_dir, config.server_url)
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.http_event, self.counters,
-                        lambda: metrics_text(self.counters, self.states), extra_routes=discovery_http.routes())
+                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
+                        extra_routes=discovery_http.routes())
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, config.http_host, config.http_port, reuse_address=True)
         try:
-            await site.start()
+            listen = _listen_socket(config.http_host, config.http_port)
         except OSError as exc:
             raise NetworkError(f"http: cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}") from None
+        self._sockets.append(listen)
+        await web.SockSite(self.runner, listen).start()
         log.info("http: %s (listening on %s:%d)", config.server_url, config.http_host, config.http_port)
+        if config.http_workers > 1:
+            await self._start_workers(listen)
         if config.tftp:
             files = TftpFiles(config.tftp_root, config.ipxe_dir)
             if files.ipxe_dir is None:
@@ -264,7 +299,53 @@ class BootServer:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.flush()
 
+    async def _start_workers(self, listen: socket.socket) -> None:
+        """Spawn http_workers - 1 processes on the same listening socket (see http_worker.py)."""
+        internal = _listen_socket("127.0.0.1", 0)
+        self._sockets.append(internal)
+        await web.SockSite(self.runner, internal).start()
+        internal_url = f"http://127.0.0.1:{internal.getsockname()[1]}"
+        loop = asyncio.get_running_loop()
+        for worker_id in range(1, self.config.http_workers):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            ours.setblocking(False)
+            self._sockets.append(ours)
+            config = {"worker_id": worker_id, "listen_fd": listen.fileno(), "event_fd": theirs.fileno(),
+                      "data_dir": str(self.config.data_dir), "server_url": self.config.server_url,
+                      "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
+                      "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
+                      "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
+            process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
+                                       pass_fds=(listen.fileno(), theirs.fileno()))
+            process.stdin.write(json.dumps(config).encode())
+            process.stdin.close()
+            theirs.close()
+            self.workers.append(process)
+            loop.add_reader(ours.fileno(), self._worker_message, ours)
+        log.info("http: %d worker processes share the listening socket", len(self.workers) + 1)
+
+    def _worker_message(self, sock: socket.socket) -> None:
+        for _ in range(256):
+            try:
+                message = json.loads(sock.recv(65536))
+            except (BlockingIOError, InterruptedError):
+                return
+            except (OSError, ValueError):
+                return
+            if "e" in message:
+                mac, stage, detail, ip = message["e"]
+                self.http_event(mac, stage, detail, ip)
+            elif "c" in message:
+                self.worker_counters[int(message["w"])] = message["c"]
+
     async def stop(self) -> None:
+        for process in self.workers:
+            process.terminate()
+        for process in self.workers:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -275,6 +356,10 @@ class BootServer:
             await self.tftp.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
         self.flush()
         log.info("serve: stopped")
 

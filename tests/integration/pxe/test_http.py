@@ -4,6 +4,7 @@ unknown machines, live reload of the data dir, metrics, machine state and the CL
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,37 @@ def test_dnsmasq_config_is_accepted_by_dnsmasq(tmp_path):
         check = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0 and "syntax check OK" in check.stderr, check.stderr
     assert "dhcp-host=52:54:00:00:00:01,10.77.0.21" in proc.stdout
+
+
+def test_http_workers_share_the_socket_and_report_to_the_main_process(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}",
+                          "--http-workers", "3", url=url)
+    try:
+        wait_http(url, server.process, server.log_path)
+        for i in range(60):     # spread over the processes by the kernel's accept queue
+            assert get(f"{url}/ipxe?mac=52:54:00:00:01:{i:02x}")[0] == 200
+        # Discovery through whichever process accepts: one registry, in the main process.
+        token_url = get(f"{url}/discovery/new?size=2")[2].decode()
+        for _ in range(6):
+            status, headers, body = get(token_url)
+            assert status == 200 and "X-Etcd-Index" in headers and json.loads(body)["node"]["dir"]
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = get(f"{url}/metrics")[2].decode()
+            if 'provisioner_http_requests_total{path="/ipxe",code="200"} 60' in metrics:
+                break
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.3)
+        assert 'provisioner_boot_events_total{stage="ipxe-script"} 60' in metrics
+        assert "3 worker processes share the listening socket" in server.log()
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
+        worker_pids = [int(pid) for pid in children.stdout.split()]
+        assert len(worker_pids) == 2
+    finally:
+        assert server.stop() == 0, server.log()
+    machines = json.loads((server.state_dir / "machines.json").read_text())["machines"]
+    assert sum(1 for m in machines if m["mac"].startswith("52:54:00:00:01:")) == 60
+    for pid in worker_pids:      # SIGTERM to the main process ends the workers too
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()

@@ -1,0 +1,107 @@
+"""Extra HTTP worker processes for `provisioner serve --http-workers N`.
+
+Python serves one core per process; the boot-script and asset paths are stateless per request,
+so N-1 workers accept on the main process's listening socket (inherited fd; the kernel spreads
+the connections). Each worker has its own inventory, render cache and change check. State stays
+in the main process: workers send boot events and their counters over a datagram socketpair, and
+forward /metrics, /healthz and /discovery/ (long-polls, one registry) to the main process's
+internal loopback listener, so every answer is the same whichever process accepted it.
+
+Run by the main process only: `python -m provisioner.pxe.http_worker` with a JSON config on stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from provisioner.pxe.http import BootData, BootHttp
+
+log = logging.getLogger("provisioner.pxe.worker")
+
+FORWARDED = ("/metrics", "/healthz", "/discovery/{rest:.*}")
+COUNTER_INTERVAL = 0.5
+
+
+class EventForwarder:
+    """Sends (mac, stage, detail, ip) events and counter snapshots to the main process."""
+
+    def __init__(self, sock: socket.socket, worker_id: int):
+        self.sock = sock
+        self.worker_id = worker_id
+        self.counters: dict[str, int] = {}
+
+    def event(self, mac, stage, detail, ip) -> None:
+        try:
+            self.sock.send(json.dumps({"e": [mac, stage, detail, ip]}).encode())
+        except (BlockingIOError, OSError):
+            pass  # the main process is busy or gone: boot events are best effort, requests are not
+
+    def send_counters(self) -> None:
+        try:
+            self.sock.send(json.dumps({"w": self.worker_id, "c": self.counters}).encode())
+        except (BlockingIOError, OSError):
+            pass
+
+
+def forwarding_routes(internal_url: str, session_holder: dict):
+    async def forward(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = session_holder["session"]
+        body = await request.read()
+        async with session.request(request.method, f"{internal_url}{request.path_qs}", data=body or None,
+                                   headers={k: v for k, v in request.headers.items()
+                                            if k.lower() in ("content-type", "range")}) as upstream:
+            payload = await upstream.read()
+            headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "x-etcd-index")}
+            return web.Response(status=upstream.status, body=payload, headers=headers)
+
+    return [("*", path, forward) for path in FORWARDED]
+
+
+async def run_worker(config: dict) -> None:
+    listen = socket.socket(fileno=config["listen_fd"])
+    events = socket.socket(fileno=config["event_fd"])
+    events.setblocking(False)
+    forwarder = EventForwarder(events, config["worker_id"])
+    data = BootData(Path(config["data_dir"]), config["server_url"])
+    holder: dict = {}
+    http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
+                    Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,
+                    lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True)
+    holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
+    runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, listen).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), COUNTER_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            forwarder.send_counters()
+    finally:
+        await runner.cleanup()
+        await holder["session"].close()
+
+
+def main() -> None:
+    config = json.loads(sys.stdin.read())
+    logging.basicConfig(level=config.get("log_level", logging.WARNING), stream=sys.stderr,
+                        format=f"worker{config['worker_id']} %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(config))
+
+
+if __name__ == "__main__":
+    main()
