@@ -51,7 +51,7 @@ class DiscoveryHttp:
             size = int(text)
             token = self.store.new_token(size)
         except ValueError as exc:
-            return web.Response(status=400, text=f"size: {exc if not text.lstrip('-').isdigit() else exc}\n")
+            return web.Response(status=400, text=f"size: {exc}\n")
         self.on_change()
         log.info("discovery: new token %s for a %d-member cluster", token, size)
         return web.Response(text=f"{self.server_url}/discovery/{token}")

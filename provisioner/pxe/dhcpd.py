@@ -217,8 +217,9 @@ class DhcpService:
             self.metrics["dhcp_malformed"] = self.metrics.get("dhcp_malformed", 0) + 1
             log.debug("dhcp: dropped malformed datagram from %s: %s", addr, exc)
             return
-        log.debug("dhcp: port %d from %s: type %s mac %s opts %s", logical_port, addr, packet.message_type,
-                  packet.mac, sorted(packet.options))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dhcp: port %d from %s: type %s mac %s options %s", logical_port, addr, packet.message_type,
+                      packet.mac, sorted(packet.options))
         now = time.time()
         decision = decide(packet, logical_port, self.policy, self.leases.leases if self.leases else {}, now,
                           self.ipxe_loaded_at(packet.mac) if self.policy.chain_ipxe_roms else None)

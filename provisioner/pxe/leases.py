@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provisioner.errors import ConfigError, UsageError
+from provisioner.pxe.statefile import write_atomic
 
 OFFER_HOLD_SECONDS = 60  # an offered address is held this long for the REQUEST that should follow
 
@@ -121,10 +120,5 @@ class LeaseStore:
             self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"leases": [asdict(r) for r in sorted(self.leases.values(), key=lambda r: r.ip)]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".leases.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n")

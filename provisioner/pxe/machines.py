@@ -9,13 +9,12 @@ MAC it learned from DHCP, from `/ipxe?mac=` requests, or from the kernel's neigh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from provisioner.errors import ConfigError
+from provisioner.pxe.statefile import write_atomic
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
                "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata")
@@ -95,13 +94,8 @@ class MachineStates:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"machines": [asdict(m) for m in sorted(self.machines.values(), key=lambda m: m.mac)]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".machines.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n")
         self.dirty = False
 
 

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from provisioner.pxe.dhcpd import DhcpPolicy, DhcpService
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
 from provisioner.pxe.machines import MachineStates
+from provisioner.pxe.statefile import write_atomic
 from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
 
 log = logging.getLogger("provisioner.pxe.server")
@@ -189,14 +189,6 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 class BootServer:
     """The running services; `start()` binds everything, `stop()` releases everything."""
 
@@ -289,7 +281,7 @@ class BootServer:
         try:
             self.states.save()
             if self._discovery_dirty:
-                _write_atomic(self._discovery_path, self.discovery.dump())
+                write_atomic(self._discovery_path, self.discovery.dump())
                 self._discovery_dirty = False
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)
