@@ -174,7 +174,7 @@ class DecompressStream:
         self.frames_skipped = 0
         if zstandard is not None and skippable is not None and zstdframes.is_framed(first_chunk):
             self.tool = "python-zstandard (framed: holes skipped)"
-            self._queue = queue.Queue(maxsize=16)
+            self._queue = queue.Queue(maxsize=8)
             self._splitter = zstdframes.FrameSplitter()
             self._dctx = zstandard.ZstdDecompressor()
             self._zstd_error = zstandard.ZstdError
