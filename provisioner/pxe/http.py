@@ -24,6 +24,8 @@ from aiohttp import web
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.pxe import ipxe
+from provisioner.pxe.installed import (InstalledMachines, marks_installed, normalise_mac, rewritten_query,
+                                       with_installed_label)
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.tftp import IPXE_FILES
 from provisioner.render import NoMatch, Renderer
@@ -177,8 +179,9 @@ class BootHttp:
 
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
                  metrics: dict[str, int], metrics_text: Callable[[], str], extra_routes=(),
-                 forward_state: bool = False):
+                 forward_state: bool = False, installed: InstalledMachines | None = None):
         self.data = data
+        self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
         self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
         self.ipxe_dir = ipxe_dir
         self.on_event = on_event
@@ -204,6 +207,9 @@ class BootHttp:
         if not self.forward_state:
             r.add_get("/healthz", self.healthz)
             r.add_get("/metrics", self.metrics_handler)
+        if self.installed is not None:
+            r.add_post("/installed", self.installed_handler)
+            r.add_delete("/installed", self.installed_handler)
         for method, path, handler in self.extra_routes:
             r.add_route(method, path, handler)
         return app
@@ -227,8 +233,13 @@ class BootHttp:
 
         async def handler(request: web.Request) -> web.Response:
             self.data.maybe_reload(time.monotonic())
-            result = self.data.render(endpoint, request.query_string, request.query)
+            params, query_string = request.query, request.query_string
+            if self.installed is not None:
+                params, query_string = self._installed_view(endpoint, params, query_string)
+            result = self.data.render(endpoint, query_string, params)
             self._count(path, result.status)
+            if result.status == 200 and self.installed is not None and marks_installed(endpoint, params):
+                self._mark_installed(normalise_mac(params.get("mac")), path, request.remote)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
                     self.expected_assets[request.remote] = dict(result.boot_assets)
@@ -238,6 +249,46 @@ class BootHttp:
             return web.Response(body=result.body, status=result.status, content_type=result.content_type)
 
         return handler
+
+    def _installed_view(self, endpoint: str, params, query_string: str):
+        """(params, query string) with os=installed added for an installed machine (installed.py)."""
+        assert self.installed is not None
+        self.installed.refresh(time.monotonic())
+        plain = {k: params.get(k) for k in params.keys()}
+        extra = with_installed_label(plain, self.installed.is_installed(normalise_mac(plain.get("mac"))))
+        if extra is None:
+            return params, query_string
+        return extra, rewritten_query(extra)
+
+    def _mark_installed(self, mac: str | None, via: str, remote: str | None) -> None:
+        assert self.installed is not None
+        if mac is None:
+            return
+        try:
+            if self.installed.mark(mac):
+                self.on_event(mac, "installed", {"via": via}, remote)
+        except OSError as exc:
+            log.error("installed: cannot record %s: %s", mac, exc)
+
+    async def installed_handler(self, request: web.Request) -> web.Response:
+        """POST /installed?mac=M marks M installed; DELETE forgets it (reinstall on the next boot)."""
+        mac = normalise_mac(request.query.get("mac"))
+        if mac is None:
+            self._count("/installed", 400)
+            return web.Response(status=400, text="/installed: give ?mac=<MAC address>\n")
+        assert self.installed is not None
+        if request.method == "POST":
+            self._mark_installed(mac, "POST /installed", request.remote)
+            text = f"{mac} installed\n"
+        else:
+            try:
+                if self.installed.forget(mac):
+                    self.on_event(mac, "reinstall", {}, request.remote)
+            except OSError as exc:
+                return web.Response(status=500, text=f"/installed: {exc}\n")
+            text = f"{mac} will be installed again on its next boot\n"
+        self._count("/installed", 200)
+        return web.Response(text=text)
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         if self.assets_dir is None:

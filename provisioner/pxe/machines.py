@@ -17,7 +17,7 @@ from provisioner.errors import ConfigError
 from provisioner.pxe.statefile import write_atomic
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
-               "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata")
+               "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata", "installed")
 HISTORY = 40   # events kept per machine
 
 

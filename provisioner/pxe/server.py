@@ -30,6 +30,7 @@ from provisioner.errors import CommandError, NetworkError, UsageError
 from provisioner.pxe import dhcp
 from provisioner.pxe.dhcpd import DhcpPolicy, DhcpService
 from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
 from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.statefile import write_atomic
@@ -237,7 +238,8 @@ class BootServer:
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.http_event, self.counters,
                         lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
-                        extra_routes=discovery_http.routes())
+                        extra_routes=discovery_http.routes(),
+                        installed=InstalledMachines(config.state_dir / "installed.json"))
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
