@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.installed import InstalledMachines
 
 log = logging.getLogger("provisioner.pxe.worker")
 
@@ -75,7 +76,8 @@ async def run_worker(config: dict) -> None:
     holder: dict = {}
     http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
                     Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,
-                    lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True)
+                    lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True,
+                    installed=InstalledMachines(Path(config["state_dir"]) / "installed.json"))
     holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
     runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
     await runner.setup()

@@ -90,11 +90,18 @@ class InstalledMachines:
             except ConfigError:
                 pass   # keep the marks we have; mark()/forget() rewrite the file
 
+    def _reload_quietly(self) -> None:
+        try:
+            self._load()
+        except ConfigError:
+            pass
+
     def is_installed(self, mac: str | None) -> bool:
         return mac is not None and mac in self.macs
 
     def mark(self, mac: str, now: float | None = None) -> bool:
         """Mark mac installed; True when it was not before. Raises OSError when the file cannot be written."""
+        self._reload_quietly()   # another HTTP worker process may have written the file meanwhile
         if mac in self.macs:
             return False
         self.macs[mac] = time.time() if now is None else now
@@ -102,6 +109,7 @@ class InstalledMachines:
         return True
 
     def forget(self, mac: str) -> bool:
+        self._reload_quietly()
         if self.macs.pop(mac, None) is None:
             return False
         self._save()

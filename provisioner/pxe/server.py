@@ -306,6 +306,7 @@ class BootServer:
             self._sockets.append(ours)
             config = {"worker_id": worker_id, "listen_fd": listen.fileno(), "event_fd": theirs.fileno(),
                       "data_dir": str(self.config.data_dir), "server_url": self.config.server_url,
+                      "state_dir": str(self.config.state_dir),
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}

@@ -187,6 +187,11 @@ def test_http_workers_share_the_socket_and_report_to_the_main_process(tmp_path):
             assert time.monotonic() < deadline, metrics
             time.sleep(0.3)
         assert 'provisioner_boot_events_total{stage="ipxe-script"} 60' in metrics
+        # The os=installed switch (installed.json) holds in every process once any of them records it.
+        assert get(f"{url}/installed?mac=52:54:00:00:01:05", method="POST")[0] == 200
+        time.sleep(1.2)
+        for _ in range(8):
+            assert b"REQUEST_QUERY_OS=installed" in get(f"{url}/metadata?mac=52:54:00:00:01:05")[2]
         assert "3 worker processes share the listening socket" in server.log()
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
         worker_pids = [int(pid) for pid in children.stdout.split()]
