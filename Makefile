@@ -47,8 +47,11 @@ conformance: setup
 	$(PY) ../shared/conformance/cloudinit-validate/run.py "$(PROV) validate --json"
 	$(PY) ../shared/conformance/matchbox-select/run.py $(PROV) render ipxe
 
+# FIRMWARE=uefi for OVMF; the image build is cached (it rebuilds only when images/ or the code changed).
+FIRMWARE ?= bios
 demo: setup
-	$(PROV) demo --data-dir examples/cluster
+	$(PROV) image build
+	$(PROV) demo --data-dir examples/cluster --firmware $(FIRMWARE)
 
 bench: setup
 	$(PY) -m bench

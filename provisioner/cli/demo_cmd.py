@@ -8,18 +8,50 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.demo.boot_chain import BootChain, ChainConfig, StageEvent
 from provisioner.demo.render_summary import summarise
-from provisioner.errors import PartialError
+from provisioner.errors import PartialError, UsageError
 from provisioner.inventory import load_inventory
 from provisioner.inventory.check import check_inventory
 
 
 def demo_command(
     data_dir: Path = typer.Option(Path("examples/cluster"), "--data-dir", "-D"),
-    server_url: str = typer.Option("http://10.99.0.1:8080", "--server-url", help="URL the machines would use."),
+    server_url: str = typer.Option("http://10.99.0.1:8080", "--server-url", help="URL the machines use (the demo's lab address)."),
+    render_only: bool = typer.Option(False, "--render-only", help="Only stage 0: render and validate every machine."),
+    firmware: str = typer.Option("bios", "--firmware", envvar="FIRMWARE", help="bios (SeaBIOS) or uefi (OVMF)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the server and the VM running and print how to reach them."),
+    release_dir: Path = typer.Option(Path("build/release/stable/current"), "--release-dir", help="What `make image` built."),
+    workdir: Path = typer.Option(Path("build/demo"), "--workdir", help="Data dir copy, SSH key, disk, logs."),
+    mac: str = typer.Option("52:54:00:00:00:01", "--mac", help="The VM's MAC: a machine of the data dir."),
 ) -> None:
-    """Check the data dir, then render and validate every machine's iPXE script and cloud-config."""
+    """Render and validate every machine, then boot one VM from blank disk to an installed system (root)."""
+    if firmware not in ("bios", "uefi"):
+        raise UsageError(f"--firmware: {firmware!r} is not bios or uefi")
     console = Console(width=None if Console().is_terminal else 140)
+    render_stage(console, data_dir, server_url)
+    if render_only:
+        return
+    console.print(f"[bold]boot chain[/bold]: {firmware}, machine {mac}, lab network 10.99.0.0/24 (no uplink)")
+    chain = BootChain(ChainConfig(data_dir=data_dir, release_dir=release_dir, workdir=workdir, mac=mac,
+                                  firmware=firmware), keep=keep)
+
+    def show(event: StageEvent) -> None:
+        console.print(f"  {event.at:7.1f} s  {event.stage}" + (f"  ({event.detail})" if event.detail else ""))
+
+    try:
+        result = chain.run(on_stage=show)
+    except BaseException:
+        console.print(f"logs: {chain.server_log} {' '.join(str(p) for p in chain.serial_logs())}")
+        raise
+    console.print(result.remote_report.rstrip())
+    console.print(f"[bold]total {result.total:.1f} s[/bold] from power on to SSH")
+    if keep:
+        console.print(chain.how_to_reach())
+
+
+def render_stage(console: Console, data_dir: Path, server_url: str) -> None:
+    """Stage 0: check the data dir, then render and validate every machine's iPXE script and cloud-config."""
     inventory = load_inventory(data_dir)
     problems = check_inventory(inventory, server_url=server_url)
     for problem in problems:

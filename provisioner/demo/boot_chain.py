@@ -1,0 +1,410 @@
+"""The boot chain end to end: a blank VM PXE-boots the live image, installs itself, reboots from disk.
+
+    chain = BootChain(ChainConfig(data_dir=Path("examples/cluster"), release_dir=..., workdir=...))
+    result = chain.run(on_stage=print)      # StageEvent per stage; raises ChainError with the stage
+
+What it does (issue 8): copies the data dir to `<workdir>/data` with a throwaway SSH key in the
+machine's groups; publishes the release dir under `<workdir>/assets/release/stable` (hard links);
+creates a lab namespace (bridge, no uplink) and runs `provisioner serve` in it with full DHCP;
+boots QEMU (TCG unless KVM is known to work) on a blank sparse disk with the machine's MAC.
+QEMU runs with -no-reboot, so the live system's reboot ends the first QEMU process; the second
+start is the same machine (same disk, MAC, firmware) booting again: its PXE request now gets the
+`installed` profile (provisioner/pxe/installed.py), whose iPXE script exits to the disk.
+
+Stage times come from the server's machine state (DHCP, iPXE script, kernel/initrd downloads) and
+from the serial console (kernel start, live system, installer progress JSON, installed system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from provisioner.core.commands import require_tool, run
+from provisioner.errors import CommandError, ProvisionerError
+from provisioner.lab.netns import LabNetwork, netns_exec_argv
+from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
+
+RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisioner_production_image.bin.zst.sig",
+                 "provisioner_production_image.bin.zst.DIGESTS", "provisioner_production_image.bin.bmap",
+                 "provisioner_production_pxe.vmlinuz", "provisioner_production_pxe_image.cpio.gz")
+SSH_USER = "core"
+# What the demo prints from the installed machine (one ssh session, sections split by markers).
+REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
+                 "echo '== hostname'; hostname; echo '== boot slot'; "
+                 "python3 -m provisioner.node.slots show 2>&1 || cat /proc/cmdline")
+
+# Serial console markers (images/provisioner: the hook unit prints "provisioner-hook: ...").
+KERNEL_RE = r"Linux version \d"
+LIVE_RE = r"provisioner-hook: running"
+INSTALL_DONE_RE = r"provisioner-hook: exit 0"
+PROGRESS_RE = re.compile(r'\{"event": ?"(progress|done|error|start|verify)"[^\n]*\}')
+UP_RE = r"(login: |Reached target .{0,40}Multi-User System)"
+
+
+class ChainError(ProvisionerError):
+    """A stage of the boot chain failed or timed out; the message names the stage."""
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    data_dir: Path
+    release_dir: Path                 # <base>/stable/<version> or <base>/stable/current (make image)
+    workdir: Path                     # build/demo: data copy, assets, disk, logs, key
+    mac: str = "52:54:00:00:00:01"    # examples/cluster: node1
+    firmware: str = "bios"
+    netns: str = "provdemo"
+    cidr: str = "10.99.0.1/24"
+    dhcp_range: str = "10.99.0.100,10.99.0.150"
+    http_port: int = 8080
+    disk_size: str = "8G"
+    memory_mib: int = 2048
+    cpus: int = 2
+    accel: str = "auto"
+    # Stage timeouts (seconds), generous for TCG on a busy 2-core machine.
+    pxe_timeout: float = 240          # power on -> kernel running (includes the ~140 MB initrd)
+    live_timeout: float = 240         # kernel -> installer started
+    install_timeout: float = 600      # installer start -> exit 0 and reboot
+    installed_timeout: float = 300    # second power on -> SSH answers
+
+    @property
+    def server_ip(self) -> str:
+        return self.cidr.split("/")[0]
+
+    @property
+    def server_url(self) -> str:
+        return f"http://{self.server_ip}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    stage: str
+    at: float          # seconds since the first power on
+    detail: str = ""
+
+
+@dataclass
+class ChainResult:
+    stages: list[StageEvent] = field(default_factory=list)
+    ip: str | None = None
+    remote_report: str = ""
+    total: float = 0.0
+
+    def seconds(self, stage: str) -> float | None:
+        return next((s.at for s in self.stages if s.stage == stage), None)
+
+
+def prepare_data_dir(source: Path, target: Path, mac: str, public_key: str) -> None:
+    """Copy the data dir and give every group selecting `mac` the key as its only SSH key; raises ChainError."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("state"))
+    found = False
+    for path in sorted((target / "groups").glob("*.y*ml")):
+        doc = yaml.safe_load(path.read_text())
+        if str((doc.get("selector") or {}).get("mac", "")).lower() != mac.lower():
+            continue
+        doc.setdefault("metadata", {})["ssh_authorized_keys"] = [public_key]
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        found = True
+    if not found:
+        raise ChainError(f"{source}/groups: no group selects mac {mac}")
+    # The live image must never stop at systemd-firstboot's interactive prompt on the console
+    # (images/provisioner masks the unit; the kernel argument also covers an image built before that).
+    for path in sorted((target / "profiles").glob("*.y*ml")):
+        doc = yaml.safe_load(path.read_text())
+        args = (doc.get("boot") or {}).get("args")
+        if isinstance(args, list) and "systemd.firstboot=off" not in args:
+            args.append("systemd.firstboot=off")
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def publish_release(release_dir: Path, assets: Path) -> Path:
+    """Hard-link (or copy) the release files to <assets>/release/stable/{<version>,current}; raises ChainError."""
+    release_dir = Path(os.path.realpath(release_dir))
+    missing = [name for name in RELEASE_FILES if not (release_dir / name).is_file()]
+    if missing:
+        raise ChainError(f"{release_dir}: missing {', '.join(missing)} (run `make image`)")
+    stable = assets / "release" / "stable"
+    if stable.exists():
+        shutil.rmtree(stable)
+    version_dir = stable / release_dir.name
+    version_dir.mkdir(parents=True)
+    for name in RELEASE_FILES:
+        try:
+            os.link(release_dir / name, version_dir / name)
+        except OSError:
+            shutil.copyfile(release_dir / name, version_dir / name)
+    (stable / "current").symlink_to(release_dir.name)
+    key = release_dir.parent / "release-key.asc"
+    if key.is_file():
+        shutil.copyfile(key, stable / "release-key.asc")
+    return stable
+
+
+def make_ssh_key(path: Path) -> str:
+    """A throwaway ed25519 key pair at path (+ .pub); returns the public key line. Raises CommandError."""
+    for stale in (path, path.with_suffix(".pub")):
+        stale.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provisioner-demo", "-f", str(path)])
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def ssh_argv(netns: str, key: Path, ip: str, command: str) -> list[str]:
+    """ssh into the machine from inside the lab namespace (pure)."""
+    return netns_exec_argv(netns, ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                                   "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                                   "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{SSH_USER}@{ip}", command])
+
+
+def progress_percent(line: str) -> int | None:
+    """Percent from one installer `--progress json` line, or None (pure)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if event.get("event") == "done":
+        return 100
+    total, done = event.get("total") or 0, event.get("bytes") or 0
+    if event.get("event") != "progress" or total <= 0:
+        return None
+    return min(100, int(done * 100 / total))
+
+
+class BootChain:
+    """Runs the chain once; `keep=True` leaves the server and the VM running (stop() ends them)."""
+
+    def __init__(self, config: ChainConfig, keep: bool = False):
+        self.config = config
+        self.keep = keep
+        self.net: LabNetwork | None = None
+        self.server: subprocess.Popen | None = None
+        self.vm: QemuVM | None = None
+        self.start_time = 0.0
+        self.result = ChainResult()
+        self._on_stage: Callable[[StageEvent], None] = lambda event: None
+        self._seen_state: set[str] = set()
+        self._last_percent = -1
+
+    # paths
+    @property
+    def work(self) -> Path:
+        return Path(self.config.workdir)
+
+    @property
+    def key(self) -> Path:
+        return self.work / "id_ed25519"
+
+    @property
+    def server_log(self) -> Path:
+        return self.work / "serve.log"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.work / "state"
+
+    @property
+    def disk(self) -> Path:
+        return self.work / "disk.raw"
+
+    def serial_logs(self) -> list[Path]:
+        return sorted(self.work.glob("*.serial.log"))
+
+    # ---------------------------------------------------------------- stages
+
+    def _stage(self, stage: str, detail: str = "") -> None:
+        event = StageEvent(stage, round(time.monotonic() - self.start_time, 1), detail)
+        self.result.stages.append(event)
+        self._on_stage(event)
+
+    def prepare(self) -> None:
+        """Workdir, key, data dir copy, assets, blank disk; raises ChainError/CommandError."""
+        for tool in ("ssh", "ssh-keygen", "qemu-system-x86_64", "ip"):
+            require_tool(tool)
+        self.work.mkdir(parents=True, exist_ok=True)
+        for old in ("state",):
+            shutil.rmtree(self.work / old, ignore_errors=True)
+        for log in self.serial_logs():
+            log.unlink()
+        public = make_ssh_key(self.key)
+        prepare_data_dir(self.config.data_dir, self.work / "data", self.config.mac, public)
+        publish_release(self.config.release_dir, self.work / "assets")
+        self.disk.unlink(missing_ok=True)
+        run(["truncate", "-s", self.config.disk_size, str(self.disk)])
+
+    def start_server(self) -> None:
+        c = self.config
+        self.net = LabNetwork.create(c.netns, c.cidr)
+        self.net.add_tap("tap0")
+        argv = [sys.executable, "-m", "provisioner.cli.main", "-v", "serve", "--data-dir", str(self.work / "data"),
+                "--state-dir", str(self.state_dir), "--assets-dir", str(self.work / "assets"),
+                "--interface", "br0", "--http-addr", f"{c.server_ip}:{c.http_port}", "--dhcp-range", c.dhcp_range]
+        with open(self.server_log, "wb") as log:
+            self.server = self.net.popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while "serve: ready" not in self.server_log.read_text(errors="replace"):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise ChainError(f"provisioner serve did not start: {self._server_tail()}")
+            time.sleep(0.2)
+
+    def _server_tail(self) -> str:
+        lines = self.server_log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(lines[-5:])
+
+    def _vm(self, name: str) -> QemuVM:
+        c = self.config
+        return QemuVM(VMConfig(name=name, workdir=self.work, firmware=c.firmware, memory_mib=c.memory_mib,
+                               cpus=c.cpus, disk=self.disk, accel=c.accel,
+                               nic=TapNic(netns=c.netns, tap="tap0", mac=c.mac),
+                               # Network first, then the disk, on every boot (SeaBIOS and OVMF both read
+                               # QEMU's bootindex list): the server decides, as with a real PXE-first server.
+                               extra_args=("-global", "virtio-net-pci.bootindex=1",
+                                           "-global", "virtio-blk-pci.bootindex=2")))
+
+    def machine(self) -> dict:
+        """This MAC's record in the server's machines.json ({} before the first event)."""
+        try:
+            machines = json.loads((self.state_dir / "machines.json").read_text())["machines"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        return next((m for m in machines if m.get("mac") == self.config.mac), {})
+
+    def installed_marks(self) -> dict:
+        try:
+            return json.loads((self.state_dir / "installed.json").read_text()).get("installed", {})
+        except (OSError, ValueError):
+            return {}
+
+    def _watch_state(self, boot: str, since: float) -> None:
+        """Stage lines for server-side events of this boot (history entries newer than `since`)."""
+        names = {"dhcp-ack": "DHCP", "ipxe-script": "iPXE", "initrd": "initrd sent"}
+        for entry in self.machine().get("history", []):
+            label = names.get(entry.get("stage"))
+            key = f"{boot}:{label}"
+            if label and entry.get("at", 0) >= since and key not in self._seen_state:
+                self._seen_state.add(key)
+                detail = entry.get("ip", "") if label == "DHCP" else ""
+                self._stage(f"{label}" + (" (2nd boot)" if boot == "second" else ""), detail)
+
+    def _wait(self, vm: QemuVM, pattern: str, timeout: float, stage: str, boot: str, since: float,
+              watch_progress: bool = False) -> None:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._watch_state(boot, since)
+            text = vm.serial_text()
+            if watch_progress:
+                self._watch_progress(text)
+            if regex.search(text):
+                return
+            if not vm.running():
+                raise ChainError(f"{stage}: QEMU ({vm.config.name}) exited before {pattern!r}; console: {vm._tail()}")
+            if time.monotonic() > deadline:
+                raise ChainError(f"{stage}: {pattern!r} not seen on the console within {timeout:.0f} s; "
+                                 f"console: {vm._tail()}")
+            time.sleep(0.5)
+
+    def _watch_progress(self, text: str) -> None:
+        for match in PROGRESS_RE.finditer(text):
+            percent = progress_percent(match.group(0))
+            if percent is not None and percent >= self._last_percent + 10 or percent == 100 and self._last_percent < 100:
+                self._last_percent = percent
+                self._stage(f"installing {percent}%")
+            if '"event": "error"' in match.group(0) or '"event":"error"' in match.group(0):
+                raise ChainError(f"installing: the installer reported {match.group(0)}")
+
+    def first_boot(self) -> None:
+        c = self.config
+        since = time.time()
+        self.vm = self._vm(f"{c.firmware}-1-pxe")
+        self.vm.start()
+        self._wait(self.vm, KERNEL_RE, c.pxe_timeout, "PXE", "first", since)
+        self._stage("kernel")
+        self._wait(self.vm, LIVE_RE, c.live_timeout, "live system", "first", since)
+        self._stage("live system")
+        self._wait(self.vm, INSTALL_DONE_RE, c.install_timeout, "installing", "first", since, watch_progress=True)
+        if self._last_percent < 100:
+            self._stage("installing 100%")
+        deadline = time.monotonic() + 120
+        while self.vm.running():   # -no-reboot: the guest's reboot ends QEMU
+            if time.monotonic() > deadline:
+                raise ChainError(f"reboot: the live system did not reboot within 120 s; console: {self.vm._tail()}")
+            time.sleep(0.5)
+        if c.mac not in self.installed_marks():
+            raise ChainError(f"reboot: the server did not mark {c.mac} installed ({self.state_dir}/installed.json)")
+        self._stage("reboot")
+
+    def second_boot(self) -> None:
+        c = self.config
+        since = time.time()
+        self.vm = self._vm(f"{c.firmware}-2-disk")
+        self.vm.start()
+        self._wait(self.vm, UP_RE, c.installed_timeout, "installed system up", "second", since)
+        self._stage("installed system up")
+        self.result.ip = self.machine().get("ip")
+        if not self.result.ip:
+            raise ChainError("SSH: the server's machine state has no IP address for the machine")
+        deadline = time.monotonic() + c.installed_timeout
+        last = ""
+        while True:
+            try:
+                out = run(ssh_argv(c.netns, self.key, self.result.ip, REMOTE_REPORT), timeout=60)
+                self.result.remote_report = out.stdout
+                break
+            except CommandError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline or not self.vm.running():
+                raise ChainError(f"SSH to {SSH_USER}@{self.result.ip}: {last}; console: {self.vm._tail()}")
+            time.sleep(3)
+        self._stage("SSH ok", f"{SSH_USER}@{self.result.ip}")
+
+    def run(self, on_stage: Callable[[StageEvent], None] | None = None) -> ChainResult:
+        """The whole chain; raises ChainError naming the failed stage (everything is torn down unless keep)."""
+        if on_stage is not None:
+            self._on_stage = on_stage
+        ok = False
+        try:
+            self.prepare()
+            self.start_server()
+            self.start_time = time.monotonic()
+            self.first_boot()
+            self.second_boot()
+            self.result.total = round(time.monotonic() - self.start_time, 1)
+            ok = True
+            return self.result
+        finally:
+            if not (self.keep and ok):
+                self.stop()
+
+    def stop(self) -> None:
+        """Stop QEMU and the server, delete the namespace (idempotent)."""
+        if self.vm is not None:
+            self.vm.stop()
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=10)
+        if self.net is not None:
+            self.net.destroy()
+            self.net = None
+
+    def how_to_reach(self) -> str:
+        """What --keep prints."""
+        argv = ssh_argv(self.config.netns, self.key, self.result.ip or "<ip>", "")[:-1]
+        return (f"ssh: {shlex.join(argv)}\nserver log: {self.server_log}\nmachine state: {self.state_dir}/machines.json\n"
+                f"QEMU pid {self.vm.process.pid if self.vm and self.vm.process else '-'}, server pid "
+                f"{self.server.pid if self.server else '-'}; stop: kill both, then `ip netns delete {self.config.netns}`")
