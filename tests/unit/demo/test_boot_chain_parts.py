@@ -1,0 +1,47 @@
+"""Pure parts of the boot-chain demo: data dir copy with the demo key, release publishing, progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.demo.boot_chain import ChainError, prepare_data_dir, progress_percent, publish_release, ssh_argv
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
+
+
+def test_demo_key_replaces_the_keys_of_the_machines_groups_only(tmp_path):
+    prepare_data_dir(EXAMPLES, tmp_path / "data", "52:54:00:00:00:01", "ssh-ed25519 AAAA demo")
+    for name in ("node1-install", "node1"):
+        doc = yaml.safe_load((tmp_path / "data" / "groups" / f"{name}.yaml").read_text())
+        assert doc["metadata"]["ssh_authorized_keys"] == ["ssh-ed25519 AAAA demo"]
+    other = yaml.safe_load((tmp_path / "data" / "groups" / "node2.yaml").read_text())
+    assert other["metadata"]["ssh_authorized_keys"] != ["ssh-ed25519 AAAA demo"]
+    install = yaml.safe_load((tmp_path / "data" / "profiles" / "install.yaml").read_text())
+    assert "systemd.firstboot=off" in install["boot"]["args"]
+
+
+def test_unknown_mac_is_an_error_naming_the_groups_dir(tmp_path):
+    with pytest.raises(ChainError, match="groups: no group selects mac 52:54:00:99:99:99"):
+        prepare_data_dir(EXAMPLES, tmp_path / "data", "52:54:00:99:99:99", "key")
+
+
+def test_publish_release_refuses_an_incomplete_release(tmp_path):
+    (tmp_path / "rel" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "rel" / "1.0.0" / "version.txt").write_text("PROVISIONER_VERSION=1.0.0\n")
+    with pytest.raises(ChainError, match="missing provisioner_production_image.bin.zst"):
+        publish_release(tmp_path / "rel" / "1.0.0", tmp_path / "assets")
+
+
+def test_progress_percent_from_installer_json_lines():
+    assert progress_percent('{"event": "progress", "bytes": 50, "total": 200}') == 25
+    assert progress_percent('{"event": "done", "bytes": 200, "total": 200}') == 100
+    assert progress_percent('{"event": "start", "bytes": 0, "total": 0}') is None
+    assert progress_percent("not json") is None
+
+
+def test_ssh_runs_inside_the_lab_namespace():
+    argv = ssh_argv("lab", Path("/k"), "10.0.0.5", "hostname")
+    assert argv[:4] == ["ip", "netns", "exec", "lab"] and argv[-2:] == ["core@10.0.0.5", "hostname"]
