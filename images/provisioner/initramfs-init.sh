@@ -122,7 +122,8 @@ if [ ! -e /sysroot/.provisioner-seeded ]; then
     for dir in $(cat /usr/lib/provisioner/factory-dirs 2>/dev/null || echo etc var home root); do
         if [ -d "/sysroot/usr/share/factory/$dir" ]; then
             mkdir -p "/sysroot/$dir"
-            cp -a -n "/sysroot/usr/share/factory/$dir/." "/sysroot/$dir/"
+            # tar -k keeps files already there; busybox cp -n skips whole existing directories.
+            (cd "/sysroot/usr/share/factory/$dir" && tar cf - .) | (cd "/sysroot/$dir" && tar xkf -)
         fi
     done
     : > /sysroot/.provisioner-seeded

@@ -43,6 +43,7 @@ class Recipe:
     factory_dirs: tuple[str, ...]
     enable_units: tuple[str, ...]
     mask_units: tuple[str, ...]
+    disable_units: tuple[str, ...]
     default_target: str
     partitions_mib: dict[str, int]
     usr_filesystem: str
@@ -125,6 +126,7 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
         factory_dirs=_strings(doc, "factory_dirs", where),
         enable_units=_strings(doc, "enable_units", where),
         mask_units=_strings(doc, "mask_units", where),
+        disable_units=_strings(doc, "disable_units", where),
         default_target=_need(doc, "default_target", str, where),
         partitions_mib=dict(partitions),
         usr_filesystem=usr_fs,

@@ -77,10 +77,13 @@ def overlay_files(tree: Path, files: Path) -> None:
             os.chmod(dest, 0o440 if "sudoers.d" in dest.parts else 0o644)
 
 
-def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[str, ...], target: str) -> None:
+def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[str, ...], target: str,
+                  disable: tuple[str, ...] = ()) -> None:
     for unit in sorted(units.glob("*")):
         shutil.copyfile(unit, tree / UNIT_DIR / unit.name)
     run(["systemctl", f"--root={tree}", "enable", *enable])
+    if disable:
+        run(["systemctl", f"--root={tree}", "disable", *disable])
     if mask:
         run(["systemctl", f"--root={tree}", "mask", *mask])
     run(["systemctl", f"--root={tree}", "set-default", target])
@@ -135,7 +138,8 @@ def customise(recipe: Recipe, tree: Path, release_key: bytes, version_txt: str) 
     version = kernel_version(tree)
     prune_modules(tree, version, recipe.kernel_prune)
     overlay_files(tree, recipe.file("files"))
-    install_units(tree, recipe.file("units"), recipe.enable_units, recipe.mask_units, recipe.default_target)
+    install_units(tree, recipe.file("units"), recipe.enable_units, recipe.mask_units, recipe.default_target,
+                  recipe.disable_units)
     install_package(tree, release_key, version_txt)
     add_core_user(tree)
     return version

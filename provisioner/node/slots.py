@@ -13,11 +13,14 @@ sgdisk, a temporary mount of the ESP) and `python3 -m provisioner.node.slots mar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from provisioner.disk.layout import (
     decode_boot_attributes,
     encode_boot_attributes,
 )
-from provisioner.errors import DiskError, ProvisionerError
+from provisioner.errors import CommandError, DiskError, ProvisionerError
 
 log = logging.getLogger("provisioner.node.slots")
 
@@ -208,32 +211,54 @@ def _esp_node(table: dict) -> str:
     raise DiskError(f"{table.get('device')}: no EFI-SYSTEM partition to hold the GRUB environment")
 
 
-def write_grubenv_on_esp(table: dict, env: dict[str, str]) -> None:
-    """Mount the disk's ESP (vfat) for a moment and rewrite grub/grubenv in place."""
-    node = _esp_node(table)
-    with tempfile.TemporaryDirectory(prefix="esp-", dir="/run") as mnt:
-        run(["mount", "-t", "vfat", node, mnt])
+def _mount_esp(node: str, mnt: str, options: str) -> None:
+    """Mount the ESP, retrying: right after the first-boot table rewrite, udev may still be
+    re-creating the partition nodes. Raises CommandError with mount's whole message."""
+    run(["modprobe", "-q", "vfat"], check=False)
+    for attempt in range(10):
         try:
-            path = Path(mnt) / GRUBENV_PATH
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as handle:
-                handle.write(encode_grubenv(env))
-                handle.flush()
-                os.fsync(handle.fileno())
+            run(["mount", "-t", "vfat", "-o", options, node, mnt])
+            return
+        except CommandError as exc:
+            if attempt == 9:
+                raise CommandError(exc.argv, exc.returncode, stderr=" ".join(exc.stderr.split())) from None
+            time.sleep(1)
+
+
+@contextlib.contextmanager
+def esp_directory(table: dict, options: str = "rw") -> Iterator[Path]:
+    """The ESP's root directory: where it is already mounted (systemd-gpt-auto-generator mounts
+    it on /boot), else a temporary mount under /run."""
+    node = _esp_node(table)
+    mounted = run(["findmnt", "-n", "-o", "TARGET", "--source", node], check=False).stdout.split()
+    if mounted:
+        yield Path(mounted[0])
+        return
+    with tempfile.TemporaryDirectory(prefix="esp-", dir="/run") as mnt:
+        _mount_esp(node, mnt, options)
+        try:
+            yield Path(mnt)
         finally:
             run(["umount", mnt])
+
+
+def write_grubenv_on_esp(table: dict, env: dict[str, str]) -> None:
+    """Rewrite grub/grubenv on the disk's ESP (vfat)."""
+    with esp_directory(table) as esp:
+        path = esp / GRUBENV_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(encode_grubenv(env))
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def read_grubenv_on_esp(table: dict) -> dict[str, str]:
-    node = _esp_node(table)
-    with tempfile.TemporaryDirectory(prefix="esp-", dir="/run") as mnt:
-        run(["mount", "-t", "vfat", "-o", "ro", node, mnt])
+    with esp_directory(table, "ro") as esp:
         try:
-            return decode_grubenv((Path(mnt) / GRUBENV_PATH).read_bytes())
+            return decode_grubenv((esp / GRUBENV_PATH).read_bytes())
         except (OSError, ValueError):
             return {}
-        finally:
-            run(["umount", mnt])
 
 
 def mark_success(cmdline: str) -> str:

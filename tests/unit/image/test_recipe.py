@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import ConfigError
+from provisioner.image.recipe import DEFAULT_RECIPE_DIR, load_recipe, parse_recipe
+
+RECIPE_TEXT = (DEFAULT_RECIPE_DIR / "recipe.yaml").read_text()
+
+
+def test_shipped_recipe_loads_with_every_layout_partition():
+    recipe = load_recipe()
+    assert recipe.name == "provisioner_production"
+    assert set(recipe.partitions_mib) == {"EFI-SYSTEM", "BIOS-BOOT", "USR-A", "USR-B", "OEM", "OEM-CONFIG", "ROOT"}
+    for needed in ("systemd", "udev", "openssh-server", "etcd-server", "etcd-client", "python3", "iproute2",
+                   "e2fsprogs", "gdisk", "kmod", "linux-image-amd64"):
+        assert needed in recipe.packages
+    assert recipe.budgets.compressed_image_mib == 400 and recipe.budgets.pxe_initrd_mib == 250
+
+
+def test_recipe_names_no_mirror_host():
+    # The build uses the machine's own apt sources (DESIGN.md network rule).
+    assert "http://" not in RECIPE_TEXT and "https://" not in RECIPE_TEXT
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("  ROOT: 1024", "  ROOT: -5", "partitions_mib.ROOT: must be a positive integer"),
+    ("  ROOT: 1024", "  ROOOT: 1024", "partitions_mib.ROOT: missing"),
+    ("usr_filesystem: squashfs", "usr_filesystem: vfat", "usr_filesystem: 'vfat' is not one of"),
+    ("version: 0.1.0", "version: current", "version: 'current' cannot be a release directory name"),
+    ("  - systemd-sysv", "  - 7", "debian: packages[1]: must be a non-empty string"),
+])
+def test_bad_field_is_one_line_naming_it(old, new, message):
+    assert old in RECIPE_TEXT
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(RECIPE_TEXT.replace(old, new, 1), "recipe.yaml", Path("."))
+    assert message in str(info.value)
+    assert str(info.value).startswith("recipe.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_bad_yaml_names_the_line():
+    with pytest.raises(ConfigError, match=r"^recipe.yaml:3: not valid YAML"):
+        parse_recipe("name: x\nversion: [1, 2\n", "recipe.yaml", Path("."))
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the image recipe"):
+        load_recipe(tmp_path)

@@ -1,0 +1,48 @@
+import hashlib
+import os
+
+from provisioner.image.release import digests_text, parse_version_txt, publish, staging_dir, version_txt
+from provisioner.image.rootfs import first_error_line, mmdebstrap_argv
+from provisioner.image.recipe import load_recipe
+from pathlib import Path
+
+
+def test_version_txt_is_readable_by_flatcar_install():
+    values = parse_version_txt(version_txt("1.2.3", "abc"))
+    assert values["FLATCAR_VERSION"] == "1.2.3" and values["PROVISIONER_VERSION"] == "1.2.3"
+
+
+def test_digests_are_sha512sum_format(tmp_path):
+    path = tmp_path / "x.bin.bz2"
+    path.write_bytes(b"data")
+    lines = digests_text(path).splitlines()
+    assert lines[0].startswith("#")
+    assert lines[1] == f"{hashlib.sha512(b'data').hexdigest()}  x.bin.bz2"
+
+
+def test_publish_replaces_version_and_moves_current(tmp_path):
+    base = tmp_path / "stable"
+    base.mkdir()
+    for version in ("1.0.0", "1.0.1", "1.0.1"):
+        staging = staging_dir(base, version)
+        (staging / "version.txt").write_text(version_txt(version, "x"))
+        publish(base, staging, version, b"KEY")
+    assert os.readlink(base / "current") == "1.0.1"
+    assert (base / "current" / "version.txt").exists()
+    assert (base / "release-key.asc").read_bytes() == b"KEY"
+    assert sorted(p.name for p in base.iterdir()) == ["1.0.0", "1.0.1", "current", "release-key.asc"]
+
+
+def test_mmdebstrap_uses_host_sources_and_the_deb_cache():
+    recipe = load_recipe()
+    argv = mmdebstrap_argv(recipe, "bookworm", ["/etc/apt/sources.list.d/debian.sources"], Path("/t"), Path("/c"))
+    assert argv[-3:] == ["bookworm", "/t", "/etc/apt/sources.list.d/debian.sources"]
+    assert "--setup-hook=sync-in /c /var/cache/apt/archives/" in argv
+    assert "--customize-hook=sync-out /var/cache/apt/archives /c" in argv
+    assert not any("://" in a for a in argv)
+
+
+def test_first_error_line_prefers_apts_reason():
+    stderr = ("I: running apt-get update...\nE: Unable to locate package nosuchpkg\n"
+              "E: apt-get --yes install failed\nE: mmdebstrap failed\n")
+    assert first_error_line(stderr) == "E: Unable to locate package nosuchpkg"

@@ -1,0 +1,69 @@
+import subprocess
+
+import pytest
+
+from provisioner.disk.layout import BootAttributes
+from provisioner.node.slots import (
+    after_successful_boot,
+    booted_partuuid,
+    decode_grubenv,
+    encode_grubenv,
+    env_from_attributes,
+    parse_sfdisk_attrs,
+    slot_by_partuuid,
+)
+
+
+def test_grubenv_round_trip_and_size():
+    block = encode_grubenv({"usr_a_tries": "3", "x": "a\\b"})
+    assert len(block) == 1024
+    assert decode_grubenv(block) == {"usr_a_tries": "3", "x": "a\\b"}
+
+
+def test_grubenv_is_what_grub_editenv_reads_and_writes(tmp_path):
+    path = tmp_path / "grubenv"
+    path.write_bytes(encode_grubenv({"usr_a_priority": "1", "usr_b_tries": "2"}))
+    listing = subprocess.run(["grub-editenv", str(path), "list"], capture_output=True, text=True, check=True).stdout
+    assert listing.split() == ["usr_a_priority=1", "usr_b_tries=2"]
+    subprocess.run(["grub-editenv", str(path), "set", "usr_b_tries=1"], check=True)
+    assert decode_grubenv(path.read_bytes())["usr_b_tries"] == "1"
+
+
+def test_grubenv_overflow_is_refused():
+    with pytest.raises(ValueError):
+        encode_grubenv({"k": "v" * 2000})
+
+
+def test_env_mirrors_gpt_bits():
+    env = env_from_attributes({"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
+    assert env == {"usr_a_priority": "1", "usr_a_tries": "0", "usr_a_successful": "1",
+                   "usr_b_priority": "2", "usr_b_tries": "1", "usr_b_successful": "0"}
+
+
+def test_failed_slot_keeps_grubs_count_and_booted_slot_becomes_successful():
+    gpt = {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)}
+    env = {"usr_b_tries": "0"}  # GRUB tried B once, B never reached multi-user; A booted next
+    new = after_successful_boot(gpt, env, "a")
+    assert new["b"] == BootAttributes(2, 0, False)
+    assert new["a"] == BootAttributes(1, 0, True)
+
+
+def test_new_slot_marked_successful():
+    new = after_successful_boot({"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 3, False)},
+                                {"usr_b_tries": "2"}, "b")
+    assert new["b"] == BootAttributes(2, 0, True)
+
+
+def test_sfdisk_attrs():
+    assert parse_sfdisk_attrs("GUID:48,56") == (1 << 48) | (1 << 56)
+    assert parse_sfdisk_attrs("RequiredPartition LegacyBIOSBootable") == 0b101
+    assert parse_sfdisk_attrs("") == 0
+    with pytest.raises(ValueError):
+        parse_sfdisk_attrs("Bogus")
+
+
+def test_booted_partuuid_and_slot_lookup():
+    cmdline = "root=LABEL=ROOT mount.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c mount.usrflags=ro"
+    partuuid = booted_partuuid(cmdline)
+    assert slot_by_partuuid(partuuid).label == "USR-B"
+    assert booted_partuuid("console=ttyS0") is None

@@ -1,0 +1,116 @@
+"""QEMU boots the built image (TCG): BIOS and UEFI from disk, the A/B fallback, and PXE kernel+initrd
+diskless; SSH (forwarded to 127.0.0.1) with a key given by cloud-config."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import subprocess
+import threading
+
+from provisioner.disk.layout import MAGIC_DISK_GUID, BootAttributes
+from provisioner.lab.qemu import QemuVM, UserNic, VMConfig
+from tests.fixtures.system import free_port
+from tests.vm.image.helpers import (
+    GiB, disk_copy, grubenv, make_key, part, put_on_root, set_slots, ssh, table, user_data,
+)
+
+BOOTED = r"provisioner-slots: USR-A \(/dev/vda\) marked successful"
+BOOT_TIMEOUT = 420
+
+
+def _vm(tmp_path, name, port, **kwargs) -> QemuVM:
+    return QemuVM(VMConfig(name=name, workdir=tmp_path, memory_mib=kwargs.pop("memory_mib", 1024), cpus=2,
+                           nic=UserNic(hostfwd={port: 22}), **kwargs))
+
+
+def _boot_disk_and_check(built_image, tmp_path, firmware):
+    key, public = make_key(tmp_path)
+    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
+    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, f"node-{firmware}")})
+    port = free_port()
+    with _vm(tmp_path, firmware, port, disk=disk, firmware=firmware) as vm:
+        vm.wait_for_serial(BOOTED, BOOT_TIMEOUT)
+        assert ssh(port, key, "hostname").strip() == f"node-{firmware}"
+        usr = ssh(port, key, "findmnt -n -o SOURCE,FSTYPE,OPTIONS /usr").split()
+        assert usr[0] == "/dev/vda3" and usr[1] == "squashfs" and usr[2].split(",")[0] == "ro"
+        assert ssh(port, key, "findmnt -n -o SOURCE /").strip() == "/dev/vda9"
+        root_bytes = int(ssh(port, key, "sudo blockdev --getsize64 /dev/vda9"))
+        fs_bytes = int(ssh(port, key, "df -B1 --output=size / | tail -1"))
+        gpt = ssh(port, key, "sudo sfdisk --json /dev/vda")
+        efi = ssh(port, key, "test -d /sys/firmware/efi && echo uefi || echo bios").strip()
+        ssh(port, key, "sudo sync")
+    assert efi == firmware
+    assert root_bytes > 4 * GiB and fs_bytes > 3.5 * GiB  # ROOT grew from 1 GiB to the 6 GiB disk end
+    import json
+
+    parsed = json.loads(gpt)["partitiontable"]
+    assert parsed["lastlba"] == 6 * GiB // 512 - 34  # backup GPT moved to the disk end
+    assert parsed["id"].upper() != MAGIC_DISK_GUID  # disk GUID randomised
+    return disk
+
+
+def test_bios_boot_from_disk(built_image, tmp_path):
+    _boot_disk_and_check(built_image, tmp_path, "bios")
+
+
+def test_uefi_boot_from_disk(built_image, tmp_path):
+    _boot_disk_and_check(built_image, tmp_path, "uefi")
+
+
+def test_ab_fallback_from_a_corrupt_usr_b(built_image, tmp_path):
+    key, public = make_key(tmp_path)
+    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
+    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, "node-ab")})
+    # An "update" put USR-B first with one try; its content is garbage.
+    set_slots(disk, {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
+    usr_b = part(disk, "USR-B")
+    with open(disk, "r+b") as handle:
+        handle.seek(usr_b["start"] * 512)
+        handle.write(b"\xde\xad\xbe\xef" * (1 << 18))
+    port = free_port()
+    first = _vm(tmp_path, "ab-1", port, disk=disk)
+    with first:
+        first.wait_for_serial(r"provisioner: booting USR-B", 120)
+        first.wait_for_serial(r"provisioner-initrd: FAILED: USR .* does not mount", 180)
+        first.process.wait(timeout=60)  # the initramfs reboots; -no-reboot makes QEMU exit
+    assert grubenv(disk)["usr_b_tries"] == "0"  # GRUB counted the try down before booting B
+    second = _vm(tmp_path, "ab-2", port, disk=disk)
+    with second:
+        second.wait_for_serial(r"provisioner: booting USR-A", 120)
+        second.wait_for_serial(BOOTED, BOOT_TIMEOUT)
+        assert ssh(port, key, "findmnt -n -o SOURCE /usr").strip() == "/dev/vda3"
+        ssh(port, key, "sudo sync")
+    attrs = {p["name"]: p.get("attrs", "") for p in table(disk)["partitions"]}
+    assert "GUID:48,56" in attrs["USR-A"] or attrs["USR-A"] == "GUID:48,56"  # A: priority 1, successful
+    env = grubenv(disk)
+    assert env["usr_b_tries"] == "0" and env["usr_b_successful"] == "0" and env["usr_a_successful"] == "1"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_pxe_kernel_and_initrd_boot_diskless(built_image, tmp_path):
+    key, public = make_key(tmp_path)
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "cc.yml").write_text(user_data(public, "node-pxe"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    append = (f"console=ttyS0,115200n8 cloud-config-url=http://10.0.2.2:{server.server_address[1]}/cc.yml "
+              'provisioner.run="/bin/echo PXE-HOOK-RAN"')
+    try:
+        with _vm(tmp_path, "pxe", port, kernel=built_image.pxe_kernel, initrd=built_image.pxe_initrd,
+                 append=append, memory_mib=2048) as vm:
+            vm.wait_for_serial(r"provisioner-initrd: live system", 180)
+            vm.wait_for_serial(r"provisioner-bootconfig: applied hostname node-pxe", BOOT_TIMEOUT)
+            vm.wait_for_serial(r"PXE-HOOK-RAN", 120)
+            assert ssh(port, key, "findmnt -n -o FSTYPE /").strip() == "tmpfs"
+            assert ssh(port, key, "findmnt -n -o FSTYPE /usr").strip() == "squashfs"
+            assert ssh(port, key, "hostname").strip() == "node-pxe"
+            assert "vda" not in ssh(port, key, "cat /proc/partitions")
+    finally:
+        server.shutdown()
