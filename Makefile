@@ -31,16 +31,16 @@ $(STAMP)/venv: pyproject.toml
 	touch $@
 
 # Every tier: unit (pure), conformance (anchors' vectors), integration (root: loop, netns, sshd, etcd), vm (QEMU).
-test: setup
+test: setup image
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 test-unit: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/conformance
 
-test-integration: setup
+test-integration: setup image
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
-test-vm: setup
+test-vm: setup image
 	$(PY) -m pytest $(PYTEST_ARGS) tests/vm
 
 conformance: setup
@@ -52,6 +52,10 @@ FIRMWARE ?= bios
 demo: setup
 	$(PROV) image build
 	$(PROV) demo --data-dir examples/cluster --firmware $(FIRMWARE)
+
+# The OS image and release dir (docs/image.md). Cached: with nothing changed it only compares keys.
+image: setup
+	$(PROV) image build --channel stable --output build/release
 
 bench: setup
 	$(PY) -m bench
