@@ -40,6 +40,7 @@ RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisi
                  "provisioner_production_image.bin.zst.DIGESTS", "provisioner_production_image.bin.bmap",
                  "provisioner_production_pxe.vmlinuz", "provisioner_production_pxe_image.cpio.gz")
 SSH_USER = "core"
+LIVE_ARGS = ("systemd.firstboot=off", "ip=dhcp")
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
@@ -49,7 +50,7 @@ REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr
 KERNEL_RE = r"Linux version \d"
 LIVE_RE = r"provisioner-hook: running"
 INSTALL_DONE_RE = r"provisioner-hook: exit 0"
-PROGRESS_RE = re.compile(r'\{"event": ?"(progress|done|error|start|verify)"[^\n]*\}')
+PROGRESS_RE = re.compile(r'\{[^\n{}]*"event": ?"(progress|done|error|start|verify)"[^\n{}]*\}')
 UP_RE = r"(login: |Reached target .{0,40}Multi-User System)"
 
 
@@ -120,14 +121,17 @@ def prepare_data_dir(source: Path, target: Path, mac: str, public_key: str) -> N
         found = True
     if not found:
         raise ChainError(f"{source}/groups: no group selects mac {mac}")
-    # The live image must never stop at systemd-firstboot's interactive prompt on the console
-    # (images/provisioner masks the unit; the kernel argument also covers an image built before that).
+    # Belt and braces for the live system, whatever its /etc holds: never stop at systemd-firstboot's
+    # interactive console prompt (images/provisioner masks the unit), and DHCP on every NIC through
+    # systemd-network-generator's `ip=dhcp` (/run/systemd/network), not only the image's .network file.
     for path in sorted((target / "profiles").glob("*.y*ml")):
         doc = yaml.safe_load(path.read_text())
         args = (doc.get("boot") or {}).get("args")
-        if isinstance(args, list) and "systemd.firstboot=off" not in args:
-            args.append("systemd.firstboot=off")
-            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        if isinstance(args, list):
+            extra = [arg for arg in LIVE_ARGS if arg not in args]
+            if extra:
+                args.extend(extra)
+                path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def publish_release(release_dir: Path, assets: Path) -> Path:
@@ -321,7 +325,7 @@ class BootChain:
             if percent is not None and percent >= self._last_percent + 10 or percent == 100 and self._last_percent < 100:
                 self._last_percent = percent
                 self._stage(f"installing {percent}%")
-            if '"event": "error"' in match.group(0) or '"event":"error"' in match.group(0):
+            if match.group(1) == "error":
                 raise ChainError(f"installing: the installer reported {match.group(0)}")
 
     def first_boot(self) -> None:
