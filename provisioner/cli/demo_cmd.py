@@ -44,7 +44,8 @@ def demo_command(
     except BaseException:
         console.print(f"logs: {chain.server_log} {' '.join(str(p) for p in chain.serial_logs())}")
         raise
-    console.print(result.remote_report.rstrip())
+    console.print(result.remote_report.rstrip(), markup=False, highlight=False)
+    console.print(f"booted slot: {result.boot_slot or 'unknown'}")
     console.print(f"[bold]total {result.total:.1f} s[/bold] from power on to SSH")
     if keep:
         console.print(chain.how_to_reach())

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from provisioner.core.commands import require_tool, run
+from provisioner.disk.layout import USR_A_PARTUUID, USR_B_PARTUUID
 from provisioner.errors import CommandError, ProvisionerError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
@@ -44,7 +45,7 @@ LIVE_ARGS = ("systemd.firstboot=off", "ip=dhcp")
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
-                 "python3 -m provisioner.node.slots show 2>&1 || cat /proc/cmdline")
+                 "cat /proc/cmdline; python3 -m provisioner.node.slots show 2>&1")
 
 # Serial console markers (images/provisioner: the hook unit prints "provisioner-hook: ...").
 KERNEL_RE = r"Linux version \d"
@@ -100,6 +101,7 @@ class ChainResult:
     stages: list[StageEvent] = field(default_factory=list)
     ip: str | None = None
     remote_report: str = ""
+    boot_slot: str | None = None
     total: float = 0.0
 
     def seconds(self, stage: str) -> float | None:
@@ -170,6 +172,15 @@ def ssh_argv(netns: str, key: Path, ip: str, command: str) -> list[str]:
     return netns_exec_argv(netns, ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
                                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                                    "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{SSH_USER}@{ip}", command])
+
+
+def boot_slot(cmdline: str) -> str | None:
+    """USR-A or USR-B from the kernel command line's mount.usr=PARTUUID=... (the fixed PARTUUIDs of
+    the CoreOS layout; GRUB picks the slot and passes it so), or None (pure)."""
+    match = re.search(r"mount\.usr=PARTUUID=([0-9A-Fa-f-]{36})", cmdline)
+    if not match:
+        return None
+    return {USR_A_PARTUUID: "USR-A", USR_B_PARTUUID: "USR-B"}.get(match.group(1).upper())
 
 
 def progress_percent(line: str) -> int | None:
@@ -365,6 +376,7 @@ class BootChain:
             try:
                 out = run(ssh_argv(c.netns, self.key, self.result.ip, REMOTE_REPORT), timeout=60)
                 self.result.remote_report = out.stdout
+                self.result.boot_slot = boot_slot(out.stdout)
                 break
             except CommandError as exc:
                 last = str(exc)

@@ -45,3 +45,11 @@ def test_progress_percent_from_installer_json_lines():
 def test_ssh_runs_inside_the_lab_namespace():
     argv = ssh_argv("lab", Path("/k"), "10.0.0.5", "hostname")
     assert argv[:4] == ["ip", "netns", "exec", "lab"] and argv[-2:] == ["core@10.0.0.5", "hostname"]
+
+
+def test_boot_slot_from_the_fixed_usr_partuuids():
+    from provisioner.demo.boot_chain import boot_slot
+
+    assert boot_slot("root=LABEL=ROOT mount.usr=PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132 x") == "USR-A"
+    assert boot_slot("mount.usr=PARTUUID=E03DD35C-7C2D-4A47-B3FE-27F15780A57C") == "USR-B"
+    assert boot_slot("root=/dev/sda1") is None
