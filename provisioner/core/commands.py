@@ -79,6 +79,7 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "etcdctl": "etcd-client",
     "sshd": "openssh-server",
     "ssh-keygen": "openssh-client",
+    "ssh": "openssh-client",
     "busybox": "busybox-static",
     "wrk": "wrk",
     "efibootmgr": "efibootmgr",
