@@ -58,6 +58,6 @@ def _describe_script(script: str) -> str:
     lines = script.splitlines()
     kernel = next((line.split() for line in lines if line.startswith("kernel ")), None)
     if kernel is None:
-        return "local disk" if "exit" in lines else f"{len(lines)} lines"
+        return "local disk" if any(line.split()[:1] == ["exit"] for line in lines) else f"{len(lines)} lines"
     initrds = sum(1 for line in lines if line.startswith("initrd "))
     return f"kernel {kernel[1].rsplit('/', 1)[-1]} (+{len(kernel) - 2} args, {initrds} initrd)"

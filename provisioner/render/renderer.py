@@ -52,7 +52,10 @@ class Renderer:
         if boot is None:
             # A profile without a boot section (an installed machine): hand the machine back to the
             # firmware, which goes on to the next boot device, the disk (matchbox has no such case).
-            return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit\n"
+            # `exit 1`, not `exit`: a boot option that returns EFI_SUCCESS makes UEFI firmware stop
+            # processing BootOrder and show its boot manager (UEFI spec 2.x §3.1.1; OVMF opens UiApp),
+            # an error makes it try the next option, the disk. SeaBIOS goes on to the disk either way.
+            return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit 1\n"
         context = host_context(match, query, self.server_url)
         what = f"group {match.group.id}"
         # Matchbox passes boot fields through verbatim; we also expand {{ }} in them (matchbox#92).

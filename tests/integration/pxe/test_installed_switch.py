@@ -43,7 +43,7 @@ def test_installer_config_fetch_switches_the_machine_to_the_installed_profile(cl
     status, body = _get(f"{url}/cloud-config?mac=52-54-00-00-00-01&os=installed")
     assert status == 200 and body.startswith("#cloud-config") and "hostname: node1\n" in body
     script = _get(f"{url}/ipxe?mac={MAC}")[1]
-    assert "exit" in script.splitlines() and "kernel " not in script          # installed: local disk
+    assert "exit 1" in script.splitlines() and "kernel " not in script          # installed: local disk
     assert "kernel " in _get(f"{url}/ipxe?mac=52:54:00:00:00:02")[1]            # other machines unchanged
     marks = json.loads((cluster_server.state_dir / "installed.json").read_text())["installed"]
     assert list(marks) == [MAC]
@@ -54,5 +54,5 @@ def test_installer_config_fetch_switches_the_machine_to_the_installed_profile(cl
 def test_post_marks_installed_and_a_bad_mac_is_refused(cluster_server):
     url = cluster_server.url
     assert _get(f"{url}/installed?mac=52-54-00-00-00-03", "POST") == (200, "52:54:00:00:00:03 installed\n")
-    assert "exit" in _get(f"{url}/ipxe?mac=52:54:00:00:00:03")[1].splitlines()
+    assert "exit 1" in _get(f"{url}/ipxe?mac=52:54:00:00:00:03")[1].splitlines()
     assert _get(f"{url}/installed?mac=nope", "POST") == (400, "/installed: give ?mac=<MAC address>\n")

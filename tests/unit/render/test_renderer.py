@@ -80,4 +80,4 @@ def test_examples_cluster_every_machine_renders():
         installed = renderer.cloud_config(MachineQuery(mac=mac, labels={"os": "installed"}))
         assert f"hostname: node{n}\n" in installed
         assert "discovery: http://10.99.0.1:8080/discovery/cluster-1" in installed
-        assert renderer.ipxe(MachineQuery(mac=mac, labels={"os": "installed"})).endswith("exit\n")
+        assert renderer.ipxe(MachineQuery(mac=mac, labels={"os": "installed"})).endswith("exit 1\n")
