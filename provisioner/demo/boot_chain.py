@@ -42,6 +42,11 @@ RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisi
                  "provisioner_production_pxe.vmlinuz", "provisioner_production_pxe_image.cpio.gz")
 SSH_USER = "core"
 LIVE_ARGS = ("systemd.firstboot=off", "ip=dhcp")
+# OVMF adds its own PXE IPv4/IPv6 boot options for the NIC after the iPXE ROM's; once iPXE hands the
+# installed machine back (`exit 1`) they would each time out (~100 s under TCG) before the disk is
+# tried. iPXE does the network boot, so OVMF's own PXE is switched off (OVMF's fw_cfg knobs).
+UEFI_ARGS = {"bios": (), "uefi": ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                                  "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")}
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
@@ -78,7 +83,7 @@ class ChainConfig:
     pxe_timeout: float = 240          # power on -> kernel running (includes the ~140 MB initrd)
     live_timeout: float = 240         # kernel -> installer started
     install_timeout: float = 600      # installer start -> exit 0 and reboot
-    installed_timeout: float = 300    # second power on -> SSH answers
+    installed_timeout: float = 480    # second power on -> SSH answers
 
     @property
     def server_ip(self) -> str:
@@ -285,7 +290,7 @@ class BootChain:
                                # Network first, then the disk, on every boot (SeaBIOS and OVMF both read
                                # QEMU's bootindex list): the server decides, as with a real PXE-first server.
                                extra_args=("-global", "virtio-net-pci.bootindex=1",
-                                           "-global", "virtio-blk-pci.bootindex=2")))
+                                           "-global", "virtio-blk-pci.bootindex=2", *UEFI_ARGS[c.firmware])))
 
     def machine(self) -> dict:
         """This MAC's record in the server's machines.json ({} before the first event)."""
