@@ -50,7 +50,7 @@ UEFI_ARGS = {"bios": (), "uefi": ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupp
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
-                 "cat /proc/cmdline; python3 -m provisioner.node.slots show 2>&1")
+                 "cat /proc/cmdline; python3 -m provisioner.node.slots show 2>&1; echo '== end'")
 
 # Serial console markers (images/provisioner: the hook unit prints "provisioner-hook: ...").
 KERNEL_RE = r"Linux version \d"
@@ -379,10 +379,14 @@ class BootChain:
         last = ""
         while True:
             try:
-                out = run(ssh_argv(c.netns, self.key, self.result.ip, REMOTE_REPORT), timeout=60)
-                self.result.remote_report = out.stdout
-                self.result.boot_slot = boot_slot(out.stdout)
-                break
+                # check=False: the report's own commands may fail (e.g. `slots show`); the session
+                # counts as working when the report ran to its end marker.
+                out = run(ssh_argv(c.netns, self.key, self.result.ip, REMOTE_REPORT), timeout=60, check=False)
+                if "== end" in out.stdout:
+                    self.result.remote_report = out.stdout.split("== end")[0]
+                    self.result.boot_slot = boot_slot(out.stdout)
+                    break
+                last = f"exit {out.returncode}: {(out.stderr or '').strip()[-300:]}"
             except CommandError as exc:
                 last = str(exc)
             if time.monotonic() > deadline or not self.vm.running():
