@@ -47,10 +47,9 @@ conformance: setup
 	$(PY) ../shared/conformance/cloudinit-validate/run.py "$(PROV) validate --json"
 	$(PY) ../shared/conformance/matchbox-select/run.py $(PROV) render ipxe
 
-# FIRMWARE=uefi for OVMF; the image build is cached (it rebuilds only when images/ or the code changed).
+# FIRMWARE=uefi for OVMF (docs/boot-chain.md); `image` is cached.
 FIRMWARE ?= bios
-demo: setup
-	$(PROV) image build
+demo: setup image
 	$(PROV) demo --data-dir examples/cluster --firmware $(FIRMWARE)
 
 # The OS image and release dir (docs/image.md). Cached: with nothing changed it only compares keys.
