@@ -65,6 +65,6 @@ def test_debug_shows_the_traceback():
 
 
 def test_demo_renders_every_example_machine():
-    result = cli("demo", "--data-dir", "examples/cluster")
+    result = cli("demo", "--render-only", "--data-dir", "examples/cluster")
     assert result.returncode == 0, result.stderr
     assert "6 machines rendered and validated" in result.stdout and "0 failed" in result.stdout

@@ -21,7 +21,7 @@ import pytest
 
 from provisioner.demo.boot_chain import BootChain, ChainConfig
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 RELEASE = REPO / "build" / "release" / "stable" / "current"
 MAC = "52:54:00:00:00:01"   # examples/cluster: node1
 STAGES = ("DHCP", "iPXE", "kernel", "live system", "installing 100%", "reboot", "DHCP (2nd boot)",
