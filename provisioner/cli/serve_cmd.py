@@ -57,7 +57,6 @@ def dnsmasq_config_command(
 
 def machines_command(
     data_dir: Path = typer.Option(None, "--data-dir", "-D"),
-    http_workers: int = typer.Option(1, "--http-workers", help="HTTP processes sharing the socket (Python uses one core each)."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Default DATA_DIR/state."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
