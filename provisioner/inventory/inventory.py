@@ -9,6 +9,7 @@ lookup costs O(groups for that MAC + groups without MAC), not O(all groups).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,8 @@ class Inventory:
         with_mac = self._by_mac.get(query.mac, []) if query.mac else []
         if not with_mac:
             return self._without_mac
-        return sorted(with_mac + self._without_mac, key=lambda g: g.specificity_key)
+        # Both lists are already in priority order: merge them, no sort on the request path.
+        return list(heapq.merge(with_mac, self._without_mac, key=lambda g: g.specificity_key))
 
     def match(self, query: MachineQuery) -> Match | None:
         """The winning group (and its profile) for `query`, or None when no group matches."""
