@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from provisioner.cloudconfig import validate
 from provisioner.errors import ProvisionerError
 from provisioner.inventory import Inventory
 from provisioner.inventory.check import query_for_group
@@ -43,8 +42,7 @@ def summarise(inventory: Inventory, server_url: str) -> tuple[list[MachineSummar
         cloud = "-"
         if profile is not None and profile.cloud_id:
             try:
-                text = renderer.cloud_config(query)
-                report = validate(text)
+                text, report = renderer.cloud_config_report(query)
                 warnings = sum(1 for e in report.entries if e.kind == "warning")
                 cloud = f"{len(text.splitlines())} lines, valid" + (f", {warnings} warnings" if warnings else "")
             except ProvisionerError as exc:

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from provisioner.cloudconfig import validate
+from provisioner.cloudconfig import Report, validate
 from provisioner.errors import ConfigError, ValidationError
 from provisioner.inventory import Inventory, MachineQuery, Match
 from provisioner.render.context import host_context, request_query
@@ -70,6 +70,10 @@ class Renderer:
 
     def cloud_config(self, query: MachineQuery) -> str:
         """The rendered, validated cloud-config. Raises NoMatch, TemplateError, ValidationError."""
+        return self.cloud_config_report(query)[0]
+
+    def cloud_config_report(self, query: MachineQuery) -> tuple[str, Report]:
+        """The rendered cloud-config and its validation report (warnings and infos only: errors raise)."""
         match, text, name = self._render_template(query, "cloud", "cloud_id")
         report = validate(text)
         for entry in report.entries:
@@ -79,7 +83,7 @@ class Renderer:
             errors = [str(e) for e in report.sorted() if e.kind == "error"]
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
             raise ValidationError(f"{name} rendered for group {match.group.id}: {errors[0]}{more}")
-        return text
+        return text, report
 
     def ignition(self, query: MachineQuery) -> str:
         match, text, name = self._render_template(query, "ignition", "ignition_id")
