@@ -118,16 +118,25 @@ chmod 1777 /sysroot/tmp
 
 # First boot: copy the factory state without overwriting what an installer already placed
 # (e.g. /var/lib/coreos-install/user_data).
+# GNU tar of the OS itself (chroot): --skip-old-files keeps each file already there and still
+# descends into existing directories. (busybox tar -k stops at the first existing file, and
+# busybox cp -n skips whole existing directories.) A failed seed is tried again on the next boot.
 if [ ! -e /sysroot/.provisioner-seeded ]; then
+    seeded=1
     for dir in $(cat /usr/lib/provisioner/factory-dirs 2>/dev/null || echo etc var home root); do
         if [ -d "/sysroot/usr/share/factory/$dir" ]; then
             mkdir -p "/sysroot/$dir"
-            # tar -k keeps files already there; busybox cp -n skips whole existing directories.
-            (cd "/sysroot/usr/share/factory/$dir" && tar cf - .) | (cd "/sysroot/$dir" && tar xkf -)
+            chroot /sysroot /usr/bin/tar -C "/usr/share/factory/$dir" --numeric-owner -cf - . |
+                chroot /sysroot /usr/bin/tar -C "/$dir" --numeric-owner --skip-old-files -xpf - || {
+                say "WARNING: seeding /$dir from /usr/share/factory/$dir failed"
+                seeded=
+            }
         fi
     done
-    : > /sysroot/.provisioner-seeded
-    say "first boot: seeded ROOT from /usr/share/factory"
+    if [ -n "$seeded" ]; then
+        : > /sysroot/.provisioner-seeded
+        say "first boot: seeded ROOT from /usr/share/factory"
+    fi
 fi
 
 mount --move /dev /sysroot/dev

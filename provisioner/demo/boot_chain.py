@@ -41,7 +41,6 @@ RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisi
                  "provisioner_production_image.bin.zst.DIGESTS", "provisioner_production_image.bin.bmap",
                  "provisioner_production_pxe.vmlinuz", "provisioner_production_pxe_image.cpio.gz")
 SSH_USER = "core"
-LIVE_ARGS = ("systemd.firstboot=off", "ip=dhcp")
 # OVMF adds its own PXE IPv4/IPv6 boot options for the NIC after the iPXE ROM's; once iPXE hands the
 # installed machine back (`exit 1`) they would each time out (~100 s under TCG) before the disk is
 # tried. iPXE does the network boot, so OVMF's own PXE is switched off (OVMF's fw_cfg knobs).
@@ -50,7 +49,7 @@ UEFI_ARGS = {"bios": (), "uefi": ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupp
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
-                 "cat /proc/cmdline; python3 -m provisioner.node.slots show 2>&1; echo '== end'")
+                 "cat /proc/cmdline; sudo python3 -m provisioner.node.slots show 2>&1; echo '== end'")
 
 # Serial console markers (images/provisioner: the hook unit prints "provisioner-hook: ...").
 KERNEL_RE = r"Linux version \d"
@@ -128,17 +127,6 @@ def prepare_data_dir(source: Path, target: Path, mac: str, public_key: str) -> N
         found = True
     if not found:
         raise ChainError(f"{source}/groups: no group selects mac {mac}")
-    # Belt and braces for the live system, whatever its /etc holds: never stop at systemd-firstboot's
-    # interactive console prompt (images/provisioner masks the unit), and DHCP on every NIC through
-    # systemd-network-generator's `ip=dhcp` (/run/systemd/network), not only the image's .network file.
-    for path in sorted((target / "profiles").glob("*.y*ml")):
-        doc = yaml.safe_load(path.read_text())
-        args = (doc.get("boot") or {}).get("args")
-        if isinstance(args, list):
-            extra = [arg for arg in LIVE_ARGS if arg not in args]
-            if extra:
-                args.extend(extra)
-                path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def publish_release(release_dir: Path, assets: Path) -> Path:

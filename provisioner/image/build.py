@@ -4,7 +4,8 @@ Two cached stages under the work directory (default build/image, git-ignored):
   rootfs-<key>/  the mmdebstrap tree; its key covers the package selection and the apt sources,
                  so it is rebuilt only when those change (the .debs are cached outside the repo);
   out/           the raw image, squashfs, kernel and initrds; its key also covers the recipe
-                 directory, the provisioner package sources, the version and the signing key,
+                 directory, the image builder (provisioner/image) and the package parts the image
+                 carries (recipe python_packages), the version and the signing key,
                  so a second build with no change only checks keys and returns in seconds.
 A lock file serialises concurrent builds (tests of several areas may ask for the image at once).
 Every step failure is one ImageBuildError line naming the step; `current` moves only at the end.
@@ -28,13 +29,12 @@ from provisioner.core.logs import step
 from provisioner.errors import ImageBuildError, ProvisionerError
 from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree
 from provisioner.image.diskplan import plan_disk
-from provisioner.image.recipe import DEFAULT_RECIPE_DIR, Recipe, load_recipe, tree_digest
+from provisioner.image.recipe import DEFAULT_RECIPE_DIR, PACKAGE_DIR, Recipe, image_package_paths, load_recipe, tree_digest
 from provisioner.node.slots import SLOTS, env_from_attributes, encode_grubenv
 from provisioner.disk.layout import decode_boot_attributes
 
 log = logging.getLogger("provisioner.image.build")
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = PACKAGE_DIR.parent
 ESP_LABEL = "EFI-SYSTEM"
 
@@ -122,7 +122,7 @@ def rootfs_key(recipe: Recipe, sources: list[str]) -> str:
 def image_key(stage1: str, recipe: Recipe, version: str, public_key: bytes) -> str:
     digest = hashlib.sha256()
     for part in (stage1, version, tree_digest([recipe.directory], recipe.directory.parent),
-                 tree_digest([PACKAGE_DIR], REPO_DIR)):
+                 tree_digest([PACKAGE_DIR / "image", *image_package_paths(recipe)], REPO_DIR)):
         digest.update(part.encode() + b"\0")
     digest.update(public_key)
     return digest.hexdigest()

@@ -7,6 +7,7 @@ must be a positive integer`), so a bad recipe is one clear line.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from provisioner.disk.layout import COREOS_LAYOUT
 from provisioner.errors import ConfigError
 
 DEFAULT_RECIPE_DIR = Path(__file__).resolve().parents[2] / "images" / "provisioner"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]   # the provisioner package of this checkout
+# Always in the image besides python_packages: the package marker and the error types every part uses.
+PACKAGE_BASE_FILES = ("__init__.py", "errors.py")
 USR_FILESYSTEMS = ("squashfs",)
 SQUASHFS_COMPRESSORS = ("zstd", "xz", "gzip", "lz4", "lzo")
 
@@ -41,6 +45,7 @@ class Recipe:
     kernel_prune: tuple[str, ...]
     initramfs_modules: tuple[str, ...]
     factory_dirs: tuple[str, ...]
+    python_packages: tuple[str, ...]
     enable_units: tuple[str, ...]
     mask_units: tuple[str, ...]
     disable_units: tuple[str, ...]
@@ -124,6 +129,7 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
         kernel_prune=_strings(doc, "kernel_prune", where),
         initramfs_modules=_strings(doc, "initramfs_modules", where),
         factory_dirs=_strings(doc, "factory_dirs", where),
+        python_packages=_python_packages(doc, where),
         enable_units=_strings(doc, "enable_units", where),
         mask_units=_strings(doc, "mask_units", where),
         disable_units=_strings(doc, "disable_units", where),
@@ -138,6 +144,15 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
             build_seconds=_need(budgets, "build_seconds", int, f"{where}: budgets"),
         ),
     )
+
+
+def _python_packages(doc: dict, where: str) -> tuple[str, ...]:
+    """python_packages: subpackages of provisioner/ (plain names of existing directories)."""
+    names = _strings(doc, "python_packages", where)
+    for name in names:
+        if not re.fullmatch(r"[a-z_]+", name) or not (PACKAGE_DIR / name / "__init__.py").is_file():
+            raise ConfigError(f"{where}: python_packages: {name!r} is not a subpackage of provisioner/")
+    return names
 
 
 def load_recipe(directory: Path = DEFAULT_RECIPE_DIR) -> Recipe:
@@ -164,3 +179,8 @@ def tree_digest(paths: list[Path], root: Path) -> str:
         digest.update(file.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def image_package_paths(recipe: Recipe) -> list[Path]:
+    """The files and directories of the provisioner package that go into the image."""
+    return [PACKAGE_DIR / name for name in PACKAGE_BASE_FILES] + [PACKAGE_DIR / name for name in recipe.python_packages]

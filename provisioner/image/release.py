@@ -22,6 +22,7 @@ from pathlib import Path
 
 from provisioner.core.commands import require_tool, run
 from provisioner.errors import ImageBuildError
+from provisioner.install.zstdframes import compress_framed
 
 log = logging.getLogger("provisioner.image.release")
 
@@ -96,14 +97,15 @@ class Signer:
 # -- compressing and publishing ----------------------------------------------------------------------
 
 def compress(raw: Path, directory: Path) -> tuple[Path, Path]:
-    """(<raw>.bz2, <raw>.zst) in directory, both on all cores; the raw file is kept."""
+    """(<raw>.bz2, <raw>.zst) in directory; the raw file is kept. The .bz2 (lbzip2, all cores) is
+    what flatcar-install expects; the .zst is framed (install/zstdframes.py: one independent 4 MiB
+    frame after another), so an installer skips the frames that lie in the image's holes."""
     require_tool("lbzip2")
-    require_tool("zstd")
     bz2 = directory / (raw.name + ".bz2")
     zst = directory / (raw.name + ".zst")
     run(["lbzip2", "-k", "-f", "-9", str(raw)])
     os.replace(str(raw) + ".bz2", bz2)
-    run(["zstd", "-q", "-f", "-T0", "-3", "--sparse", str(raw), "-o", str(zst)])
+    compress_framed(str(raw), str(zst))
     return bz2, zst
 
 

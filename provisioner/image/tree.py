@@ -13,11 +13,10 @@ from pathlib import Path
 from provisioner import __version__
 from provisioner.core.commands import run
 from provisioner.errors import ImageBuildError
-from provisioner.image.recipe import Recipe
+from provisioner.image.recipe import Recipe, image_package_paths
 
 log = logging.getLogger("provisioner.image.tree")
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the provisioner package of this checkout
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
 UNIT_DIR = "usr/lib/systemd/system"
 # Machine identity and host leftovers that must not be baked into every install.
@@ -89,8 +88,9 @@ def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[
     run(["systemctl", f"--root={tree}", "set-default", target])
 
 
-def install_package(tree: Path, release_key: bytes, version_txt: str) -> None:
-    """The provisioner package (sources of this checkout, byte-compiled by the image's python3).
+def install_package(tree: Path, sources: list[Path], release_key: bytes, version_txt: str) -> None:
+    """The node-side parts of the provisioner package (`sources`: recipe python_packages and the
+    package base files of this checkout), byte-compiled by the image's python3.
 
     Installed as Debian installs Python modules (dist-packages + a .dist-info), with its runtime
     dependencies from Debian packages (python3-yaml, python3-jinja2): no pip in the image."""
@@ -98,7 +98,12 @@ def install_package(tree: Path, release_key: bytes, version_txt: str) -> None:
     target = site / "provisioner"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    target.mkdir(parents=True)
+    for source in sources:
+        if source.is_dir():
+            shutil.copytree(source, target / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copyfile(source, target / source.name)
     info = site / f"provisioner-{__version__}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: provisioner\nVersion: {__version__}\n")
@@ -140,7 +145,7 @@ def customise(recipe: Recipe, tree: Path, release_key: bytes, version_txt: str) 
     overlay_files(tree, recipe.file("files"))
     install_units(tree, recipe.file("units"), recipe.enable_units, recipe.mask_units, recipe.default_target,
                   recipe.disable_units)
-    install_package(tree, release_key, version_txt)
+    install_package(tree, image_package_paths(recipe), release_key, version_txt)
     add_core_user(tree)
     return version
 

@@ -193,15 +193,20 @@ def disks() -> list[str]:
 
 def find_slot_disk(partuuid: str) -> tuple[str, dict]:
     """(disk, sfdisk table) of the disk holding the partition with this PARTUUID; raises DiskError."""
+    unreadable = []
     for disk in disks():
         try:
             table = read_table(disk)
-        except ProvisionerError:
+        except ProvisionerError as exc:
+            unreadable.append(f"{disk}: {' '.join(str(exc).split())[-120:]}")
             continue
         for part in table.get("partitions", []):
             if part.get("uuid", "").lower() == partuuid.lower():
                 return disk, table
-    raise DiskError(f"no disk has a partition with PARTUUID {partuuid}")
+    hint = f" (could not read {'; '.join(unreadable)})" if unreadable else ""
+    if unreadable and os.geteuid() != 0:
+        hint += " (run it as root)"
+    raise DiskError(f"no disk has a partition with PARTUUID {partuuid}{hint}")
 
 
 def _esp_node(table: dict) -> str:

@@ -1,9 +1,10 @@
+import ast
 from pathlib import Path
 
 import pytest
 
 from provisioner.errors import ConfigError
-from provisioner.image.recipe import DEFAULT_RECIPE_DIR, load_recipe, parse_recipe
+from provisioner.image.recipe import DEFAULT_RECIPE_DIR, PACKAGE_DIR, image_package_paths, load_recipe, parse_recipe
 
 RECIPE_TEXT = (DEFAULT_RECIPE_DIR / "recipe.yaml").read_text()
 
@@ -29,6 +30,7 @@ def test_recipe_names_no_mirror_host():
     ("usr_filesystem: squashfs", "usr_filesystem: vfat", "usr_filesystem: 'vfat' is not one of"),
     ("version: 0.1.0", "version: current", "version: 'current' cannot be a release directory name"),
     ("  - systemd-sysv", "  - 7", "debian: packages[1]: must be a non-empty string"),
+    ("python_packages: [core,", "python_packages: [nosuch,", "python_packages: 'nosuch' is not a subpackage"),
 ])
 def test_bad_field_is_one_line_naming_it(old, new, message):
     assert old in RECIPE_TEXT
@@ -47,3 +49,27 @@ def test_bad_yaml_names_the_line():
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the image recipe"):
         load_recipe(tmp_path)
+
+
+def provisioner_imports(path: Path) -> set[str]:
+    """The provisioner.* modules a source file imports (top level and inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("provisioner"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("provisioner"))
+    return found
+
+
+def test_image_packages_hold_everything_they_import():
+    """The image carries only python_packages: every provisioner module they import must be among them."""
+    shipped = image_package_paths(load_recipe())
+    files = [p for path in shipped for p in ([path] if path.is_file() else sorted(path.rglob("*.py")))]
+    assert len(files) > 20
+    present = {".".join(["provisioner", *f.relative_to(PACKAGE_DIR).with_suffix("").parts]).removesuffix(".__init__")
+               for f in files}
+    missing = {f"{f.relative_to(PACKAGE_DIR)}: {module}" for f in files for module in provisioner_imports(f)
+               if module not in present and not any(module.startswith(p + ".") for p in present if p != "provisioner")
+               and module != "provisioner"}
+    assert not missing, f"imported but not in the image (add to python_packages): {sorted(missing)}"

@@ -46,3 +46,22 @@ def test_first_error_line_prefers_apts_reason():
     stderr = ("I: running apt-get update...\nE: Unable to locate package nosuchpkg\n"
               "E: apt-get --yes install failed\nE: mmdebstrap failed\n")
     assert first_error_line(stderr) == "E: Unable to locate package nosuchpkg"
+
+
+def test_compress_makes_bz2_and_a_framed_zst_both_tools_read(tmp_path):
+    import subprocess
+
+    from provisioner.image.release import compress
+    from provisioner.install.zstdframes import is_framed
+
+    raw = tmp_path / "img.bin"
+    with open(raw, "wb") as handle:           # 9 MiB sparse with data at both ends: three frames
+        handle.write(os.urandom(4096))
+        handle.seek(9 << 20)
+        handle.write(b"end")
+    (tmp_path / "out").mkdir()
+    bz2, zst = compress(raw, tmp_path / "out")
+    assert is_framed(zst.read_bytes()[:64])
+    for path, tool in ((zst, "zstd"), (bz2, "lbzip2")):
+        out = subprocess.run([tool, "-d", "-c", str(path)], capture_output=True, check=True).stdout
+        assert hashlib.sha256(out).digest() == hashlib.sha256(raw.read_bytes()).digest(), tool

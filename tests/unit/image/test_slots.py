@@ -3,6 +3,8 @@ import subprocess
 import pytest
 
 from provisioner.disk.layout import BootAttributes
+from provisioner.errors import DiskError
+from provisioner.node import slots
 from provisioner.node.slots import (
     after_successful_boot,
     booted_partuuid,
@@ -67,3 +69,14 @@ def test_booted_partuuid_and_slot_lookup():
     partuuid = booted_partuuid(cmdline)
     assert slot_by_partuuid(partuuid).label == "USR-B"
     assert booted_partuuid("console=ttyS0") is None
+
+
+def test_find_slot_disk_names_the_disks_it_could_not_read(monkeypatch, tmp_path):
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(b"\0" * 65536)
+    monkeypatch.setattr(slots, "disks", lambda: [str(tmp_path / "missing"), str(blank)])
+    with pytest.raises(DiskError) as info:
+        slots.find_slot_disk(slots.USR_A_PARTUUID)
+    message = str(info.value)
+    assert message.startswith(f"no disk has a partition with PARTUUID {slots.USR_A_PARTUUID}")
+    assert f"could not read {tmp_path / 'missing'}:" in message and "\n" not in message
