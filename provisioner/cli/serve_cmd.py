@@ -29,6 +29,7 @@ def serve_command(
     efi_binary: str = typer.Option("ipxe.efi", "--efi-binary", help="iPXE for x64 UEFI: ipxe.efi or snponly.efi."),
     chain_ipxe_roms: bool = typer.Option(False, "--chain-ipxe-roms", help="Load our iPXE over TFTP even into firmware that is already iPXE (NIC ROMs)."),
     http_workers: int = typer.Option(1, "--http-workers", help="HTTP processes sharing the socket (Python uses one core each)."),
+    ipv6_ra: bool = typer.Option(True, "--ipv6-ra/--no-ipv6-ra", help="Full DHCP only: answer IPv6 router solicitations with 'no router here' (iPXE waits ~16 s for one otherwise)."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Leases, machine state, discovery (default DATA_DIR/state)."),
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
 ) -> None:
@@ -37,7 +38,7 @@ def serve_command(
         data_dir=data_dir, interface=interface, http_addr=http_addr, dhcp_mode=dhcp, dhcp_range=dhcp_range,
         router=router, dns=dns, lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
         server_url=server_url, state_dir=state_dir, assets_dir=assets_dir, server_ip=server_ip,
-        efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers)
+        efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra)
     run_server(config)
 
 

@@ -33,6 +33,7 @@ from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
 from provisioner.pxe.machines import MachineStates
+from provisioner.pxe.router_advert import RouterAdvertService
 from provisioner.pxe.statefile import write_atomic
 from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
 
@@ -65,6 +66,7 @@ class ServeConfig:
     static_leases: dict[str, str] = field(default_factory=dict)
     chain_ipxe_roms: bool = False
     http_workers: int = 1
+    ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, see router_advert.py)
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:
@@ -106,7 +108,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
                   tftp: bool, tftp_root: Path | None, tftp_addr: str, server_url: str | None,
                   state_dir: Path | None, assets_dir: Path | None, server_ip: str | None = None,
                   efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False,
-                  http_workers: int = 1) -> ServeConfig:
+                  http_workers: int = 1, ipv6_ra: bool = True) -> ServeConfig:
     """Check the options and work out addresses; raises UsageError for a bad combination."""
     if not 1 <= http_workers <= 64:
         raise UsageError(f"--http-workers: {http_workers} is not between 1 and 64")
@@ -147,7 +149,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
         tftp_root=Path(os.path.realpath(tftp_root)) if tftp_root else None,
         tftp_host=tftp_host, tftp_port=tftp_port, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
         static_leases=static_leases_from_inventory(Path(data_dir)) if mode == "full" else {},
-        chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers,
+        chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra and mode == "full",
     )
 
 
@@ -202,6 +204,7 @@ class BootServer:
         self._discovery_dirty = False
         self.dhcp: DhcpService | None = None
         self.tftp: TftpService | None = None
+        self.ra: RouterAdvertService | None = None
         self.runner: web.AppRunner | None = None
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
@@ -274,6 +277,14 @@ class BootServer:
             except OSError as exc:
                 raise NetworkError(f"dhcp: cannot listen on {config.interface} port {config.dhcp_port}: "
                                    f"{exc.strerror}") from None
+        if config.ipv6_ra:
+            assert config.interface
+            self.ra = RouterAdvertService(config.interface, self.counters)
+            try:
+                self.ra.start()
+            except OSError as exc:   # no IPv6 on this host: iPXE then only waits longer
+                log.warning("ra: not answering IPv6 router solicitations on %s: %s", config.interface, exc)
+                self.ra = None
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def _discovery_changed(self) -> None:
@@ -347,6 +358,8 @@ class BootServer:
                 await self._flusher
         if self.dhcp is not None:
             self.dhcp.close()
+        if self.ra is not None:
+            self.ra.close()
         if self.tftp is not None:
             await self.tftp.close()
         if self.runner is not None:
