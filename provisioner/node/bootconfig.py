@@ -147,11 +147,24 @@ def write_authorized_keys(user: str, keys: list[str]) -> None:
     path.chmod(0o600)
 
 
+def hosts_with_hostname(text: str, hostname: str) -> str:
+    """/etc/hosts with `127.0.1.1 <hostname>` (Debian's convention, so the machine resolves its own
+    name without DNS: sudo and etcd look it up), replacing an earlier 127.0.1.1 line (pure)."""
+    short = hostname.split(".")[0]
+    names = hostname if short == hostname else f"{hostname} {short}"
+    lines = [line for line in text.splitlines() if not line.split("#")[0].split()[:1] == ["127.0.1.1"]]
+    at = next((i + 1 for i, line in enumerate(lines) if line.split()[:1] == ["127.0.0.1"]), 0)
+    lines.insert(at, f"127.0.1.1\t{names}")
+    return "\n".join(lines) + "\n"
+
+
 def apply(config: BootConfig) -> list[str]:
     """Write the hostname and keys; returns what was done, one phrase each."""
     done = []
     if config.hostname:
         Path("/etc/hostname").write_text(config.hostname + "\n")
+        hosts = Path("/etc/hosts")
+        hosts.write_text(hosts_with_hostname(hosts.read_text() if hosts.exists() else "", config.hostname))
         socket.sethostname(config.hostname)
         done.append(f"hostname {config.hostname}")
     for user, keys in config.keys.items():

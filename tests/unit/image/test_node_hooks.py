@@ -1,6 +1,6 @@
 import pytest
 
-from provisioner.node.bootconfig import cloud_config_url, merge, parse_config
+from provisioner.node.bootconfig import cloud_config_url, hosts_with_hostname, merge, parse_config
 from provisioner.node.growroot import first_boot_actions
 from provisioner.node.hook import hook_commands, parse_cmdline
 
@@ -70,3 +70,11 @@ def test_first_boot_actions():
     assert first_boot_actions("/dev/vda9", "00000000-0000-0000-0000-000000000001") == ["grow", "randomize-disk-guid"]
     assert first_boot_actions("/dev/vda9", "5B1D1A6E-0000-4000-8000-000000000000") == ["grow"]
     assert first_boot_actions("tmpfs", None) == []
+
+
+def test_hosts_file_gets_one_127_0_1_1_line_for_the_hostname():
+    debian = "127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost\n"
+    assert hosts_with_hostname(debian, "node1") == "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n::1\tlocalhost ip6-localhost\n"
+    assert hosts_with_hostname("", "n1.example.com") == "127.0.1.1\tn1.example.com n1\n"
+    again = hosts_with_hostname(hosts_with_hostname(debian, "a"), "b")
+    assert again.count("127.0.1.1") == 1 and "127.0.1.1\tb\n" in again
