@@ -65,7 +65,8 @@ class TapNic:
 
 @dataclass(frozen=True)
 class UserNic:
-    """QEMU user networking (slirp); hostfwd maps 127.0.0.1:<host port> -> guest port (TCP)."""
+    """QEMU user networking (slirp), restricted: no route out of the guest; hostfwd maps
+    127.0.0.1:<host port> -> guest port (TCP), the only way in."""
 
     hostfwd: dict[int, int] = field(default_factory=dict)
     mac: str = "52:54:00:12:34:57"
@@ -167,7 +168,8 @@ def build_argv(config: VMConfig, accel: str, ovmf_code: Path | None = None) -> l
                  "-device", f"{nic.model},netdev=n0,mac={nic.mac}{rom}"]
     elif isinstance(nic, UserNic):
         fwd = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in sorted(nic.hostfwd.items()))
-        argv += ["-netdev", f"user,id=n0{fwd}", "-device", f"{nic.model},netdev=n0,mac={nic.mac}"]
+        # restrict=on: the guest reaches nothing but the forwarded ports (network-safety rule).
+        argv += ["-netdev", f"user,id=n0,restrict=on{fwd}", "-device", f"{nic.model},netdev=n0,mac={nic.mac}"]
     else:
         argv += ["-nic", "none"]
     if config.boot:

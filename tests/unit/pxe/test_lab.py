@@ -30,7 +30,7 @@ def test_uefi_disk_vm_uses_ovmf_pflash_and_user_hostfwd(tmp_path):
     assert "if=pflash,format=raw,unit=0,readonly=on,file=/ovmf/CODE.fd" in joined
     assert f"file={tmp_path / 'd.OVMF_VARS.fd'}" in joined
     assert "file=/x/disk.qcow2,format=qcow2" in joined
-    assert "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22" in argv
+    assert "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22" in argv   # guest reaches nothing else
     assert argv[0] == "qemu-system-x86_64"
 
 
