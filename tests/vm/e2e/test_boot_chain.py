@@ -21,7 +21,7 @@ import pytest
 
 from provisioner.demo.boot_chain import BootChain, ChainConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 RELEASE = REPO / "build" / "release" / "stable" / "current"
 MAC = "52:54:00:00:00:01"   # examples/cluster: node1
 STAGES = ("DHCP", "iPXE", "kernel", "live system", "installing 100%", "reboot", "DHCP (2nd boot)",
@@ -56,7 +56,7 @@ def _keep_logs(chain: BootChain, firmware: str) -> Path:
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_blank_vm_to_installed_system_over_ssh(firmware, release, tmp_path):
     config = ChainConfig(data_dir=REPO / "examples" / "cluster", release_dir=release, workdir=tmp_path / "chain",
-                         mac=MAC, firmware=firmware, netns=f"e2e{firmware}", cidr="10.98.0.1/24",
+                         mac=MAC, firmware=firmware, netns=f"e2e{firmware}{os.getpid() % 100000}", cidr="10.98.0.1/24",
                          dhcp_range="10.98.0.100,10.98.0.150", accel="tcg")
     chain = BootChain(config)
     try:
@@ -87,6 +87,9 @@ def _check(chain: BootChain, result) -> None:
     # Serial consoles: the installer ran and finished; the second boot came from the disk.
     first, second = (path.read_text(errors="replace") for path in chain.serial_logs())
     assert "provisioner-hook: exit 0" in first
+    for console in (first, second):   # the live system's tmpfs root and the installed ROOT got /etc etc.
+        assert "first boot: seeded ROOT from /usr/share/factory" in console
+        assert "WARNING: seeding" not in console
     assert re.search(r'"event": ?"done"', first), "no installer done event on the console"
     assert "provisioner.install" not in second, "the second boot ran the live image again"
     # SSH: what the demo prints, checked.
@@ -96,4 +99,11 @@ def _check(chain: BootChain, result) -> None:
     assert re.search(r"^/usr\s", sections["findmnt /usr /"], re.M), report
     assert re.search(r"^/\s", sections["findmnt /usr /"], re.M), report
     assert "vda9" in sections["lsblk"] and "vda3" in sections["lsblk"], report
+    # ROOT (vda9) grew from the image's 1 GiB to the rest of the 8 GiB disk on first boot.
+    root_size = re.search(r"vda9\s+\S+\s+\S+\s+(\S+)G\s", sections["lsblk"])
+    assert root_size and float(root_size.group(1)) > 5, report
     assert result.boot_slot == "USR-A", report     # a fresh install boots USR-A (CoreOS layout)
+    # provisioner-boot-success marked the booted slot in the GPT and in GRUB's environment.
+    assert "usr_a: priority=1 tries=0 successful=1" in sections["boot slot"], report
+    assert '"usr_a_successful": "1"' in sections["boot slot"], report
+    assert "unable to resolve host" not in sections["boot slot"], report
