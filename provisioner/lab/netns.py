@@ -61,7 +61,12 @@ class LabNetwork:
         if os.geteuid() != 0:
             raise NetworkError("lab network: creating a network namespace needs root")
         require_tool("ip")
-        # A stale namespace from a crashed run would make `ip netns add` fail: remove it first.
+        # A stale namespace from a crashed run would make `ip netns add` fail: remove it first, unless
+        # processes still live in it (another demo or test run is using it).
+        users = run(["ip", "netns", "pids", name], check=False).stdout.split()
+        if users:
+            raise NetworkError(f"lab network: namespace {name} is in use by pid(s) {', '.join(users)} "
+                               f"(another run?); stop them or choose another name")
         run(["ip", "netns", "delete", name], check=False)
         try:
             run(["ip", "netns", "add", name])
