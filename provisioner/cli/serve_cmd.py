@@ -72,10 +72,10 @@ def machines_command(
     if as_json:
         typer.echo(json.dumps({"machines": rows}, indent=2))
         return
-    typer.echo(f"{'MAC':<20} {'IP':<16} {'ARCH':<10} {'LAST STAGE':<16} LAST SEEN")
+    typer.echo(f"{'MAC':<20} {'IP':<16} {'ARCH':<10} {'LAST STAGE':<16} {'INSTALL':<10} LAST SEEN")
     for row in rows:
         typer.echo(f"{row['mac']:<20} {row['ip'] or '-':<16} {row['arch'] or '-':<10} {row['last_stage']:<16} "
-                   f"{row['last_seen']}")
+                   f"{row['install'] or '-':<10} {row['last_seen']}")
 
 
 def register(app: typer.Typer) -> None:

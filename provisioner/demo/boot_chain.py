@@ -11,8 +11,9 @@ QEMU runs with -no-reboot, so the live system's reboot ends the first QEMU proce
 start is the same machine (same disk, MAC, firmware) booting again: its PXE request now gets the
 `installed` profile (provisioner/pxe/installed.py), whose iPXE script exits to the disk.
 
-Stage times come from the server's machine state (DHCP, iPXE script, kernel/initrd downloads) and
-from the serial console (kernel start, live system, installer progress JSON, installed system).
+Stage times come from the server's machine state (DHCP, iPXE script, initrd download, and the
+install progress the live system reports to `/report`) and from the serial console (kernel start,
+live system, installer exit, installed system).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ REMOTE_REPORT = ("echo '== lsblk'; lsblk; echo '== findmnt /usr /'; findmnt /usr
 KERNEL_RE = r"Linux version \d"
 LIVE_RE = r"provisioner-hook: running"
 INSTALL_DONE_RE = r"provisioner-hook: exit 0"
-PROGRESS_RE = re.compile(r'\{[^\n{}]*"event": ?"(progress|done|error|start|verify)"[^\n{}]*\}')
 UP_RE = r"(login: |Reached target .{0,40}Multi-User System)"
 
 
@@ -180,18 +180,23 @@ def boot_slot(cmdline: str) -> str | None:
     return {USR_A_PARTUUID: "USR-A", USR_B_PARTUUID: "USR-B"}.get(match.group(1).upper())
 
 
-def progress_percent(line: str) -> int | None:
-    """Percent from one installer `--progress json` line, or None (pure)."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    if event.get("event") == "done":
-        return 100
-    total, done = event.get("total") or 0, event.get("bytes") or 0
-    if event.get("event") != "progress" or total <= 0:
-        return None
-    return min(100, int(done * 100 / total))
+def state_stage(entry: dict) -> tuple[str, str] | None:
+    """(stage line, detail) for one entry of the server's machine history, or None when the demo
+    does not print it (pure). Install progress comes from the live system's reports (pxe/reports.py)."""
+    stage = entry.get("stage")
+    if stage == "dhcp-ack":
+        return "DHCP", entry.get("ip", "")
+    if stage == "ipxe-script":
+        return "iPXE", ""
+    if stage == "initrd":
+        return "initrd sent", ""
+    if stage == "install" and entry.get("event") == "progress" and entry.get("percent") is not None:
+        return f"installing {entry['percent']}%", ""
+    if stage == "install-done":
+        return "installing 100%", ""
+    if stage == "install-error":
+        return "install error", entry.get("message") or entry.get("step") or ""
+    return None
 
 
 class BootChain:
@@ -207,7 +212,6 @@ class BootChain:
         self.result = ChainResult()
         self._on_stage: Callable[[StageEvent], None] = lambda event: None
         self._seen_state: set[str] = set()
-        self._last_percent = -1
 
     # paths
     @property
@@ -306,25 +310,27 @@ class BootChain:
             return {}
 
     def _watch_state(self, boot: str, since: float) -> None:
-        """Stage lines for server-side events of this boot (history entries newer than `since`)."""
-        names = {"dhcp-ack": "DHCP", "ipxe-script": "iPXE", "initrd": "initrd sent"}
+        """Stage lines for server-side events of this boot (history entries newer than `since`);
+        raises ChainError when the live system reported an install error."""
         for entry in self.machine().get("history", []):
-            label = names.get(entry.get("stage"))
-            key = f"{boot}:{label}"
-            if label and entry.get("at", 0) >= since and key not in self._seen_state:
-                self._seen_state.add(key)
-                detail = entry.get("ip", "") if label == "DHCP" else ""
-                self._stage(f"{label}" + (" (2nd boot)" if boot == "second" else ""), detail)
+            found = state_stage(entry)
+            if found is None or entry.get("at", 0) < since:
+                continue
+            label, detail = found
+            label += " (2nd boot)" if boot == "second" else ""
+            if label in self._seen_state:
+                continue
+            self._seen_state.add(label)
+            self._stage(label, detail)
+            if label == "install error":
+                raise ChainError(f"installing: the live system reported: {detail}")
 
-    def _wait(self, vm: QemuVM, pattern: str, timeout: float, stage: str, boot: str, since: float,
-              watch_progress: bool = False) -> None:
+    def _wait(self, vm: QemuVM, pattern: str, timeout: float, stage: str, boot: str, since: float) -> None:
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
             self._watch_state(boot, since)
             text = vm.serial_text()
-            if watch_progress:
-                self._watch_progress(text)
             if regex.search(text):
                 return
             if not vm.running():
@@ -333,15 +339,6 @@ class BootChain:
                 raise ChainError(f"{stage}: {pattern!r} not seen on the console within {timeout:.0f} s; "
                                  f"console: {vm._tail()}")
             time.sleep(0.5)
-
-    def _watch_progress(self, text: str) -> None:
-        for match in PROGRESS_RE.finditer(text):
-            percent = progress_percent(match.group(0))
-            if percent is not None and percent >= self._last_percent + 10 or percent == 100 and self._last_percent < 100:
-                self._last_percent = percent
-                self._stage(f"installing {percent}%")
-            if match.group(1) == "error":
-                raise ChainError(f"installing: the installer reported {match.group(0)}")
 
     def first_boot(self) -> None:
         c = self.config
@@ -352,14 +349,16 @@ class BootChain:
         self._stage("kernel")
         self._wait(self.vm, LIVE_RE, c.live_timeout, "live system", "first", since)
         self._stage("live system")
-        self._wait(self.vm, INSTALL_DONE_RE, c.install_timeout, "installing", "first", since, watch_progress=True)
-        if self._last_percent < 100:
-            self._stage("installing 100%")
+        self._wait(self.vm, INSTALL_DONE_RE, c.install_timeout, "installing", "first", since)
         deadline = time.monotonic() + 120
         while self.vm.running():   # -no-reboot: the guest's reboot ends QEMU
             if time.monotonic() > deadline:
                 raise ChainError(f"reboot: the live system did not reboot within 120 s; console: {self.vm._tail()}")
             time.sleep(0.5)
+        self._watch_state("first", since)
+        if "installing 100%" not in self._seen_state:
+            raise ChainError(f"installing: the live system never reported its install done to the server "
+                             f"({self.state_dir}/machines.json)")
         if c.mac not in self.installed_marks():
             raise ChainError(f"reboot: the server did not mark {c.mac} installed ({self.state_dir}/installed.json)")
         self._stage("reboot")

@@ -3,24 +3,37 @@
     provisioner.install="-d /dev/sda -b http://10.0.0.1:8080/stable"   run the installer unattended
     provisioner.run="/usr/bin/some-command arg"                          run any command
     provisioner.after=reboot|poweroff|none                               then (default: none)
+    provisioner.report="http://10.0.0.1:8080/report?mac=52-54-00-00-00-01"  POST the installer's progress
 
 `provisioner.install=` runs `python3 -m provisioner.install ARGS --yes --progress json`, adding
 `-k /usr/share/provisioner/release-key.asc` (the key of the build that made this image) unless
 ARGS name a key. Values with spaces are quoted on the kernel command line ("..."), which the
 kernel passes through to /proc/cmdline; shlex reads them back.
+
+With `provisioner.report=`, every JSON progress line of the installer is also POSTed to that URL
+(the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events always, progress at
+most every REPORT_INTERVAL s. A server that does not answer never stops the install: after
+MAX_REPORT_FAILURES failed posts the hook stops reporting. An installer that dies without an
+`error` event gets one posted for it.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from provisioner.core.commands import run
-from provisioner.errors import ProvisionerError
 
 RELEASE_KEY = "/usr/share/provisioner/release-key.asc"
 AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"], "none": None}
+REPORT_INTERVAL = 2.0
+REPORT_TIMEOUT = 5.0
+MAX_REPORT_FAILURES = 3
 
 
 def parse_cmdline(cmdline: str) -> dict[str, str]:
@@ -59,23 +72,79 @@ def hook_commands(cmdline: str, release_key: str | None = RELEASE_KEY) -> tuple[
     return commands, AFTER[after]
 
 
+class Reporter:
+    """POSTs installer progress lines to the boot server's /report URL (see the module docstring)."""
+
+    def __init__(self, url: str, clock=time.monotonic):
+        self.url = url
+        self.clock = clock
+        self.failures = 0
+        self.last_progress = float("-inf")
+        self.sent_error = False
+
+    def line(self, text: str) -> None:
+        """Report one output line of the installer if it is a progress event worth sending."""
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(event, dict) or "event" not in event:
+            return
+        if event["event"] == "progress":
+            if self.clock() - self.last_progress < REPORT_INTERVAL and event.get("bytes") != event.get("total"):
+                return
+            self.last_progress = self.clock()
+        self.sent_error = self.sent_error or event["event"] == "error"
+        self.post(event)
+
+    def post(self, event: dict) -> None:
+        if self.failures >= MAX_REPORT_FAILURES:
+            return
+        request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=REPORT_TIMEOUT) as response:
+                response.read()
+        except (OSError, ValueError) as exc:
+            self.failures += 1
+            print(f"provisioner-hook: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
+                  flush=True)
+
+
+def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
+    """Run argv with its output on our stdout (the console, StandardOutput=journal+console), each
+    line also handed to the reporter; returns the exit code (127 when it cannot start)."""
+    try:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except OSError as exc:
+        print(f"provisioner-hook: error: cannot run {argv[0]}: {exc.strerror}", flush=True)
+        return 127
+    assert process.stdout is not None
+    for text in process.stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if reporter is not None:
+            reporter.line(text)
+    return process.wait()
+
+
 def main() -> int:
     try:
-        commands, after = hook_commands(Path("/proc/cmdline").read_text())
+        cmdline = Path("/proc/cmdline").read_text()
+        commands, after = hook_commands(cmdline)
     except ValueError as exc:
         print(f"provisioner-hook: error: {exc}", flush=True)
         return 2
+    url = parse_cmdline(cmdline).get("provisioner.report")
+    reporter = Reporter(url) if url else None
     for argv in commands:
         print(f"provisioner-hook: running {shlex.join(argv)}", flush=True)
-        # Output goes straight to the console (StandardOutput=journal+console), so an operator
-        # watching the serial line sees the installer's progress.
-        try:
-            code = run(argv, check=False, capture=False).returncode
-        except ProvisionerError as exc:
-            print(f"provisioner-hook: error: {exc}", flush=True)
-            return 1
+        code = run_streaming(argv, reporter)
         print(f"provisioner-hook: exit {code}: {shlex.join(argv)}", flush=True)
         if code != 0:
+            if reporter is not None and not reporter.sent_error:
+                reporter.post({"event": "error", "stage": "hook", "bytes": 0, "total": 0,
+                               "message": f"exit {code}: {shlex.join(argv)[:120]}"})
             return code
     if after:
         run(after, check=False, capture=False)

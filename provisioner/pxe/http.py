@@ -23,7 +23,7 @@ from aiohttp import web
 
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
-from provisioner.pxe import ipxe
+from provisioner.pxe import ipxe, reports
 from provisioner.pxe.installed import (InstalledMachines, marks_installed, normalise_mac, rewritten_query,
                                        with_installed_label)
 from provisioner.pxe.jail import JailError, resolve_in_jail
@@ -192,6 +192,7 @@ class BootHttp:
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
         self.expected_assets: dict[str, dict[str, str]] = {}
         self._boot_body = ipxe.boot_script(data.server_url).encode()
+        self._reported_percent: dict[str, int | None] = {}   # MAC -> last recorded install percent
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -210,6 +211,7 @@ class BootHttp:
         if self.installed is not None:
             r.add_post("/installed", self.installed_handler)
             r.add_delete("/installed", self.installed_handler)
+        r.add_post("/report", self.report_handler)
         for method, path, handler in self.extra_routes:
             r.add_route(method, path, handler)
         return app
@@ -289,6 +291,34 @@ class BootHttp:
             text = f"{mac} will be installed again on its next boot\n"
         self._count("/installed", 200)
         return web.Response(text=text)
+
+    async def report_handler(self, request: web.Request) -> web.Response:
+        """POST /report?mac=M: one install progress report (provisioner/pxe/reports.py)."""
+        mac = normalise_mac(request.query.get("mac"))
+        if mac is None:
+            self._count("/report", 400)
+            return web.Response(status=400, text="/report: give ?mac=<MAC address>\n")
+        body = await request.content.read(reports.MAX_BODY + 1)
+        try:
+            report = reports.parse_report(body)
+        except ValueError as exc:
+            self._count("/report", 400)
+            return web.Response(status=400, text=f"/report: {exc}\n")
+        if report.event == "start":
+            self._reported_percent.pop(mac, None)
+        if reports.worth_recording(report, self._reported_percent.get(mac)):
+            if report.percent is not None:
+                self._reported_percent[mac] = report.percent
+            self.on_event(mac, report.machine_stage, report.detail(), request.remote)
+        if report.event == "error" and self.installed is not None:
+            try:
+                if self.installed.forget(mac):
+                    log.warning("installed: %s reported an install error; its next boot installs again", mac)
+                    self.on_event(mac, "reinstall", {"via": "install error"}, request.remote)
+            except OSError as exc:
+                log.error("installed: cannot forget %s: %s", mac, exc)
+        self._count("/report", 200)
+        return web.Response(text="ok\n")
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         if self.assets_dir is None:

@@ -2,7 +2,8 @@
 
 Stages, in boot order: dhcp-offer, dhcp-ack, dhcp-boot-server (port 4011), tftp, tftp-done,
 boot-script (/boot.ipxe), ipxe-script (/ipxe), kernel, initrd, asset, cloud-config, ignition,
-generic, metadata. TFTP and asset requests carry no MAC, so the server maps the client IP to a
+generic, metadata; then the live installer's reports (reports.py): install (with a percent),
+install-error or install-done; installed / reinstall (installed.py). TFTP and asset requests carry no MAC, so the server maps the client IP to a
 MAC it learned from DHCP, from `/ipxe?mac=` requests, or from the kernel's neighbour table.
 """
 
@@ -17,7 +18,8 @@ from provisioner.errors import ConfigError
 from provisioner.pxe.statefile import write_atomic
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
-               "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata", "installed")
+               "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata",
+               "install", "install-error", "install-done", "installed", "reinstall")
 HISTORY = 40   # events kept per machine
 
 
@@ -120,5 +122,21 @@ def machine_rows(machines: dict[str, MachineRecord]) -> list[dict]:
         rows.append({"mac": rec.mac, "ip": rec.ip, "arch": rec.arch, "last_stage": rec.last_stage,
                      "last_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.last_seen)),
                      "last_seen_unix": rec.last_seen,
-                     "stages": [s for s in STAGE_ORDER if s in rec.stages]})
+                     "stages": [s for s in STAGE_ORDER if s in rec.stages],
+                     "install": install_summary(rec.history)})
     return rows
+
+
+def install_summary(history: list[dict]) -> str | None:
+    """The last install report in a machine's history as a few words ("45%", "done", "error: ..."),
+    or None when the machine never reported (pure)."""
+    for entry in reversed(history):
+        stage = entry.get("stage")
+        if stage == "install-done":
+            return "done"
+        if stage == "install-error":
+            return f"error: {entry.get('message') or entry.get('step') or '?'}"
+        if stage == "install":
+            percent = entry.get("percent")
+            return f"{percent}%" if percent is not None else str(entry.get("event"))
+    return None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner.demo.boot_chain import ChainError, prepare_data_dir, progress_percent, publish_release, ssh_argv
+from provisioner.demo.boot_chain import ChainError, prepare_data_dir, publish_release, ssh_argv, state_stage
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 
@@ -36,11 +36,13 @@ def test_publish_release_refuses_an_incomplete_release(tmp_path):
         publish_release(tmp_path / "rel" / "1.0.0", tmp_path / "assets")
 
 
-def test_progress_percent_from_installer_json_lines():
-    assert progress_percent('{"event": "progress", "bytes": 50, "total": 200}') == 25
-    assert progress_percent('{"event": "done", "bytes": 200, "total": 200}') == 100
-    assert progress_percent('{"event": "start", "bytes": 0, "total": 0}') is None
-    assert progress_percent("not json") is None
+def test_stage_lines_from_the_servers_machine_history():
+    assert state_stage({"stage": "dhcp-ack", "ip": "10.99.0.100"}) == ("DHCP", "10.99.0.100")
+    assert state_stage({"stage": "install", "event": "progress", "percent": 40}) == ("installing 40%", "")
+    assert state_stage({"stage": "install", "event": "verify", "percent": None}) is None
+    assert state_stage({"stage": "install-done", "percent": 100}) == ("installing 100%", "")
+    assert state_stage({"stage": "install-error", "message": "disk gone"}) == ("install error", "disk gone")
+    assert state_stage({"stage": "asset"}) is None
 
 
 def test_ssh_runs_inside_the_lab_namespace():

@@ -1,0 +1,79 @@
+"""Install reports: the live system's installer tells the server how far it got (`POST /report?mac=`).
+
+The live image's hook (provisioner/node/hook.py, kernel argument `provisioner.report=<url>`) posts
+each `--progress json` line of `provisioner install` (install/progress.py) as the request body:
+
+    {"event": "start"|"progress"|"verify"|"done"|"error", "stage": "...", "bytes": N, "total": N, ...}
+
+The server keeps them in the machine state (`provisioner machines`, machines.json) as the stages
+`install` (start, verify, and progress in steps of PROGRESS_STEP percent, so a chatty installer
+cannot push the boot events out of the bounded history), `install-done` and `install-error`.
+An `error` report also forgets the machine's installed mark (installed.py): its next PXE boot
+installs again instead of booting a half-written disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+EVENTS = ("start", "progress", "verify", "done", "error")
+MAX_BODY = 4096
+PROGRESS_STEP = 10
+MAX_MESSAGE = 200
+
+
+@dataclass(frozen=True)
+class InstallReport:
+    event: str
+    stage: str
+    percent: int | None          # None when the report carries no total
+    message: str | None = None
+
+    @property
+    def machine_stage(self) -> str:
+        """The machine-state stage this report is recorded as."""
+        return {"done": "install-done", "error": "install-error"}.get(self.event, "install")
+
+    def detail(self) -> dict:
+        detail = {"event": self.event, "step": self.stage, "percent": self.percent}
+        if self.message:
+            detail["message"] = self.message
+        return detail
+
+
+def parse_report(body: bytes) -> InstallReport:
+    """One report from a request body (pure); raises ValueError with a one-line reason."""
+    if len(body) > MAX_BODY:
+        raise ValueError(f"body is {len(body)} bytes, more than {MAX_BODY}")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("body must be a JSON object")
+    event = doc.get("event")
+    if event not in EVENTS:
+        raise ValueError(f"event: {event!r} is not one of {', '.join(EVENTS)}")
+    stage = doc.get("stage", "")
+    if not isinstance(stage, str):
+        raise ValueError("stage: must be a string")
+    done, total = doc.get("bytes", 0), doc.get("total", 0)
+    for name, value in (("bytes", done), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: must be a non-negative integer, not {value!r}")
+    percent = 100 if event == "done" else (min(100, done * 100 // total) if total else None)
+    message = doc.get("message")
+    message = " ".join(str(message).split())[:MAX_MESSAGE] if message else None
+    return InstallReport(event=event, stage=stage[:40], percent=percent, message=message)
+
+
+def worth_recording(report: InstallReport, last_percent: int | None) -> bool:
+    """Progress reports are recorded when they reach the next PROGRESS_STEP; the rest always (pure)."""
+    if report.event != "progress":
+        return True
+    if report.percent is None:
+        return False
+    if last_percent is None:
+        return True
+    return report.percent // PROGRESS_STEP > last_percent // PROGRESS_STEP
