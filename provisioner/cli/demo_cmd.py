@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -39,6 +41,8 @@ def demo_command(
     def show(event: StageEvent) -> None:
         console.print(f"  {event.at:7.1f} s  {event.stage}" + (f"  ({event.detail})" if event.detail else ""))
 
+    # SIGTERM (timeout, kill, CI) unwinds like Ctrl-C, so the VM, the server and the namespace go too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         result = chain.run(on_stage=show)
     except BaseException:

@@ -205,15 +205,21 @@ def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = N
     """
     if not is_block_device(disk):
         return
+    reread = False
     for attempt in range(attempts):
         if _blkrrpart(disk):
+            reread = True
             break
         time.sleep(0.2 * (attempt + 1))
-    settle()
-    if expected is None or kernel_partitions(disk) == expected:
-        if expected is not None or kernel_partitions(disk):
-            _wait_for_nodes(disk, kernel_partitions(disk))
-            return
+    if reread:
+        # Only a successful re-read makes udev events of ours worth waiting for; after a refused one
+        # (a partition is mounted) settling would just wait out everyone else's queue (seen: 10 s
+        # per call during an emulated boot).
+        settle()
+        if expected is None or kernel_partitions(disk) == expected:
+            if expected is not None or kernel_partitions(disk):
+                _wait_for_nodes(disk, kernel_partitions(disk))
+                return
     # No in-kernel parser, or a partition in use kept the old view: tell the kernel from user space.
     current = kernel_partitions(disk)
     for number in sorted(set(current) - set(expected or {})):
