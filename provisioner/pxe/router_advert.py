@@ -57,6 +57,7 @@ class RouterAdvertService:
         self.interface = interface
         self.counters = counters
         self.sock: socket.socket | None = None
+        self._index = 0               # the interface index, known once started
         self._clock = clock
         self._last_sent = float("-inf")
         self._advert = b""
