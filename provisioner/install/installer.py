@@ -274,6 +274,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
         first = next(chunks, b"")
         if not first:
             raise VerifyError(f"{label}: empty file")
+        progress.mapped = bmap.mapped_bytes if bmap else None
         progress.event("start", "write", 0, bmap.image_size if bmap else 0, device=plan.device, image=plan.image)
         stream = DecompressStream(first, chunks, [c.update for c in checks], label,
                                   skippable=writer.hole_checker(bmap) if bmap is not None else None)

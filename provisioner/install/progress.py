@@ -3,6 +3,9 @@
 `--progress json` prints one object per line on stdout, the contract the rescue mode and the
 server's machine state read:
   {"event": "start"|"progress"|"verify"|"done"|"error", "bytes": N, "total": N, "stage": "...", ...}
+`bytes`/`total` are positions in the image. With a bmap, progress lines also carry `written` and
+`mapped` (the bytes the bmap says hold data): written/mapped is the share of the real work done,
+which position alone hides when the image ends in a long hole.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Progress:
         self.started = time.monotonic()
         self._bar_shown = False
         self._last_json = 0.0
+        self.mapped: Optional[int] = None   # bytes the bmap maps, when there is one
 
     def event(self, event: str, stage: str, bytes_done: int = 0, total: int = 0, **fields: Any) -> None:
         """Emit a lifecycle event (start/verify/done/error); the bar mode prints a line for it."""
@@ -46,8 +50,9 @@ class Progress:
             now = time.monotonic()
             if now - self._last_json >= 0.5 or position >= total:
                 self._last_json = now
+                extra = {"mapped": self.mapped} if self.mapped else {}
                 self.event("progress", "write", position, total, written=written,
-                           rate_bytes_per_second=int(rate))
+                           rate_bytes_per_second=int(rate), **extra)
         elif self.mode == "bar":
             fraction = position / total if total else 0.0
             eta = (total - position) / rate if rate > 0 else 0.0

@@ -5,6 +5,8 @@ each `--progress json` line of `provisioner install` (install/progress.py) as th
 
     {"event": "start"|"progress"|"verify"|"done"|"error", "stage": "...", "bytes": N, "total": N, ...}
 
+The percent is `written`/`mapped` when the line has them (a bmap install), else `bytes`/`total`.
+
 The server keeps them in the machine state (`provisioner machines`, machines.json) as the stages
 `install` (start, verify, and progress in steps of PROGRESS_STEP percent, so a chatty installer
 cannot push the boot events out of the bounded history), `install-done` and `install-error`.
@@ -59,9 +61,12 @@ def parse_report(body: bytes) -> InstallReport:
     if not isinstance(stage, str):
         raise ValueError("stage: must be a string")
     done, total = doc.get("bytes", 0), doc.get("total", 0)
-    for name, value in (("bytes", done), ("total", total)):
+    written, mapped = doc.get("written", 0), doc.get("mapped", 0)
+    for name, value in (("bytes", done), ("total", total), ("written", written), ("mapped", mapped)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: must be a non-negative integer, not {value!r}")
+    if mapped:        # share of the data written (position alone jumps over the image's holes)
+        done, total = written, mapped
     percent = 100 if event == "done" else (min(100, done * 100 // total) if total else None)
     message = doc.get("message")
     message = " ".join(str(message).split())[:MAX_MESSAGE] if message else None

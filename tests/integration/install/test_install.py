@@ -101,6 +101,8 @@ def test_http_install_with_resume_after_a_cut(loop_disk, release, http_release, 
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
     assert {"verify", "progress"} <= {e["event"] for e in events}
+    last = [e for e in events if e["event"] == "progress"][-1]   # bmap install: the share of real data
+    assert last["mapped"] > 0 and last["written"] == last["mapped"] and last["bytes"] == last["total"]
     done = events[-1]["summary"]
     assert done["version"] == release.version and done["format"] == "zst" and done["signer"]
     assert_installed(device, release, cloud_config=cloud)

@@ -16,6 +16,9 @@ def test_progress_report_becomes_a_percent():
     report = parse_report(body(event="progress", stage="write", bytes=450, total=1000, rate_bytes_per_second=9))
     assert (report.event, report.percent, report.machine_stage) == ("progress", 45, "install")
     assert report.detail() == {"event": "progress", "step": "write", "percent": 45}
+    # With a bmap the installer also sends written/mapped: the share of the data, not the position.
+    sparse = parse_report(body(event="progress", bytes=900, total=1000, written=30, mapped=120))
+    assert sparse.percent == 25
     assert parse_report(body(event="done", stage="done")).machine_stage == "install-done"
     assert parse_report(body(event="done", stage="done")).percent == 100
     error = parse_report(body(event="error", stage="verify", message="sha512\nmismatch " + "x" * 500))
@@ -29,6 +32,7 @@ def test_progress_report_becomes_a_percent():
     (body(event="progress", bytes=-1, total=10), "bytes: must be a non-negative integer, not -1"),
     (body(event="progress", bytes=1, total="10"), "total: must be a non-negative integer, not '10'"),
     (body(event="start", stage=7), "stage: must be a string"),
+    (body(event="progress", written=1, mapped=2.5), "mapped: must be a non-negative integer, not 2.5"),
     (b"{" + b" " * MAX_BODY + b"}", f"more than {MAX_BODY}"),
     (b"\xff\xfe", "body is not JSON"),
 ])
