@@ -20,7 +20,7 @@ from provisioner.pxe.statefile import write_atomic
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
                "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata",
                "install", "install-error", "install-done", "installed", "reinstall")
-HISTORY = 40   # events kept per machine
+HISTORY = 64   # events kept per machine (a PXE install + first disk boot records ~35)
 
 
 @dataclass

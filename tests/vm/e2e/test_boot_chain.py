@@ -76,9 +76,12 @@ def _check(chain: BootChain, result) -> None:
     assert positions == sorted(positions), names
     # Server's machine state: the first boot went through the install profile, then the mark.
     record = chain.machine()
-    for stage in ("dhcp-ack", "ipxe-script", "kernel", "initrd", "cloud-config", "installed"):
+    for stage in ("dhcp-ack", "ipxe-script", "kernel", "initrd", "cloud-config", "install", "install-done", "installed"):
         assert stage in record["stages"], (stage, record["stages"])
     assert MAC in chain.installed_marks()
+    reports = [h for h in record["history"] if h["stage"] in ("install", "install-done")]
+    assert reports[0]["event"] == "start" and reports[-1]["event"] == "done", reports   # the live system's reports
+    assert " MiB written" in reports[-1]["message"], reports[-1]      # the installer's summary line
     history = record["history"]
     marked = next(h["at"] for h in history if h["stage"] == "installed")
     assert any(h["stage"] == "ipxe-script" and h["at"] > marked for h in history), history
