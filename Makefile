@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PROV  := $(VENV)/bin/provisioner
 STAMP := build/stamps
 APT_PACKAGES := $(shell sed -e 's/\#.*//' setup/apt-packages.txt)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 ACCEPTANCE_ARGS ?=
 
