@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from provisioner.demo.boot_chain import ssh_argv
 from provisioner.disk.layout import BootAttributes, encode_boot_attributes
 from provisioner.image.esp import get_file, put_files
 from provisioner.node.slots import SLOTS, decode_grubenv, encode_grubenv, env_from_attributes
@@ -67,6 +68,15 @@ def ssh(port: int, key: Path, command: str, timeout: float = 120) -> str:
     argv = ["ssh", "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no", "-o",
             "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-o",
             "LogLevel=ERROR", "core@127.0.0.1", command]
+    return _ssh_until_it_answers(argv, command, timeout)
+
+
+def ssh_in_netns(netns: str, ip: str, key: Path, command: str, timeout: float = 120) -> str:
+    """Run command as core@ip from inside the lab namespace, retrying until sshd answers; returns stdout."""
+    return _ssh_until_it_answers(ssh_argv(netns, key, ip, command), command, timeout)
+
+
+def _ssh_until_it_answers(argv: list[str], command: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60)

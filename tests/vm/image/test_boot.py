@@ -1,18 +1,19 @@
 """QEMU boots the built image (TCG): BIOS and UEFI from disk, the A/B fallback, and PXE kernel+initrd
-diskless; SSH (forwarded to 127.0.0.1) with a key given by cloud-config."""
+diskless; SSH with a key given by cloud-config (disk boots: restricted user networking forwarded to
+127.0.0.1; the diskless boot: a lab namespace with `provisioner serve`)."""
 
 from __future__ import annotations
 
-import functools
 import json
-import http.server
-import threading
+import os
 
 from provisioner.disk.layout import MAGIC_DISK_GUID, BootAttributes
-from provisioner.lab.qemu import QemuVM, UserNic, VMConfig
+from provisioner.lab.netns import LabNetwork
+from provisioner.lab.qemu import QemuVM, TapNic, UserNic, VMConfig
 from tests.fixtures.system import free_port
+from tests.integration.pxe.conftest import start_server, wait_ready
 from tests.vm.image.helpers import (
-    GiB, disk_copy, grubenv, make_key, part, put_on_root, set_slots, ssh, table, user_data,
+    GiB, disk_copy, grubenv, make_key, part, put_on_root, set_slots, ssh, ssh_in_netns, table, user_data,
 )
 
 BOOTED = r"provisioner-slots: USR-A \(/dev/vda\) marked successful"
@@ -83,30 +84,36 @@ def test_bios_boot_with_ab_fallback_from_a_corrupt_usr_b(built_image, tmp_path):
     assert env["usr_b_tries"] == "0" and env["usr_b_successful"] == "0" and env["usr_a_successful"] == "1"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def test_pxe_kernel_and_initrd_boot_diskless(built_image, tmp_path):
+    """The PXE kernel + initrd without a disk, on a lab bridge (no uplink): `provisioner serve` gives the
+    address (full DHCP) and the cloud-config (/assets/), the live system runs from RAM."""
     key, public = make_key(tmp_path)
-    served = tmp_path / "www"
-    served.mkdir()
-    (served / "cc.yml").write_text(user_data(public, "node-pxe"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = free_port()
-    append = (f"console=ttyS0,115200n8 cloud-config-url=http://10.0.2.2:{server.server_address[1]}/cc.yml "
-              'provisioner.run="/bin/echo PXE-HOOK-RAN"')
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "cc.yml").write_text(user_data(public, "node-pxe"))
+    netns, mac = f"imgpxe{os.getpid() % 10000}", "52:54:00:00:07:07"
+    net = LabNetwork.create(netns, "10.75.0.1/24")
+    server = None
     try:
-        with _vm(tmp_path, "pxe", port, kernel=built_image.pxe_kernel, initrd=built_image.pxe_initrd,
-                 append=append, memory_mib=2048) as vm:
+        net.add_tap("tap0")
+        server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.75.0.1:8080", "--dhcp-range",
+                              "10.75.0.100,10.75.0.150", "--assets-dir", str(assets), netns=netns)
+        wait_ready(server)
+        append = ("console=ttyS0,115200n8 cloud-config-url=http://10.75.0.1:8080/assets/cc.yml "
+                  'provisioner.run="/bin/echo PXE-HOOK-RAN"')
+        with QemuVM(VMConfig(name="pxe", workdir=tmp_path, memory_mib=2048, cpus=2, kernel=built_image.pxe_kernel,
+                             initrd=built_image.pxe_initrd, append=append,
+                             nic=TapNic(netns=netns, tap="tap0", mac=mac))) as vm:
             vm.wait_for_serial(r"provisioner-initrd: live system", 180)
             vm.wait_for_serial(r"provisioner-bootconfig: applied hostname node-pxe", BOOT_TIMEOUT)
             vm.wait_for_serial(r"PXE-HOOK-RAN", 120)
-            assert ssh(port, key, "findmnt -n -o FSTYPE /").strip() == "tmpfs"
-            assert ssh(port, key, "findmnt -n -o FSTYPE /usr").strip() == "squashfs"
-            assert ssh(port, key, "hostname").strip() == "node-pxe"
-            assert "vda" not in ssh(port, key, "cat /proc/partitions")
+            leases = json.loads((server.state_dir / "leases.json").read_text())
+            ip = next(lease["ip"] for lease in leases["leases"] if lease["mac"] == mac)
+            assert ssh_in_netns(netns, ip, key, "findmnt -n -o FSTYPE /").strip() == "tmpfs"
+            assert ssh_in_netns(netns, ip, key, "findmnt -n -o FSTYPE /usr").strip() == "squashfs"
+            assert ssh_in_netns(netns, ip, key, "hostname").strip() == "node-pxe"
+            assert "vda" not in ssh_in_netns(netns, ip, key, "cat /proc/partitions")
     finally:
-        server.shutdown()
+        if server is not None:
+            server.stop()
+        net.destroy()
