@@ -298,7 +298,11 @@ class BootHttp:
         if mac is None:
             self._count("/report", 400)
             return web.Response(status=400, text="/report: give ?mac=<MAC address>\n")
-        body = await request.content.read(reports.MAX_BODY + 1)
+        if request.content_length is None or request.content_length > reports.MAX_BODY:
+            self._count("/report", 400)
+            return web.Response(status=400, text=f"/report: send one JSON object of at most {reports.MAX_BODY} "
+                                                 f"bytes with a Content-Length\n")
+        body = await request.read()
         try:
             report = reports.parse_report(body)
         except ValueError as exc:

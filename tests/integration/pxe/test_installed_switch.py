@@ -110,7 +110,11 @@ def test_hook_reports_installer_progress_and_an_error_forgets_the_installed_mark
     error = [h for h in record["history"] if h["stage"] == "install-error"][-1]
     assert error["message"] == "no space left on /dev/vda"
     assert "kernel " in _get(f"{url}/ipxe?mac={MAC}")[1]                        # installs again next boot
-    assert _get(f"{url}/report?mac={MAC}", "POST")[0] == 400                     # empty body: refused
+    assert _get(f"{url}/report?mac={MAC}", "POST")[0] == 400                     # no body: refused
+    big = urllib.request.Request(f"{url}/report?mac={MAC}", data=b" " * 5000, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(big, timeout=10)
+    assert info.value.code == 400 and b"at most 4096 bytes" in info.value.read()
 
 
 def test_reports_to_a_dead_server_never_stop_the_install(capsys):
