@@ -34,6 +34,7 @@ AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"
 REPORT_INTERVAL = 2.0
 REPORT_TIMEOUT = 5.0
 MAX_REPORT_FAILURES = 3
+REPORT_FIELDS = ("event", "stage", "bytes", "total", "written", "mapped", "message")
 
 
 def parse_cmdline(cmdline: str) -> dict[str, str]:
@@ -100,7 +101,9 @@ class Reporter:
     def post(self, event: dict) -> None:
         if self.failures >= MAX_REPORT_FAILURES:
             return
-        request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST",
+        # Only what the server reads (pxe/reports.py): the `done` line's summary can be long.
+        body = {key: event[key] for key in REPORT_FIELDS if key in event}
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=REPORT_TIMEOUT) as response:
