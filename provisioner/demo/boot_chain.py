@@ -33,10 +33,10 @@ from pathlib import Path
 import yaml
 
 from provisioner.core.commands import require_tool, run
-from provisioner.disk.layout import USR_A_PARTUUID, USR_B_PARTUUID
 from provisioner.errors import CommandError, ProvisionerError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
+from provisioner.node.slots import booted_partuuid, slot_by_partuuid
 
 RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisioner_production_image.bin.zst.sig",
                  "provisioner_production_image.bin.zst.DIGESTS", "provisioner_production_image.bin.bmap",
@@ -171,13 +171,12 @@ def ssh_argv(netns: str, key: Path, ip: str, command: str) -> list[str]:
                                    "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{SSH_USER}@{ip}", command])
 
 
-def boot_slot(cmdline: str) -> str | None:
-    """USR-A or USR-B from the kernel command line's mount.usr=PARTUUID=... (the fixed PARTUUIDs of
-    the CoreOS layout; GRUB picks the slot and passes it so), or None (pure)."""
-    match = re.search(r"mount\.usr=PARTUUID=([0-9A-Fa-f-]{36})", cmdline)
-    if not match:
-        return None
-    return {USR_A_PARTUUID: "USR-A", USR_B_PARTUUID: "USR-B"}.get(match.group(1).upper())
+def boot_slot(text: str) -> str | None:
+    """USR-A or USR-B from a kernel command line's mount.usr=PARTUUID=... (the node's own parser,
+    provisioner.node.slots), or None (pure)."""
+    partuuid = booted_partuuid(text)
+    slot = slot_by_partuuid(partuuid) if partuuid else None
+    return slot.label if slot else None
 
 
 def state_stage(entry: dict) -> tuple[str, str] | None:
