@@ -272,6 +272,18 @@ class BootHttp:
         except OSError as exc:
             log.error("installed: cannot record %s: %s", mac, exc)
 
+    def _forget_installed(self, mac: str, via: str, remote: str | None) -> bool:
+        """Drop the installed mark (the next PXE boot installs again); False when it cannot be written."""
+        assert self.installed is not None
+        try:
+            if self.installed.forget(mac):
+                log.info("installed: %s forgotten (%s): its next boot installs again", mac, via)
+                self.on_event(mac, "reinstall", {"via": via}, remote)
+        except OSError as exc:
+            log.error("installed: cannot forget %s: %s", mac, exc)
+            return False
+        return True
+
     async def installed_handler(self, request: web.Request) -> web.Response:
         """POST /installed?mac=M marks M installed; DELETE forgets it (reinstall on the next boot)."""
         mac = normalise_mac(request.query.get("mac"))
@@ -283,11 +295,8 @@ class BootHttp:
             self._mark_installed(mac, "POST /installed", request.remote)
             text = f"{mac} installed\n"
         else:
-            try:
-                if self.installed.forget(mac):
-                    self.on_event(mac, "reinstall", {}, request.remote)
-            except OSError as exc:
-                return web.Response(status=500, text=f"/installed: {exc}\n")
+            if not self._forget_installed(mac, "DELETE /installed", request.remote):
+                return web.Response(status=500, text=f"/installed: cannot write {self.installed.path}\n")
             text = f"{mac} will be installed again on its next boot\n"
         self._count("/installed", 200)
         return web.Response(text=text)
@@ -315,12 +324,7 @@ class BootHttp:
                 self._reported_percent[mac] = report.percent
             self.on_event(mac, report.machine_stage, report.detail(), request.remote)
         if report.event == "error" and self.installed is not None:
-            try:
-                if self.installed.forget(mac):
-                    log.warning("installed: %s reported an install error; its next boot installs again", mac)
-                    self.on_event(mac, "reinstall", {"via": "install error"}, request.remote)
-            except OSError as exc:
-                log.error("installed: cannot forget %s: %s", mac, exc)
+            self._forget_installed(mac, "install error", request.remote)
         self._count("/report", 200)
         return web.Response(text="ok\n")
 
