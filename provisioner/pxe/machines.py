@@ -3,8 +3,9 @@
 Stages, in boot order: dhcp-offer, dhcp-ack, dhcp-boot-server (port 4011), tftp, tftp-done,
 boot-script (/boot.ipxe), ipxe-script (/ipxe), kernel, initrd, asset, cloud-config, ignition,
 generic, metadata; then the live installer's reports (reports.py): install (with a percent),
-install-error or install-done; installed / reinstall (installed.py). TFTP and asset requests carry no MAC, so the server maps the client IP to a
-MAC it learned from DHCP, from `/ipxe?mac=` requests, or from the kernel's neighbour table.
+install-error or install-done; installed / reinstall (installed.py). TFTP and asset requests carry
+no MAC, so the server maps the client IP to a MAC it learned from DHCP, from `/ipxe?mac=` requests,
+or from the kernel's neighbour table.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import Callable
 
 log = logging.getLogger("provisioner.pxe.ra")
 
@@ -53,12 +52,11 @@ def interface_mac(interface: str) -> bytes:
 class RouterAdvertService:
     """Answers Router Solicitations on one interface (asyncio reader on a raw ICMPv6 socket)."""
 
-    def __init__(self, interface: str, counters: dict[str, int], clock: Callable[[], float] | None = None):
+    def __init__(self, interface: str, counters: dict[str, int]):
         self.interface = interface
         self.counters = counters
         self.sock: socket.socket | None = None
         self._index = 0               # the interface index, known once started
-        self._clock = clock
         self._last_sent = float("-inf")
         self._advert = b""
 
@@ -83,9 +81,6 @@ class RouterAdvertService:
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         log.info("ra: answering IPv6 router solicitations on %s (no prefixes, router lifetime 0)", self.interface)
 
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
-
     def _readable(self) -> None:
         for _ in range(64):
             try:
@@ -98,7 +93,7 @@ class RouterAdvertService:
             if not is_router_solicit(packet):
                 continue            # other ICMPv6 (neighbour discovery, echo): not ours
             self.counters["ra_solicits"] = self.counters.get("ra_solicits", 0) + 1
-            now = self._now()
+            now = asyncio.get_running_loop().time()
             if now - self._last_sent < RA_MIN_INTERVAL:
                 continue
             try:
