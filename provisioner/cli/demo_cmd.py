@@ -46,7 +46,9 @@ def demo_command(
     try:
         result = chain.run(on_stage=show)
     except BaseException:
-        console.print(f"logs: {chain.server_log} {' '.join(str(p) for p in chain.serial_logs())}")
+        logs = [path for path in (chain.server_log, *chain.serial_logs()) if path.exists()]
+        if logs:
+            console.print(f"logs: {' '.join(str(path) for path in logs)}")
         raise
     console.print(result.remote_report.rstrip(), markup=False, highlight=False)
     console.print(f"booted slot: {result.boot_slot or 'unknown'}")
