@@ -52,14 +52,16 @@ def _layout():
         PartSpec(layout.USR_B, "USR-B", layout.TYPE_USR, 1 * GiB, None, layout.USR_B_PARTUUID),
         PartSpec(layout.OEM, "OEM", layout.TYPE_LINUX_DATA, 128 * MiB, "ext4"),
         PartSpec(layout.OEM_CONFIG, "OEM-CONFIG", layout.TYPE_RESERVED, 64 * MiB),
-        PartSpec(layout.ROOT, "ROOT", layout.TYPE_RESIZE, 4 * GiB - 2 * MiB * 2 - (128 + 2 + 1024 + 1024 + 128 + 64) * MiB,
+        PartSpec(layout.ROOT, "ROOT", layout.TYPE_RESIZE,
+                 4 * GiB - 2 * MiB * 2 - (128 + 2 + 1024 + 1024 + 128 + 64) * MiB,
                  "ext4"),
     )
 
 
 def build_release():
     """Build (or reuse) the benchmark release under build/bench-install/."""
-    from tests.fixtures.coreos_image import build_image, build_release as make_release
+    from tests.fixtures.coreos_image import build_image
+    from tests.fixtures.coreos_image import build_release as make_release
 
     marker = WORK / "release.json"
     if marker.exists():
@@ -123,7 +125,8 @@ def main() -> dict:
         "dd_mapped": ["dd", f"if={image}", f"of={device}", "bs=4M", f"count={mapped_blocks}", "iflag=fullblock",
                       "oflag=direct", "conv=fsync", "status=none"],
         "bmaptool": ["bmaptool", "-q", "copy", "--bmap", bmap, zst, device],
-        "zstd_dd": ["sh", "-c", f"zstd -dc -q '{zst}' | dd of={device} bs=1M iflag=fullblock oflag=direct conv=fsync status=none"],
+        "zstd_dd": ["sh", "-c",
+                    f"zstd -dc -q '{zst}' | dd of={device} bs=1M iflag=fullblock oflag=direct conv=fsync status=none"],
         "ours_bz2": [python, "-m", "provisioner.install", "-d", device, "-f", bz2, "--yes", "--progress", "none"],
         "flatcar_lbzip2": ["sh", "-c", f"lbzip2 -dc '{bz2}' | dd of={device} bs=1M conv=nocreat,fsync status=none"],
         "flatcar_bzip2": ["sh", "-c", f"bzip2 -dc '{bz2}' | dd of={device} bs=1M conv=nocreat,fsync status=none"],

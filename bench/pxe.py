@@ -133,8 +133,10 @@ http {{ access_log off; sendfile on; tcp_nopush on;
                         "best_ratio_vs_matchbox": round(best["requests_per_s"] / MATCHBOX_REQS, 2)},
         "assets_30M": {"ours_workers_1": ours_asset[1], "ours_workers_2": ours_asset[2], "nginx": nginx_asset,
                        "tool": " ".join(WRK_ASSET),
-                       "nginx_over_ours_workers_1": round(nginx_asset["bytes_per_s"] / max(ours_asset[1]["bytes_per_s"], 1), 2),
-                       "nginx_over_ours_workers_2": round(nginx_asset["bytes_per_s"] / max(ours_asset[2]["bytes_per_s"], 1), 2)},
+                       "nginx_over_ours_workers_1":
+                            round(nginx_asset["bytes_per_s"] / max(ours_asset[1]["bytes_per_s"], 1), 2),
+                       "nginx_over_ours_workers_2":
+                            round(nginx_asset["bytes_per_s"] / max(ours_asset[2]["bytes_per_s"], 1), 2)},
     }
 
 

@@ -59,7 +59,7 @@ class DhcpClients(asyncio.DatagramProtocol):
             self.transport.sendto(dhcp.encode_packet(packet), ("255.255.255.255", 67))
             try:
                 return await asyncio.wait_for(future, timeout / 4 * (attempt + 1))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         raise TimeoutError("no DHCP offer")
 
@@ -89,7 +89,7 @@ class TftpDownload(asyncio.DatagramProtocol):
         if self.peer is None:
             self.peer = addr
         if opcode == 6:            # OACK
-            for key, value in zip(data[2:].split(b"\0")[::2], data[2:].split(b"\0")[1::2]):
+            for key, value in zip(data[2:].split(b"\0")[::2], data[2:].split(b"\0")[1::2], strict=False):
                 if key.lower() == b"blksize":
                     self.blksize = int(value)
             self._ack(0)
@@ -124,7 +124,7 @@ async def tftp_get(server: str, port: int, filename: str, blksize: int = 1468, t
         while True:
             try:
                 return await asyncio.wait_for(asyncio.shield(proto.done), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if loop.time() > deadline:
                     raise TimeoutError(f"TFTP {filename}: no progress") from None
                 proto.resend()
@@ -185,7 +185,8 @@ async def storm(args) -> dict:
     semaphore = asyncio.Semaphore(args.concurrency)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
 
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=args.deadline)) as session:
+    timeout = aiohttp.ClientTimeout(total=args.deadline)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async def guarded(i):
             async with semaphore:
                 try:

@@ -28,7 +28,7 @@ MACHINES = 10_000
 
 
 def mac_of(index: int) -> str:
-    return "52:54:01:%02x:%02x:%02x" % (index >> 16 & 0xFF, index >> 8 & 0xFF, index & 0xFF)
+    return f"52:54:01:{index >> 16 & 0xFF:02x}:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
 
 
 def generate_data_dir(root: Path, machines: int) -> None:
@@ -109,7 +109,8 @@ def main() -> dict:
             "peak_rss_mib_1000_machines": round(_peak_rss_mib(small, MACHINES // 10), 1),
             "peak_rss_mib_10000_machines": round(_peak_rss_mib(big, MACHINES), 1),
         }
-    result["ratio_ours_vs_peer"] = round(result["ours_2_workers_machines_per_s"] / result["peer_render_and_parse_2_workers_machines_per_s"], 2)
+    result["ratio_ours_vs_peer"] = round(result["ours_2_workers_machines_per_s"]
+                                        / result["peer_render_and_parse_2_workers_machines_per_s"], 2)
     result["target_machines_per_s"] = 5000
     for key, value in result.items():
         print(f"  {key}: {value}", file=sys.stderr)

@@ -68,8 +68,8 @@ def main() -> dict:
     if os.geteuid() != 0:
         raise RuntimeError("bench rescue needs root (sshd as root, loop devices)")
     sys.path.insert(0, str(REPO))
-    from tests.fixtures.coreos_image import build_image, build_release, small_layout
     from provisioner.install.zipapp import build_zipapp
+    from tests.fixtures.coreos_image import build_image, build_release, small_layout
     from tests.integration.remote.conftest import start_sshd
 
     with tempfile.TemporaryDirectory(prefix="bench-rescue-") as tmp_name:

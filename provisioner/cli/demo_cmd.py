@@ -19,11 +19,13 @@ from provisioner.inventory.check import check_inventory
 
 def demo_command(
     data_dir: Path = typer.Option(Path("examples/cluster"), "--data-dir", "-D"),
-    server_url: str = typer.Option("http://10.99.0.1:8080", "--server-url", help="URL the machines use (the demo's lab address)."),
+    server_url: str = typer.Option("http://10.99.0.1:8080", "--server-url",
+                                   help="URL the machines use (the demo's lab address)."),
     render_only: bool = typer.Option(False, "--render-only", help="Only stage 0: render and validate every machine."),
     firmware: str = typer.Option("bios", "--firmware", envvar="FIRMWARE", help="bios (SeaBIOS) or uefi (OVMF)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the server and the VM running and print how to reach them."),
-    release_dir: Path = typer.Option(Path("build/release/stable/current"), "--release-dir", help="What `make image` built."),
+    release_dir: Path = typer.Option(Path("build/release/stable/current"), "--release-dir",
+                                     help="What `make image` built."),
     workdir: Path = typer.Option(Path("build/demo"), "--workdir", help="Data dir copy, SSH key, disk, logs."),
     mac: str = typer.Option("52:54:00:00:00:01", "--mac", help="The VM's MAC: a machine of the data dir."),
 ) -> None:

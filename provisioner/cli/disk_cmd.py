@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 
@@ -19,7 +18,8 @@ from provisioner.disk import resize
 from provisioner.errors import UsageError
 
 disk_app = typer.Typer(help="Show, grow, shrink and repartition an installed CoreOS-layout disk.", no_args_is_help=True)
-plan_app = typer.Typer(help="Print what grow/shrink-root/add would do, step by step; change nothing.", no_args_is_help=True)
+plan_app = typer.Typer(help="Print what grow/shrink-root/add would do, step by step; change nothing.",
+                       no_args_is_help=True)
 
 DISK_HELP = "The whole disk (/dev/sda, /dev/nvme0n1, /dev/loop0) or a disk image file."
 STATE_HELP = "Journal directory (default $PROVISIONER_STATE_DIR or /var/lib/provisioner/disk-journal)."
@@ -64,7 +64,7 @@ def _confirm(command: str, yes: bool, dry_run: bool, preview) -> None:
 def show_cmd(
     disk: str = typer.Argument(..., help=DISK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """Numbers, labels, types, sizes, filesystems and used space of each partition."""
     data = resize.show(disk, state=state_dir)
@@ -74,7 +74,7 @@ def show_cmd(
 def restore_cmd(
     disk: str = typer.Argument(..., help=DISK_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """Roll back an interrupted grow/shrink-root/add: put back the table saved before it (when safe)."""
     if not yes:
@@ -85,11 +85,11 @@ def restore_cmd(
     typer.echo(resize.restore(disk, state=state_dir))
 
 
-def _grow(disk: str, state_dir: Optional[str], dry_run: bool, as_json: bool) -> None:
+def _grow(disk: str, state_dir: str | None, dry_run: bool, as_json: bool) -> None:
     _print(resize.grow(disk, state=state_dir, dry_run=dry_run), as_json)
 
 
-def _shrink(disk: str, size: str, state_dir: Optional[str], dry_run: bool, yes: bool, as_json: bool) -> None:
+def _shrink(disk: str, size: str, state_dir: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
     nbytes = _size(size, "--size")
     _confirm("shrink-root", yes, dry_run, lambda: resize.shrink_root(disk, nbytes, state=state_dir, dry_run=True))
     _print(resize.shrink_root(disk, nbytes, state=state_dir, dry_run=dry_run), as_json)
@@ -115,7 +115,7 @@ def _make_commands(dry_run_only: bool):
         disk: str = typer.Argument(..., help=DISK_HELP),
         dry_run: bool = typer.Option(dry_run_only, "--dry-run", "-n", help="Print the plan; change nothing.",
                                      hidden=dry_run_only),
-        state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+        state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
     ) -> None:
         """Grow ROOT (9) up to the next partition or the disk end, then its filesystem (online or offline)."""
@@ -127,7 +127,7 @@ def _make_commands(dry_run_only: bool):
         dry_run: bool = typer.Option(dry_run_only, "--dry-run", "-n", help="Print the plan; change nothing.",
                                      hidden=dry_run_only),
         yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking.", hidden=dry_run_only),
-        state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+        state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
     ) -> None:
         """Shrink ROOT's ext4 and partition 9 (offline only), keeping start, type, PARTUUID, label, attributes."""
@@ -138,13 +138,13 @@ def _make_commands(dry_run_only: bool):
         label: str = typer.Option(..., "--label", help="GPT partition name (also the filesystem label)."),
         size: str = typer.Option(..., "--size", help="Size (500G, 1TiB, ...) or 'rest'."),
         fs: str = typer.Option("none", "--fs", help="ext4, xfs, btrfs, swap or none."),
-        type_name: Optional[str] = typer.Option(
+        type_name: str | None = typer.Option(
             None, "--type", help="linux-data (default), linux-swap, raid, lvm, or a type GUID."),
-        number: Optional[int] = typer.Option(None, "--number", help="Partition number (default: first free from 10)."),
+        number: int | None = typer.Option(None, "--number", help="Partition number (default: first free from 10)."),
         dry_run: bool = typer.Option(dry_run_only, "--dry-run", "-n", help="Print the plan; change nothing.",
                                      hidden=dry_run_only),
         yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking.", hidden=dry_run_only),
-        state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+        state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
     ) -> None:
         """Add a partition in the free space right after ROOT, optionally with a filesystem."""

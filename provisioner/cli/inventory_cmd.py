@@ -47,7 +47,8 @@ def match_command(
     query = build_query(mac, uuid, hostname, serial, arch, label)
     match = inventory.match(query)
     if match is None:
-        raise ConfigError(f"{data_dir}: no group matches {', '.join(f'{k}={v}' for k, v in sorted(query.as_labels().items()))}")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(query.as_labels().items()))
+        raise ConfigError(f"{data_dir}: no group matches {labels}")
     result = {
         "group": match.group.id, "group_file": match.group.source, "selector": dict(match.group.selector),
         "profile": match.group.profile, "profile_file": match.profile.source if match.profile else None,
@@ -55,7 +56,8 @@ def match_command(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"group   {result['group']}  ({result['group_file']}; selector {match.group.selector_text or 'none: default'})")
+        selector = match.group.selector_text or "none: default"
+        print(f"group   {result['group']}  ({result['group_file']}; selector {selector})")
         print(f"profile {result['profile']}  ({result['profile_file'] or 'MISSING'})")
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -35,7 +34,7 @@ A password is read from $PROVISIONER_SSH_PASSWORD or asked for, never taken from
 """
 
 
-def _confirm_or_refuse(yes: bool) -> Optional[object]:
+def _confirm_or_refuse(yes: bool) -> object | None:
     if yes:
         return None
     if not sys.stdin.isatty():
@@ -58,16 +57,16 @@ def _print_report(report: RescueReport, as_json: bool) -> None:
 def rescue(
     ctx: typer.Context,
     host: str = typer.Argument(..., help="[user@]host[:port] or an alias from ~/.ssh/config (user defaults to root)."),
-    port: Optional[int] = typer.Option(None, "--port", "-p", help="SSH port (default: ssh config, else 22)."),
-    identity: List[Path] = typer.Option([], "--identity", "-i", help="SSH private key file (repeatable)."),
-    host_key: Optional[str] = typer.Option(None, "--host-key", help="Trust only this host key: SHA256:... "
+    port: int | None = typer.Option(None, "--port", "-p", help="SSH port (default: ssh config, else 22)."),
+    identity: list[Path] = typer.Option([], "--identity", "-i", help="SSH private key file (repeatable)."),
+    host_key: str | None = typer.Option(None, "--host-key", help="Trust only this host key: SHA256:... "
                                            "(rescue systems make new keys every boot)."),
     accept_new: bool = typer.Option(False, "--accept-new", help="Trust an unknown host key on first use and "
                                     "record it in known_hosts (a changed key is still refused)."),
     known_hosts: str = typer.Option(DEFAULT_KNOWN_HOSTS, "--known-hosts", help="known_hosts file."),
-    ssh_config: Optional[str] = typer.Option(None, "--ssh-config", "-F", help="ssh config file "
+    ssh_config: str | None = typer.Option(None, "--ssh-config", "-F", help="ssh config file "
                                              "(default ~/.ssh/config)."),
-    disk: Optional[str] = typer.Option(None, "--disk", "-d", help="Target disk on the host, or 'auto' (smallest "
+    disk: str | None = typer.Option(None, "--disk", "-d", help="Target disk on the host, or 'auto' (smallest "
                                        "unused disk over --min-size, like flatcar-install -s)."),
     inspect: bool = typer.Option(False, "--inspect", help="Show disks, holders, memory, python3; change nothing."),
     push: bool = typer.Option(False, "--push", help="Stream the local -f image over SSH (host cannot reach "
@@ -80,17 +79,17 @@ def rescue(
                                  "consider (bytes or 10G style; default 10,000,000,000 as flatcar-install)."),
     auto_types: str = typer.Option("disk", "--auto-types", help="--disk auto: lsblk TYPEs to consider "
                                    "(comma list; 'disk,loop' in labs)."),
-    channel: Optional[str] = typer.Option(None, "-C", help="Installer: release channel."),
-    version: Optional[str] = typer.Option(None, "-V", help="Installer: version (default current)."),
-    base_url: Optional[str] = typer.Option(None, "-b", help="Installer: base URL of the release directory."),
-    board: Optional[str] = typer.Option(None, "-B", help="Installer: board."),
-    oem: Optional[str] = typer.Option(None, "-o", help="Installer: OEM id."),
-    image: Optional[str] = typer.Option(None, "-f", help="Installer: image file (a path on the host; a local "
+    channel: str | None = typer.Option(None, "-C", help="Installer: release channel."),
+    version: str | None = typer.Option(None, "-V", help="Installer: version (default current)."),
+    base_url: str | None = typer.Option(None, "-b", help="Installer: base URL of the release directory."),
+    board: str | None = typer.Option(None, "-B", help="Installer: board."),
+    oem: str | None = typer.Option(None, "-o", help="Installer: OEM id."),
+    image: str | None = typer.Option(None, "-f", help="Installer: image file (a path on the host; a local "
                                         "path with --push)."),
-    cloud_config: Optional[Path] = typer.Option(None, "-c", help="Local cloud-config file (uploaded, 0600)."),
-    ignition: Optional[Path] = typer.Option(None, "--ignition", help="Local Ignition file (uploaded, 0600)."),
-    keyfile: Optional[Path] = typer.Option(None, "-k", help="Local release public key (uploaded)."),
-    zipapp: Optional[Path] = typer.Option(None, "--zipapp", help="Use this installer zipapp instead of building one."),
+    cloud_config: Path | None = typer.Option(None, "-c", help="Local cloud-config file (uploaded, 0600)."),
+    ignition: Path | None = typer.Option(None, "--ignition", help="Local Ignition file (uploaded, 0600)."),
+    keyfile: Path | None = typer.Option(None, "-k", help="Local release public key (uploaded)."),
+    zipapp: Path | None = typer.Option(None, "--zipapp", help="Use this installer zipapp instead of building one."),
     remote_dir: str = typer.Option(REMOTE_DIR, "--remote-dir", hidden=True),
     reboot_command: str = typer.Option("reboot", "--reboot-command", hidden=True),
 ) -> None:

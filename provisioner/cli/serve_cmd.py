@@ -16,21 +16,30 @@ def serve_command(
     data_dir: Path = typer.Option(..., "--data-dir", "-D", help="matchbox-style data dir (profiles/, groups/, ...)."),
     interface: str = typer.Option(None, "--interface", "-i", help="The only interface DHCP answers on."),
     dhcp: str = typer.Option("proxy", "--dhcp", help="proxy (default) or off; full DHCP when --dhcp-range is given."),
-    dhcp_range: str = typer.Option(None, "--dhcp-range", help="START,END: be the DHCP server (isolated networks only)."),
+    dhcp_range: str = typer.Option(None, "--dhcp-range",
+                                   help="START,END: be the DHCP server (isolated networks only)."),
     router: str = typer.Option(None, "--router", help="Router (option 3) in full-DHCP mode."),
     dns: list[str] = typer.Option([], "--dns", help="DNS server (option 6) in full-DHCP mode; repeatable."),
     lease_time: int = typer.Option(3600, "--lease-time", help="Lease time in seconds (full DHCP)."),
     http_addr: str = typer.Option("0.0.0.0:8080", "--http-addr", help="HOST:PORT for HTTP."),
-    server_url: str = typer.Option(None, "--server-url", help="URL machines use to reach us (default http://<interface ip>:<port>)."),
-    server_ip: str = typer.Option(None, "--server-ip", help="Our address as DHCP clients see it (default: the interface's)."),
+    server_url: str = typer.Option(None, "--server-url",
+                                   help="URL machines use to reach us (default http://<interface ip>:<port>)."),
+    server_ip: str = typer.Option(None, "--server-ip",
+                                  help="Our address as DHCP clients see it (default: the interface's)."),
     tftp: bool = typer.Option(True, "--tftp/--no-tftp", help="Serve TFTP (iPXE binaries and --tftp-root)."),
     tftp_root: Path = typer.Option(None, "--tftp-root", help="Extra files to serve over TFTP (read-only)."),
     tftp_addr: str = typer.Option("0.0.0.0:69", "--tftp-addr", help="HOST:PORT for TFTP."),
     efi_binary: str = typer.Option("ipxe.efi", "--efi-binary", help="iPXE for x64 UEFI: ipxe.efi or snponly.efi."),
-    chain_ipxe_roms: bool = typer.Option(False, "--chain-ipxe-roms", help="Load our iPXE over TFTP even into firmware that is already iPXE (NIC ROMs)."),
-    http_workers: int = typer.Option(1, "--http-workers", help="HTTP processes sharing the socket (Python uses one core each)."),
-    ipv6_ra: bool = typer.Option(True, "--ipv6-ra/--no-ipv6-ra", help="Full DHCP only: answer IPv6 router solicitations with 'no router here' (iPXE waits ~16 s for one otherwise)."),
-    state_dir: Path = typer.Option(None, "--state-dir", help="Leases, machine state, discovery (default DATA_DIR/state)."),
+    chain_ipxe_roms: bool = typer.Option(False, "--chain-ipxe-roms",
+                                         help="Load our iPXE over TFTP even into firmware that is already iPXE "
+                                               "(NIC ROMs)."),
+    http_workers: int = typer.Option(1, "--http-workers",
+                                     help="HTTP processes sharing the socket (Python uses one core each)."),
+    ipv6_ra: bool = typer.Option(True, "--ipv6-ra/--no-ipv6-ra",
+                                 help="Full DHCP only: answer IPv6 router solicitations with 'no router here' "
+                                       "(iPXE waits ~16 s for one otherwise)."),
+    state_dir: Path = typer.Option(None, "--state-dir",
+                                   help="Leases, machine state, discovery (default DATA_DIR/state)."),
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
@@ -43,7 +52,8 @@ def serve_command(
 
 
 def dnsmasq_config_command(
-    data_dir: Path = typer.Option(..., "--data-dir", "-D", help="Data dir (static leases: group selector mac + metadata ip)."),
+    data_dir: Path = typer.Option(..., "--data-dir", "-D",
+                                  help="Data dir (static leases: group selector mac + metadata ip)."),
     server_url: str = typer.Option(..., "--server-url", help="Where machines reach `provisioner serve` over HTTP."),
     interface: str = typer.Option(None, "--interface", "-i"),
     proxy_network: str = typer.Option(None, "--proxy-network", help="Network address for proxyDHCP, e.g. 10.9.0.0."),

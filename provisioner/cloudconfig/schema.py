@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 class Type:
     kind: str  # string | bool | int | float64 | struct | slice
     fields: dict = field(default_factory=dict)  # struct: name -> Field
-    elem: "Type | None" = None  # slice: element type
+    elem: Type | None = None  # slice: element type
 
     @property
     def human(self) -> str:

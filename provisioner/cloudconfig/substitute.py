@@ -29,9 +29,9 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
         value = values.get(variable, values.get(variable[1:], "")) or ""
         quoted = re.escape(variable)
         # Same two regexps as Go: an unescaped occurrence (start of text or any char but '\')...
-        text = re.sub(r"([^\\]|^)" + quoted, lambda m: m.group(1) + value, text)
+        text = re.sub(r"([^\\]|^)" + quoted, lambda m, value=value: m.group(1) + value, text)
         # ...then '\$key' becomes a literal '$key'.
-        text = re.sub(r"\\" + quoted, lambda m: variable, text)
+        text = re.sub(r"\\" + quoted, lambda m, variable=variable: variable, text)
     return text
 
 

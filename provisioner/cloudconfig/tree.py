@@ -32,9 +32,9 @@ class Node:
     kind: str | None = None  # map | slice | string | int | float64 | bool; None = null
     value: object = None  # int/float/bool/str, or bytes for !!binary
     raw: str | bytes | None = None  # the scalar's text (Go fills string fields from it)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def child(self, name: str) -> "Node | None":
+    def child(self, name: str) -> Node | None:
         for node in self.children:
             if node.name == name:
                 return node

@@ -41,7 +41,8 @@ def is_ignition(text: str) -> bool:
         return False
     fields = {key.lower(): value for key, value in document.items()}
     version = fields.get("ignitionversion")
-    if "ignitionversion" in fields and version is not None and not (isinstance(version, int) and not isinstance(version, bool)):
+    is_int = isinstance(version, int) and not isinstance(version, bool)
+    if "ignitionversion" in fields and version is not None and not is_int:
         return False  # a type mismatch makes the whole Unmarshal fail
     ignition = fields.get("ignition")
     if ignition is not None and not isinstance(ignition, dict):

@@ -84,7 +84,6 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "wrk": "wrk",
     "efibootmgr": "efibootmgr",
     "btrfstune": "btrfs-progs",
-    "depmod": "kmod",
     "dpkg-deb": "dpkg",
     "udhcpc": "busybox-static",
     "tftp": "tftp-hpa",

@@ -427,6 +427,8 @@ class BootChain:
     def how_to_reach(self) -> str:
         """What --keep prints."""
         argv = ssh_argv(self.config.netns, self.key, self.result.ip or "<ip>", "")[:-1]
-        return (f"ssh: {shlex.join(argv)}\nserver log: {self.server_log}\nmachine state: {self.state_dir}/machines.json\n"
+        return (f"ssh: {shlex.join(argv)}\nserver log: {self.server_log}\n"
+                f"machine state: {self.state_dir}/machines.json\n"
                 f"QEMU pid {self.vm.process.pid if self.vm and self.vm.process else '-'}, server pid "
-                f"{self.server.pid if self.server else '-'}; stop: kill both, then `ip netns delete {self.config.netns}`")
+                f"{self.server.pid if self.server else '-'}; "
+                f"stop: kill both, then `ip netns delete {self.config.netns}`")

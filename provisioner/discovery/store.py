@@ -185,7 +185,7 @@ class DiscoveryStore:
                 return None
             try:
                 await asyncio.wait_for(self.changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     # ------------------------------------------------------------------ persistence

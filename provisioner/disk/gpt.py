@@ -23,7 +23,7 @@ import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 from provisioner.disk.layout import BootAttributes, decode_boot_attributes
 from provisioner.errors import DiskError
@@ -56,7 +56,7 @@ class ProtectiveMbr:
     """LBA 0. `protective` is True for a proper PMBR (a 0xEE record and the 0x55AA signature)."""
 
     signature_ok: bool
-    partition_types: Tuple[int, ...]
+    partition_types: tuple[int, ...]
     protective: bool
     hybrid: bool  # 0xEE plus other records (the old Flatcar "hybrid" flag, removed 2025)
 
@@ -76,7 +76,7 @@ class GptHeader:
     entry_count: int
     entry_size: int
     entries_crc32: int
-    problems: Tuple[str, ...] = ()  # empty when the header (and its entry array) is valid
+    problems: tuple[str, ...] = ()  # empty when the header (and its entry array) is valid
 
     @property
     def valid(self) -> bool:
@@ -122,10 +122,10 @@ class GptTable:
     sector_size: int
     disk_size: int
     mbr: ProtectiveMbr
-    primary: Optional[GptHeader]  # None when LBA 1 has no "EFI PART" signature
-    backup: Optional[GptHeader]  # None when no backup header was found
-    entries: Tuple[GptEntry, ...] = ()  # used entries only, by number
-    problems: Tuple[str, ...] = field(default=())
+    primary: GptHeader | None  # None when LBA 1 has no "EFI PART" signature
+    backup: GptHeader | None  # None when no backup header was found
+    entries: tuple[GptEntry, ...] = ()  # used entries only, by number
+    problems: tuple[str, ...] = field(default=())
 
     @property
     def valid(self) -> bool:
@@ -133,24 +133,24 @@ class GptTable:
         return bool((self.primary and self.primary.valid) or (self.backup and self.backup.valid))
 
     @property
-    def disk_guid(self) -> Optional[str]:
+    def disk_guid(self) -> str | None:
         header = self.good_header
         return header.disk_guid if header else None
 
     @property
-    def good_header(self) -> Optional[GptHeader]:
+    def good_header(self) -> GptHeader | None:
         for header in (self.primary, self.backup):
             if header is not None and header.valid:
                 return header
         return None
 
-    def entry(self, number: int) -> Optional[GptEntry]:
+    def entry(self, number: int) -> GptEntry | None:
         for entry in self.entries:
             if entry.number == number:
                 return entry
         return None
 
-    def by_name(self, name: str) -> Optional[GptEntry]:
+    def by_name(self, name: str) -> GptEntry | None:
         for entry in self.entries:
             if entry.name == name:
                 return entry
@@ -181,7 +181,7 @@ def parse_mbr(sector: bytes) -> ProtectiveMbr:
     )
 
 
-def parse_header(sector: bytes, lba: int) -> Optional[GptHeader]:
+def parse_header(sector: bytes, lba: int) -> GptHeader | None:
     """Parse a header read from `lba`; None if the signature is absent.
 
     Header problems (CRC, size, my_lba) are listed in `problems`; the entry CRC is checked by
@@ -236,7 +236,7 @@ def check_entries(header: GptHeader, array: bytes) -> GptHeader:
     return GptHeader(**{**header.__dict__, "problems": header.problems + (problem,)})
 
 
-def parse_entries(array: bytes, entry_count: int, entry_size: int) -> Tuple[GptEntry, ...]:
+def parse_entries(array: bytes, entry_count: int, entry_size: int) -> tuple[GptEntry, ...]:
     """Used entries (type GUID not all-zero) of an entry array, numbered from 1."""
     entries = []
     for index in range(entry_count):
@@ -287,7 +287,7 @@ def read_table(read_at: ReadAt, disk_size: int, sector_size: int = 512) -> GptTa
         problems.append(f"backup GPT header at LBA {backup.my_lba}, not at the disk end (LBA {last_lba})")
     if not mbr.protective:
         problems.append("no protective MBR")
-    entries: Tuple[GptEntry, ...] = ()
+    entries: tuple[GptEntry, ...] = ()
     for header in (primary, backup):
         if header is not None and header.valid:
             array = read_at(header.entries_lba * sector_size, entries_length(header))
@@ -296,7 +296,7 @@ def read_table(read_at: ReadAt, disk_size: int, sector_size: int = 512) -> GptTa
     return GptTable(sector_size, disk_size, mbr, primary, backup, entries, tuple(problems))
 
 
-def _read_header(read_at: ReadAt, lba: int, sector_size: int, last_lba: int) -> Optional[GptHeader]:
+def _read_header(read_at: ReadAt, lba: int, sector_size: int, last_lba: int) -> GptHeader | None:
     header = parse_header(read_at(lba * sector_size, sector_size), lba)
     if header is None or not header.valid:
         return header
@@ -307,7 +307,7 @@ def _read_header(read_at: ReadAt, lba: int, sector_size: int, last_lba: int) -> 
     return check_entries(header, read_at(header.entries_lba * sector_size, entries_length(header)))
 
 
-def read_gpt(path: str, *, sector_size: Optional[int] = None, require_valid: bool = True) -> GptTable:
+def read_gpt(path: str, *, sector_size: int | None = None, require_valid: bool = True) -> GptTable:
     """Read the GPT of a block device or an image file.
 
     Raises DiskError when the path cannot be read, or (require_valid) when neither header is valid.

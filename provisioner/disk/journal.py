@@ -106,7 +106,7 @@ class Journal:
         return tuple(Partition.from_dict(p) for p in self.data["table_before"])
 
     @classmethod
-    def load(cls, root: Path, disk_guid: str) -> "Journal | None":
+    def load(cls, root: Path, disk_guid: str) -> Journal | None:
         """The unfinished journal of the disk, or None. Raises DiskError if it is unreadable."""
         directory = root / disk_guid.upper()
         path = directory / JOURNAL_NAME
@@ -125,7 +125,7 @@ class Journal:
         return cls(directory, data)
 
     @classmethod
-    def start(cls, root: Path, table: DiskTable, plan: Plan, device: str) -> "Journal":
+    def start(cls, root: Path, table: DiskTable, plan: Plan, device: str) -> Journal:
         """Write a new journal for `plan`. Raises DiskError when the state dir is not writable."""
         directory = root / table.disk_guid.upper()
         try:

@@ -44,7 +44,7 @@ class Outcome:
     applied: bool
     resumed_after: tuple[str, ...] = ()  # steps a previous, interrupted run had finished
     history: str = ""
-    resumed: bool = False  # an interrupted run of the same command was found and finished  # where the finished journal and the GPT backup went
+    resumed: bool = False  # an interrupted run of the same command was found and finished
 
     def summary(self) -> str:
         if self.plan.nothing_to_do:
@@ -430,7 +430,8 @@ def format_show(data: dict) -> str:
             f"{format_size(row['size']):>10} {(row['fs'] or '-'):<6} {used:>10}  {row['mountpoint'] or ''}"
         )
     for free in data["free"]:
-        lines.append(f"    {'(free)':<12} {'':<15} {free['start']:>10} {free['end']:>10} {format_size(free['size']):>10}")
+        size = format_size(free["size"])
+        lines.append(f"    {'(free)':<12} {'':<15} {free['start']:>10} {free['end']:>10} {size:>10}")
     if data.get("unfinished_job"):
         lines.append(f"unfinished: '{data['unfinished_job']}' was interrupted; run it again to finish")
     return "\n".join(lines)

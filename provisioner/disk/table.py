@@ -42,7 +42,7 @@ class Partition:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Partition":
+    def from_dict(cls, data: dict) -> Partition:
         return cls(**{k: data[k] for k in ("number", "start", "end", "type_guid", "partuuid", "name", "attributes")})
 
 

@@ -26,12 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.core.logs import step
+from provisioner.disk.layout import decode_boot_attributes
 from provisioner.errors import ImageBuildError, ProvisionerError
 from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree
 from provisioner.image.diskplan import plan_disk
-from provisioner.image.recipe import DEFAULT_RECIPE_DIR, PACKAGE_DIR, Recipe, image_package_paths, load_recipe, tree_digest
-from provisioner.node.slots import SLOTS, env_from_attributes, encode_grubenv
-from provisioner.disk.layout import decode_boot_attributes
+from provisioner.image.recipe import (
+    DEFAULT_RECIPE_DIR,
+    PACKAGE_DIR,
+    Recipe,
+    image_package_paths,
+    load_recipe,
+    tree_digest,
+)
+from provisioner.node.slots import SLOTS, encode_grubenv, env_from_attributes
 
 log = logging.getLogger("provisioner.image.build")
 

@@ -88,15 +88,15 @@ class Entry:
     source: Path | None = None  # a big file streamed from disk instead of `data`
 
     @staticmethod
-    def directory(name: str, perm: int = 0o755) -> "Entry":
+    def directory(name: str, perm: int = 0o755) -> Entry:
         return Entry(name, stat.S_IFDIR | perm)
 
     @staticmethod
-    def file(name: str, data: bytes, perm: int = 0o644) -> "Entry":
+    def file(name: str, data: bytes, perm: int = 0o644) -> Entry:
         return Entry(name, stat.S_IFREG | perm, data=data)
 
     @staticmethod
-    def symlink(name: str, target: str) -> "Entry":
+    def symlink(name: str, target: str) -> Entry:
         return Entry(name, stat.S_IFLNK | 0o777, data=target.encode())
 
 

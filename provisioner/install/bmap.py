@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from provisioner.errors import VerifyError
 
@@ -21,21 +20,21 @@ from provisioner.errors import VerifyError
 class MappedRange:
     start: int  # byte offset in the image
     end: int  # exclusive
-    checksum: Optional[str]  # hex digest of the bytes [start, end), or None
+    checksum: str | None  # hex digest of the bytes [start, end), or None
 
 
 @dataclass(frozen=True)
 class Bmap:
     image_size: int
     block_size: int
-    checksum_type: Optional[str]
-    ranges: Tuple[MappedRange, ...]
+    checksum_type: str | None
+    ranges: tuple[MappedRange, ...]
 
     @property
     def mapped_bytes(self) -> int:
         return sum(r.end - r.start for r in self.ranges)
 
-    def unmapped(self) -> List[Tuple[int, int]]:
+    def unmapped(self) -> list[tuple[int, int]]:
         """The holes as (start, end) byte ranges, in order."""
         holes = []
         position = 0
@@ -89,7 +88,7 @@ def parse_bmap(data: bytes, source: str = "bmap") -> Bmap:
         if actual != file_checksum.lower():
             raise VerifyError(f"{source}: the bmap file's own checksum does not match (file corrupted)")
 
-    ranges: List[MappedRange] = []
+    ranges: list[MappedRange] = []
     block_map = root.find("BlockMap")
     if block_map is None:
         raise VerifyError(f"{source}: no <BlockMap>")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import List, Optional
 
 from provisioner.errors import EXIT_ERROR, ProvisionerError, UsageError
 from provisioner.install.installer import Summary, run_install
@@ -27,7 +26,7 @@ def confirm_on_terminal(text: str) -> bool:
     return sys.stdin.readline().strip().lower() == "yes"
 
 
-def run_cli(argv: List[str], prog: str = "provisioner install") -> Optional[Summary]:
+def run_cli(argv: list[str], prog: str = "provisioner install") -> Summary | None:
     """Parse argv and install. Raises ProvisionerError (the caller maps it to an exit code)."""
     opts = parse_install_args(argv, prog)
     if opts.verbose:
@@ -41,7 +40,7 @@ def run_cli(argv: List[str], prog: str = "provisioner install") -> Optional[Summ
     return summary
 
 
-def main(argv: Optional[List[str]] = None, prog: str = "provisioner-install") -> int:
+def main(argv: list[str] | None = None, prog: str = "provisioner-install") -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:

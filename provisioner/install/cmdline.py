@@ -17,7 +17,6 @@ successful install the machine reboots into the disk.
 from __future__ import annotations
 
 import shlex
-from typing import List
 
 from provisioner.errors import UsageError
 
@@ -39,14 +38,14 @@ KEYS = {
 FLAGS = {"copy_network": "--copy-network", "force": "--force", "no_bmap": "--no-bmap"}
 
 
-def argv_from_cmdline(cmdline: str) -> List[str]:
+def argv_from_cmdline(cmdline: str) -> list[str]:
     """Installer argv from /proc/cmdline text (pure). Raises UsageError when nothing asks for an
     install or a value cannot be parsed."""
     try:
         words = shlex.split(cmdline)
     except ValueError as exc:
         raise UsageError(f"kernel command line: {exc}") from None
-    argv: List[str] = []
+    argv: list[str] = []
     for word in words:
         if not word.startswith(PREFIX):
             continue

@@ -18,15 +18,17 @@ then reports ("skip", n) instead of producing n zero bytes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import logging
 import io
+import logging
 import os
 import queue
 import shutil
 import subprocess
 import threading
-from typing import Callable, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Callable
 
 from provisioner.errors import InstallError, ProvisionerError
 from provisioner.install import zstdframes
@@ -61,7 +63,7 @@ def detect_format(head: bytes) -> str:
     return "raw"
 
 
-def choose_tool(fmt: str, use_tools: bool = True) -> Optional[List[str]]:
+def choose_tool(fmt: str, use_tools: bool = True) -> list[str] | None:
     """The argv of the best decompressor on PATH, or None to decompress in-process."""
     if not use_tools:
         return None
@@ -106,7 +108,7 @@ _EOF = object()
 class _QueueReader(io.RawIOBase):
     """A file-like view of the chunks the feeder thread puts in a queue (for zstandard)."""
 
-    def __init__(self, chunks: "queue.Queue"):
+    def __init__(self, chunks: queue.Queue):
         self._chunks = chunks
         self._pending = memoryview(b"")
         self._eof = False
@@ -151,22 +153,22 @@ class DecompressStream:
     or InstallError when the decompressor failed (corrupt or truncated stream).
     """
 
-    def __init__(self, first_chunk: bytes, chunks: Iterable[bytes], taps: List[Callable[[bytes], None]],
-                 label: str, use_tools: bool = True, skippable: Optional[Callable[[int, int], bool]] = None):
+    def __init__(self, first_chunk: bytes, chunks: Iterable[bytes], taps: list[Callable[[bytes], None]],
+                 label: str, use_tools: bool = True, skippable: Callable[[int, int], bool] | None = None):
         self.format = detect_format(first_chunk)
         self.label = label
         self._taps = taps
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._aborted = False
         self.compressed_bytes = 0
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
         self._decoder = None
         self._reader = None
-        self._queue: Optional["queue.Queue"] = None
+        self._queue: queue.Queue | None = None
         zstandard = zstandard_module() if self.format == "zst" else None
         argv = choose_tool(self.format, use_tools) if self.format != "raw" and zstandard is None else None
         self.tool = argv[0] if argv else ("python" if self.format != "raw" else "none")
-        self._splitter: Optional[zstdframes.FrameSplitter] = None
+        self._splitter: zstdframes.FrameSplitter | None = None
         self._skippable = skippable
         self._pending = memoryview(b"")
         self._peeked = None
@@ -232,10 +234,8 @@ class DecompressStream:
             if self._queue is not None:
                 self._put(_EOF if self._error is None else self._error)
             else:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(self._sink)
-                except OSError:
-                    pass
 
     def _put(self, item) -> None:
         """Queue for the zstandard reader; gives up when the reader was aborted."""
@@ -273,7 +273,7 @@ class DecompressStream:
         if data:
             _write_all(self._sink, data)
 
-    def read_piece(self, view: memoryview) -> Tuple[str, int]:
+    def read_piece(self, view: memoryview) -> tuple[str, int]:
         """("data", n): n image bytes are in view[:n] (n == 0 at the end); ("skip", n): the next
         n image bytes lie in a hole and were not decompressed."""
         if self._splitter is None:
@@ -375,7 +375,5 @@ class DecompressStream:
             pass
         self._thread.join(timeout=10)
         if self._proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass

@@ -20,14 +20,13 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable
 
 from provisioner.core.commands import run
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev
 from provisioner.disk.gpt import read_table
-from provisioner.errors import (ConfigError, DiskError, InstallError, ProvisionerError, UsageError,
-                                VerifyError)
+from provisioner.errors import ConfigError, DiskError, InstallError, ProvisionerError, UsageError, VerifyError
 from provisioner.install import writer
 from provisioner.install.bmap import Bmap, parse_bmap
 from provisioner.install.decompress import DecompressStream
@@ -44,28 +43,28 @@ COMPRESSED_SUFFIXES = (".zst", ".bz2", ".xz", ".gz")
 
 @dataclass(frozen=True)
 class Plan:
-    device: Optional[str]
-    version: Optional[str]
+    device: str | None
+    version: str | None
     image: str  # URL or path of the (compressed) image
-    signature: Optional[str]
-    digests: Optional[str]
-    bmap: Optional[str]
-    key: Optional[str]
+    signature: str | None
+    digests: str | None
+    bmap: str | None
+    key: str | None
     key_from_server: bool
-    cloud_config: Optional[str]
-    ignition: Optional[str]
-    network_dir: Optional[str]
-    cloud_config_data: Optional[bytes]
-    ignition_data: Optional[bytes]
-    disk_size: Optional[int]
-    warnings: List[str] = field(default_factory=list)
+    cloud_config: str | None
+    ignition: str | None
+    network_dir: str | None
+    cloud_config_data: bytes | None
+    ignition_data: bytes | None
+    disk_size: int | None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Summary:
     device: str
     image: str
-    version: Optional[str]
+    version: str | None
     format: str = ""
     decompressor: str = ""
     image_size: int = 0
@@ -74,8 +73,8 @@ class Summary:
     skipped: int = 0
     compressed_bytes: int = 0
     seconds: float = 0.0
-    signer: Optional[str] = None
-    placed: List[str] = field(default_factory=list)
+    signer: str | None = None
+    placed: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"installed {os.path.basename(self.image)} ({self.version or 'local'}) on {self.device}: "
@@ -110,10 +109,10 @@ def parse_version_txt(text: str, image_name: str, source: str) -> str:
 
 def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
     """Resolve every input and check the target; touches nothing. Raises ProvisionerError."""
-    warnings: List[str] = []
+    warnings: list[str] = []
     disk_size = check_target(opts.device, opts.force, warnings) if opts.device and not opts.download_only else None
     cloud_config_data, ignition_data = load_configs(opts, fetcher)
-    version: Optional[str] = None
+    version: str | None = None
     if opts.base_url:
         version = opts.version
         if version == "current":
@@ -190,7 +189,7 @@ def _find_release_key(opts: InstallOptions, image: str, fetcher: Fetcher):
                       f"(looked for {', '.join(candidates)})")
 
 
-def check_target(device: str, force: bool, warnings: List[str]) -> int:
+def check_target(device: str, force: bool, warnings: list[str]) -> int:
     """Refuse what must never be written, and what is in use unless --force. Returns its size.
 
     Raises DiskError (one line, says nothing was written)."""
@@ -326,7 +325,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
     return summary
 
 
-def _wipe_after_failure(target: writer.Target, device: str, image_size: Optional[int]) -> None:
+def _wipe_after_failure(target: writer.Target, device: str, image_size: int | None) -> None:
     try:
         if target.closed:
             raise OSError("closed")
@@ -347,7 +346,7 @@ def _held_reader(held: dict) -> Callable[[int, int], bytes]:
     return read_at
 
 
-def _load_bmap(plan: Plan, fetcher: Fetcher) -> Optional[Bmap]:
+def _load_bmap(plan: Plan, fetcher: Fetcher) -> Bmap | None:
     if plan.bmap is None:
         return None
     return parse_bmap(fetcher.read_bytes(plan.bmap), os.path.basename(plan.bmap))
@@ -368,7 +367,7 @@ def _uefi_entry(device: str) -> None:
     run(["efibootmgr", "-c", "-d", device, "-p", "1", "-l", "\\efi\\boot\\bootx64.efi", "-L", "Provisioner"])
 
 
-def download_only(plan: Plan, fetcher: Fetcher, directory: str = ".") -> List[str]:
+def download_only(plan: Plan, fetcher: Fetcher, directory: str = ".") -> list[str]:
     """flatcar-install -D: fetch and verify the image (+ .sig) into `directory`. Raises VerifyError."""
     workdir = tempfile.mkdtemp(prefix="provisioner-download-")
     label = os.path.basename(plan.image)
@@ -404,7 +403,7 @@ def download_only(plan: Plan, fetcher: Fetcher, directory: str = ".") -> List[st
 
 
 def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str], bool],
-                fetcher: Optional[Fetcher] = None) -> Optional[Summary]:
+                fetcher: Fetcher | None = None) -> Summary | None:
     """Plan, show, confirm and install. Returns None for --dry-run/-D/declined. Raises ProvisionerError."""
     fetcher = fetcher or Fetcher(retries=opts.retries, timeout=opts.timeout)
     plan = make_plan(opts, fetcher)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 from provisioner.errors import UsageError
 
@@ -26,16 +25,16 @@ PROGRESS_MODES = ("auto", "bar", "json", "none")
 
 @dataclass(frozen=True)
 class InstallOptions:
-    device: Optional[str]
+    device: str | None
     version: str = "current"
-    channel: Optional[str] = None
-    board: Optional[str] = None
-    oem: Optional[str] = None
-    cloud_config: Optional[str] = None
-    ignition: Optional[str] = None
-    base_url: Optional[str] = None
-    keyfile: Optional[str] = None
-    image_file: Optional[str] = None
+    channel: str | None = None
+    board: str | None = None
+    oem: str | None = None
+    cloud_config: str | None = None
+    ignition: str | None = None
+    base_url: str | None = None
+    keyfile: str | None = None
+    image_file: str | None = None
     copy_network: bool = False
     network_dir: str = "/run/systemd/network"
     uefi_entry: bool = False
@@ -47,7 +46,7 @@ class InstallOptions:
     progress: str = "auto"
     image_name: str = DEFAULT_IMAGE_NAME
     format: str = "auto"
-    bmap: Optional[str] = None
+    bmap: str | None = None
     use_bmap: bool = True
     verify_signature: bool = True
     unmapped: str = "zero"
@@ -72,20 +71,23 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
         epilog="Note: -y is flatcar-install's DRY RUN; --yes skips the confirmation prompt.",
     )
     add = p.add_argument
-    add("-d", "--device", metavar="DEVICE", help="target disk (whole disk: /dev/sda, /dev/nvme0n1, /dev/loop0, or an image file)")
+    add("-d", "--device", metavar="DEVICE",
+        help="target disk (whole disk: /dev/sda, /dev/nvme0n1, /dev/loop0, or an image file)")
     add("-V", "--version", dest="version", metavar="VERSION", default=None,
         help="version to install, or 'current' (default); alpha/beta/stable set the channel")
     add("-B", "--board", metavar="BOARD", help="board (amd64-usr/arm64-usr); only part of flatcar's default URL")
     add("-C", "--channel", metavar="CHANNEL", help="release channel; without -V installs 'current'")
     add("-o", "--oem", metavar="OEM", help="OEM image: NAME_PREFIX_OEM_image.bin ('' for none)")
-    add("-c", "--cloud-config", metavar="FILE_OR_URL", help="cloud-config copied to ROOT:/var/lib/coreos-install/user_data")
+    add("-c", "--cloud-config", metavar="FILE_OR_URL",
+        help="cloud-config copied to ROOT:/var/lib/coreos-install/user_data")
     add("-i", "--ignition", metavar="FILE_OR_URL", help="Ignition config copied to OEM:/config.ign")
     add("-b", "--base-url", metavar="URL", help="release base URL (BASE/current/version.txt, BASE/X.Y.Z/IMAGE)")
     add("-k", "--key", dest="keyfile", metavar="KEYFILE", help="OpenPGP public key (armoured or binary) to verify with")
     add("-f", "--image-file", metavar="IMAGE", help="install a local image file (any supported compression)")
     add("-n", "--copy-network", action="store_true", help="copy /run/systemd/network/* to ROOT:/etc/systemd/network")
     add("-u", "--uefi-entry", action="store_true", help="add a UEFI boot entry with efibootmgr")
-    add("-D", "--download-only", action="store_true", help="download and verify the image into the current directory; install nothing")
+    add("-D", "--download-only", action="store_true",
+        help="download and verify the image into the current directory; install nothing")
     add("-y", "--dry-run", action="store_true", help="(flatcar-install's -y) check and print the plan, write nothing")
     add("-v", "--verbose", action="store_true", help="log each step to stderr")
     add("-t", dest="tmpdir_ignored", action="store_true", help=argparse.SUPPRESS)  # flatcar: no-op
@@ -98,7 +100,8 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
         help="bar (terminal), json (one JSON event per line on stdout), none; auto = bar on a terminal")
     add("--image-name", default=None, metavar="NAME",
         help=f"image base name in the release dir (default {DEFAULT_IMAGE_NAME}; e.g. flatcar_production_image.bin)")
-    add("--format", choices=FORMATS, default="auto", help="which compressed file to fetch from -b (auto: .zst, else .bz2)")
+    add("--format", choices=FORMATS, default="auto",
+        help="which compressed file to fetch from -b (auto: .zst, else .bz2)")
     add("--bmap", metavar="FILE_OR_URL", help="block map to use (default: IMAGE.bmap beside the image when present)")
     add("--no-bmap", action="store_true", help="ignore any .bmap: write every block")
     add("--no-sig-verify", action="store_true",
@@ -117,7 +120,7 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     return p
 
 
-def parse_install_args(argv: List[str], prog: str = "provisioner install") -> InstallOptions:
+def parse_install_args(argv: list[str], prog: str = "provisioner install") -> InstallOptions:
     """Parse argv into InstallOptions. Raises UsageError on bad or conflicting options."""
     ns = build_parser(prog).parse_args(argv)
     if ns.from_cmdline:
@@ -179,7 +182,7 @@ def parse_install_args(argv: List[str], prog: str = "provisioner install") -> In
     )
 
 
-def resolve_version_and_channel(version: Optional[str], channel: Optional[str]) -> Tuple[str, Optional[str]]:
+def resolve_version_and_channel(version: str | None, channel: str | None) -> tuple[str, str | None]:
     """flatcar-install rules: `-V stable` is a channel (version current); `-C` alone means current."""
     if version in CHANNELS:
         return "current", version

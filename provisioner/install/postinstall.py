@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 from provisioner.core.commands import run
 from provisioner.disk import blockdev, layout
@@ -28,12 +28,12 @@ log = logging.getLogger("provisioner.install.postinstall")
 CLOUD_CONFIG_PATHS = ("var/lib/coreos-install/user_data", "var/lib/flatcar-install/user_data")
 
 
-def expected_partitions(table: GptTable) -> Dict[int, Tuple[int, int]]:
+def expected_partitions(table: GptTable) -> dict[int, tuple[int, int]]:
     """number -> (start sector, sectors), the form blockdev.reread_partitions compares."""
     return {e.number: (e.first_lba, e.sectors) for e in table.entries}
 
 
-def check_layout(table: GptTable) -> List[str]:
+def check_layout(table: GptTable) -> list[str]:
     """What is wrong with `table` as a CoreOS disk (empty list: fine). Pure."""
     problems = []
     root = table.entry(layout.ROOT)
@@ -52,7 +52,7 @@ def check_layout(table: GptTable) -> List[str]:
     return problems
 
 
-def compare_tables(written: GptTable, image: GptTable) -> List[str]:
+def compare_tables(written: GptTable, image: GptTable) -> list[str]:
     """Differences between the table read back from the disk and the image's table. Pure."""
     problems = []
     mine = {e.number: e for e in written.entries}
@@ -119,10 +119,10 @@ def mounted(device: str, what: str, workdir: str) -> Iterator[str]:
             os.rmdir(point)
 
 
-def place_configs(disk: str, table: GptTable, *, cloud_config: Optional[bytes], ignition: Optional[bytes],
-                  network_dir: Optional[str], workdir: str) -> List[str]:
+def place_configs(disk: str, table: GptTable, *, cloud_config: bytes | None, ignition: bytes | None,
+                  network_dir: str | None, workdir: str) -> list[str]:
     """Write the configs into ROOT/OEM. Returns what was placed. Raises InstallError, CommandError."""
-    placed: List[str] = []
+    placed: list[str] = []
     if cloud_config is None and ignition is None and network_dir is None:
         return placed
     with partition_nodes(disk, table) as device:
@@ -148,7 +148,7 @@ def place_configs(disk: str, table: GptTable, *, cloud_config: Optional[bytes], 
     return placed
 
 
-def _copy_network_units(source: str, destination: str) -> List[str]:
+def _copy_network_units(source: str, destination: str) -> list[str]:
     """`cp --recursive --no-clobber --preserve --dereference` of the live system's units."""
     if not os.path.isdir(source):
         raise InstallError(f"-n: {source} does not exist (no network units to copy)")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 
 class Progress:
-    def __init__(self, mode: str = "auto", stream_out: Optional[IO[str]] = None,
-                 stream_err: Optional[IO[str]] = None):
+    def __init__(self, mode: str = "auto", stream_out: IO[str] | None = None,
+                 stream_err: IO[str] | None = None):
         self.out = stream_out or sys.stdout
         self.err = stream_err or sys.stderr
         if mode == "auto":
@@ -27,7 +27,7 @@ class Progress:
         self.started = time.monotonic()
         self._bar_shown = False
         self._last_json = 0.0
-        self.mapped: Optional[int] = None   # bytes the bmap maps, when there is one
+        self.mapped: int | None = None   # bytes the bmap maps, when there is one
 
     def event(self, event: str, stage: str, bytes_done: int = 0, total: int = 0, **fields: Any) -> None:
         """Emit a lifecycle event (start/verify/done/error); the bar mode prints a line for it."""

@@ -16,7 +16,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable
 
 from provisioner.errors import InstallError, NetworkError
 
@@ -72,7 +73,7 @@ class Fetcher:
         except NotFound:
             return False
 
-    def size(self, location: str) -> Optional[int]:
+    def size(self, location: str) -> int | None:
         if not is_url(location):
             return os.path.getsize(location)
         response = self._open(location, method="HEAD")
@@ -89,7 +90,7 @@ class Fetcher:
             yield from self._stream_file(location, chunk)
             return
         received = 0
-        total: Optional[int] = None
+        total: int | None = None
         failures = 0
         while True:
             try:
@@ -118,7 +119,8 @@ class Fetcher:
             except _RETRYABLE as exc:
                 failures += 1
                 if failures >= self.retries:
-                    raise NetworkError(f"{location}: download failed after {failures} attempts at byte {received}: {_reason(exc)}") from None
+                    raise NetworkError(f"{location}: download failed after {failures} attempts at byte {received}: "
+                                       f"{_reason(exc)}") from None
                 delay = min(self.backoff * (2 ** (failures - 1)), 10.0)
                 log.warning("%s: %s at byte %d; resuming in %.1f s (attempt %d of %d)",
                             location, _reason(exc), received, delay, failures + 1, self.retries)
@@ -140,7 +142,7 @@ class Fetcher:
                 yield data
 
     @staticmethod
-    def _check_resume(response, received: int, total: Optional[int], location: str):
+    def _check_resume(response, received: int, total: int | None, location: str):
         """Return (bytes to skip, total size) for a (re)opened response."""
         if response.status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))

@@ -20,7 +20,7 @@ import re
 import subprocess
 import tempfile
 import threading
-from typing import Optional
+
 from provisioner.core.commands import require_tool
 from provisioner.errors import VerifyError
 
@@ -92,7 +92,7 @@ class SignatureCheck:
         # gpgv hashes with libgcrypt (here ~240 MB/s for SHA-256, no SHA-NI): feeding it from its
         # own thread through a bounded queue lets it lag behind the install by up to 32 MiB
         # instead of stalling the decompressor on every chunk.
-        self._chunks: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=32)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
 

@@ -18,6 +18,7 @@ that `gpt.read_table` reports as "no valid GPT".
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
@@ -30,7 +31,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 from provisioner.disk import gpt
 from provisioner.disk.blockdev import device_size, is_block_device, logical_sector_size
@@ -51,10 +52,11 @@ HEAD_HOLD = 40 * 512  # PMBR + header + 128 x 128-byte entries = 34 sectors, rou
 TAIL_HOLD = 33 * 512  # backup entries + backup header
 
 
-def held_regions(image_size: int) -> List[Tuple[int, int]]:
+def held_regions(image_size: int) -> list[tuple[int, int]]:
     """The byte ranges of the image written last: its primary and backup GPT areas."""
     tail = max(HEAD_HOLD, (image_size - TAIL_HOLD) // 4096 * 4096)
-    return [(0, min(HEAD_HOLD, image_size)), (tail, image_size)] if tail < image_size else [(0, min(HEAD_HOLD, image_size))]
+    head = (0, min(HEAD_HOLD, image_size))
+    return [head, (tail, image_size)] if tail < image_size else [head]
 
 
 def image_size_from_head(head: bytes, label: str) -> int:
@@ -85,7 +87,7 @@ def hole_checker(bmap: Bmap) -> Callable[[int, int], bool]:
     return inside_hole
 
 
-def subtract(pieces: List[Tuple[int, int]], holes: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def subtract(pieces: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Remove `holes` from the byte ranges `pieces` (both lists of (start, end))."""
     result = []
     for start, end in pieces:
@@ -114,7 +116,7 @@ class Target:
             if exc.errno == 16:  # EBUSY: the kernel says someone holds it (mount, md, dm)
                 raise DiskError(f"{path}: device is busy (mounted or held by md/dm/LVM); nothing written") from None
             raise DiskError(f"{path}: cannot open for writing: {exc.strerror}") from None
-        self.direct_fd: Optional[int] = None
+        self.direct_fd: int | None = None
         if direct and self.is_block:
             try:
                 self.direct_fd = os.open(path, flags | os.O_DIRECT)
@@ -183,14 +185,12 @@ class Target:
     def close(self) -> None:
         for fd in (self.direct_fd, self.fd):
             if fd is not None and fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self.direct_fd = None
         self.fd = -1  # never write through a closed (and maybe reused) descriptor number
 
-    def wipe_gpt(self, image_size: Optional[int] = None) -> None:
+    def wipe_gpt(self, image_size: int | None = None) -> None:
         """Zero the first and last MiB of the disk (and the image-end backup GPT area)."""
         self._write_zeros(0, min(WIPE_BYTES, self.size))
         self._write_zeros(max(0, self.size - WIPE_BYTES), self.size)
@@ -212,10 +212,10 @@ def _punch_hole(fd: int, offset: int, length: int) -> bool:
 
 @dataclass
 class _Job:
-    buffer: Optional[mmap.mmap]
+    buffer: mmap.mmap | None
     base: int  # image offset of buffer[0]
-    pieces: List[Tuple[int, int]]  # image byte ranges inside the buffer
-    zero: Optional[Tuple[int, int]] = None
+    pieces: list[tuple[int, int]]  # image byte ranges inside the buffer
+    zero: tuple[int, int] | None = None
 
 
 @dataclass
@@ -224,7 +224,7 @@ class WriteResult:
     written: int = 0  # bytes written from the image
     zeroed: int = 0  # bytes of holes zeroed/discarded
     skipped: int = 0  # bytes of holes left as they were
-    held: Dict[int, bytes] = field(default_factory=dict)  # offset -> GPT area bytes, written at commit
+    held: dict[int, bytes] = field(default_factory=dict)  # offset -> GPT area bytes, written at commit
 
 
 class WriterPool:
@@ -233,11 +233,11 @@ class WriterPool:
     def __init__(self, target: Target, policy: str, threads: int = WRITER_THREADS):
         self.target = target
         self.policy = policy
-        self.free: "queue.Queue[mmap.mmap]" = queue.Queue()
+        self.free: queue.Queue[mmap.mmap] = queue.Queue()
         for _ in range(BUFFERS):
             self.free.put(mmap.mmap(-1, CHUNK))
-        self.jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
-        self.error: Optional[BaseException] = None
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.error: BaseException | None = None
         self.stopped = False
         self.written = 0
         self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
@@ -274,7 +274,7 @@ class WriterPool:
             except queue.Empty:
                 self.check()
                 if self.stopped:
-                    raise InstallError("writer stopped")
+                    raise InstallError("writer stopped") from None
 
     def close(self) -> None:
         """Wait for every queued job; raise the first writer error."""
@@ -286,18 +286,18 @@ class WriterPool:
 
 
 def copy_stream(
-    read_piece: Callable[[memoryview], Tuple[str, int]],
+    read_piece: Callable[[memoryview], tuple[str, int]],
     target: Target,
-    bmap: Optional[Bmap],
+    bmap: Bmap | None,
     *,
     policy: str = "zero",
     verify_ranges: bool = True,
     label: str = "image",
-    on_progress: Optional[Callable[[int, int, int], None]] = None,
-    on_start: Optional[Callable[[int], None]] = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> WriteResult:
-    """Copy the raw image read through `read_piece` (decompress.DecompressStream) onto `target`, except its GPT areas, which
-    are returned in `WriteResult.held` for `commit()`.
+    """Copy the raw image read through `read_piece` (decompress.DecompressStream) onto `target`, except its GPT
+    areas, which are returned in `WriteResult.held` for `commit()`.
 
     `bmap` None means "every block mapped"; then all-zero chunks become zero/discard requests.
     `on_start(image_size)` runs once the stream head proved to be a disk image that fits, just
@@ -305,7 +305,7 @@ def copy_stream(
     Raises VerifyError (range checksum, size mismatch, no GPT in the image), DiskError.
     """
     pool = WriterPool(target, policy)
-    ready: "queue.Queue" = queue.Queue()
+    ready: queue.Queue = queue.Queue()
     producer = threading.Thread(target=_produce, args=(read_piece, pool, ready), daemon=True)
     producer.start()
     try:
@@ -316,7 +316,7 @@ def copy_stream(
         producer.join(timeout=5)
 
 
-def _produce(read_piece, pool: WriterPool, ready: "queue.Queue") -> None:
+def _produce(read_piece, pool: WriterPool, ready: queue.Queue) -> None:
     """Decompress into free buffers ahead of the hashing/dispatching thread (the decompressors
     release the GIL, so this overlaps them with the sha256 of the bmap ranges)."""
     try:
@@ -336,7 +336,7 @@ def _produce(read_piece, pool: WriterPool, ready: "queue.Queue") -> None:
         ready.put(exc)
 
 
-def _next(ready: "queue.Queue"):
+def _next(ready: queue.Queue):
     item = ready.get()
     if isinstance(item, BaseException):
         raise item
@@ -352,7 +352,8 @@ def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, 
     if bmap is not None and bmap.image_size != image_size:
         raise VerifyError(f"{label}: the bmap says {bmap.image_size} bytes but the image's GPT ends at {image_size}")
     if image_size > target.size:
-        raise DiskError(f"{target.path}: {target.size} bytes is smaller than the image ({image_size} bytes); nothing written")
+        raise DiskError(f"{target.path}: {target.size} bytes is smaller than the image ({image_size} bytes); "
+                        "nothing written")
     if on_start is not None:
         on_start(image_size)
     result = WriteResult(image_size)

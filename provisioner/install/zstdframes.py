@@ -16,7 +16,6 @@ side only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 FRAME_SIZE = 4 << 20
 MAX_FRAME_OUTPUT = 64 << 20  # larger frames are decompressed as a stream instead
@@ -33,11 +32,11 @@ class FrameFormatError(ValueError):
 @dataclass(frozen=True)
 class FrameHeader:
     header_size: int
-    content_size: Optional[int]  # None when the frame does not declare it
+    content_size: int | None  # None when the frame does not declare it
     checksum: bool
 
 
-def parse_frame_header(data: bytes) -> Optional[FrameHeader]:
+def parse_frame_header(data: bytes) -> FrameHeader | None:
     """Parse a frame header at the start of `data`; None if more bytes are needed.
 
     Raises FrameFormatError on a bad magic or reserved bit. (RFC 8878 §3.1.1.1)
@@ -55,7 +54,7 @@ def parse_frame_header(data: bytes) -> Optional[FrameHeader]:
     fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
     if len(data) < size + fcs_size:
         return None
-    content_size: Optional[int] = None
+    content_size: int | None = None
     if fcs_size:
         content_size = int.from_bytes(data[size: size + fcs_size], "little")
         if fcs_size == 2:
@@ -63,7 +62,7 @@ def parse_frame_header(data: bytes) -> Optional[FrameHeader]:
     return FrameHeader(size + fcs_size, content_size, checksum)
 
 
-def frame_length(data: bytes, header: FrameHeader) -> Optional[int]:
+def frame_length(data: bytes, header: FrameHeader) -> int | None:
     """Total compressed length of the frame at the start of `data`, walking the block headers
     (RFC 8878 §3.1.1.2); None if `data` does not hold the whole frame yet."""
     offset = header.header_size
@@ -86,7 +85,7 @@ class FrameSplitter:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, chunk: bytes) -> List[Tuple[bytes, Optional[int]]]:
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int | None]]:
         self._buffer += chunk
         frames = []
         while True:

@@ -67,7 +67,8 @@ def _identical_selectors(inventory: Inventory) -> list[Problem]:
         what = f"selector {groups[0].selector_text}" if selector else "no selector (all are defaults)"
         problems.append(Problem(
             "warning", groups[1].source,
-            f"groups {names} have identical {what}; matchbox picks one at random, we pick {groups[0].id!r} (smallest id)",
+            f"groups {names} have identical {what}; matchbox picks one at random, "
+            f"we pick {groups[0].id!r} (smallest id)",
         ))
     return problems
 

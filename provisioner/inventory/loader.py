@@ -46,7 +46,8 @@ def load_inventory(data_dir: str | Path) -> Inventory:
     for path in _record_files(root / "profiles"):
         profile = _parse_profile(_load_document(path, root), _rel(path, root))
         if profile.id in profiles:
-            raise ConfigError(f"{_rel(path, root)}: id: profile {profile.id!r} is also defined in {profiles[profile.id].source}")
+            raise ConfigError(f"{_rel(path, root)}: id: profile {profile.id!r} is also defined in "
+                              f"{profiles[profile.id].source}")
         profiles[profile.id] = profile
     groups: list[Group] = []
     seen: dict[str, str] = {}
@@ -180,7 +181,8 @@ def _parse_group(document: Any, where: str) -> Group:
 def _selector_value(key: str, value: Any, where: str) -> str:
     field_path = f"selector.{key}"
     if not _LABEL_KEY.match(key):
-        raise ConfigError(f"{where}: {field_path}: unknown selector key {key!r} (labels are letters, digits, '_', '.', '-')")
+        raise ConfigError(f"{where}: {field_path}: unknown selector key {key!r} "
+                          "(labels are letters, digits, '_', '.', '-')")
     if key not in RESERVED_SELECTORS:
         lowered = key.lower()
         suggestion = _SELECTOR_ALIASES.get(lowered) or next(

@@ -6,9 +6,9 @@ Compatible with matchbox's data directory: profiles (`boot`, `cloud_id`, `igniti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 # Selector keys with a meaning of their own; any other key is a free-form label (os=installed).
 RESERVED_SELECTORS = ("mac", "uuid", "hostname", "serial", "arch")

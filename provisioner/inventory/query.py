@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from provisioner.errors import ConfigError
 from provisioner.inventory.identifiers import normalize_mac, normalize_uuid
@@ -30,7 +30,7 @@ class MachineQuery:
             raise ConfigError(f"query: {exc}") from None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str], raw_query: str = "") -> "MachineQuery":
+    def from_params(cls, params: Mapping[str, str], raw_query: str = "") -> MachineQuery:
         """From HTTP query arguments: reserved keys by name, any other key is a label.
 
         Empty values are ignored (iPXE sends `hostname=` when it has none). Raises ConfigError

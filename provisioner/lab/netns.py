@@ -56,7 +56,7 @@ class LabNetwork:
         return ipaddress.ip_interface(self.bridge_cidr).network  # type: ignore[return-value]
 
     @classmethod
-    def create(cls, name: str, bridge_cidr: str = "10.77.0.1/24") -> "LabNetwork":
+    def create(cls, name: str, bridge_cidr: str = "10.77.0.1/24") -> LabNetwork:
         """Create the namespace, its loopback and the bridge; raises NetworkError without root/iproute2."""
         if os.geteuid() != 0:
             raise NetworkError("lab network: creating a network namespace needs root")
@@ -134,7 +134,7 @@ class LabNetwork:
         run(["ip", "netns", "delete", self.name], check=False)
         self.taps.clear()
 
-    def __enter__(self) -> "LabNetwork":
+    def __enter__(self) -> LabNetwork:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -270,7 +270,7 @@ class QemuVM:
             self.process.kill()
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> "QemuVM":
+    def __enter__(self) -> QemuVM:
         self.start()
         return self
 

@@ -152,7 +152,7 @@ def hosts_with_hostname(text: str, hostname: str) -> str:
     name without DNS: sudo and etcd look it up), replacing an earlier 127.0.1.1 line (pure)."""
     short = hostname.split(".")[0]
     names = hostname if short == hostname else f"{hostname} {short}"
-    lines = [line for line in text.splitlines() if not line.split("#")[0].split()[:1] == ["127.0.1.1"]]
+    lines = [line for line in text.splitlines() if line.split("#")[0].split()[:1] != ["127.0.1.1"]]
     at = next((i + 1 for i, line in enumerate(lines) if line.split()[:1] == ["127.0.0.1"]), 0)
     lines.insert(at, f"127.0.1.1\t{names}")
     return "\n".join(lines) + "\n"

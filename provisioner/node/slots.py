@@ -105,7 +105,8 @@ def _int(env: dict[str, str], key: str, default: int) -> int:
         return default
 
 
-def after_successful_boot(gpt: dict[str, BootAttributes], env: dict[str, str], booted: str) -> dict[str, BootAttributes]:
+def after_successful_boot(gpt: dict[str, BootAttributes], env: dict[str, str],
+                          booted: str) -> dict[str, BootAttributes]:
     """New GPT bits after slot `booted` reached multi-user.
 
     Tries left come from GRUB's environment (GRUB counts down there, never in the GPT);

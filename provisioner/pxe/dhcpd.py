@@ -109,7 +109,7 @@ def decide(packet: dhcp.DhcpPacket, port: int, policy: DhcpPolicy, leases: dict[
         return Decision(reply, lease_change=keep, stage="dhcp-offer", detail={**detail, "ip": ip})
     if mtype == dhcp.REQUEST:
         if client.server_id is not None and client.server_id != ours:
-            return Decision(None, lease_release=mac if leases.get(mac, None) and
+            return Decision(None, lease_release=mac if leases.get(mac) and
                             leases[mac].state == "offered" else None)
         wanted = client.requested_ip or (packet.ciaddr if packet.ciaddr != "0.0.0.0" else None)
         ip = allocate(leases, mac, pool, policy.static, now, wanted)
@@ -151,7 +151,7 @@ EventSink = Callable[[str, str, dict], None]   # (mac, stage, detail)
 
 
 class DhcpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, service: "DhcpService", port: int):
+    def __init__(self, service: DhcpService, port: int):
         self.service = service
         self.port = port
         self.transport: asyncio.DatagramTransport | None = None

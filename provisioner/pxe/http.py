@@ -24,8 +24,13 @@ from aiohttp import web
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.pxe import ipxe, reports
-from provisioner.pxe.installed import (InstalledMachines, marks_installed, normalise_mac, rewritten_query,
-                                       with_installed_label)
+from provisioner.pxe.installed import (
+    InstalledMachines,
+    marks_installed,
+    normalise_mac,
+    rewritten_query,
+    with_installed_label,
+)
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.tftp import IPXE_FILES
 from provisioner.render import NoMatch, Renderer
@@ -126,7 +131,7 @@ class BootData:
     def _render(self, endpoint: str, query_string: str, params) -> Rendered:
         method, _stage, content_type = RENDERED[endpoint]
         try:
-            query = MachineQuery.from_params({k: params.get(k) for k in params.keys()}, raw_query=query_string)
+            query = MachineQuery.from_params({k: params.get(k) for k in params}, raw_query=query_string)
         except ConfigError as exc:
             return self._refusal(endpoint, 400, str(exc), None)
         if self.renderer is None:
@@ -256,7 +261,7 @@ class BootHttp:
         """(params, query string) with os=installed added for an installed machine (installed.py)."""
         assert self.installed is not None
         self.installed.refresh(time.monotonic())
-        plain = {k: params.get(k) for k in params.keys()}
+        plain = {k: params.get(k) for k in params}
         extra = with_installed_label(plain, self.installed.is_installed(normalise_mac(plain.get("mac"))))
         if extra is None:
             return params, query_string

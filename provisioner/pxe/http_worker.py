@@ -13,6 +13,7 @@ Run by the main process only: `python -m provisioner.pxe.http_worker` with a JSO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -47,10 +48,8 @@ class EventForwarder:
             pass  # the main process is busy or gone: boot events are best effort, requests are not
 
     def send_counters(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             self.sock.send(json.dumps({"w": self.worker_id, "c": self.counters}).encode())
-        except (BlockingIOError, OSError):
-            pass
 
 
 def forwarding_routes(internal_url: str, session_holder: dict):
@@ -88,10 +87,8 @@ async def run_worker(config: dict) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), COUNTER_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
             forwarder.send_counters()
     finally:
         await runner.cleanup()

@@ -17,6 +17,7 @@ and re-read when its mtime changes (at most once a second), so HTTP worker proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -91,10 +92,8 @@ class InstalledMachines:
                 pass   # keep the marks we have; mark()/forget() rewrite the file
 
     def _reload_quietly(self) -> None:
-        try:
+        with contextlib.suppress(ConfigError):
             self._load()
-        except ConfigError:
-            pass
 
     def is_installed(self, mac: str | None) -> bool:
         return mac is not None and mac in self.macs

@@ -14,6 +14,7 @@ served interface. A packet that is not a well-formed Router Solicitation is coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -106,9 +107,7 @@ class RouterAdvertService:
 
     def close(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            except RuntimeError:
-                pass
             self.sock.close()
             self.sock = None

@@ -248,7 +248,8 @@ class BootServer:
         try:
             listen = _listen_socket(config.http_host, config.http_port)
         except OSError as exc:
-            raise NetworkError(f"http: cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}") from None
+            raise NetworkError(f"http: cannot listen on {config.http_host}:{config.http_port}: "
+                               f"{exc.strerror}") from None
         self._sockets.append(listen)
         await web.SockSite(self.runner, listen).start()
         log.info("http: %s (listening on %s:%d)", config.server_url, config.http_host, config.http_port)
@@ -262,7 +263,8 @@ class BootServer:
             try:
                 await self.tftp.start()
             except OSError as exc:
-                raise NetworkError(f"tftp: cannot listen on {config.tftp_host}:{config.tftp_port}: {exc.strerror}") from None
+                raise NetworkError(f"tftp: cannot listen on {config.tftp_host}:{config.tftp_port}: "
+                                   f"{exc.strerror}") from None
         if config.dhcp_mode != "off":
             assert config.interface and config.server_ip
             identity = dhcp.ServerIdentity(config.server_ip, dhcp.BootFiles(

@@ -16,6 +16,7 @@ tftpy (0.8.x) does the transfer itself: DATA/ACK state machine, blksize (RFC 234
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -88,7 +89,7 @@ def parse_request(data: bytes) -> TftpRequest:
     if mode not in ("octet", "netascii"):
         raise TftpRequestError(f"mode {mode!r} is not octet or netascii")
     options: dict[str, str] = {}
-    for name, value in zip(texts[2::2], texts[3::2]):
+    for name, value in zip(texts[2::2], texts[3::2], strict=False):
         options[name.lower()] = value
     return TftpRequest(opcode, filename, mode, options)
 
@@ -157,7 +158,7 @@ EventSink = Callable[[str, str, str, dict], None]   # (client ip, stage, file, d
 
 
 class _MainProtocol(asyncio.DatagramProtocol):
-    def __init__(self, service: "TftpService"):
+    def __init__(self, service: TftpService):
         self.service = service
         self.transport = None
 
@@ -209,10 +210,8 @@ class TftpService:
             self._end(key, ok=False)
         if self._transport is not None:
             self._transport.close()
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(self._empty_root)
-        except OSError:
-            pass
 
     def _count(self, name: str, value: int = 1) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + value
@@ -280,10 +279,8 @@ class TftpService:
         context = self.sessions.pop(addr, None)
         if context is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
             asyncio.get_running_loop().remove_reader(context.sock.fileno())
-        except (RuntimeError, ValueError, OSError):
-            pass
         try:
             context.end()
         except Exception:  # closing must never take the service down

@@ -9,6 +9,7 @@ left running (REMOTE_DIR/installer.pid) and returns the recorded install states,
 trip: every SSH exec costs a fork of the session on the host.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,8 @@ import time
 
 TOOLS = ("lsblk", "partx", "sgdisk", "sfdisk", "wipefs", "blkid", "mount", "mdadm", "dmsetup", "zstd",
          "lbzip2", "bzip2", "gpg", "udevadm")
-COLUMNS = ("NAME,PATH,TYPE,SIZE,FSTYPE,LABEL,PARTLABEL,MOUNTPOINT,RO,MAJ:MIN", "NAME,TYPE,SIZE,FSTYPE,LABEL,MOUNTPOINT,RO")
+COLUMNS = ("NAME,PATH,TYPE,SIZE,FSTYPE,LABEL,PARTLABEL,MOUNTPOINT,RO,MAJ:MIN",
+           "NAME,TYPE,SIZE,FSTYPE,LABEL,MOUNTPOINT,RO")
 
 
 def read(path):
@@ -36,8 +38,8 @@ def lsblk():
     error = "lsblk not found"
     for columns in COLUMNS:
         try:
-            proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", columns], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, universal_newlines=True, check=False)
+            proc = subprocess.run(["lsblk", "--json", "--bytes", "-o", columns], capture_output=True,
+                                  text=True, check=False)
         except OSError as exc:
             return None, str(exc)
         if proc.returncode == 0:
@@ -88,10 +90,8 @@ def stop_orphan(remote_dir):
                 break
             time.sleep(0.05)
         if os.path.exists("/proc/%d" % pid):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         stopped = pid
     if os.path.exists(pidfile):
         os.unlink(pidfile)

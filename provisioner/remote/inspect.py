@@ -197,7 +197,7 @@ def format_report(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[
     lines = [
         f"host: {facts.hostname} (kernel {facts.kernel}){'' if facts.is_root else ' - NOT logged in as root'}",
         f"python3: {python} at {facts.python_path}" + ("" if facts.python_ok else
-                                                       f" - too old, the installer needs >= 3.9"),
+                                                       " - too old, the installer needs >= 3.9"),
         f"memory: {format_size(facts.memory_total)} total, {format_size(facts.memory_available)} available",
     ]
     missing = sorted(tool for tool, path in facts.tools.items() if path is None)

@@ -11,6 +11,7 @@ staged in the rescue system's RAM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -190,10 +191,8 @@ class PushServer:
 
     def close(self) -> None:
         if self.remote_port and self.transport.is_active():
-            try:
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
                 self.transport.cancel_port_forward("127.0.0.1", self.remote_port)
-            except (paramiko.SSHException, EOFError, OSError):
-                pass
         if self._thread.is_alive():
             self.http.shutdown()
         self.http.server_close()

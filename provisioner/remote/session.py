@@ -16,6 +16,7 @@ TCP_USER_TIMEOUT bound how long we wait on an unanswered peer (Linux tcp(7)).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -239,10 +240,8 @@ class Session:
                 password, source = getpass.getpass(f"{hop} password: "), "the prompt"
             if password is not None:
                 tried.append(f"password from {source}")
-                try:
+                with contextlib.suppress(paramiko.AuthenticationException):
                     transport.auth_password(hop.user, password)
-                except paramiko.AuthenticationException:
-                    pass
                 if transport.is_authenticated():
                     log.info("%s: authenticated with a password", hop)
                     return
@@ -327,7 +326,7 @@ class Session:
                 for line in complete:
                     if on_line is not None:
                         on_line(line.decode("utf-8", "replace"))
-        except socket.timeout:
+        except TimeoutError:
             channel.close()
             raise RemoteError(f"{self.target.endpoint}: {command!r} did not finish within {timeout:.0f} s") from None
         if pending and on_line is not None:
@@ -362,7 +361,7 @@ def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
     while True:
         try:
             chunk = channel.recv_stderr(CHUNK)
-        except (OSError, EOFError, socket.timeout):
+        except (TimeoutError, OSError, EOFError):
             return
         if not chunk:
             return

@@ -50,8 +50,8 @@ def file_digest(disk, entry, sector_size, path):
     where = "offset=%d,sizelimit=%d" % (entry.start_bytes(sector_size), entry.size_bytes(sector_size))
     try:
         for options in ("ro,noload," + where, "ro," + where):
-            mount = subprocess.run(["mount", "-o", options, disk, mountpoint], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, universal_newlines=True)
+            mount = subprocess.run(["mount", "-o", options, disk, mountpoint], capture_output=True,
+                                   text=True)
             if mount.returncode == 0:
                 break
         else:
@@ -64,7 +64,7 @@ def file_digest(disk, entry, sector_size, path):
                 digest = hashlib.sha256(handle.read()).hexdigest()
             return digest, "mode %o" % (os.stat(full).st_mode & 0o777)
         finally:
-            subprocess.run(["umount", mountpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            subprocess.run(["umount", mountpoint], capture_output=True)
     finally:
         os.rmdir(mountpoint)
 

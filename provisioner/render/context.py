@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.inventory import Match, MachineQuery
+from provisioner.inventory import MachineQuery, Match
 
 
 def request_query(query: MachineQuery) -> dict[str, str]:

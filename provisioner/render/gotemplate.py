@@ -141,7 +141,7 @@ class _Translator:
             return prefix + head[1:], rest
         if head.startswith("$"):
             return head[1:] or "_root", rest
-        if head.startswith('"') or head.startswith("`") or re.match(r"^-?\d+(\.\d+)?$", head) or head in ("true", "false"):
+        if head.startswith(('"', "`")) or re.match(r"^-?\d+(\.\d+)?$", head) or head in ("true", "false"):
             literal = head if not head.startswith("`") else repr(head[1:-1])
             return {"true": "true", "false": "false"}.get(literal, literal), rest
         raise self.fail(f"unsupported Go template word {head!r}")

@@ -22,9 +22,9 @@ import sys
 
 
 def main() -> None:
-    from tests.integration.disk.conftest import hash_tree, write_files
-
     from pathlib import Path
+
+    from tests.integration.disk.conftest import hash_tree, write_files
 
     results = []
     for action in json.load(sys.stdin):

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests.integration.disk.conftest import LAYOUT, MiB, ROOT_START, check_disk, root_uuid
+from tests.integration.disk.conftest import LAYOUT, ROOT_START, MiB, check_disk, root_uuid
 
 SHRINK_STEPS = ["backup-gpt", "check-fs", "shrink-fs", "write-table", "reread-table", "check-fs-after"]
 BEFORE = {number: (start, start + size // 512 - 1) for number, _l, _t, start, size, _u, _a in LAYOUT}

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from provisioner.disk import blockdev
 from provisioner.disk.table import read_disk_table
 from tests.integration.disk.conftest import (
-    DISK_SIZE, LAYOUT, MiB, ROOT_START, check_disk, check_root_fs, in_private_mount_ns, root_uuid, run,
+    DISK_SIZE,
+    LAYOUT,
+    ROOT_START,
+    MiB,
+    check_disk,
+    check_root_fs,
+    in_private_mount_ns,
+    root_uuid,
+    run,
 )
 
 BEFORE = {number: (start, start + size // 512 - 1) for number, _l, _t, start, size, _u, _a in LAYOUT}

@@ -13,10 +13,10 @@ from pathlib import Path
 from provisioner.disk import layout
 from provisioner.image.build import BuildOptions, build_image
 from provisioner.image.diskplan import PART_ALIGNMENT, plan_disk
+from provisioner.image.esp import get_file
 from provisioner.image.recipe import DEFAULT_RECIPE_DIR, load_recipe
 from provisioner.image.release import parse_version_txt, sha512_file
 from provisioner.node.slots import decode_grubenv, parse_sfdisk_attrs
-from provisioner.image.esp import get_file
 
 REPO = Path(__file__).resolve().parents[3]
 NAME = "provisioner_production"

@@ -30,7 +30,7 @@ class LossyRelay:
         self._sessions: dict[tuple, list] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "LossyRelay":
+    def __enter__(self) -> LossyRelay:
         self._thread.start()
         return self
 

@@ -8,6 +8,7 @@ path is tested against a throwaway user created and deleted by the `password_use
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -99,10 +100,8 @@ class SshServer:
         """SIGKILL every sshd process serving a connection (the client sees the link drop)."""
         pids = self.session_pids()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return pids
 
 

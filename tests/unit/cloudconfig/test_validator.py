@@ -2,9 +2,9 @@
 
 import string
 
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import yaml
 
 from provisioner.cloudconfig import validate
 

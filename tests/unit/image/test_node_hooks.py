@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from provisioner.node.bootconfig import cloud_config_url, hosts_with_hostname, merge, parse_config
@@ -41,8 +43,9 @@ def test_cloud_config_hostname_and_keys():
 
 
 def test_ignition_users_and_hostname():
-    ign = ('{"ignition": {"version": "3.3.0"}, "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["%s"]}]},'
-           ' "storage": {"files": [{"path": "/etc/hostname", "contents": {"source": "data:,node%%2D7"}}]}}' % KEY)
+    ign = json.dumps({"ignition": {"version": "3.3.0"},
+                      "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [KEY]}]},
+                      "storage": {"files": [{"path": "/etc/hostname", "contents": {"source": "data:,node%2D7"}}]}})
     config = parse_config(ign, "config.ign")
     assert config.hostname == "node-7" and config.keys == {"core": [KEY]}
 

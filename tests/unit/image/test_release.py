@@ -1,10 +1,10 @@
 import hashlib
 import os
+from pathlib import Path
 
+from provisioner.image.recipe import load_recipe
 from provisioner.image.release import digests_text, parse_version_txt, publish, staging_dir, version_txt
 from provisioner.image.rootfs import first_error_line, mmdebstrap_argv
-from provisioner.image.recipe import load_recipe
-from pathlib import Path
 
 
 def test_version_txt_is_readable_by_flatcar_install():

@@ -25,10 +25,10 @@ def coreos_table(tmp_path):
         path,
         "--zap-all",
         f"--disk-guid={layout.MAGIC_DISK_GUID}",
-        f"--new=1:2048:+8M", f"--typecode=1:{layout.TYPE_EFI}", "--change-name=1:EFI-SYSTEM",
-        f"--new=3:0:+8M", f"--typecode=3:{layout.TYPE_USR}", "--change-name=3:USR-A",
+        "--new=1:2048:+8M", f"--typecode=1:{layout.TYPE_EFI}", "--change-name=1:EFI-SYSTEM",
+        "--new=3:0:+8M", f"--typecode=3:{layout.TYPE_USR}", "--change-name=3:USR-A",
         f"--partition-guid=3:{layout.USR_A_PARTUUID}", "--attributes=3:=:0x0101000000000000",
-        f"--new=9:0:0", f"--typecode=9:{layout.TYPE_RESIZE}", "--change-name=9:ROOT",
+        "--new=9:0:0", f"--typecode=9:{layout.TYPE_RESIZE}", "--change-name=9:ROOT",
     )
     return path
 

@@ -1,14 +1,12 @@
 """Inventory loading (every rejection is one line naming file and line/field) and matching."""
 
-from pathlib import Path
 
 import pytest
-
-from tests.fixtures.files import write
 
 from provisioner.errors import ConfigError
 from provisioner.inventory import MachineQuery, load_inventory, normalize_mac
 from provisioner.inventory.check import check_inventory
+from tests.fixtures.files import write
 
 
 @pytest.fixture

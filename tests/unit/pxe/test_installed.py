@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
-from provisioner.pxe.installed import (InstalledMachines, marks_installed, normalise_mac, rewritten_query,
-                                       with_installed_label)
+from provisioner.pxe.installed import (
+    InstalledMachines,
+    marks_installed,
+    normalise_mac,
+    rewritten_query,
+    with_installed_label,
+)
 
 
 def test_label_added_only_for_installed_machines_without_an_explicit_os():

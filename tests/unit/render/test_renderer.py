@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.files import write
-
 from provisioner.errors import TemplateError, ValidationError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.render import NoMatch, Renderer
 from provisioner.render.gotemplate import translate_go_template
+from tests.fixtures.files import write
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 

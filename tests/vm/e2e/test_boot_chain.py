@@ -9,7 +9,6 @@ On failure the serial logs, the server log and its state are copied to build/tes
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

@@ -13,7 +13,17 @@ from provisioner.lab.qemu import QemuVM, TapNic, UserNic, VMConfig
 from tests.fixtures.system import free_port
 from tests.integration.pxe.conftest import start_server, wait_ready
 from tests.vm.image.helpers import (
-    GiB, disk_copy, grubenv, make_key, part, put_on_root, set_slots, ssh, ssh_in_netns, table, user_data,
+    GiB,
+    disk_copy,
+    grubenv,
+    make_key,
+    part,
+    put_on_root,
+    set_slots,
+    ssh,
+    ssh_in_netns,
+    table,
+    user_data,
 )
 
 BOOTED = r"provisioner-slots: USR-A \(/dev/vda\) marked successful"
