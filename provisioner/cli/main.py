@@ -1,19 +1,19 @@
 """The `provisioner` command: global options, sub-command registration, error -> exit code.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 partial/degraded. Errors print as one line
-(`provisioner: error: ...`); `--debug` adds the traceback.
+(`provisioner: error: ...`, provisioner/core/entry.py); `--debug` adds the traceback.
 """
 
 from __future__ import annotations
 
 import sys
-import traceback
 
 import typer
 
 from provisioner import __version__
+from provisioner.core.entry import run_main
 from provisioner.core.logs import setup_logging
-from provisioner.errors import EXIT_ERROR, ProvisionerError
+from provisioner.errors import EXIT_ERROR
 
 app = typer.Typer(
     name="provisioner",
@@ -84,30 +84,22 @@ def _register(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the process exit code."""
+    """Console-script entry point; returns the process exit code (core/entry.py maps errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    try:
+
+    def body() -> int:
         _register(args)
-        # Typer's standalone mode prints usage errors itself (exit 2) and ends with SystemExit.
-        app(args=args, prog_name="provisioner")
-    except SystemExit as exc:
-        code = exc.code
-        if code is None:
-            return 0
-        if isinstance(code, int):
-            return code
-        print(code, file=sys.stderr)
-        return EXIT_ERROR
-    except ProvisionerError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"provisioner: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("provisioner: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        try:
+            # Typer's standalone mode prints usage errors itself (exit 2) and ends with SystemExit.
+            app(args=args, prog_name="provisioner")
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                return exc.code or 0
+            print(exc.code, file=sys.stderr)
+            return EXIT_ERROR
+        return 0
+
+    return run_main("provisioner", body, debug="--debug" in args)
 
 
 if __name__ == "__main__":
