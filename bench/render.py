@@ -54,6 +54,7 @@ _RENDERER: Renderer | None = None
 def _render_range(args: tuple[int, int, bool]) -> int:
     start, stop, validate = args
     renderer = _RENDERER
+    assert renderer is not None, "built in the parent before the workers fork"
     template = renderer.templates.environment.get_template("cloud/node.yaml.j2")
     for index in range(start, stop):
         query = MachineQuery(mac=mac_of(index))

@@ -1,2 +1,14 @@
-"""Typer apps, one module per command group. Each command parses options, calls one library
-function and prints its result; only provisioner.cli.main maps errors to exit codes."""
+"""The `provisioner` command line: one module per top-level command, registered lazily by main.py.
+
+The pattern every module follows:
+- `register(root)` adds its commands: a group is a module-level `typer.Typer` whose commands are
+  declared with `@app.command(...)`; a single command is `root.command(name)(function)`.
+- A command parses its options (closed sets are Enums, so typer lists the choices), calls one
+  library function, and prints the result with provisioner.cli.output (`emit`, `emit_json`,
+  `emit_table`): data on stdout, `--json` where a script would want it.
+- Destructive commands ask through `output.confirm`; `--yes` skips the question (it has no short
+  form: `-y` is flatcar-install's dry run in `provisioner install`).
+- Failures are exceptions of provisioner.errors (a check that found problems raises
+  `output.CheckFailed` after printing its report); core/entry.py turns them into one line and an
+  exit code. No command prints errors or calls typer.Exit with a failure code itself.
+"""

@@ -2,17 +2,19 @@
 
 Parse options, call one function of provisioner.disk.resize, print the result: data to stdout,
 logs and warnings to stderr. `disk plan <command> ...` is the same command with --dry-run.
-Changing commands that can lose data if misused (shrink-root, add) need --yes or an interactive
-confirmation; grow only ever adds space, as first boot does, and needs neither.
+Changing commands that can lose data if misused (shrink-root, add, restore) need --yes or an
+interactive confirmation; grow only ever adds space, as first boot does, and needs neither.
+`--yes` has no short form here: `-y` is flatcar-install's dry run in `provisioner install`.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+from collections.abc import Callable
+from enum import StrEnum
 
 import typer
 
+from provisioner.cli.output import confirm, emit, emit_json, require_terminal
 from provisioner.core.sizes import parse_size
 from provisioner.disk import resize
 from provisioner.errors import UsageError
@@ -32,6 +34,16 @@ def _size(text: str, option: str, *, allow_rest: bool = False) -> int:
         raise UsageError(f"{option}: {exc}") from None
 
 
+class Filesystem(StrEnum):
+    """What `disk add --fs` puts on the new partition."""
+
+    EXT4 = "ext4"
+    XFS = "xfs"
+    BTRFS = "btrfs"
+    SWAP = "swap"
+    NONE = "none"
+
+
 def _print(outcome: resize.Outcome, as_json: bool) -> None:
     if as_json:
         data = outcome.plan.to_dict()
@@ -39,26 +51,29 @@ def _print(outcome: resize.Outcome, as_json: bool) -> None:
             applied=outcome.applied, resumed=outcome.resumed, resumed_after=list(outcome.resumed_after),
             history=outcome.history,
         )
-        typer.echo(json.dumps(data, indent=2))
+        emit_json(data)
         return
     if not outcome.applied and not outcome.plan.nothing_to_do:
-        typer.echo(outcome.plan.render())
+        emit(outcome.plan.render())
     else:
-        typer.echo(outcome.summary())
+        emit(outcome.summary())
 
 
-def _confirm(command: str, yes: bool, dry_run: bool, preview) -> None:
-    """Destructive commands need --yes, or a 'y' typed at a terminal after seeing the plan."""
+def _confirm(command: str, yes: bool, dry_run: bool, preview: Callable[[], resize.Outcome]) -> bool:
+    """Destructive commands need --yes, or a 'y' typed at a terminal after seeing the plan.
+
+    Returns False when the plan turns out to be empty (the preview said so; nothing to apply)."""
     if yes or dry_run:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"{command} changes the partition table: pass --yes (or --dry-run to see the plan)")
+        return True
+    refusal = f"{command} changes the partition table: pass --yes (or --dry-run to see the plan)"
+    require_terminal(refusal)
     outcome = preview()
-    typer.echo(outcome.plan.render() if not outcome.plan.nothing_to_do else outcome.summary())
     if outcome.plan.nothing_to_do:
-        raise typer.Exit(0)
-    if not typer.confirm("apply this plan?", default=False):
-        raise typer.Exit(1)
+        emit(outcome.summary())
+        return False
+    emit(outcome.plan.render())
+    confirm("apply this plan?", yes=False, refusal=refusal)
+    return True
 
 
 def show_cmd(
@@ -68,21 +83,21 @@ def show_cmd(
 ) -> None:
     """Numbers, labels, types, sizes, filesystems and used space of each partition."""
     data = resize.show(disk, state=state_dir)
-    typer.echo(json.dumps(data, indent=2) if as_json else resize.format_show(data))
+    if as_json:
+        emit_json(data)
+    else:
+        emit(resize.format_show(data))
 
 
 def restore_cmd(
     disk: str = typer.Argument(..., help=DISK_HELP),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
+    yes: bool = typer.Option(False, "--yes", help="Apply without asking."),
     state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """Roll back an interrupted grow/shrink-root/add: put back the table saved before it (when safe)."""
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("restore rewrites the partition table: pass --yes")
-        if not typer.confirm("put back the partition table saved before the unfinished job?", default=False):
-            raise typer.Exit(1)
-    typer.echo(resize.restore(disk, state=state_dir))
+    confirm("put back the partition table saved before the unfinished job?", yes=yes,
+            refusal="restore rewrites the partition table: pass --yes")
+    emit(resize.restore(disk, state=state_dir))
 
 
 def _grow(disk: str, state_dir: str | None, dry_run: bool, as_json: bool) -> None:
@@ -91,21 +106,23 @@ def _grow(disk: str, state_dir: str | None, dry_run: bool, as_json: bool) -> Non
 
 def _shrink(disk: str, size: str, state_dir: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
     nbytes = _size(size, "--size")
-    _confirm("shrink-root", yes, dry_run, lambda: resize.shrink_root(disk, nbytes, state=state_dir, dry_run=True))
-    _print(resize.shrink_root(disk, nbytes, state=state_dir, dry_run=dry_run), as_json)
+    if _confirm("shrink-root", yes, dry_run,
+                lambda: resize.shrink_root(disk, nbytes, state=state_dir, dry_run=True)):
+        _print(resize.shrink_root(disk, nbytes, state=state_dir, dry_run=dry_run), as_json)
 
 
-def _add(disk, label, size, fs, type_name, number, state_dir, dry_run, yes, as_json) -> None:
+def _add(disk: str, label: str, size: str, fs: Filesystem, type_name: str | None, number: int | None,
+         state_dir: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
     nbytes = _size(size, "--size", allow_rest=True)
 
-    def call(dry: bool):
+    def call(dry: bool) -> resize.Outcome:
         return resize.add(
-            disk, label=label, size=nbytes, fstype=fs, type_name=type_name, number=number,
+            disk, label=label, size=nbytes, fstype=fs.value, type_name=type_name, number=number,
             state=state_dir, dry_run=dry,
         )
 
-    _confirm("add", yes, dry_run, lambda: call(True))
-    _print(call(dry_run), as_json)
+    if _confirm("add", yes, dry_run, lambda: call(True)):
+        _print(call(dry_run), as_json)
 
 
 def _make_commands(dry_run_only: bool):
@@ -126,7 +143,7 @@ def _make_commands(dry_run_only: bool):
         size: str = typer.Option(..., "--size", help="New ROOT size (100G, 512MiB, ...), rounded up to 1 MiB."),
         dry_run: bool = typer.Option(dry_run_only, "--dry-run", "-n", help="Print the plan; change nothing.",
                                      hidden=dry_run_only),
-        yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking.", hidden=dry_run_only),
+        yes: bool = typer.Option(False, "--yes", help="Apply without asking.", hidden=dry_run_only),
         state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
     ) -> None:
@@ -137,13 +154,13 @@ def _make_commands(dry_run_only: bool):
         disk: str = typer.Argument(..., help=DISK_HELP),
         label: str = typer.Option(..., "--label", help="GPT partition name (also the filesystem label)."),
         size: str = typer.Option(..., "--size", help="Size (500G, 1TiB, ...) or 'rest'."),
-        fs: str = typer.Option("none", "--fs", help="ext4, xfs, btrfs, swap or none."),
+        fs: Filesystem = typer.Option(Filesystem.NONE, "--fs", help="Filesystem on the new partition."),
         type_name: str | None = typer.Option(
             None, "--type", help="linux-data (default), linux-swap, raid, lvm, or a type GUID."),
         number: int | None = typer.Option(None, "--number", help="Partition number (default: first free from 10)."),
         dry_run: bool = typer.Option(dry_run_only, "--dry-run", "-n", help="Print the plan; change nothing.",
                                      hidden=dry_run_only),
-        yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking.", hidden=dry_run_only),
+        yes: bool = typer.Option(False, "--yes", help="Apply without asking.", hidden=dry_run_only),
         state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
     ) -> None:

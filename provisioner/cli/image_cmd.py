@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from provisioner.cli.output import emit, emit_json
 from provisioner.image.build import BuildOptions, build_image
 from provisioner.image.recipe import DEFAULT_RECIPE_DIR
 from provisioner.image.rootfs import DEFAULT_APT_CACHE
@@ -33,13 +33,13 @@ def build(
                                       work=work, apt_cache=apt_cache, gpg_home=gpg_home,
                                       signing_key=signing_key, force=force))
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        emit_json(result.to_json())
         return
     state = "up to date" if result.cached else f"built in {result.seconds:.0f} s"
-    typer.echo(f"{result.release_dir}: version {result.version}, {state}")
+    emit(f"{result.release_dir}: version {result.version}, {state}")
     for row in result.budgets:
         mark = "ok" if row["ok"] else "OVER BUDGET"
-        typer.echo(f"  {row['budget']}: {row['value']} {row['unit']} (budget {row['limit']} {row['unit']}) {mark}")
+        emit(f"  {row['budget']}: {row['value']} {row['unit']} (budget {row['limit']} {row['unit']}) {mark}")
 
 
 def register(app: typer.Typer) -> None:

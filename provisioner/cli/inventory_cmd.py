@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from provisioner.cli.machine_options import ARCH, DATA_DIR, HOSTNAME, LABEL, MAC, SERIAL, UUID, build_query
+from provisioner.cli.output import CheckFailed, emit, emit_json
 from provisioner.errors import ConfigError
 from provisioner.inventory import load_inventory
 from provisioner.inventory.check import check_inventory
@@ -25,14 +25,14 @@ def check_command(
     problems = check_inventory(inventory)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
-        print(json.dumps({"ok": not errors, "problems": [p.as_json() for p in problems]}, indent=2))
+        emit_json({"ok": not errors, "problems": [p.as_json() for p in problems]})
     else:
         for problem in problems:
-            print(problem)
-        print(f"{data_dir}: {len(inventory.groups)} groups, {len(inventory.profiles)} profiles, "
-              f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
+            emit(str(problem))
+        emit(f"{data_dir}: {len(inventory.groups)} groups, {len(inventory.profiles)} profiles, "
+             f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
     if errors:
-        raise typer.Exit(1)
+        raise CheckFailed(f"{data_dir}: {len(errors)} errors (see the report)")
 
 
 @app.command("match")
@@ -54,11 +54,11 @@ def match_command(
         "profile": match.group.profile, "profile_file": match.profile.source if match.profile else None,
     }
     if as_json:
-        print(json.dumps(result, indent=2))
+        emit_json(result)
     else:
         selector = match.group.selector_text or "none: default"
-        print(f"group   {result['group']}  ({result['group_file']}; selector {selector})")
-        print(f"profile {result['profile']}  ({result['profile_file'] or 'MISSING'})")
+        emit(f"group   {result['group']}  ({result['group_file']}; selector {selector})")
+        emit(f"profile {result['profile']}  ({result['profile_file'] or 'MISSING'})")
 
 
 def register(root: typer.Typer) -> None:

@@ -7,10 +7,12 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 partial/degraded. Errors print as one line
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 
 import typer
 
 from provisioner import __version__
+from provisioner.cli.output import emit
 from provisioner.core.entry import run_main
 from provisioner.core.logs import setup_logging
 from provisioner.errors import EXIT_ERROR
@@ -25,9 +27,14 @@ app = typer.Typer(
 )
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"provisioner {__version__}")
+        emit(f"provisioner {__version__}")
         raise typer.Exit()
 
 
@@ -35,12 +42,10 @@ def _version(value: bool) -> None:
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Debug logs, and a traceback on errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (info level) to stderr."),
-    log_format: str = typer.Option("text", "--log-format", help="text or json (one object per line)."),
+    log_format: LogFormat = typer.Option(LogFormat.TEXT, "--log-format", help="json: one object per line."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    if log_format not in ("text", "json"):
-        raise typer.BadParameter("must be 'text' or 'json'", param_hint="--log-format")
-    setup_logging(debug=debug, verbose=verbose, json_format=log_format == "json")
+    setup_logging(debug=debug, verbose=verbose, json_format=log_format == LogFormat.JSON)
 
 
 # Top-level command -> the module in provisioner/cli/ that defines it (its `register(app)` adds it).

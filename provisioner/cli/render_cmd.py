@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from provisioner.cli.machine_options import ARCH, DATA_DIR, HOSTNAME, LABEL, MAC, SERIAL, UUID, build_query
+from provisioner.cli.output import emit
 from provisioner.inventory import load_inventory
 from provisioner.render import Renderer
 
@@ -20,7 +21,7 @@ def _render(kind: str, data_dir, server_url, mac, uuid, hostname, serial, arch, 
     query = build_query(mac, uuid, hostname, serial, arch, label)
     method = {"ipxe": renderer.ipxe, "cloud-config": renderer.cloud_config, "ignition": renderer.ignition,
               "generic": renderer.generic, "metadata": renderer.metadata}[kind]
-    print(method(query), end="")
+    emit(method(query), newline=False)
 
 
 def _command(kind: str, doc: str):

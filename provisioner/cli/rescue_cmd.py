@@ -8,13 +8,14 @@ given as --ignition. Local files (-c, --ignition, -k, and -f with --push) are up
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
+from provisioner.cli.output import confirm, emit, emit_json
 from provisioner.core.sizes import parse_size
 from provisioner.errors import UsageError
 from provisioner.remote.hostkeys import DEFAULT_KNOWN_HOSTS, HostKeyPolicy, normalize_pin
@@ -34,24 +35,26 @@ A password is read from $PROVISIONER_SSH_PASSWORD or asked for, never taken from
 """
 
 
-def _confirm_or_refuse(yes: bool) -> object | None:
+def _confirmation(yes: bool) -> Callable[[str], bool] | None:
+    """What rescue_install asks before erasing the disk (it names the disk and the host): nothing with --yes."""
     if yes:
         return None
-    if not sys.stdin.isatty():
-        def refuse(question: str) -> bool:
-            raise UsageError(f"{question.rstrip('?')}: refusing without --yes (no terminal to ask)")
-        return refuse
-    return lambda question: typer.confirm(question, default=False, err=True)
+
+    def ask(question: str) -> bool:
+        confirm(question, yes=False, refusal=f"{question.rstrip('?')}: refusing without --yes (no terminal to ask)")
+        return True
+
+    return ask
 
 
 def _print_report(report: RescueReport, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), sort_keys=True))
+        emit_json(report.as_dict())
         return
     parts = report.verify.get("partitions", [])
     files = ", ".join(f"{k} ok" for k in report.verify.get("files", {})) or "no files sent"
-    typer.echo(f"installed {report.disk} on {report.host}: GPT ok ({len(parts)} partitions), {files}; "
-               f"{sum(report.seconds.values()):.1f} s" + ("; rebooting" if report.rebooted else ""))
+    emit(f"installed {report.disk} on {report.host}: GPT ok ({len(parts)} partitions), {files}; "
+         f"{sum(report.seconds.values()):.1f} s" + ("; rebooting" if report.rebooted else ""))
 
 
 def rescue(
@@ -123,11 +126,14 @@ def rescue(
     with Session(target, policy, Auth()) as session:
         if inspect:
             facts, text = inspect_host(session, request)
-            typer.echo(json.dumps(facts.__dict__, default=lambda o: o.__dict__, sort_keys=True) if as_json else text)
+            if as_json:
+                emit_json(dataclasses.asdict(facts))
+            else:
+                emit(text)
             return
         bar = ProgressBar()
         try:
-            report = rescue_install(session, request, on_event=bar, confirm=_confirm_or_refuse(yes))
+            report = rescue_install(session, request, on_event=bar, confirm=_confirmation(yes))
         finally:
             bar.close()
     _print_report(report, as_json)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
+from provisioner.cli.output import emit, emit_json, emit_table
+from provisioner.errors import UsageError
 from provisioner.pxe.dnsmasq import dnsmasq_config
 from provisioner.pxe.machines import load_machines, machine_rows
 from provisioner.pxe.server import plan_services, run_server, static_leases_from_inventory
@@ -62,8 +63,8 @@ def dnsmasq_config_command(
 ) -> None:
     """Print a dnsmasq config that chains PXE clients to this server's /boot.ipxe."""
     static = static_leases_from_inventory(data_dir) if dhcp_range else {}
-    typer.echo(dnsmasq_config(server_url, interface=interface, proxy_network=proxy_network, dhcp_range=dhcp_range,
-                              tftp_root=tftp_root, static_leases=static), nl=False)
+    emit(dnsmasq_config(server_url, interface=interface, proxy_network=proxy_network, dhcp_range=dhcp_range,
+                        tftp_root=tftp_root, static_leases=static), newline=False)
 
 
 def machines_command(
@@ -72,20 +73,17 @@ def machines_command(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """List the machines the boot server has seen, with their last boot stage."""
-    from provisioner.errors import UsageError
-
     if state_dir is None:
         if data_dir is None:
             raise UsageError("give --data-dir or --state-dir")
         state_dir = data_dir / "state"
     rows = machine_rows(load_machines(state_dir / "machines.json"))
     if as_json:
-        typer.echo(json.dumps({"machines": rows}, indent=2))
+        emit_json({"machines": rows})
         return
-    typer.echo(f"{'MAC':<20} {'IP':<16} {'ARCH':<10} {'LAST STAGE':<16} {'INSTALL':<10} LAST SEEN")
-    for row in rows:
-        typer.echo(f"{row['mac']:<20} {row['ip'] or '-':<16} {row['arch'] or '-':<10} {row['last_stage']:<16} "
-                   f"{row['install'] or '-':<10} {row['last_seen']}")
+    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "LAST SEEN"),
+               [(row["mac"], row["ip"], row["arch"], row["last_stage"], row["install"], row["last_seen"])
+                for row in rows])
 
 
 def register(app: typer.Typer) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
+from provisioner.cli.output import CheckFailed, emit, emit_json
 from provisioner.cloudconfig import validate
 from provisioner.errors import ConfigError
 
@@ -18,20 +18,21 @@ def validate_command(
 ) -> None:
     """Validate cloud-configs with coreos-cloudinit v1.13.0's rules and messages. Exit 1 on any error."""
     entries: list[dict] = []
-    any_error = False
+    failed: list[str] = []
     for path in files:
         data = _read(path)
         report = validate(data)
-        any_error |= report.has_errors
+        if report.has_errors:
+            failed.append(str(path))
         for entry in report.sorted():
             entries.append({"file": str(path), **entry.as_json()})
             if not as_json:
                 prefix = f"{path}: " if len(files) > 1 else ""
-                print(f"{prefix}{entry}")
+                emit(f"{prefix}{entry}")
     if as_json:
-        print(json.dumps({"valid": not any_error, "entries": entries}, indent=2))
-    if any_error:
-        raise typer.Exit(1)
+        emit_json({"valid": not failed, "entries": entries})
+    if failed:
+        raise CheckFailed(f"{', '.join(failed)}: not a valid cloud-config (see the report)")
 
 
 def _read(path: Path) -> bytes:

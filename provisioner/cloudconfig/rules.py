@@ -7,6 +7,7 @@ same line, kind and message text as the Go tool.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from provisioner.cloudconfig import schema
 from provisioner.cloudconfig.gosemantics import (
@@ -31,7 +32,7 @@ def as_go_string(node: Node | None) -> str | bytes:
     return _NON_STRING
 
 
-def _valid(node: Node | None) -> bool:
+def _valid(node: Node | None) -> TypeGuard[Node]:
     return node is not None and node.kind is not None
 
 
@@ -90,7 +91,7 @@ def _check_node_structure(node: Node, want: schema.Type, report: Report) -> None
             _check_node_structure(child, spec.type, report)
     elif want.kind == "slice":
         for child in node.children:
-            _check_node_structure(child, want.elem, report)
+            _check_node_structure(child, want.element, report)
 
 
 def check_validity(root: Node, report: Report) -> None:
@@ -110,7 +111,7 @@ def _check_node_validity(node: Node, want: schema.Type, valid: str | None, repor
                 _check_node_validity(child, spec.type, spec.valid, report)
     elif want.kind == "slice":
         for child in node.children:
-            _check_node_validity(child, want.elem, None, report)
+            _check_node_validity(child, want.element, None, report)
 
 
 def check_write_files(root: Node, report: Report) -> None:

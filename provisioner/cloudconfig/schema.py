@@ -20,8 +20,15 @@ class Type:
     def human(self) -> str:
         """Go's HumanType(): 'string', 'struct', '[]string', '[]struct'."""
         if self.kind == "slice":
-            return "[]" + self.elem.human
+            return "[]" + self.element.human
         return self.kind
+
+    @property
+    def element(self) -> Type:
+        """A slice's element type (every slice in the schema has one)."""
+        if self.elem is None:
+            raise TypeError(f"{self.kind} has no element type")
+        return self.elem
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ nothing, as coreos-cloudinit does. Unknown `$names` are left alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 VARIABLES = ("$public_ipv4", "$private_ipv4", "$public_ipv6", "$private_ipv6")
 # Where a node gets the value when its metadata has none (coreos-setup-environment writes them).
@@ -29,10 +29,17 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
         value = values.get(variable, values.get(variable[1:], "")) or ""
         quoted = re.escape(variable)
         # Same two regexps as Go: an unescaped occurrence (start of text or any char but '\')...
-        text = re.sub(r"([^\\]|^)" + quoted, lambda m, value=value: m.group(1) + value, text)
-        # ...then '\$key' becomes a literal '$key'.
-        text = re.sub(r"\\" + quoted, lambda m, variable=variable: variable, text)
+        text = re.compile(r"([^\\]|^)" + quoted).sub(_keep_prefix_then(value), text)
+        # ...then '\$key' becomes a literal '$key' (a function replacement: no backslash processing).
+        text = re.compile(r"\\" + quoted).sub(_keep_prefix_then(variable, prefix=False), text)
     return text
+
+
+def _keep_prefix_then(value: str, *, prefix: bool = True) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement: the match's first group (the character before the '$') then `value`."""
+    def replace(match: re.Match[str]) -> str:
+        return (match.group(1) if prefix else "") + value
+    return replace
 
 
 def values_from_environment(environ: Mapping[str, str]) -> dict[str, str]:

@@ -130,7 +130,7 @@ def _fill(node: Node, source: yaml.Node, lines: _Lines, cursor: int, depth: int)
             _fill(child, item, lines, cursor, depth + 1)
             node.children.append(child)
             cursor = min(cursor + 1, lines.last)
-    else:
+    elif isinstance(source, yaml.ScalarNode):
         _fill_scalar(node, source)
 
 

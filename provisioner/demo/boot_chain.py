@@ -35,7 +35,7 @@ import yaml
 from provisioner.core.commands import require_tool, run
 from provisioner.errors import CommandError, ProvisionerError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
-from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
+from provisioner.lab.qemu import Firmware, QemuVM, TapNic, VMConfig
 from provisioner.node.slots import booted_partuuid, slot_by_partuuid
 
 RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisioner_production_image.bin.zst.sig",
@@ -73,7 +73,7 @@ class ChainConfig:
     release_dir: Path                 # <base>/stable/<version> or <base>/stable/current (make image)
     workdir: Path                     # build/demo: data copy, assets, disk, logs, key
     mac: str = "52:54:00:00:00:01"    # examples/cluster: node1
-    firmware: str = "bios"
+    firmware: Firmware = Firmware.BIOS
     netns: str = "provdemo"
     cidr: str = "10.99.0.1/24"
     dhcp_range: str = "10.99.0.100,10.99.0.150"
@@ -288,7 +288,7 @@ class BootChain:
                                            "-global", "virtio-blk-pci.bootindex=2", *self._firmware_args())))
 
     def _firmware_args(self) -> tuple[str, ...]:
-        if self.config.firmware == "uefi":
+        if self.config.firmware == Firmware.UEFI:
             return UEFI_ARGS
         sercon = self.work / "sercon-port.bin"
         sercon.write_bytes(SERCON_PORT)

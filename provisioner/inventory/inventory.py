@@ -23,6 +23,14 @@ class Match:
     profile: Profile | None  # None when the group names a profile that does not exist
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A machine's group and the profile it names, which exists: what rendering works from."""
+
+    group: Group
+    profile: Profile
+
+
 class Inventory:
     def __init__(self, root: Path, profiles: dict[str, Profile], groups: list[Group]):
         self.root = root

@@ -110,14 +110,19 @@ def _check_keys(record: dict, allowed: set[str], where: str) -> None:
             raise ConfigError(f"{where}: unknown key {key!r}{extra}")
 
 
-def _string(record: dict, key: str, where: str, *, required: bool = False) -> str | None:
+def _string(record: dict, key: str, where: str) -> str | None:
     value = record.get(key)
     if value is None or value == "":
-        if required:
-            raise ConfigError(f"{where}: {key}: missing (required)")
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {key}: want a string, found {type(value).__name__}")
+    return value
+
+
+def _required_string(record: dict, key: str, where: str) -> str:
+    value = _string(record, key, where)
+    if value is None:
+        raise ConfigError(f"{where}: {key}: missing (required)")
     return value
 
 
@@ -139,13 +144,13 @@ def _parse_profile(document: Any, where: str) -> Profile:
     if record.get("boot") is not None:
         boot_record = _require_mapping(record["boot"], f"{where}: boot")
         _check_keys(boot_record, _BOOT_KEYS, f"{where}: boot")
-        kernel = _string(boot_record, "kernel", f"{where}: boot", required=True)
+        kernel = _required_string(boot_record, "kernel", f"{where}: boot")
         boot = Boot(
             kernel=kernel,
             initrd=_string_list(boot_record.get("initrd"), "boot.initrd", where),
             args=_string_list(boot_record.get("args"), "boot.args", where),
         )
-    profile_id = _string(record, "id", where, required=True)
+    profile_id = _required_string(record, "id", where)
     return Profile(
         id=profile_id,
         name=_string(record, "name", where) or profile_id,
@@ -160,7 +165,7 @@ def _parse_profile(document: Any, where: str) -> Profile:
 def _parse_group(document: Any, where: str) -> Group:
     record = _require_mapping(document, where)
     _check_keys(record, _GROUP_KEYS, where)
-    group_id = _string(record, "id", where, required=True)
+    group_id = _required_string(record, "id", where)
     selector_record = record.get("selector") or {}
     selector_record = _require_mapping(selector_record, f"{where}: selector")
     selector: dict[str, str] = {}
@@ -171,7 +176,7 @@ def _parse_group(document: Any, where: str) -> Group:
     return Group(
         id=group_id,
         name=_string(record, "name", where) or group_id,
-        profile=_string(record, "profile", where, required=True),
+        profile=_required_string(record, "profile", where),
         source=where,
         selector=tuple(sorted(selector.items())),
         metadata=MappingProxyType(metadata),

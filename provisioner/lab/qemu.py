@@ -29,6 +29,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from provisioner.core.commands import require_tool
@@ -73,11 +74,18 @@ class UserNic:
     model: str = "virtio-net-pci"
 
 
+class Firmware(StrEnum):
+    """What the VM boots with: SeaBIOS (legacy BIOS) or OVMF (x64 UEFI)."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
 @dataclass(frozen=True)
 class VMConfig:
     name: str
     workdir: Path
-    firmware: str = "bios"                 # "bios" (SeaBIOS) or "uefi" (OVMF)
+    firmware: Firmware = Firmware.BIOS
     memory_mib: int = 768
     cpus: int = 1
     disk: Path | None = None
@@ -144,12 +152,12 @@ def build_argv(config: VMConfig, accel: str, ovmf_code: Path | None = None) -> l
         argv += ["-cpu", "max"]
     else:
         argv += ["-cpu", "host"]
-    if config.firmware == "uefi":
+    if config.firmware == Firmware.UEFI:
         code = ovmf_code or Path(OVMF_CODE_CANDIDATES[0])
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={config.ovmf_vars}"]
-    elif config.firmware != "bios":
-        raise VMError(f"firmware: {config.firmware!r} is not 'bios' or 'uefi'")
+    elif config.firmware != Firmware.BIOS:
+        raise VMError(f"firmware: {config.firmware!r} is not one of {', '.join(Firmware)}")
     if config.disk is not None:
         fmt = config.disk_format or ("qcow2" if str(config.disk).endswith(".qcow2") else "raw")
         # discard + detect-zeroes=unmap: the guest's TRIM and all-zero writes punch holes in the image
@@ -203,7 +211,7 @@ class QemuVM:
         Path(self.config.workdir).mkdir(parents=True, exist_ok=True)
         self.accel = choose_accel(self.config.accel)
         ovmf_code = None
-        if self.config.firmware == "uefi":
+        if self.config.firmware == Firmware.UEFI:
             ovmf_code = find_firmware_file(OVMF_CODE_CANDIDATES)
             shutil.copyfile(find_firmware_file(OVMF_VARS_CANDIDATES), self.config.ovmf_vars)
         self.serial_log.write_bytes(b"")

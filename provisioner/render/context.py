@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.inventory import MachineQuery, Match
+from provisioner.inventory import MachineQuery, Selection
 
 
 def request_query(query: MachineQuery) -> dict[str, str]:
@@ -22,7 +22,7 @@ def request_query(query: MachineQuery) -> dict[str, str]:
     return params
 
 
-def host_context(match: Match, query: MachineQuery, server_url: str | None) -> dict[str, Any]:
+def host_context(match: Selection, query: MachineQuery, server_url: str | None) -> dict[str, Any]:
     context: dict[str, Any] = {
         "server_url": server_url or "",
         "group_id": match.group.id,

@@ -15,7 +15,7 @@ from typing import Any
 
 from provisioner.cloudconfig import Report, validate
 from provisioner.errors import ConfigError, ValidationError
-from provisioner.inventory import Inventory, MachineQuery, Match
+from provisioner.inventory import Inventory, MachineQuery, Selection
 from provisioner.render.context import host_context, request_query
 from provisioner.render.templates import TemplateStore
 
@@ -32,7 +32,7 @@ class Renderer:
         self.server_url = server_url.rstrip("/") if server_url else None
         self.templates = TemplateStore(inventory.root)
 
-    def select(self, query: MachineQuery) -> Match:
+    def select(self, query: MachineQuery) -> Selection:
         """The group and profile for `query`. Raises NoMatch."""
         match = self.inventory.match(query)
         if match is None:
@@ -40,7 +40,7 @@ class Renderer:
         if match.profile is None:
             raise NoMatch(f"{match.group.source}: profile: group {match.group.id!r} names profile "
                           f"{match.group.profile!r}, which does not exist")
-        return match
+        return Selection(match.group, match.profile)
 
     def context(self, query: MachineQuery) -> dict[str, Any]:
         return host_context(self.select(query), query, self.server_url)
@@ -109,7 +109,7 @@ class Renderer:
         values["REQUEST_RAW_QUERY"] = query.raw_query
         return "".join(f"{key}={value}\n" for key, value in sorted(values.items()))
 
-    def _render_template(self, query: MachineQuery, kind: str, id_field: str) -> tuple[Match, str, str]:
+    def _render_template(self, query: MachineQuery, kind: str, id_field: str) -> tuple[Selection, str, str]:
         match = self.select(query)
         template_id = getattr(match.profile, id_field)
         if not template_id:
