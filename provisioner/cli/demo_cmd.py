@@ -13,8 +13,8 @@ from provisioner.demo.boot_chain import BootChain, ChainConfig, StageEvent
 from provisioner.demo.render_summary import summarise
 from provisioner.errors import PartialError
 from provisioner.inventory import load_inventory
-from provisioner.inventory.check import check_inventory
 from provisioner.lab.qemu import Firmware
+from provisioner.render.check import check_inventory
 
 
 def demo_command(

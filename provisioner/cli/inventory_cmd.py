@@ -10,7 +10,7 @@ from provisioner.cli.machine_options import ARCH, DATA_DIR, HOSTNAME, LABEL, MAC
 from provisioner.cli.output import CheckFailed, emit, emit_json
 from provisioner.errors import ConfigError
 from provisioner.inventory import load_inventory
-from provisioner.inventory.check import check_inventory
+from provisioner.render.check import check_inventory
 
 app = typer.Typer(help="Inspect a data dir: check it, or see which group/profile a machine gets.", no_args_is_help=True)
 

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass
 
 from provisioner.errors import ProvisionerError
-from provisioner.inventory import Inventory
-from provisioner.inventory.check import query_for_group
+from provisioner.inventory import Inventory, MachineQuery
 from provisioner.render import Renderer
 
 
@@ -32,7 +31,7 @@ def summarise(inventory: Inventory, server_url: str) -> tuple[list[MachineSummar
     rows = []
     start = time.monotonic()
     for group in inventory.groups:
-        query = query_for_group(group)
+        query = MachineQuery.for_group(group)
         ok = True
         try:
             ipxe = _describe_script(renderer.ipxe(query))

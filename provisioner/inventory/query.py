@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from provisioner.errors import ConfigError
 from provisioner.inventory.identifiers import normalize_mac, normalize_uuid
-from provisioner.inventory.model import RESERVED_SELECTORS
+from provisioner.inventory.model import RESERVED_SELECTORS, Group
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class MachineQuery:
                 labels[key] = value
         return labels
 
-    @property
-    def cache_key(self) -> tuple:
-        return (self.mac, self.uuid, self.hostname, self.serial, self.arch, tuple(sorted(self.labels.items())))
+    @classmethod
+    def for_group(cls, group: Group) -> MachineQuery:
+        """A machine that `group`'s selector matches, as a real request would carry it."""
+        selector = dict(group.selector)
+        return cls.from_params(selector, raw_query="&".join(f"{k}={v}" for k, v in group.selector))

@@ -13,15 +13,6 @@ from typing import Any
 from provisioner.inventory import MachineQuery, Selection
 
 
-def request_query(query: MachineQuery) -> dict[str, str]:
-    params = dict(query.labels)
-    for key in ("mac", "uuid", "hostname", "serial", "arch"):
-        value = getattr(query, key)
-        if value:
-            params[key] = value
-    return params
-
-
 def host_context(match: Selection, query: MachineQuery, server_url: str | None) -> dict[str, Any]:
     context: dict[str, Any] = {
         "server_url": server_url or "",
@@ -30,5 +21,5 @@ def host_context(match: Selection, query: MachineQuery, server_url: str | None) 
     }
     context.update(match.group.metadata)
     context.update({key.lower(): value for key, value in match.group.selector})
-    context["request"] = {"query": request_query(query), "raw_query": query.raw_query}
+    context["request"] = {"query": query.as_labels(), "raw_query": query.raw_query}
     return context

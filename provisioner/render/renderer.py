@@ -16,7 +16,7 @@ from typing import Any
 from provisioner.cloudconfig import Report, validate
 from provisioner.errors import ConfigError, ValidationError
 from provisioner.inventory import Inventory, MachineQuery, Selection
-from provisioner.render.context import host_context, request_query
+from provisioner.render.context import host_context
 from provisioner.render.templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class Renderer:
         _flatten(dict(match.group.metadata), "", values)
         for key, value in match.group.selector:
             values[key.upper()] = value
-        for key, value in request_query(query).items():
+        for key, value in query.as_labels().items():
             values[f"REQUEST_QUERY_{key.upper()}"] = value
         values["REQUEST_RAW_QUERY"] = query.raw_query
         return "".join(f"{key}={value}\n" for key, value in sorted(values.items()))

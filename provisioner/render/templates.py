@@ -55,9 +55,6 @@ class TemplateStore:
         self._inline: dict[str, jinja2.Template] = {}
         self._lock = threading.Lock()
 
-    def exists(self, name: str) -> bool:
-        return (self.root / name).is_file()
-
     def render(self, name: str, context: Mapping, *, what: str = "") -> str:
         """Render template `name` (relative to the data dir). Raises TemplateError."""
         try:

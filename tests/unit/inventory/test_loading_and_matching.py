@@ -5,7 +5,7 @@ import pytest
 
 from provisioner.errors import ConfigError
 from provisioner.inventory import MachineQuery, load_inventory, normalize_mac
-from provisioner.inventory.check import check_inventory
+from provisioner.render.check import check_inventory
 from tests.fixtures.files import write
 
 

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.errors import ProvisionerError
-from provisioner.inventory.inventory import Inventory
-from provisioner.inventory.model import Group
-from provisioner.inventory.query import MachineQuery
-from provisioner.render import Renderer
+from provisioner.inventory import Group, Inventory, MachineQuery
+from provisioner.render.renderer import Renderer
 
 
 @dataclass(frozen=True)
@@ -101,14 +99,6 @@ def _unused_profiles(inventory: Inventory) -> list[Problem]:
             for p in inventory.profiles.values() if p.id not in used]
 
 
-def query_for_group(group: Group) -> MachineQuery:
-    """A machine that this group's selector matches (what a real request would carry)."""
-    selector = dict(group.selector)
-    reserved = {k: selector.pop(k) for k in ("mac", "uuid", "hostname", "serial", "arch") if k in selector}
-    raw = "&".join(f"{k}={v}" for k, v in group.selector)
-    return MachineQuery(**reserved, labels=selector, raw_query=raw)
-
-
 def _render_every_group(inventory: Inventory, server_url: str) -> list[Problem]:
     renderer = Renderer(inventory, server_url=server_url)
     problems = []
@@ -116,7 +106,7 @@ def _render_every_group(inventory: Inventory, server_url: str) -> list[Problem]:
         profile = inventory.profiles.get(group.profile)
         if profile is None:
             continue
-        query = query_for_group(group)
+        query = MachineQuery.for_group(group)
         if renderer.select(query).group.id != group.id:
             continue  # shadowed by an identical selector: reported above
         renders = [("ipxe", renderer.ipxe)] if profile.boot else []
