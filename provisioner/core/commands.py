@@ -1,6 +1,6 @@
 """The one way to run an external command.
 
-Habits (DESIGN.md): argv lists only, never a shell string; the argv is logged; a failure raises
+argv lists only, never a shell string; the argv is logged; a failure raises
 CommandError carrying argv, exit code and stderr; a missing tool (exit 127) names the Debian
 package that provides it.
 """

@@ -3,7 +3,7 @@
     chain = BootChain(ChainConfig(data_dir=Path("examples/cluster"), release_dir=..., workdir=...))
     result = chain.run(on_stage=print)      # StageEvent per stage; raises ChainError with the stage
 
-What it does (issue 8): copies the data dir to `<workdir>/data` with a throwaway SSH key in the
+What it does: copies the data dir to `<workdir>/data` with a throwaway SSH key in the
 machine's groups; publishes the release dir under `<workdir>/assets/release/stable` (hard links);
 creates a lab namespace (bridge, no uplink) and runs `provisioner serve` in it with full DHCP;
 boots QEMU (TCG unless KVM is known to work) on a blank sparse disk with the machine's MAC.

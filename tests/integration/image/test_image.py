@@ -1,5 +1,5 @@
 """The built image and release directory, checked field by field against the CoreOS layout and the
-release-directory contract (issue 4)."""
+release-directory contract."""
 
 from __future__ import annotations
 

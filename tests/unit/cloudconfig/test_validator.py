@@ -1,4 +1,4 @@
-"""Validator behaviour beyond the conformance vectors: the issue's cluster config, formats, never crashing."""
+"""Validator behaviour beyond the conformance vectors: the example cluster's config, formats, never crashing."""
 
 import string
 

@@ -1,4 +1,4 @@
-"""Issue 8 acceptance: a blank VM PXE-boots the live image, installs itself unattended, reboots, and
+"""Boot-chain acceptance: a blank VM PXE-boots the live image, installs itself unattended, reboots, and
 its second boot (now `os=installed`: iPXE exits to the disk) is an installed, configured system
 reachable by SSH from inside the lab namespace. BIOS (SeaBIOS + iPXE ROM) and UEFI (OVMF).
 
