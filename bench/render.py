@@ -1,4 +1,4 @@
-"""Render + validate cloud-config and iPXE for 10,000 generated machines .
+"""Render + validate cloud-config and iPXE for 10,000 generated machines.
 
 Generates a data dir with one group per machine (MAC selector + metadata, like examples/cluster),
 then renders every machine's iPXE script and cloud-config (validated with the coreos-cloudinit rules)
