@@ -1,8 +1,6 @@
 import pytest
 
-from provisioner.core.commands import run
 from provisioner.core.sizes import REST, GiB, MiB, align_up, format_size, parse_size
-from provisioner.errors import CommandError
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -30,23 +28,3 @@ def test_format_and_align():
     assert format_size(3 * GiB // 2) == "1.5 GiB"
     assert format_size(2 * MiB) == "2 MiB"
     assert align_up(1, MiB) == MiB and align_up(MiB, MiB) == MiB
-
-
-def test_run_returns_output_and_raises_with_argv_code_and_stderr():
-    assert run(["echo", "hi"]).stdout == "hi\n"
-    with pytest.raises(CommandError) as info:
-        run(["sh", "-c", "echo boom >&2; exit 3"])
-    error = info.value
-    assert error.argv == ["sh", "-c", "echo boom >&2; exit 3"]
-    assert error.returncode == 3 and "boom" in error.stderr and "boom" in str(error)
-
-
-def test_missing_tool_names_the_debian_package():
-    with pytest.raises(CommandError) as info:
-        run(["/nonexistent/sgdisk", "-p"])
-    assert info.value.returncode == 127
-    assert "install the Debian package 'gdisk'" in str(info.value)
-
-
-def test_run_check_false_returns_the_failure():
-    assert run(["false"], check=False).returncode == 1

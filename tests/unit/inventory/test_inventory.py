@@ -62,18 +62,3 @@ def test_bad_input_is_one_line_naming_file_and_line_or_field(data_dir, name, tex
         load_inventory(data_dir)
     message = str(info.value)
     assert expected in message and "\n" not in message
-
-
-def test_check_reports_missing_profile_missing_template_and_render_failures(data_dir):
-    write(data_dir, "profiles/broken.yaml", "id: broken\ncloud_id: missing.yaml.j2\n")
-    write(data_dir, "profiles/undefined.yaml", "id: undefined\ncloud_id: u.yaml.j2\n")
-    write(data_dir, "cloud/u.yaml.j2", "#cloud-config\n\nhostname: {{ no_such_var }}\n")
-    write(data_dir, "groups/g1.yaml", "id: g1\nprofile: nope\nselector: {os: a}\n")
-    write(data_dir, "groups/g2.yaml", "id: g2\nprofile: broken\nselector: {os: b}\n")
-    write(data_dir, "groups/g3.yaml", "id: g3\nprofile: undefined\nselector: {os: c}\n")
-    write(data_dir, "groups/g4.yaml", "id: g4\nprofile: p\nselector: {os: d}\nmetadata: {hostname: ok}\n")
-    problems = [str(p) for p in check_inventory(load_inventory(data_dir))]
-    assert "error: groups/g1.yaml:2: group 'g1' names profile 'nope', which does not exist (profiles: broken, p, undefined)" in problems
-    assert "error: profiles/broken.yaml:2: profile 'broken': cloud_id names cloud/missing.yaml.j2, which does not exist" in problems
-    assert "error: cloud/u.yaml.j2:3: undefined variable 'no_such_var' (rendering group g3) [group g3]" in problems
-    assert not any("g4" in p for p in problems)
