@@ -14,7 +14,7 @@ from pathlib import Path
 
 from provisioner.errors import ProvisionerError
 from provisioner.inventory import Group, Inventory, MachineQuery
-from provisioner.render.renderer import Renderer
+from provisioner.render.renderer import Renderer, missing_initrd_args
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ def check_inventory(inventory: Inventory, server_url: str = "http://provisioner.
     problems += _missing_profiles(inventory)
     problems += _missing_templates(inventory)
     problems += _unused_profiles(inventory)
+    problems += _efi_initrd_args(inventory)
     problems += _render_every_group(inventory, server_url)
     return problems
 
@@ -90,6 +91,22 @@ def _missing_templates(inventory: Inventory) -> list[Problem]:
                     "error", _key_line(inventory.root, profile.source, field),
                     f"profile {profile.id!r}: {field} names {kind}/{template_id}, which does not exist",
                 ))
+    return problems
+
+
+def _efi_initrd_args(inventory: Inventory) -> list[Problem]:
+    """Profiles that rely on the server adding `initrd=<name>` (renderer.missing_initrd_args)."""
+    problems = []
+    for profile in inventory.profiles.values():
+        if profile.boot is None:
+            continue
+        literal = [entry for entry in profile.boot.initrd if "{{" not in entry and "{%" not in entry]
+        for arg in missing_initrd_args(literal, list(profile.boot.args)):
+            problems.append(Problem(
+                "warning", _key_line(inventory.root, profile.source, "args"),
+                f"profile {profile.id!r}: boot.args lacks {arg}; the server adds it, since UEFI machines "
+                f"find no initrd without it (Linux's EFI stub reads it)",
+            ))
     return problems
 
 

@@ -22,6 +22,28 @@ from provisioner.render.templates import TemplateStore
 log = logging.getLogger(__name__)
 
 
+def initrd_name(entry: str) -> str:
+    """The name iPXE gives an `initrd` entry: its `--name`/`-n`, else the last path segment of its URL
+    (without the query string), e.g. '/assets/x/initrd.cpio.gz?v=1' -> 'initrd.cpio.gz' (pure)."""
+    words = entry.split()
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag in ("--name", "-n"):
+            return value
+    url = next((w for w in reversed(words) if not w.startswith("-")), "")
+    return url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def missing_initrd_args(initrds: list[str], args: list[str]) -> list[str]:
+    """`initrd=<name>` for each initrd the kernel arguments do not name yet (pure).
+
+    Linux's EFI stub, which is what iPXE starts on UEFI, finds an initrd only through an `initrd=`
+    argument naming the image iPXE loaded; without it a UEFI machine panics ("VFS: Unable to mount
+    root fs") while a BIOS machine boots, because iPXE hands BIOS kernels the initrd through the
+    boot protocol. BIOS kernels ignore the argument, so it is safe to add for every machine."""
+    named = {arg.split("=", 1)[1] for arg in args if arg.startswith("initrd=")}
+    return [f"initrd={name}" for name in map(initrd_name, initrds) if name and name not in named]
+
+
 class NoMatch(ConfigError):
     """No group matches the machine (matchbox answers 404)."""
 
@@ -63,8 +85,10 @@ class Renderer:
             self.templates.render_inline(text, context, name=match.profile.source, what=what)
             if "{{" in text or "{%" in text else text
         )
-        lines = ["#!ipxe", " ".join([f"kernel {expand(boot.kernel)}"] + [expand(a) for a in boot.args])]
-        lines += [f"initrd {expand(initrd)}" for initrd in boot.initrd]
+        args = [expand(a) for a in boot.args]
+        initrds = [expand(initrd) for initrd in boot.initrd]
+        lines = ["#!ipxe", " ".join([f"kernel {expand(boot.kernel)}", *args, *missing_initrd_args(initrds, args)])]
+        lines += [f"initrd {initrd}" for initrd in initrds]
         lines.append("boot")
         return "\n".join(lines) + "\n"
 

@@ -7,7 +7,9 @@ import pytest
 from provisioner.errors import TemplateError, ValidationError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.render import NoMatch, Renderer
+from provisioner.render.check import check_inventory
 from provisioner.render.gotemplate import translate_go_template
+from provisioner.render.renderer import initrd_name
 from tests.fixtures.files import write
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
@@ -26,8 +28,9 @@ def renderer(tmp_path):
 
 def test_ipxe_script_is_matchbox_shaped_with_expanded_server_url(renderer):
     script = renderer.ipxe(MachineQuery(mac="52:54:00:00:00:01"))
-    assert script == ("#!ipxe\nkernel /assets/k initrd=i1 url=http://10.0.0.1:8080/cloud-config?mac=${mac:hexhyp}\n"
-                      "initrd /assets/i1\ninitrd /assets/i2\nboot\n")
+    # matchbox's shape, plus initrd=i2 for the initrd the args did not name (UEFI needs it)
+    assert script == ("#!ipxe\nkernel /assets/k initrd=i1 url=http://10.0.0.1:8080/cloud-config?mac=${mac:hexhyp} "
+                      "initrd=i2\ninitrd /assets/i1\ninitrd /assets/i2\nboot\n")
 
 
 def test_cloud_config_is_rendered_and_validated(renderer):
@@ -80,3 +83,31 @@ def test_examples_cluster_every_machine_renders():
         assert f"hostname: node{n}\n" in installed
         assert "discovery: http://10.99.0.1:8080/discovery/cluster-1" in installed
         assert renderer.ipxe(MachineQuery(mac=mac, labels={"os": "installed"})).endswith("exit 1\n")
+
+
+@pytest.mark.parametrize(("entry", "name"), [
+    ("/assets/release/current/initrd.cpio.gz", "initrd.cpio.gz"),
+    ("http://10.0.0.1:8080/assets/x/image.cpio.gz?mac=52-54-00-00-00-01", "image.cpio.gz"),
+    ("--name main /assets/x/image.cpio.gz", "main"),
+    ("-n main http://h/a.img", "main"),
+])
+def test_initrd_name_is_the_one_ipxe_gives_the_image(entry, name):
+    assert initrd_name(entry) == name
+
+
+def test_uefi_initrd_argument_added_only_when_missing(tmp_path):
+    write(tmp_path, "profiles/p.yaml", "id: p\nboot:\n  kernel: /assets/vmlinuz\n"
+          "  initrd: [/assets/a.cpio.gz, /assets/b.cpio.gz]\n  args: [console=ttyS0, initrd=a.cpio.gz]\n")
+    write(tmp_path, "groups/g.yaml", "id: g\nprofile: p\n")
+    renderer = Renderer(load_inventory(tmp_path), server_url="http://s")
+    script = renderer.ipxe(MachineQuery(mac="52:54:00:00:00:01"))
+    assert script.splitlines() == [
+        "#!ipxe",
+        "kernel /assets/vmlinuz console=ttyS0 initrd=a.cpio.gz initrd=b.cpio.gz",
+        "initrd /assets/a.cpio.gz",
+        "initrd /assets/b.cpio.gz",
+        "boot",
+    ]
+    problems = [str(p) for p in check_inventory(load_inventory(tmp_path))]
+    assert problems == ["warning: profiles/p.yaml:5: profile 'p': boot.args lacks initrd=b.cpio.gz; the server adds it, "
+                        "since UEFI machines find no initrd without it (Linux's EFI stub reads it)"]
