@@ -12,3 +12,10 @@ The pattern every module follows:
   `output.CheckFailed` after printing its report); core/entry.py turns them into one line and an
   exit code. No command prints errors or calls typer.Exit with a failure code itself.
 """
+
+import os
+
+# Plain click help instead of rich's boxes: typer's rich formatting costs ~0.3 s of imports on every
+# start, and plain text is what a node's journal, a serial console and `| less` show best.
+# TYPER_USE_RICH is typer's own switch; it has to be set before typer is imported.
+os.environ.setdefault("TYPER_USE_RICH", "0")

@@ -6,7 +6,9 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 partial/degraded. Errors print as one line
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 
 import typer
@@ -48,21 +50,32 @@ def _global_options(
     setup_logging(debug=debug, verbose=verbose, json_format=log_format == LogFormat.JSON)
 
 
-# Top-level command -> the module in provisioner/cli/ that defines it (its `register(app)` adds it).
+@dataclass(frozen=True)
+class Command:
+    module: str    # the module in provisioner/cli/ whose `register(app)` adds the command
+    summary: str   # the first line of its help, for the listing (tests check it matches the module's)
+
+
 # Only the module of the command being run is imported, so `provisioner validate` does not pay for
-# aiohttp or paramiko at start-up; `--help` with no command imports them all to list them.
-COMMANDS: dict[str, str] = {
-    "inventory": "inventory_cmd",
-    "render": "render_cmd",
-    "validate": "validate_cmd",
-    "serve": "serve_cmd",
-    "dnsmasq-config": "serve_cmd",
-    "machines": "serve_cmd",
-    "install": "install_cmd",
-    "rescue": "rescue_cmd",
-    "disk": "disk_cmd",
-    "image": "image_cmd",
-    "demo": "demo_cmd",
+# aiohttp or paramiko at start-up, and `provisioner --help` lists the commands from this table
+# without importing any of them.
+COMMANDS: dict[str, Command] = {
+    "inventory": Command("inventory_cmd", "Inspect a data dir: check it, or see which group/profile a machine gets."),
+    "render": Command("render_cmd", "Render a machine's iPXE script or configs from the data dir."),
+    "validate": Command("validate_cmd", "Validate cloud-configs with coreos-cloudinit v1.13.0's rules and messages. "
+                                        "Exit 1 on any error."),
+    "serve": Command("serve_cmd", "Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) "
+                                  "until SIGTERM."),
+    "dnsmasq-config": Command("serve_cmd", "Print a dnsmasq config that chains PXE clients to this server's "
+                                           "/boot.ipxe."),
+    "machines": Command("serve_cmd", "List the machines the boot server has seen, with their last boot stage."),
+    "install": Command("install_cmd", "Write a CoreOS-style disk image to a disk: verified, sparse, fast "
+                                   "(flatcar-install options; -h lists them)."),
+    "rescue": Command("rescue_cmd", "Install to HOST's disk while it runs a rescue system, over SSH."),
+    "disk": Command("disk_cmd", "Show, grow, shrink and repartition an installed CoreOS-layout disk."),
+    "image": Command("image_cmd", "Build the OS image (GPT disk image, PXE kernel + initrd, release directory)."),
+    "demo": Command("demo_cmd", "Render and validate every machine, then boot one VM from blank disk to an installed "
+                             "system (root)."),
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 
@@ -80,12 +93,18 @@ def _requested_command(args: list[str]) -> str | None:
 
 
 def _register(args: list[str]) -> None:
-    import importlib
-
+    """Add the requested command from its module, or, for a listing, every command by its summary."""
     command = _requested_command(args)
-    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    for module in modules:
-        importlib.import_module(f"provisioner.cli.{module}").register(app)
+    if command in COMMANDS:
+        importlib.import_module(f"provisioner.cli.{COMMANDS[command].module}").register(app)
+        return
+    for name, entry in COMMANDS.items():
+        app.command(name, help=entry.summary, short_help=entry.summary, add_help_option=False)(_listed_only)
+
+
+def _listed_only() -> None:
+    """Stands in for a command in the listing; a command that is run is always its real one."""
+    raise AssertionError("a listed-only command never runs")
 
 
 def main(argv: list[str] | None = None) -> int:

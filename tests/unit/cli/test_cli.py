@@ -68,3 +68,29 @@ def test_demo_renders_every_example_machine():
     result = cli("demo", "--render-only", "--data-dir", "examples/cluster")
     assert result.returncode == 0, result.stderr
     assert "6 machines rendered and validated" in result.stdout and "0 failed" in result.stdout
+
+
+def test_listing_shows_each_commands_own_summary_without_importing_it():
+    import importlib
+
+    import typer
+
+    from provisioner.cli.main import COMMANDS
+
+    for name, entry in COMMANDS.items():
+        root = typer.Typer()
+        root.callback()(lambda: None)
+        importlib.import_module(f"provisioner.cli.{entry.module}").register(root)
+        command = typer.main.get_command(root).commands[name]   # type: ignore[attr-defined]
+        assert (command.help or "").strip().splitlines()[0] == entry.summary, name
+    listing = cli("--help")
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in COMMANDS)
+
+
+def test_help_listing_imports_no_command_module():
+    probe = ("import sys; from provisioner.cli.main import main; code = main(['--help']); "
+             "loaded = [m for m in sys.modules if m.startswith('provisioner.cli.') and m.endswith('_cmd')]; "
+             "print(loaded, file=sys.stderr); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "[]"
