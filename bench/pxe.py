@@ -1,4 +1,4 @@
-"""PXE boot server benchmark (issue 3), all in one run, against peers on the same machine:
+"""PXE boot server benchmark, all in one run, against peers on the same machine:
 
 1. /ipxe?mac=... hot path: wrk -t2 -c50 -d10s on loopback, 1 and 2 HTTP processes (matchbox v0.9.0:
    ~16,000 req/s here).
@@ -34,7 +34,7 @@ IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
 INITRD_SIZE = 30 * 1024 * 1024
 WRK_IPXE = ["wrk", "-t2", "-c50", "-d10s"]
 WRK_ASSET = ["wrk", "-t2", "-c8", "-d8s"]
-MATCHBOX_REQS = 16000   # matchbox v0.9.0 on this 2-core machine, from the issue (not re-measured here)
+MATCHBOX_REQS = 16000   # matchbox v0.9.0 on this 2-core machine (not re-measured here: no Go toolchain)
 
 
 def _free_port() -> int:

@@ -6,7 +6,7 @@ RFC 2132 TLVs, with RFC 3396 concatenation of repeated codes. PXE specifics: RFC
 UEFI HTTP boot) and the PXE 2.1 spec (option 60 "PXEClient", option 43 sub-options).
 
 `parse_packet(bytes) -> DhcpPacket` raises DhcpParseError on anything malformed (the server then
-drops the datagram silently). `decide_reply(...)` returns the reply packet or None (no answer).
+drops the datagram silently); `build_reply(...)` builds the answer once the policy decided to give one.
 """
 
 from __future__ import annotations

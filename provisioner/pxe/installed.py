@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
 from provisioner.inventory import MachineQuery
-from provisioner.pxe.statefile import write_atomic
 
 LABEL, VALUE = "os", "installed"
 CHECK_INTERVAL = 1.0
@@ -117,7 +117,8 @@ class InstalledMachines:
     def _save(self) -> None:
         if self.path is None:
             return
-        write_atomic(self.path, json.dumps({"installed": self.macs}, indent=1, sort_keys=True) + "\n")
+        write_atomic(self.path, json.dumps({"installed": self.macs}, indent=1, sort_keys=True) + "\n",
+                     mode=0o600)
         self._mtime = self.path.stat().st_mtime_ns
 
 

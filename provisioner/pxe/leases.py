@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError, UsageError
-from provisioner.pxe.statefile import write_atomic
 
 OFFER_HOLD_SECONDS = 60  # an offered address is held this long for the REQUEST that should follow
 
@@ -121,4 +121,4 @@ class LeaseStore:
 
     def save(self) -> None:
         data = {"leases": [asdict(r) for r in sorted(self.leases.values(), key=lambda r: r.ip)]}
-        write_atomic(self.path, json.dumps(data, indent=1) + "\n")
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n", mode=0o600)

@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from provisioner.core.commands import run
+from provisioner.core.files import write_atomic
 from provisioner.discovery.http import DiscoveryHttp
 from provisioner.discovery.store import DiscoveryStore
 from provisioner.errors import CommandError, NetworkError, UsageError
@@ -34,7 +35,6 @@ from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
 from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.router_advert import RouterAdvertService
-from provisioner.pxe.statefile import write_atomic
 from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
 
 log = logging.getLogger("provisioner.pxe.server")
@@ -296,7 +296,7 @@ class BootServer:
         try:
             self.states.save()
             if self._discovery_dirty:
-                write_atomic(self._discovery_path, self.discovery.dump())
+                write_atomic(self._discovery_path, self.discovery.dump(), mode=0o600)
                 self._discovery_dirty = False
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)

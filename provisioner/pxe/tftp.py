@@ -4,8 +4,8 @@ tftpy (0.8.x) does the transfer itself: DATA/ACK state machine, blksize (RFC 234
 (RFC 2349) negotiation, duplicate-ACK handling. What we add, and why:
 
 - The first packet of every transfer is parsed here (`parse_request`, pure) and only a clean,
-  re-encoded RRQ reaches tftpy: tftpy's own parser has crashed on short or odd packets (tftpy
-  issues #140/#141), and its server loop dies on an unexpected exception. WRQ is refused (read-only).
+  re-encoded RRQ reaches tftpy: tftpy 0.8's own parser raises on short packets and odd option
+  lists (reference/pxe.md §5), and its server loop dies on an unexpected exception. WRQ is refused.
 - The root jail (provisioner.pxe.jail): tftpy's `abspath` check lets a symlink inside the root
   point anywhere (reference/pxe.md §5). tftpy itself sees an empty private directory as its root,
   so it never opens a file on its own: every file comes through our jail.
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tftpy
 from tftpy.TftpContexts import TftpContextServer
 from tftpy.TftpShared import TftpException, TftpTimeout, TftpTimeoutExpectACK
 
@@ -313,6 +312,3 @@ class TftpService:
                         log.info("tftp: resend to %s failed: %s", addr, exc)
                         self._end(addr, ok=False)
 
-
-def tftpy_version() -> str:
-    return getattr(tftpy, "__version__", "unknown")
