@@ -23,11 +23,11 @@ from aiohttp import web
 
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
+from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe import ipxe, reports
 from provisioner.pxe.installed import (
     InstalledMachines,
     marks_installed,
-    normalise_mac,
     rewritten_query,
     with_installed_label,
 )
@@ -246,7 +246,7 @@ class BootHttp:
             result = self.data.render(endpoint, query_string, params)
             self._count(path, result.status)
             if result.status == 200 and self.installed is not None and marks_installed(endpoint, params):
-                self._mark_installed(normalise_mac(params.get("mac")), path, request.remote)
+                self._mark_installed(normalize_mac_or_none(params.get("mac")), path, request.remote)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
                     self.expected_assets[request.remote] = dict(result.boot_assets)
@@ -262,7 +262,7 @@ class BootHttp:
         assert self.installed is not None
         self.installed.refresh(time.monotonic())
         plain = {k: params.get(k) for k in params}
-        extra = with_installed_label(plain, self.installed.is_installed(normalise_mac(plain.get("mac"))))
+        extra = with_installed_label(plain, self.installed.is_installed(normalize_mac_or_none(plain.get("mac"))))
         if extra is None:
             return params, query_string
         return extra, rewritten_query(extra)
@@ -291,7 +291,7 @@ class BootHttp:
 
     async def installed_handler(self, request: web.Request) -> web.Response:
         """POST /installed?mac=M marks M installed; DELETE forgets it (reinstall on the next boot)."""
-        mac = normalise_mac(request.query.get("mac"))
+        mac = normalize_mac_or_none(request.query.get("mac"))
         if mac is None:
             self._count("/installed", 400)
             return web.Response(status=400, text="/installed: give ?mac=<MAC address>\n")
@@ -308,7 +308,7 @@ class BootHttp:
 
     async def report_handler(self, request: web.Request) -> web.Response:
         """POST /report?mac=M: one install progress report (provisioner/pxe/reports.py)."""
-        mac = normalise_mac(request.query.get("mac"))
+        mac = normalize_mac_or_none(request.query.get("mac"))
         if mac is None:
             self._count("/report", 400)
             return web.Response(status=400, text="/report: give ?mac=<MAC address>\n")

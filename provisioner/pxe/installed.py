@@ -25,20 +25,9 @@ from urllib.parse import urlencode
 
 from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
-from provisioner.inventory import MachineQuery
 
 LABEL, VALUE = "os", "installed"
 CHECK_INTERVAL = 1.0
-
-
-def normalise_mac(text: str | None) -> str | None:
-    """'52-54-00-AA-bb-cc' -> '52:54:00:aa:bb:cc'; None when missing or not a MAC (pure)."""
-    if not text:
-        return None
-    try:
-        return MachineQuery.from_params({"mac": text}).mac
-    except ConfigError:
-        return None
 
 
 def with_installed_label(params: dict[str, str], installed: bool) -> dict[str, str] | None:
