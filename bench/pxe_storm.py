@@ -25,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provisioner.pxe import dhcp  # noqa: E402
+from provisioner.pxe import dhcp_packet as wire  # noqa: E402
 
 
 class DhcpClients(asyncio.DatagramProtocol):
@@ -40,23 +40,23 @@ class DhcpClients(asyncio.DatagramProtocol):
 
     def datagram_received(self, data, addr):
         try:
-            packet = dhcp.parse_packet(data)
-        except dhcp.DhcpParseError:
+            packet = wire.parse_packet(data)
+        except wire.DhcpParseError:
             return
         future = self.waiting.pop(packet.xid, None)
-        if future is not None and not future.done() and packet.op == dhcp.BOOTREPLY:
+        if future is not None and not future.done() and packet.op == wire.BOOTREPLY:
             future.set_result(packet)
 
-    async def discover(self, mac: bytes, xid: int, timeout: float = 4.0) -> dhcp.DhcpPacket:
-        options = {dhcp.OPT_MESSAGE_TYPE: bytes((dhcp.DISCOVER,)),
-                   dhcp.OPT_VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001",
-                   dhcp.OPT_CLIENT_ARCH: b"\x00\x00", dhcp.OPT_CLIENT_NDI: b"\x01\x02\x01",
-                   dhcp.OPT_CLIENT_GUID: b"\x00" + mac + bytes(10)}
-        packet = dhcp.DhcpPacket(op=dhcp.BOOTREQUEST, xid=xid, chaddr=mac, options=options, flags=dhcp.BROADCAST_FLAG)
+    async def discover(self, mac: bytes, xid: int, timeout: float = 4.0) -> wire.DhcpPacket:
+        options = {wire.OPT_MESSAGE_TYPE: bytes((wire.DISCOVER,)),
+                   wire.OPT_VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001",
+                   wire.OPT_CLIENT_ARCH: b"\x00\x00", wire.OPT_CLIENT_NDI: b"\x01\x02\x01",
+                   wire.OPT_CLIENT_GUID: b"\x00" + mac + bytes(10)}
+        packet = wire.DhcpPacket(op=wire.BOOTREQUEST, xid=xid, chaddr=mac, options=options, flags=wire.BROADCAST_FLAG)
         for attempt in range(4):
             future = asyncio.get_running_loop().create_future()
             self.waiting[xid] = future
-            self.transport.sendto(dhcp.encode_packet(packet), ("255.255.255.255", 67))
+            self.transport.sendto(wire.encode_packet(packet), ("255.255.255.255", 67))
             try:
                 return await asyncio.wait_for(future, timeout / 4 * (attempt + 1))
             except TimeoutError:

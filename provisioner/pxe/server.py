@@ -28,14 +28,17 @@ from provisioner.core.files import write_atomic
 from provisioner.discovery.http import DiscoveryHttp
 from provisioner.discovery.store import DiscoveryStore
 from provisioner.errors import CommandError, NetworkError, UsageError
-from provisioner.pxe import dhcp
-from provisioner.pxe.dhcpd import DhcpPolicy, DhcpService
+from provisioner.pxe.dhcp_leases import DhcpRange, LeaseStore, parse_dhcp_range
+from provisioner.pxe.dhcp_policy import DhcpPolicy
+from provisioner.pxe.dhcp_reply import BootFiles, ServerIdentity
+from provisioner.pxe.dhcp_service import DhcpService
+from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.installed import InstalledMachines
-from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
+from provisioner.pxe.ipxe import find_ipxe_dir, ipxe_binary_name
 from provisioner.pxe.machines import MachineStates
-from provisioner.pxe.router_advert import RouterAdvertService
-from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
+from provisioner.pxe.router_advert_service import RouterAdvertService
+from provisioner.pxe.tftp_service import TftpFiles, TftpService
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -58,15 +61,12 @@ class ServeConfig:
     tftp_root: Path | None = None
     tftp_host: str = "0.0.0.0"
     tftp_port: int = 69
-    dhcp_port: int = 67
-    boot_server_port: int = 4011
-    dhcp_client_port: int = 68
     ipxe_dir: Path | None = None
     efi_binary: str = "ipxe.efi"
     static_leases: dict[str, str] = field(default_factory=dict)
     chain_ipxe_roms: bool = False
     http_workers: int = 1
-    ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, see router_advert.py)
+    ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, see router_advert_service.py)
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:
@@ -153,7 +153,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
     )
 
 
-def metrics_text(counters: dict[str, int], states: MachineStates, *more: dict[str, int]) -> str:
+def metrics_text(counters: Counters, states: MachineStates, *more: Counters) -> str:
     """Prometheus text exposition (version 0.0.4) of our counters, summed with `more` (pure)."""
     if more:
         total = dict(counters)
@@ -197,7 +197,7 @@ class BootServer:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.counters: dict[str, int] = {}
+        self.counters: Counters = {}
         self.states = MachineStates(config.state_dir / "machines.json")
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
@@ -209,24 +209,16 @@ class BootServer:
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
         self.workers: list[subprocess.Popen] = []
-        self.worker_counters: dict[int, dict[str, int]] = {}
+        self.worker_counters: dict[int, Counters] = {}
         self._sockets: list[socket.socket] = []
 
-    # ---------------------------------------------------------------- events
-
-    def dhcp_event(self, mac: str, stage: str, detail: dict) -> None:
-        self.states.record(mac, stage, detail)
-
-    def tftp_event(self, ip: str, stage: str, filename: str, detail: dict) -> None:
-        mac = self.states.mac_for_ip(ip) or f"ip:{ip}"
-        self.states.record(mac, stage, {"file": filename, **detail}, ip=ip)
-        if stage == "tftp-done" and filename.lstrip("/").removesuffix(".0") in IPXE_FILES:
+    def record_event(self, event: BootEvent) -> None:
+        """Record what a service saw in the machine state, under the MAC (known, or learned for the
+        client's address), else under "ip:<address>"."""
+        mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
+        self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
             self.ipxe_loaded[mac] = time.time()
-
-    def http_event(self, mac: str | None, stage: str, detail: dict, ip: str | None) -> None:
-        if mac is None and ip:
-            mac = self.states.mac_for_ip(ip)
-        self.states.record(mac or f"ip:{ip}", stage, detail, ip=ip)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -239,7 +231,7 @@ class BootServer:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
         data = BootData(config.data_dir, config.server_url)
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
-        http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.http_event, self.counters,
+        http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
                         lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
                         extra_routes=discovery_http.routes(),
                         installed=InstalledMachines(config.state_dir / "installed.json"))
@@ -259,7 +251,7 @@ class BootServer:
             files = TftpFiles(config.tftp_root, config.ipxe_dir)
             if files.ipxe_dir is None:
                 log.warning("tftp: Debian's ipxe package is not installed: no iPXE binaries to serve")
-            self.tftp = TftpService(files, config.tftp_host, config.tftp_port, self.tftp_event, self.counters)
+            self.tftp = TftpService(files, config.tftp_host, config.tftp_port, self.counters, self.record_event)
             try:
                 await self.tftp.start()
             except OSError as exc:
@@ -267,23 +259,22 @@ class BootServer:
                                    f"{exc.strerror}") from None
         if config.dhcp_mode != "off":
             assert config.interface and config.server_ip
-            identity = dhcp.ServerIdentity(config.server_ip, dhcp.BootFiles(
-                efi_x64=config.efi_binary, http_base=config.server_url))
+            identity = ServerIdentity(config.server_ip, BootFiles(efi_x64=config.efi_binary,
+                                                                  http_base=config.server_url))
             policy = DhcpPolicy(identity, config.pool, config.static_leases, config.chain_ipxe_roms)
             leases = LeaseStore(config.state_dir / "leases.json") if config.pool else None
-            self.dhcp = DhcpService(policy, config.interface, leases, self.dhcp_event, self.counters,
-                                    listen_port=config.dhcp_port, boot_server_port=config.boot_server_port,
-                                    client_port=config.dhcp_client_port, ipxe_loaded_at=self.ipxe_loaded.get)
+            self.dhcp = DhcpService(policy, config.interface, leases, self.counters, self.record_event,
+                                    ipxe_loaded_at=self.ipxe_loaded.get)
             try:
                 await self.dhcp.start()
             except OSError as exc:
-                raise NetworkError(f"dhcp: cannot listen on {config.interface} port {config.dhcp_port}: "
+                raise NetworkError(f"dhcp: cannot listen on {config.interface} ports 67 and 4011: "
                                    f"{exc.strerror}") from None
         if config.ipv6_ra:
             assert config.interface
-            self.ra = RouterAdvertService(config.interface, self.counters)
+            self.ra = RouterAdvertService(config.interface, self.counters, self.record_event)
             try:
-                self.ra.start()
+                await self.ra.start()
             except OSError as exc:   # no IPv6 on this host: iPXE then only waits longer
                 log.warning("ra: not answering IPv6 router solicitations on %s: %s", config.interface, exc)
                 self.ra = None
@@ -341,8 +332,10 @@ class BootServer:
             except (OSError, ValueError):
                 return
             if "e" in message:
-                mac, stage, detail, ip = message["e"]
-                self.http_event(mac, stage, detail, ip)
+                try:
+                    self.record_event(BootEvent.from_json(message["e"]))
+                except ValueError as exc:
+                    log.warning("http: ignoring a worker's malformed event: %s", exc)
             elif "c" in message:
                 self.worker_counters[int(message["w"])] = message["c"]
 
@@ -358,12 +351,9 @@ class BootServer:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        if self.dhcp is not None:
-            self.dhcp.close()
-        if self.ra is not None:
-            self.ra.close()
-        if self.tftp is not None:
-            await self.tftp.close()
+        for service in (self.dhcp, self.ra, self.tftp):
+            if service is not None:
+                await service.close()
         if self.runner is not None:
             await self.runner.cleanup()
         for sock in self._sockets:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from provisioner.core.files import write_atomic
@@ -18,13 +20,18 @@ from provisioner.errors import ConfigError, UsageError
 OFFER_HOLD_SECONDS = 60  # an offered address is held this long for the REQUEST that should follow
 
 
+class LeaseState(StrEnum):
+    OFFERED = "offered"      # held for the REQUEST that should follow, not persisted
+    BOUND = "bound"
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     mac: str
     ip: str
     expires: float           # unix time
     hostname: str | None = None
-    state: str = "bound"     # "offered" or "bound"
+    state: LeaseState = LeaseState.BOUND
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class DhcpRange:
             return False
         return self.start <= address <= self.end
 
-    def addresses(self):
+    def addresses(self) -> Iterator[str]:
         for value in range(int(self.start), int(self.end) + 1):
             yield str(ipaddress.IPv4Address(value))
 
@@ -106,9 +113,11 @@ class LeaseStore:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{self.path}: cannot read leases: {exc}") from None
         try:
-            return {item["mac"]: LeaseRecord(**item) for item in raw.get("leases", [])}
-        except (TypeError, KeyError, AttributeError) as exc:
+            records = [LeaseRecord(**{**item, "state": LeaseState(item.get("state", LeaseState.BOUND))})
+                       for item in raw.get("leases", [])]
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ConfigError(f"{self.path}: malformed lease entry: {exc}") from None
+        return {record.mac: record for record in records}
 
     def put(self, record: LeaseRecord, persist: bool = True) -> None:
         self.leases[record.mac] = record
