@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from provisioner.errors import UsageError
 from provisioner.pxe.events import BootEvent, EventSource
 from provisioner.pxe.machines import MachineStates
-from provisioner.pxe.server import BootServer, ServeConfig, metrics_text, parse_addr
+from provisioner.pxe.serve_config import DhcpMode, ListenAddress, ServeConfig
+from provisioner.pxe.server import BootServer, metrics_text
 
 
 def test_metrics_text_names_requests_boot_events_and_counters(tmp_path):
@@ -21,7 +19,8 @@ def test_metrics_text_names_requests_boot_events_and_counters(tmp_path):
 
 def test_events_are_recorded_under_the_mac_or_the_mac_learned_for_the_address(tmp_path):
     server = BootServer(ServeConfig(data_dir=tmp_path, state_dir=tmp_path / "state", assets_dir=None,
-                                    http_host="127.0.0.1", http_port=0, server_url="http://s", dhcp_mode="off"))
+                                    http_addr=ListenAddress("127.0.0.1", 0), server_url="http://s",
+                                    dhcp_mode=DhcpMode.OFF))
     mac = "52:54:00:00:00:01"
     server.record_event(BootEvent(stage="dhcp-ack", source=EventSource.DHCP, mac=mac, detail={"ip": "10.0.0.5"}))
     server.record_event(BootEvent(stage="tftp-done", source=EventSource.TFTP, ip="10.0.0.5",
@@ -31,10 +30,3 @@ def test_events_are_recorded_under_the_mac_or_the_mac_learned_for_the_address(tm
     assert [h["stage"] for h in record.history] == ["dhcp-ack", "tftp-done"]
     assert record.history[1]["file"] == "undionly.kpxe.0" and mac in server.ipxe_loaded
     assert server.states.machines["ip:10.0.0.99"].last_stage == "kernel"
-
-
-def test_parse_addr():
-    assert parse_addr("127.0.0.1:8080", "--x") == ("127.0.0.1", 8080)
-    assert parse_addr(":69", "--x") == ("0.0.0.0", 69)
-    with pytest.raises(UsageError, match="--x"):
-        parse_addr("8080", "--x")
