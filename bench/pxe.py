@@ -45,10 +45,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wrk_field(pattern: str, out: str) -> re.Match[str]:
+    found = re.search(pattern, out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no {pattern!r}: {out[-500:]}")
+    return found
+
+
 def _wrk(argv: list[str], url: str) -> dict:
     out = subprocess.run([*argv, "--latency", url], capture_output=True, text=True, timeout=60, check=True).stdout
-    reqs = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    reqs = float(_wrk_field(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    transfer = _wrk_field(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
     scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[transfer.group(2)]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None

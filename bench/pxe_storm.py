@@ -31,11 +31,11 @@ from provisioner.pxe import dhcp_packet as wire  # noqa: E402
 class DhcpClients(asyncio.DatagramProtocol):
     """One port-68 socket for all simulated clients; offers are matched by xid."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.waiting: dict[int, asyncio.Future] = {}
-        self.transport = None
+        self.transport: asyncio.DatagramTransport
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data, addr):
@@ -73,10 +73,10 @@ class TftpDownload(asyncio.DatagramProtocol):
         self.size = 0
         self.expected = 1
         self.last = b""
-        self.peer = None
-        self.transport = None
+        self.peer: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
         self.last = (struct.pack("!H", 1) + self.filename.encode() + b"\0octet\0blksize\0"
                      + str(self.blksize).encode() + b"\0tsize\x000\0")
@@ -144,7 +144,7 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
         timings.setdefault(name, []).append(time.monotonic() - start)
         return result
 
-    if "dhcp" in steps:
+    if dhcp_clients is not None:      # created when the steps include dhcp
         offer = await timed("dhcp", dhcp_clients.discover(mac, random.getrandbits(32)))
         if offer.file != b"undionly.kpxe":
             raise RuntimeError(f"unexpected boot file {offer.file!r}")
@@ -173,7 +173,7 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
 
 async def storm(args) -> dict:
     loop = asyncio.get_running_loop()
-    dhcp_clients = None
+    dhcp_clients: DhcpClients | None = None
     if "dhcp" in args.steps:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

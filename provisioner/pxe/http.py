@@ -53,7 +53,7 @@ RENDERED = {
 
 def data_dir_signature(data_dir: Path) -> tuple:
     """A cheap fingerprint of the inventory files: (name, mtime_ns, size) of every file (pure I/O)."""
-    entries = []
+    entries: list[tuple[str | int | None, ...]] = []
     for sub in WATCHED_DIRS:
         folder = data_dir / sub
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -39,7 +40,7 @@ def with_installed_label(params: dict[str, str], installed: bool) -> dict[str, s
     return {**params, LABEL: VALUE}
 
 
-def marks_installed(endpoint: str, params: dict[str, str]) -> bool:
+def marks_installed(endpoint: str, params: Mapping[str, str]) -> bool:
     """Does this request tell us the machine is being installed? (pure; see the module docstring)"""
     return endpoint in ("cloud-config", "ignition") and params.get(LABEL) == VALUE and bool(params.get("mac"))
 

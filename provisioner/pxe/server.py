@@ -133,7 +133,7 @@ class BootServer:
         await web.SockSite(self.runner, listen).start()
         log.info("http: %s (listening on %s)", config.server_url, config.http_addr)
         if config.http_workers > 1:
-            await self._start_workers(listen)
+            await self._start_workers(self.runner, listen)
         if config.tftp:
             files = TftpFiles(config.tftp_root, config.ipxe_dir)
             if files.ipxe_dir is None:
@@ -185,11 +185,11 @@ class BootServer:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.flush()
 
-    async def _start_workers(self, listen: socket.socket) -> None:
+    async def _start_workers(self, runner: web.AppRunner, listen: socket.socket) -> None:
         """Spawn http_workers - 1 processes on the same listening socket (see http_worker.py)."""
         internal = _listen_socket("127.0.0.1", 0)
         self._sockets.append(internal)
-        await web.SockSite(self.runner, internal).start()
+        await web.SockSite(runner, internal).start()
         internal_url = f"http://127.0.0.1:{internal.getsockname()[1]}"
         loop = asyncio.get_running_loop()
         for worker_id in range(1, self.config.http_workers):
@@ -204,8 +204,9 @@ class BootServer:
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
             process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
                                        pass_fds=(listen.fileno(), theirs.fileno()))
-            process.stdin.write(json.dumps(config).encode())
-            process.stdin.close()
+            assert process.stdin is not None   # stdin=PIPE
+            with process.stdin as pipe:
+                pipe.write(json.dumps(config).encode())
             theirs.close()
             self.workers.append(process)
             loop.add_reader(ours.fileno(), self._worker_message, ours)
