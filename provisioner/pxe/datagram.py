@@ -1,7 +1,8 @@
 """The one shape of the boot server's datagram services: DHCP, TFTP and IPv6 router advertisements.
 
-A service opens its sockets in `open_sockets()` and handles one datagram at a time in
-`datagram_received()`. The running event loop watches the sockets (`add_reader`), so the datagram
+A service opens its sockets in `open_sockets()`, decodes each datagram with `parse()` (a
+ValueError drops it, counted as `<name>_malformed`: no reply to garbage) and answers it in
+`handle()`. The running event loop watches the sockets (`add_reader`), so the datagram
 services, the HTTP server and the discovery long-polls share one process and one thread; `start()`
 and `close()` are coroutines for every service. Counts go to the server's one `counters` dict,
 prefixed with the service's name, and what a machine did is reported as a BootEvent (events.py).
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from provisioner.pxe.events import Counters, EventSink
 
@@ -22,6 +23,8 @@ log = logging.getLogger("provisioner.pxe")
 
 MAX_DATAGRAM = 65535   # read whole datagrams: the parser, not the socket, decides what is too long
 READ_BATCH = 64        # datagrams handled per wake-up before the loop serves anything else
+
+Request = TypeVar("Request")
 
 
 def udp_socket(host: str, port: int, *, interface: str | None = None, broadcast: bool = False) -> socket.socket:
@@ -41,8 +44,8 @@ def udp_socket(host: str, port: int, *, interface: str | None = None, broadcast:
     return sock
 
 
-class DatagramService:
-    """Base of the datagram services; subclasses set `name` and implement the three methods below."""
+class DatagramService(Generic[Request]):
+    """Base of the datagram services; subclasses set `name` and implement the four methods below."""
 
     name = "datagram"
 
@@ -55,8 +58,12 @@ class DatagramService:
         """Yield the bound, non-blocking sockets to read; raises OSError."""
         raise NotImplementedError
 
-    def datagram_received(self, sock: socket.socket, data: bytes, source: Any) -> None:
-        """Handle one datagram that arrived on `sock` from `source`; must not raise for any content."""
+    def parse(self, data: bytes) -> Request:
+        """One datagram decoded; raises ValueError for one to drop unanswered."""
+        raise NotImplementedError
+
+    def handle(self, sock: socket.socket, request: Request, source: Any) -> None:
+        """Answer one decoded datagram that arrived on `sock` from `source`."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -95,7 +102,13 @@ class DatagramService:
             except OSError as exc:
                 log.debug("%s: receive failed: %s", self.name, exc)
                 return
-            self.datagram_received(sock, data, source)
+            try:
+                request = self.parse(data)
+            except ValueError as exc:
+                self.count("malformed")
+                log.debug("%s: dropped a malformed datagram from %s: %s", self.name, source, exc)
+                continue
+            self.handle(sock, request, source)
 
     def send(self, sock: socket.socket, payload: bytes, destination: Any) -> bool:
         """Send one datagram; False (logged) when it cannot go out: the client asks again."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from provisioner.pxe.datagram import DatagramService, udp_socket
 from provisioner.pxe.dhcp_leases import LeaseState, LeaseStore
-from provisioner.pxe.dhcp_packet import PXE_BOOT_SERVER_PORT, SERVER_PORT, DhcpParseError, encode_packet, parse_packet
+from provisioner.pxe.dhcp_packet import PXE_BOOT_SERVER_PORT, SERVER_PORT, DhcpPacket, encode_packet, parse_packet
 from provisioner.pxe.dhcp_policy import DhcpPolicy, decide
 from provisioner.pxe.dhcp_reply import reply_destination
 from provisioner.pxe.events import Counters, EventSink
@@ -22,7 +22,7 @@ from provisioner.pxe.events import Counters, EventSink
 log = logging.getLogger("provisioner.pxe.dhcp")
 
 
-class DhcpService(DatagramService):
+class DhcpService(DatagramService[DhcpPacket]):
     """Owns the two sockets and the lease store (full DHCP only); decisions come from the policy."""
 
     name = "dhcp"
@@ -44,14 +44,11 @@ class DhcpService(DatagramService):
         mode = "proxy" if pool is None else f"full {pool.start}-{pool.end}"
         return f"{mode} mode on {self.interface}, ports {SERVER_PORT} and {PXE_BOOT_SERVER_PORT}"
 
-    def datagram_received(self, sock: socket.socket, data: bytes, source: Any) -> None:
+    def parse(self, data: bytes) -> DhcpPacket:
+        return parse_packet(data)
+
+    def handle(self, sock: socket.socket, packet: DhcpPacket, source: Any) -> None:
         port = sock.getsockname()[1]
-        try:
-            packet = parse_packet(data)
-        except DhcpParseError as exc:
-            self.count("malformed")
-            log.debug("dhcp: dropped malformed datagram from %s: %s", source, exc)
-            return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dhcp: port %d from %s: type %s mac %s options %s", port, source, packet.message_type,
                       packet.mac, sorted(packet.options))

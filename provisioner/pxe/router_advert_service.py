@@ -30,7 +30,7 @@ def interface_mac(interface: str) -> bytes:
         return bytes.fromhex(handle.read().strip().replace(":", ""))
 
 
-class RouterAdvertService(DatagramService):
+class RouterAdvertService(DatagramService[bytes]):
     """Answers Router Solicitations on one interface."""
 
     name = "ra"
@@ -64,7 +64,10 @@ class RouterAdvertService(DatagramService):
     def describe(self) -> str:
         return f"answering IPv6 router solicitations on {self.interface} (no prefixes, router lifetime 0)"
 
-    def datagram_received(self, sock: socket.socket, data: bytes, source: Any) -> None:
+    def parse(self, data: bytes) -> bytes:
+        return data           # the raw socket sees every ICMPv6 message: handle() picks the solicitations
+
+    def handle(self, sock: socket.socket, data: bytes, source: Any) -> None:
         if not is_router_solicit(data):
             return            # other ICMPv6 (neighbour discovery, echo): not ours
         self.count("solicits")

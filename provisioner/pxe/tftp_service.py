@@ -40,7 +40,6 @@ from provisioner.pxe.tftp_packet import (
     ERR_NOT_FOUND,
     ERR_UNDEFINED,
     TftpRequest,
-    TftpRequestError,
     encode_error,
     encode_rrq,
     parse_request,
@@ -76,7 +75,7 @@ class TftpFiles:
         raise TftpRefusal(ERR_NOT_FOUND, "file not found")
 
 
-class TftpService(DatagramService):
+class TftpService(DatagramService[TftpRequest]):
     """The port-69 listener; one tftpy server context (own socket, own port) per transfer."""
 
     name = "tftp"
@@ -123,13 +122,10 @@ class TftpService(DatagramService):
                 os.rmdir(self._empty_root)
             self._empty_root = None
 
-    def datagram_received(self, sock: socket.socket, data: bytes, source: Any) -> None:
-        try:
-            request = parse_request(data)
-        except TftpRequestError as exc:
-            self.count("malformed")
-            log.debug("tftp: dropped datagram from %s: %s", source, exc)
-            return
+    def parse(self, data: bytes) -> TftpRequest:
+        return parse_request(data)
+
+    def handle(self, sock: socket.socket, request: TftpRequest, source: Any) -> None:
         try:
             if not admit(request, running=source in self.sessions, transfers=len(self.sessions),
                          max_transfers=self.max_transfers):

@@ -14,7 +14,7 @@ from provisioner.pxe.datagram import DatagramService, udp_socket
 from provisioner.pxe.events import BootEvent, EventSource
 
 
-class Echo(DatagramService):
+class Echo(DatagramService[bytes]):
     name = "echo"
 
     def __init__(self, ports: list[int], counters, events: list[BootEvent]):
@@ -30,7 +30,12 @@ class Echo(DatagramService):
     def describe(self) -> str:
         return f"echoing on {[s.getsockname()[1] for s in self.sockets]}"
 
-    def datagram_received(self, sock: socket.socket, data: bytes, source: Any) -> None:
+    def parse(self, data: bytes) -> bytes:
+        if not data.isascii():
+            raise ValueError("not ASCII")
+        return data
+
+    def handle(self, sock: socket.socket, data: bytes, source: Any) -> None:
         self.count("received")
         if self.send(sock, data.upper(), source):
             self.on_event(BootEvent(stage="echo", source=EventSource.TFTP, ip=source[0], detail={"n": len(data)}))
@@ -48,6 +53,7 @@ def test_a_service_answers_counts_reports_and_closes():
         client.bind(("127.0.0.1", 0))
         try:
             for port in ports:
+                await loop.sock_sendto(client, b"\xff", ("127.0.0.1", port))     # dropped, no answer
                 await loop.sock_sendto(client, b"hello", ("127.0.0.1", port))
                 data, _ = await asyncio.wait_for(loop.sock_recvfrom(client, 100), 5)
                 assert data == b"HELLO"
@@ -55,7 +61,7 @@ def test_a_service_answers_counts_reports_and_closes():
             client.close()
         await service.close()
         await service.close()          # twice is harmless
-        assert counters == {"echo_received": 2} and [e.ip for e in events] == ["127.0.0.1", "127.0.0.1"]
+        assert counters == {"echo_received": 2, "echo_malformed": 2} and [e.ip for e in events] == ["127.0.0.1", "127.0.0.1"]
         assert service.sockets == []
     asyncio.run(scenario())
 
