@@ -103,6 +103,7 @@ class BootServer:
         """Record what a service saw in the machine state, under the MAC (known, or learned for the
         client's address), else under "ip:<address>"."""
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
+        log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
         self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
         if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
             self.ipxe_loaded[mac] = time.time()
