@@ -1,4 +1,4 @@
-"""PXE boot server benchmark (issue 3), all in one run, against peers on the same machine:
+"""PXE boot server benchmark, all in one run, against peers on the same machine:
 
 1. /ipxe?mac=... hot path: wrk -t2 -c50 -d10s on loopback, 1 and 2 HTTP processes (matchbox v0.9.0:
    ~16,000 req/s here).
@@ -34,7 +34,7 @@ IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
 INITRD_SIZE = 30 * 1024 * 1024
 WRK_IPXE = ["wrk", "-t2", "-c50", "-d10s"]
 WRK_ASSET = ["wrk", "-t2", "-c8", "-d8s"]
-MATCHBOX_REQS = 16000   # matchbox v0.9.0 on this 2-core machine, from the issue (not re-measured here)
+MATCHBOX_REQS = 16000   # matchbox v0.9.0 on this 2-core machine (not re-measured here: no Go toolchain)
 
 
 def _free_port() -> int:
@@ -45,10 +45,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wrk_field(pattern: str, out: str) -> re.Match[str]:
+    found = re.search(pattern, out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no {pattern!r}: {out[-500:]}")
+    return found
+
+
 def _wrk(argv: list[str], url: str) -> dict:
     out = subprocess.run([*argv, "--latency", url], capture_output=True, text=True, timeout=60, check=True).stdout
-    reqs = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    reqs = float(_wrk_field(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    transfer = _wrk_field(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
     scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[transfer.group(2)]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None

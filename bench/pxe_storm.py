@@ -25,38 +25,38 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provisioner.pxe import dhcp  # noqa: E402
+from provisioner.pxe import dhcp_packet as wire  # noqa: E402
 
 
 class DhcpClients(asyncio.DatagramProtocol):
     """One port-68 socket for all simulated clients; offers are matched by xid."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.waiting: dict[int, asyncio.Future] = {}
-        self.transport = None
+        self.transport: asyncio.DatagramTransport
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data, addr):
         try:
-            packet = dhcp.parse_packet(data)
-        except dhcp.DhcpParseError:
+            packet = wire.parse_packet(data)
+        except wire.DhcpParseError:
             return
         future = self.waiting.pop(packet.xid, None)
-        if future is not None and not future.done() and packet.op == dhcp.BOOTREPLY:
+        if future is not None and not future.done() and packet.op == wire.BOOTREPLY:
             future.set_result(packet)
 
-    async def discover(self, mac: bytes, xid: int, timeout: float = 4.0) -> dhcp.DhcpPacket:
-        options = {dhcp.OPT_MESSAGE_TYPE: bytes((dhcp.DISCOVER,)),
-                   dhcp.OPT_VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001",
-                   dhcp.OPT_CLIENT_ARCH: b"\x00\x00", dhcp.OPT_CLIENT_NDI: b"\x01\x02\x01",
-                   dhcp.OPT_CLIENT_GUID: b"\x00" + mac + bytes(10)}
-        packet = dhcp.DhcpPacket(op=dhcp.BOOTREQUEST, xid=xid, chaddr=mac, options=options, flags=dhcp.BROADCAST_FLAG)
+    async def discover(self, mac: bytes, xid: int, timeout: float = 4.0) -> wire.DhcpPacket:
+        options = {wire.OPT_MESSAGE_TYPE: bytes((wire.DISCOVER,)),
+                   wire.OPT_VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001",
+                   wire.OPT_CLIENT_ARCH: b"\x00\x00", wire.OPT_CLIENT_NDI: b"\x01\x02\x01",
+                   wire.OPT_CLIENT_GUID: b"\x00" + mac + bytes(10)}
+        packet = wire.DhcpPacket(op=wire.BOOTREQUEST, xid=xid, chaddr=mac, options=options, flags=wire.BROADCAST_FLAG)
         for attempt in range(4):
             future = asyncio.get_running_loop().create_future()
             self.waiting[xid] = future
-            self.transport.sendto(dhcp.encode_packet(packet), ("255.255.255.255", 67))
+            self.transport.sendto(wire.encode_packet(packet), ("255.255.255.255", 67))
             try:
                 return await asyncio.wait_for(future, timeout / 4 * (attempt + 1))
             except TimeoutError:
@@ -73,10 +73,10 @@ class TftpDownload(asyncio.DatagramProtocol):
         self.size = 0
         self.expected = 1
         self.last = b""
-        self.peer = None
-        self.transport = None
+        self.peer: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
         self.last = (struct.pack("!H", 1) + self.filename.encode() + b"\0octet\0blksize\0"
                      + str(self.blksize).encode() + b"\0tsize\x000\0")
@@ -144,7 +144,7 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
         timings.setdefault(name, []).append(time.monotonic() - start)
         return result
 
-    if "dhcp" in steps:
+    if dhcp_clients is not None:      # created when the steps include dhcp
         offer = await timed("dhcp", dhcp_clients.discover(mac, random.getrandbits(32)))
         if offer.file != b"undionly.kpxe":
             raise RuntimeError(f"unexpected boot file {offer.file!r}")
@@ -173,7 +173,7 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
 
 async def storm(args) -> dict:
     loop = asyncio.get_running_loop()
-    dhcp_clients = None
+    dhcp_clients: DhcpClients | None = None
     if "dhcp" in args.steps:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

@@ -10,7 +10,8 @@ from provisioner.cli.output import emit, emit_json, emit_table
 from provisioner.errors import UsageError
 from provisioner.pxe.dnsmasq import dnsmasq_config
 from provisioner.pxe.machines import load_machines, machine_rows
-from provisioner.pxe.server import plan_services, run_server, static_leases_from_inventory
+from provisioner.pxe.serve_config import ServeConfig, ServeOptions, static_leases_from_inventory
+from provisioner.pxe.server import run_server
 
 
 def serve_command(
@@ -44,12 +45,12 @@ def serve_command(
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
-    config = plan_services(
-        data_dir=data_dir, interface=interface, http_addr=http_addr, dhcp_mode=dhcp, dhcp_range=dhcp_range,
-        router=router, dns=dns, lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
+    options = ServeOptions(
+        data_dir=data_dir, interface=interface, http_addr=http_addr, dhcp=dhcp, dhcp_range=dhcp_range,
+        router=router, dns=tuple(dns), lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
         server_url=server_url, state_dir=state_dir, assets_dir=assets_dir, server_ip=server_ip,
         efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra)
-    run_server(config)
+    run_server(ServeConfig.from_options(options))
 
 
 def dnsmasq_config_command(

@@ -17,12 +17,18 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from provisioner.discovery.store import DiscoveryStore, KeysError
 
 log = logging.getLogger("provisioner.discovery")
 
 WAIT_TIMEOUT = 300.0
+
+
+def _form_text(form: MultiDictProxy[str | bytes | bytearray | web.FileField], name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
 
 
 def _bool(value: str | None) -> bool | None:
@@ -75,7 +81,8 @@ class DiscoveryHttp:
             if request.method == "PUT":
                 form = await request.post()
                 value = form.get("value", request.query.get("value", ""))
-                prev_exist = _bool(request.query.get("prevExist", form.get("prevExist")))
+                in_query = request.query.get("prevExist")
+                prev_exist = _bool(in_query if in_query is not None else _form_text(form, "prevExist"))
                 status, body = self.store.put(key, str(value), prev_exist)
                 self.on_change()
                 return self._json(status, body)

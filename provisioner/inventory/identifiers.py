@@ -28,6 +28,16 @@ def normalize_mac(text: str) -> str:
     raise ValueError(f"{text!r} is not a MAC address")
 
 
+def normalize_mac_or_none(text: str | None) -> str | None:
+    """normalize_mac for an optional request parameter: None when it is missing or not a MAC."""
+    if not text:
+        return None
+    try:
+        return normalize_mac(text)
+    except ValueError:
+        return None
+
+
 def normalize_uuid(text: str) -> str:
     """Return the canonical lower-case UUID. Raises ValueError naming the bad value."""
     try:

@@ -1,6 +1,6 @@
 """Isolated lab networks for tests and the demo: a network namespace with a bridge that has no uplink.
 
-Network-safety rule (DESIGN.md): DHCP, PXE and VM traffic stays inside a namespace we create, on a
+Network-safety rule: DHCP, PXE and VM traffic stays inside a namespace we create, on a
 bridge that is connected to nothing outside it. `LabNetwork` builds exactly that:
 
     with LabNetwork.create("pxe", "10.77.0.1/24") as net:   # netns + bridge br0 with the server address

@@ -13,7 +13,7 @@ with user networking and SSH forwarded to 127.0.0.1.
 The argv is built by a pure function (`build_argv`), so it is tested without starting QEMU.
 The serial console goes to `<workdir>/<name>.serial.log`; `wait_for_serial` polls that file.
 
-KVM (DESIGN.md): `/dev/kvm` exists on these machines but a Linux guest under KVM hung right after
+KVM: `/dev/kvm` exists on these machines but a Linux guest under KVM hung right after
 "Probing EDD" (nested virtualisation), so `accel="auto"` uses KVM only when a short probe boot
 (`probe_kvm`) succeeded earlier and was cached, or when PROVISIONER_QEMU_ACCEL=kvm says so; otherwise TCG.
 """

@@ -15,24 +15,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
+from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe import ipxe, reports
+from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource
 from provisioner.pxe.installed import (
     InstalledMachines,
     marks_installed,
-    normalise_mac,
     rewritten_query,
     with_installed_label,
 )
 from provisioner.pxe.jail import JailError, resolve_in_jail
-from provisioner.pxe.tftp import IPXE_FILES
 from provisioner.render import NoMatch, Renderer
 
 log = logging.getLogger("provisioner.pxe.http")
@@ -50,12 +51,9 @@ RENDERED = {
     "metadata": ("metadata", "metadata", "text/plain"),
 }
 
-EventSink = Callable[[str | None, str, dict, str | None], None]   # (mac or None, stage, detail, client ip)
-
-
 def data_dir_signature(data_dir: Path) -> tuple:
     """A cheap fingerprint of the inventory files: (name, mtime_ns, size) of every file (pure I/O)."""
-    entries = []
+    entries: list[tuple[str | int | None, ...]] = []
     for sub in WATCHED_DIRS:
         folder = data_dir / sub
         try:
@@ -180,17 +178,17 @@ def _boot_assets(script: str, server_url: str) -> tuple[tuple[str, str], ...]:
 
 
 class BootHttp:
-    """Builds the aiohttp Application. Events go to `on_event`; counters to `metrics`."""
+    """Builds the aiohttp Application. Boot events go to `on_event`, request counts to `counters`."""
 
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
-                 metrics: dict[str, int], metrics_text: Callable[[], str], extra_routes=(),
+                 counters: Counters, metrics_text: Callable[[], str], extra_routes=(),
                  forward_state: bool = False, installed: InstalledMachines | None = None):
         self.data = data
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
         self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
         self.ipxe_dir = ipxe_dir
         self.on_event = on_event
-        self.metrics = metrics
+        self.counters = counters
         self.metrics_text = metrics_text
         self.extra_routes = extra_routes
         self.forward_state = forward_state   # a worker: /healthz and /metrics come via extra_routes
@@ -223,7 +221,11 @@ class BootHttp:
 
     def _count(self, path: str, status: int) -> None:
         key = f"http_requests{{path=\"{path}\",code=\"{status}\"}}"
-        self.metrics[key] = self.metrics.get(key, 0) + 1
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def _event(self, stage: str, remote: str | None, mac: str | None = None,
+               detail: Mapping[str, Any] | None = None) -> None:
+        self.on_event(BootEvent(stage=stage, source=EventSource.HTTP, mac=mac, ip=remote, detail=detail or {}))
 
     async def root(self, request: web.Request) -> web.Response:
         self._count("/", 200)
@@ -231,7 +233,7 @@ class BootHttp:
 
     async def boot_ipxe(self, request: web.Request) -> web.Response:
         self._count("/boot.ipxe", 200)
-        self.on_event(None, "boot-script", {}, request.remote)
+        self._event("boot-script", request.remote)
         return web.Response(body=self._boot_body, content_type="text/plain")
 
     def _rendered_handler(self, endpoint: str):
@@ -246,13 +248,13 @@ class BootHttp:
             result = self.data.render(endpoint, query_string, params)
             self._count(path, result.status)
             if result.status == 200 and self.installed is not None and marks_installed(endpoint, params):
-                self._mark_installed(normalise_mac(params.get("mac")), path, request.remote)
+                self._mark_installed(normalize_mac_or_none(params.get("mac")), path, request.remote)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
                     self.expected_assets[request.remote] = dict(result.boot_assets)
-                self.on_event(result.mac, stage, {}, request.remote)
+                self._event(stage, request.remote, result.mac)
             elif result.reason:
-                self.on_event(result.mac, f"{stage}-refused", {"reason": result.reason}, request.remote)
+                self._event(f"{stage}-refused", request.remote, result.mac, {"reason": result.reason})
             return web.Response(body=result.body, status=result.status, content_type=result.content_type)
 
         return handler
@@ -262,7 +264,7 @@ class BootHttp:
         assert self.installed is not None
         self.installed.refresh(time.monotonic())
         plain = {k: params.get(k) for k in params}
-        extra = with_installed_label(plain, self.installed.is_installed(normalise_mac(plain.get("mac"))))
+        extra = with_installed_label(plain, self.installed.is_installed(normalize_mac_or_none(plain.get("mac"))))
         if extra is None:
             return params, query_string
         return extra, rewritten_query(extra)
@@ -273,7 +275,7 @@ class BootHttp:
             return
         try:
             if self.installed.mark(mac):
-                self.on_event(mac, "installed", {"via": via}, remote)
+                self._event("installed", remote, mac, {"via": via})
         except OSError as exc:
             log.error("installed: cannot record %s: %s", mac, exc)
 
@@ -283,7 +285,7 @@ class BootHttp:
         try:
             if self.installed.forget(mac):
                 log.info("installed: %s forgotten (%s): its next boot installs again", mac, via)
-                self.on_event(mac, "reinstall", {"via": via}, remote)
+                self._event("reinstall", remote, mac, {"via": via})
         except OSError as exc:
             log.error("installed: cannot forget %s: %s", mac, exc)
             return False
@@ -291,7 +293,7 @@ class BootHttp:
 
     async def installed_handler(self, request: web.Request) -> web.Response:
         """POST /installed?mac=M marks M installed; DELETE forgets it (reinstall on the next boot)."""
-        mac = normalise_mac(request.query.get("mac"))
+        mac = normalize_mac_or_none(request.query.get("mac"))
         if mac is None:
             self._count("/installed", 400)
             return web.Response(status=400, text="/installed: give ?mac=<MAC address>\n")
@@ -308,7 +310,7 @@ class BootHttp:
 
     async def report_handler(self, request: web.Request) -> web.Response:
         """POST /report?mac=M: one install progress report (provisioner/pxe/reports.py)."""
-        mac = normalise_mac(request.query.get("mac"))
+        mac = normalize_mac_or_none(request.query.get("mac"))
         if mac is None:
             self._count("/report", 400)
             return web.Response(status=400, text="/report: give ?mac=<MAC address>\n")
@@ -327,7 +329,7 @@ class BootHttp:
         if reports.worth_recording(report, self._reported_percent.get(mac)):
             if report.percent is not None:
                 self._reported_percent[mac] = report.percent
-            self.on_event(mac, report.machine_stage, report.detail(), request.remote)
+            self._event(report.machine_stage, request.remote, mac, report.detail())
         if report.event == "error" and self.installed is not None:
             self._forget_installed(mac, "install error", request.remote)
         self._count("/report", 200)
@@ -347,16 +349,16 @@ class BootHttp:
         self._count("/assets", 200)
         if request.method == "GET":
             kind = self.expected_assets.get(request.remote or "", {}).get(name, "asset")
-            self.on_event(None, kind, {"path": name, "range": request.headers.get("Range")}, request.remote)
+            self._event(kind, request.remote, detail={"path": name, "range": request.headers.get("Range")})
         return web.FileResponse(path, chunk_size=256 * 1024)
 
     async def ipxe_binary(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if self.ipxe_dir is None or name not in IPXE_FILES:
+        if self.ipxe_dir is None or name not in ipxe.IPXE_FILES:
             self._count("/boot", 404)
             raise web.HTTPNotFound(text=f"{name}: not an iPXE binary we serve\n")
         self._count("/boot", 200)
-        self.on_event(None, "http-boot", {"file": name}, request.remote)
+        self._event("http-boot", request.remote, detail={"file": name})
         return web.FileResponse(self.ipxe_dir / name)
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.installed import InstalledMachines
 
@@ -34,21 +35,20 @@ COUNTER_INTERVAL = 0.5
 
 
 class EventForwarder:
-    """Sends (mac, stage, detail, ip) events and counter snapshots to the main process."""
+    """Sends boot events and counter snapshots to the main process."""
 
     def __init__(self, sock: socket.socket, worker_id: int):
         self.sock = sock
         self.worker_id = worker_id
-        self.counters: dict[str, int] = {}
+        self.counters: Counters = {}
 
-    def event(self, mac, stage, detail, ip) -> None:
-        try:
-            self.sock.send(json.dumps({"e": [mac, stage, detail, ip]}).encode())
-        except (BlockingIOError, OSError):
-            pass  # the main process is busy or gone: boot events are best effort, requests are not
+    def event(self, event: BootEvent) -> None:
+        # The main process busy or gone: boot events are best effort, requests are not.
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps({"e": event.to_json()}).encode())
 
     def send_counters(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
+        with contextlib.suppress(OSError):
             self.sock.send(json.dumps({"w": self.worker_id, "c": self.counters}).encode())
 
 

@@ -20,25 +20,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
+from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
-from provisioner.inventory import MachineQuery
-from provisioner.pxe.statefile import write_atomic
 
 LABEL, VALUE = "os", "installed"
 CHECK_INTERVAL = 1.0
-
-
-def normalise_mac(text: str | None) -> str | None:
-    """'52-54-00-AA-bb-cc' -> '52:54:00:aa:bb:cc'; None when missing or not a MAC (pure)."""
-    if not text:
-        return None
-    try:
-        return MachineQuery.from_params({"mac": text}).mac
-    except ConfigError:
-        return None
 
 
 def with_installed_label(params: dict[str, str], installed: bool) -> dict[str, str] | None:
@@ -50,7 +40,7 @@ def with_installed_label(params: dict[str, str], installed: bool) -> dict[str, s
     return {**params, LABEL: VALUE}
 
 
-def marks_installed(endpoint: str, params: dict[str, str]) -> bool:
+def marks_installed(endpoint: str, params: Mapping[str, str]) -> bool:
     """Does this request tell us the machine is being installed? (pure; see the module docstring)"""
     return endpoint in ("cloud-config", "ignition") and params.get(LABEL) == VALUE and bool(params.get("mac"))
 
@@ -117,7 +107,8 @@ class InstalledMachines:
     def _save(self) -> None:
         if self.path is None:
             return
-        write_atomic(self.path, json.dumps({"installed": self.macs}, indent=1, sort_keys=True) + "\n")
+        write_atomic(self.path, json.dumps({"installed": self.macs}, indent=1, sort_keys=True) + "\n",
+                     mode=0o600)
         self._mtime = self.path.stat().st_mtime_ns
 
 

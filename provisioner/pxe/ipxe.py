@@ -1,11 +1,19 @@
-"""Static iPXE scripts (pure): the chain script every machine loads first, and the "not yet" script.
+"""iPXE: the binaries we serve by name, the chain script every machine loads first, and the
+"not yet" script (pure, apart from finding Debian's binaries).
 
 The per-host script itself comes from provisioner.render (the profile's boot block).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
+
+# iPXE binaries from Debian's `ipxe` package, offered under their plain names (and dnsmasq-style
+# ".0" aliases over TFTP, as matchbox's docs expect undionly.kpxe.0).
+IPXE_DIRS = ("/usr/lib/ipxe", "/usr/share/ipxe")
+IPXE_FILES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe.pxe", "undionly.kkpxe")
 
 # matchbox's /boot.ipxe (matchbox/http/ipxe.go) gathers these attributes; `arch` is in the code
 # though not in matchbox's docs. ${mac:hexhyp} keeps the URL free of ':'.
@@ -13,6 +21,20 @@ CHAIN_QUERY = ("uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain}&hostname=${hostn
                "&serial=${serial}&arch=${buildarch:uristring}")
 
 RETRY_SECONDS = 30
+
+
+def find_ipxe_dir() -> Path | None:
+    """Where Debian's ipxe package put its binaries (checked at run time), or None."""
+    for candidate in IPXE_DIRS:
+        if os.path.isfile(os.path.join(candidate, "undionly.kpxe")):
+            return Path(candidate)
+    return None
+
+
+def ipxe_binary_name(requested: str) -> str | None:
+    """The iPXE binary a TFTP file name asks for ("/undionly.kpxe.0" -> "undionly.kpxe"), or None."""
+    name = requested.lstrip("/").removesuffix(".0")
+    return name if name in IPXE_FILES else None
 
 
 def boot_script(server_url: str) -> str:

@@ -1,9 +1,9 @@
 """Serve files from a root directory without ever leaving it (TFTP and HTTP /assets share this).
 
 tftpy's own check joins and `abspath`s the name, so a symlink inside the root can point anywhere
-(reference/pxe.md §5, tftpy issue #110 for the earlier prefix bug). Here: NUL and `..` components
-are refused, an absolute name is taken relative to the root, the result is resolved with realpath
-and must stay under the root (commonpath), and it is opened with O_NOFOLLOW as a regular file.
+(reference/pxe.md §5). Here: NUL and `..` components are refused, an absolute name is taken
+relative to the root, the result is resolved with realpath and must stay under the root
+(commonpath), and it is opened with O_NOFOLLOW as a regular file.
 """
 
 from __future__ import annotations

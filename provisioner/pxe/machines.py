@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
-from provisioner.pxe.statefile import write_atomic
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
                "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata",
@@ -56,10 +56,6 @@ class MachineStates:
         self.stage_counts: dict[str, int] = {}
         self.dirty = False
 
-    def learn_ip(self, ip: str | None, mac: str) -> None:
-        if ip and ip != "0.0.0.0":
-            self.ip_to_mac[ip] = mac
-
     def mac_for_ip(self, ip: str) -> str | None:
         mac = self.ip_to_mac.get(ip)
         if mac is None:
@@ -98,7 +94,7 @@ class MachineStates:
         if self.path is None or not self.dirty:
             return
         data = {"machines": [asdict(m) for m in sorted(self.machines.values(), key=lambda m: m.mac)]}
-        write_atomic(self.path, json.dumps(data, indent=1) + "\n")
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n", mode=0o600)
         self.dirty = False
 
 

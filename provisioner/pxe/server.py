@@ -1,159 +1,46 @@
 """`provisioner serve`: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) in one asyncio process.
 
-`plan_services(options) -> ServeConfig` validates the operator's options (pure apart from reading
-the interface address); `run_server(config)` runs until SIGTERM/SIGINT and then shuts down cleanly:
-sockets closed, machine state and discovery tokens written.
+`run_server(config)` (a ServeConfig, serve_config.py) runs until SIGTERM/SIGINT and then shuts down
+cleanly: sockets closed, machine state and discovery tokens written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
-from provisioner.core.commands import run
+from provisioner.core.files import write_atomic
 from provisioner.discovery.http import DiscoveryHttp
 from provisioner.discovery.store import DiscoveryStore
-from provisioner.errors import CommandError, NetworkError, UsageError
-from provisioner.pxe import dhcp
-from provisioner.pxe.dhcpd import DhcpPolicy, DhcpService
+from provisioner.errors import NetworkError
+from provisioner.pxe.dhcp_leases import LeaseStore
+from provisioner.pxe.dhcp_policy import DhcpPolicy
+from provisioner.pxe.dhcp_reply import BootFiles, ServerIdentity
+from provisioner.pxe.dhcp_service import DhcpService
+from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.installed import InstalledMachines
-from provisioner.pxe.leases import DhcpRange, LeaseStore, parse_dhcp_range
+from provisioner.pxe.ipxe import ipxe_binary_name
 from provisioner.pxe.machines import MachineStates
-from provisioner.pxe.router_advert import RouterAdvertService
-from provisioner.pxe.statefile import write_atomic
-from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
+from provisioner.pxe.router_advert_service import RouterAdvertService
+from provisioner.pxe.serve_config import DhcpMode, ServeConfig
+from provisioner.pxe.tftp_service import TftpFiles, TftpService
 
 log = logging.getLogger("provisioner.pxe.server")
 
 FLUSH_INTERVAL = 1.0
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    data_dir: Path
-    state_dir: Path
-    assets_dir: Path | None
-    http_host: str
-    http_port: int
-    server_url: str
-    dhcp_mode: str                      # "proxy", "full" or "off"
-    interface: str | None = None
-    server_ip: str | None = None
-    pool: DhcpRange | None = None
-    tftp: bool = True
-    tftp_root: Path | None = None
-    tftp_host: str = "0.0.0.0"
-    tftp_port: int = 69
-    dhcp_port: int = 67
-    boot_server_port: int = 4011
-    dhcp_client_port: int = 68
-    ipxe_dir: Path | None = None
-    efi_binary: str = "ipxe.efi"
-    static_leases: dict[str, str] = field(default_factory=dict)
-    chain_ipxe_roms: bool = False
-    http_workers: int = 1
-    ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, see router_advert.py)
-
-
-def interface_address(interface: str) -> ipaddress.IPv4Interface:
-    """The first IPv4 address of `interface` (from `ip -j addr`); raises UsageError if none."""
-    try:
-        out = run(["ip", "-j", "-4", "addr", "show", "dev", interface]).stdout
-    except CommandError as exc:
-        raise UsageError(f"--interface {interface}: {exc}") from None
-    for link in json.loads(out or "[]"):
-        for info in link.get("addr_info", []):
-            if info.get("family") == "inet":
-                return ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}")
-    raise UsageError(f"--interface {interface}: has no IPv4 address")
-
-
-def parse_addr(text: str, option: str) -> tuple[str, int]:
-    """'HOST:PORT' or ':PORT' -> (host, port); raises UsageError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{option}: {text!r} is not HOST:PORT (e.g. 0.0.0.0:8080)")
-    return host or "0.0.0.0", int(port)
-
-
-def static_leases_from_inventory(data_dir: Path) -> dict[str, str]:
-    """MAC -> IP for groups that select one MAC and carry metadata `ip` (or `ipv4`)."""
-    from provisioner.inventory import load_inventory
-
-    leases: dict[str, str] = {}
-    for group in load_inventory(data_dir).groups:
-        mac = dict(group.selector).get("mac")
-        ip = group.metadata.get("ip") or group.metadata.get("ipv4")
-        if mac and isinstance(ip, str):
-            leases[mac] = ip
-    return leases
-
-
-def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp_mode: str,
-                  dhcp_range: str | None, router: str | None, dns: list[str], lease_time: int,
-                  tftp: bool, tftp_root: Path | None, tftp_addr: str, server_url: str | None,
-                  state_dir: Path | None, assets_dir: Path | None, server_ip: str | None = None,
-                  efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False,
-                  http_workers: int = 1, ipv6_ra: bool = True) -> ServeConfig:
-    """Check the options and work out addresses; raises UsageError for a bad combination."""
-    if not 1 <= http_workers <= 64:
-        raise UsageError(f"--http-workers: {http_workers} is not between 1 and 64")
-    if dhcp_mode not in ("proxy", "off"):
-        raise UsageError(f"--dhcp: {dhcp_mode!r} is not 'proxy' or 'off' (full DHCP: give --dhcp-range)")
-    if dhcp_range and dhcp_mode == "off":
-        raise UsageError("--dhcp-range needs DHCP: drop --dhcp off")
-    mode = "off" if dhcp_mode == "off" else ("full" if dhcp_range else "proxy")
-    if not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir}: not a directory")
-    if mode != "off" and not interface:
-        raise UsageError("--interface is required for DHCP (it is never served on every interface); "
-                         "use --dhcp off for HTTP only")
-    http_host, http_port = parse_addr(http_addr, "--http-addr")
-    if_addr = interface_address(interface) if interface else None
-    if server_ip is None:
-        if if_addr is not None:
-            server_ip = str(if_addr.ip)
-        elif http_host not in ("0.0.0.0", ""):
-            server_ip = http_host
-    if mode != "off" and server_ip is None:
-        raise UsageError("cannot tell the server address: give --server-ip")
-    url = server_url or (f"http://{server_ip}:{http_port}" if server_ip else None)
-    if url is None:
-        raise UsageError("--server-url is required when the server address is unknown (HTTP on 0.0.0.0)")
-    pool = None
-    if mode == "full":
-        assert if_addr is not None and dhcp_range is not None
-        pool = parse_dhcp_range(dhcp_range, if_addr.network, router, tuple(dns), lease_time)
-    tftp_host, tftp_port = parse_addr(tftp_addr, "--tftp-addr")
-    if tftp_root is not None and not Path(tftp_root).is_dir():
-        raise UsageError(f"--tftp-root {tftp_root}: not a directory")
-    return ServeConfig(
-        data_dir=Path(data_dir), state_dir=Path(state_dir) if state_dir else Path(data_dir) / "state",
-        assets_dir=Path(assets_dir) if assets_dir else Path(data_dir) / "assets",
-        http_host=http_host, http_port=http_port, server_url=url.rstrip("/"), dhcp_mode=mode,
-        interface=interface, server_ip=server_ip, pool=pool, tftp=tftp,
-        tftp_root=Path(os.path.realpath(tftp_root)) if tftp_root else None,
-        tftp_host=tftp_host, tftp_port=tftp_port, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
-        static_leases=static_leases_from_inventory(Path(data_dir)) if mode == "full" else {},
-        chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra and mode == "full",
-    )
-
-
-def metrics_text(counters: dict[str, int], states: MachineStates, *more: dict[str, int]) -> str:
+def metrics_text(counters: Counters, states: MachineStates, *more: Counters) -> str:
     """Prometheus text exposition (version 0.0.4) of our counters, summed with `more` (pure)."""
     if more:
         total = dict(counters)
@@ -197,7 +84,7 @@ class BootServer:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.counters: dict[str, int] = {}
+        self.counters: Counters = {}
         self.states = MachineStates(config.state_dir / "machines.json")
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
@@ -209,24 +96,17 @@ class BootServer:
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
         self.workers: list[subprocess.Popen] = []
-        self.worker_counters: dict[int, dict[str, int]] = {}
+        self.worker_counters: dict[int, Counters] = {}
         self._sockets: list[socket.socket] = []
 
-    # ---------------------------------------------------------------- events
-
-    def dhcp_event(self, mac: str, stage: str, detail: dict) -> None:
-        self.states.record(mac, stage, detail)
-
-    def tftp_event(self, ip: str, stage: str, filename: str, detail: dict) -> None:
-        mac = self.states.mac_for_ip(ip) or f"ip:{ip}"
-        self.states.record(mac, stage, {"file": filename, **detail}, ip=ip)
-        if stage == "tftp-done" and filename.lstrip("/").removesuffix(".0") in IPXE_FILES:
+    def record_event(self, event: BootEvent) -> None:
+        """Record what a service saw in the machine state, under the MAC (known, or learned for the
+        client's address), else under "ip:<address>"."""
+        mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
+        log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
+        self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
             self.ipxe_loaded[mac] = time.time()
-
-    def http_event(self, mac: str | None, stage: str, detail: dict, ip: str | None) -> None:
-        if mac is None and ip:
-            mac = self.states.mac_for_ip(ip)
-        self.states.record(mac or f"ip:{ip}", stage, detail, ip=ip)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -239,51 +119,51 @@ class BootServer:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
         data = BootData(config.data_dir, config.server_url)
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
-        http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.http_event, self.counters,
+        http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
                         lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
                         extra_routes=discovery_http.routes(),
                         installed=InstalledMachines(config.state_dir / "installed.json"))
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
-            listen = _listen_socket(config.http_host, config.http_port)
+            listen = _listen_socket(config.http_addr.host, config.http_addr.port)
         except OSError as exc:
-            raise NetworkError(f"http: cannot listen on {config.http_host}:{config.http_port}: "
+            raise NetworkError(f"http: cannot listen on {config.http_addr}: "
                                f"{exc.strerror}") from None
         self._sockets.append(listen)
         await web.SockSite(self.runner, listen).start()
-        log.info("http: %s (listening on %s:%d)", config.server_url, config.http_host, config.http_port)
+        log.info("http: %s (listening on %s)", config.server_url, config.http_addr)
         if config.http_workers > 1:
-            await self._start_workers(listen)
+            await self._start_workers(self.runner, listen)
         if config.tftp:
             files = TftpFiles(config.tftp_root, config.ipxe_dir)
             if files.ipxe_dir is None:
                 log.warning("tftp: Debian's ipxe package is not installed: no iPXE binaries to serve")
-            self.tftp = TftpService(files, config.tftp_host, config.tftp_port, self.tftp_event, self.counters)
+            self.tftp = TftpService(files, config.tftp_addr.host, config.tftp_addr.port, self.counters,
+                                    self.record_event)
             try:
                 await self.tftp.start()
             except OSError as exc:
-                raise NetworkError(f"tftp: cannot listen on {config.tftp_host}:{config.tftp_port}: "
+                raise NetworkError(f"tftp: cannot listen on {config.tftp_addr}: "
                                    f"{exc.strerror}") from None
-        if config.dhcp_mode != "off":
+        if config.dhcp_mode != DhcpMode.OFF:
             assert config.interface and config.server_ip
-            identity = dhcp.ServerIdentity(config.server_ip, dhcp.BootFiles(
-                efi_x64=config.efi_binary, http_base=config.server_url))
+            identity = ServerIdentity(config.server_ip, BootFiles(efi_x64=config.efi_binary.value,
+                                                                  http_base=config.server_url))
             policy = DhcpPolicy(identity, config.pool, config.static_leases, config.chain_ipxe_roms)
             leases = LeaseStore(config.state_dir / "leases.json") if config.pool else None
-            self.dhcp = DhcpService(policy, config.interface, leases, self.dhcp_event, self.counters,
-                                    listen_port=config.dhcp_port, boot_server_port=config.boot_server_port,
-                                    client_port=config.dhcp_client_port, ipxe_loaded_at=self.ipxe_loaded.get)
+            self.dhcp = DhcpService(policy, config.interface, leases, self.counters, self.record_event,
+                                    ipxe_loaded_at=self.ipxe_loaded.get)
             try:
                 await self.dhcp.start()
             except OSError as exc:
-                raise NetworkError(f"dhcp: cannot listen on {config.interface} port {config.dhcp_port}: "
+                raise NetworkError(f"dhcp: cannot listen on {config.interface} ports 67 and 4011: "
                                    f"{exc.strerror}") from None
         if config.ipv6_ra:
             assert config.interface
-            self.ra = RouterAdvertService(config.interface, self.counters)
+            self.ra = RouterAdvertService(config.interface, self.counters, self.record_event)
             try:
-                self.ra.start()
+                await self.ra.start()
             except OSError as exc:   # no IPv6 on this host: iPXE then only waits longer
                 log.warning("ra: not answering IPv6 router solicitations on %s: %s", config.interface, exc)
                 self.ra = None
@@ -296,7 +176,7 @@ class BootServer:
         try:
             self.states.save()
             if self._discovery_dirty:
-                write_atomic(self._discovery_path, self.discovery.dump())
+                write_atomic(self._discovery_path, self.discovery.dump(), mode=0o600)
                 self._discovery_dirty = False
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)
@@ -306,11 +186,11 @@ class BootServer:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.flush()
 
-    async def _start_workers(self, listen: socket.socket) -> None:
+    async def _start_workers(self, runner: web.AppRunner, listen: socket.socket) -> None:
         """Spawn http_workers - 1 processes on the same listening socket (see http_worker.py)."""
         internal = _listen_socket("127.0.0.1", 0)
         self._sockets.append(internal)
-        await web.SockSite(self.runner, internal).start()
+        await web.SockSite(runner, internal).start()
         internal_url = f"http://127.0.0.1:{internal.getsockname()[1]}"
         loop = asyncio.get_running_loop()
         for worker_id in range(1, self.config.http_workers):
@@ -325,8 +205,9 @@ class BootServer:
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
             process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
                                        pass_fds=(listen.fileno(), theirs.fileno()))
-            process.stdin.write(json.dumps(config).encode())
-            process.stdin.close()
+            assert process.stdin is not None   # stdin=PIPE
+            with process.stdin as pipe:
+                pipe.write(json.dumps(config).encode())
             theirs.close()
             self.workers.append(process)
             loop.add_reader(ours.fileno(), self._worker_message, ours)
@@ -341,8 +222,10 @@ class BootServer:
             except (OSError, ValueError):
                 return
             if "e" in message:
-                mac, stage, detail, ip = message["e"]
-                self.http_event(mac, stage, detail, ip)
+                try:
+                    self.record_event(BootEvent.from_json(message["e"]))
+                except ValueError as exc:
+                    log.warning("http: ignoring a worker's malformed event: %s", exc)
             elif "c" in message:
                 self.worker_counters[int(message["w"])] = message["c"]
 
@@ -358,12 +241,9 @@ class BootServer:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        if self.dhcp is not None:
-            self.dhcp.close()
-        if self.ra is not None:
-            self.ra.close()
-        if self.tftp is not None:
-            await self.tftp.close()
+        for service in (self.dhcp, self.ra, self.tftp):
+            if service is not None:
+                await service.close()
         if self.runner is not None:
             await self.runner.cleanup()
         for sock in self._sockets:

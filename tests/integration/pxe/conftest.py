@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,22 +77,31 @@ def start_server(tmp_path: Path, *args: str, data_dir: Path = DATA_DIR, netns: s
     return server
 
 
-@pytest.fixture
-def http_server(tmp_path):
-    """`provisioner serve --dhcp off` on 127.0.0.1 (HTTP + TFTP on free ports); yields ServerProcess."""
-    http_port, tftp_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{http_port}"
-    assets = tmp_path / "assets"
-    shutil.copytree(DATA_DIR / "assets", assets)
-    server = start_server(tmp_path, "--dhcp", "off", "--http-addr", f"127.0.0.1:{http_port}",
-                          "--tftp-addr", f"127.0.0.1:{tftp_port}", "--assets-dir", str(assets), url=url)
-    server.tftp_port = tftp_port  # type: ignore[attr-defined]
-    server.assets = assets        # type: ignore[attr-defined]
+@contextlib.contextmanager
+def loopback_server(tmp_path: Path, *args: str, data_dir: Path = DATA_DIR) -> Iterator[ServerProcess]:
+    """`provisioner serve --dhcp off` with HTTP on a free 127.0.0.1 port (plus `args`), answering
+    /healthz, until the block ends; a shutdown that is not clean fails the test."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, "--dhcp", "off", "--http-addr", f"127.0.0.1:{port}", *args,
+                          data_dir=data_dir, url=url)
     try:
         wait_http(url, server.process, server.log_path)
         yield server
     finally:
-        server.stop()
+        assert server.stop() == 0, server.log()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """The loopback server with TFTP on a free port and a copy of the test assets; yields ServerProcess."""
+    tftp_port = free_port()
+    assets = tmp_path / "assets"
+    shutil.copytree(DATA_DIR / "assets", assets)
+    with loopback_server(tmp_path, "--tftp-addr", f"127.0.0.1:{tftp_port}", "--assets-dir", str(assets)) as server:
+        server.tftp_port = tftp_port  # type: ignore[attr-defined]
+        server.assets = assets        # type: ignore[attr-defined]
+        yield server
 
 
 def wait_ready(server: ServerProcess, timeout: float = 30) -> None:

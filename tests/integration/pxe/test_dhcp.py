@@ -144,13 +144,13 @@ print(len(packets), replies)
 
 
 def test_garbage_on_the_wire_gets_no_reply_and_the_server_keeps_serving(lab_net, tmp_path):
-    from provisioner.pxe import dhcp
+    from provisioner.pxe import dhcp_packet as wire
 
     client = lab_net.add_client_namespace(f"{lab_net.name}g", mac="52:54:00:00:00:55")
     subprocess.run(["ip", "-n", client, "addr", "add", "10.77.0.8/24", "dev", "eth0"], check=True)
     server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080", netns=lab_net.name)
     # A well-formed frame to mutate: a BOOTREPLY (op 2), which a server must never answer either.
-    valid = dhcp.encode_packet(dhcp.DhcpPacket(op=dhcp.BOOTREPLY, xid=9, chaddr=bytes.fromhex("525400000055"),
+    valid = wire.encode_packet(wire.DhcpPacket(op=wire.BOOTREPLY, xid=9, chaddr=bytes.fromhex("525400000055"),
                                                options={53: b"\x02", 60: b"PXEClient", 93: b"\x00\x00"}))
     try:
         wait_ready(server)

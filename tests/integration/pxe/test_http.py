@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.fixtures.system import free_port
-from tests.integration.pxe.conftest import DATA_DIR, start_server, wait_http
+from tests.integration.pxe.conftest import DATA_DIR, loopback_server, wait_http
 
 
 def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -78,12 +78,8 @@ def test_unknown_machine_gets_a_retry_script_and_a_data_dir_change_is_picked_up(
     data = tmp_path / "data"
     shutil.copytree(DATA_DIR, data)
     (data / "groups" / "default.yaml").unlink()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}",
-                          data_dir=data, url=url)
-    try:
-        wait_http(url, server.process, server.log_path)
+    with loopback_server(tmp_path, "--no-tftp", data_dir=data) as server:
+        url = server.url
         status, _, body = get(f"{url}/ipxe?mac=52-54-00-00-00-99")
         text = body.decode()
         assert status == 200 and text.startswith("#!ipxe\n")
@@ -103,8 +99,6 @@ def test_unknown_machine_gets_a_retry_script_and_a_data_dir_change_is_picked_up(
             assert time.monotonic() < deadline, "broken data dir not reported within 10 s"
             time.sleep(0.3)
         assert b"kernel /assets/" in get(f"{url}/ipxe?mac=52-54-00-00-00-98")[2]
-    finally:
-        assert server.stop() == 0, server.log()
 
 
 def test_metrics_machine_state_and_clean_sigterm(http_server):
@@ -166,12 +160,8 @@ def test_dnsmasq_config_is_accepted_by_dnsmasq(tmp_path):
 
 
 def test_http_workers_share_the_socket_and_report_to_the_main_process(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}",
-                          "--http-workers", "3", url=url)
-    try:
-        wait_http(url, server.process, server.log_path)
+    with loopback_server(tmp_path, "--no-tftp", "--http-workers", "3") as server:
+        url = server.url
         for i in range(60):     # spread over the processes by the kernel's accept queue
             assert get(f"{url}/ipxe?mac=52:54:00:00:01:{i:02x}")[0] == 200
         # Discovery through whichever process accepts: one registry, in the main process.
@@ -196,8 +186,6 @@ def test_http_workers_share_the_socket_and_report_to_the_main_process(tmp_path):
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
         worker_pids = [int(pid) for pid in children.stdout.split()]
         assert len(worker_pids) == 2
-    finally:
-        assert server.stop() == 0, server.log()
     machines = json.loads((server.state_dir / "machines.json").read_text())["machines"]
     assert sum(1 for m in machines if m["mac"].startswith("52:54:00:00:01:")) == 60
     for pid in worker_pids:      # SIGTERM to the main process ends the workers too

@@ -13,7 +13,7 @@ import pytest
 
 from provisioner.node import hook
 from tests.fixtures.system import free_port
-from tests.integration.pxe.conftest import start_server, wait_http
+from tests.integration.pxe.conftest import loopback_server
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 MAC = "52:54:00:00:00:01"
@@ -21,15 +21,8 @@ MAC = "52:54:00:00:00:01"
 
 @pytest.fixture
 def cluster_server(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}",
-                          data_dir=EXAMPLES, url=url)
-    try:
-        wait_http(url, server.process, server.log_path)
+    with loopback_server(tmp_path, "--no-tftp", data_dir=EXAMPLES) as server:
         yield server
-    finally:
-        assert server.stop() == 0, server.log()
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, str]:

@@ -15,7 +15,7 @@ import pytest
 import tftpy
 
 from tests.fixtures.system import free_port
-from tests.integration.pxe.conftest import start_server, wait_http
+from tests.integration.pxe.conftest import loopback_server
 from tests.integration.pxe.lossy_relay import LossyRelay
 
 IPXE = "/usr/lib/ipxe/undionly.kpxe"
@@ -38,17 +38,11 @@ def tftp_server(tmp_path):
     (root / "empty").write_bytes(b"")
     (tmp_path / "secret").write_text("outside the root\n")
     os.symlink(tmp_path / "secret", root / "escape")
-    http_port, tftp_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{http_port}"
-    server = start_server(tmp_path, "--dhcp", "off", "--http-addr", f"127.0.0.1:{http_port}",
-                          "--tftp-addr", f"127.0.0.1:{tftp_port}", "--tftp-root", str(root), url=url)
-    server.port = tftp_port  # type: ignore[attr-defined]
-    server.root = root       # type: ignore[attr-defined]
-    try:
-        wait_http(url, server.process, server.log_path)
+    tftp_port = free_port()
+    with loopback_server(tmp_path, "--tftp-addr", f"127.0.0.1:{tftp_port}", "--tftp-root", str(root)) as server:
+        server.port = tftp_port  # type: ignore[attr-defined]
+        server.root = root       # type: ignore[attr-defined]
         yield server
-    finally:
-        assert server.stop() == 0, server.log()
 
 
 def hpa_get(port: int, remote: str, local) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ import json
 from provisioner.pxe.installed import (
     InstalledMachines,
     marks_installed,
-    normalise_mac,
     rewritten_query,
     with_installed_label,
 )
@@ -26,11 +25,6 @@ def test_only_config_fetches_with_os_installed_and_a_mac_mark_a_machine():
     assert not marks_installed("ipxe", {"mac": "52-54-00-00-00-01", "os": "installed"})
     assert not marks_installed("cloud-config", {"mac": "52-54-00-00-00-01"})
     assert not marks_installed("cloud-config", {"os": "installed"})
-
-
-def test_mac_forms_are_normalised_and_garbage_is_none():
-    assert normalise_mac("52-54-00-AA-bb-cc") == "52:54:00:aa:bb:cc"
-    assert normalise_mac("zz") is None and normalise_mac(None) is None
 
 
 def test_rewritten_query_keeps_colons_readable():

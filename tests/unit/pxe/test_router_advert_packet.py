@@ -1,10 +1,12 @@
-"""The Router Advertisement that tells iPXE there is no IPv6 router (pure parts)."""
+"""The Router Advertisement that tells iPXE there is no IPv6 router, and which packets ask for one."""
 
 import struct
 
 import pytest
 
-from provisioner.pxe.router_advert import ICMPV6_ROUTER_ADVERT, is_router_solicit, router_advert
+from provisioner.pxe.router_advert_packet import ICMPV6_ROUTER_ADVERT, is_router_solicit, router_advert
+
+SOLICIT = bytes((133, 0, 0, 0, 0, 0, 0, 0))
 
 
 def test_advert_has_no_flags_no_lifetime_no_prefix_and_our_link_address():
@@ -18,8 +20,8 @@ def test_advert_has_no_flags_no_lifetime_no_prefix_and_our_link_address():
 
 
 @pytest.mark.parametrize("packet,expected", [
-    (bytes((133, 0, 0, 0, 0, 0, 0, 0)), True),
-    (bytes((133, 0, 0, 0, 0, 0, 0, 0, 1, 1)) + b"\x52\x54\x00\x00\x00\x01", True),
+    (SOLICIT, True),
+    (SOLICIT + bytes((1, 1)) + b"\x52\x54\x00\x00\x00\x01", True),
     (bytes((133, 1, 0, 0, 0, 0, 0, 0)), False),      # code must be 0
     (bytes((135, 0, 0, 0, 0, 0, 0, 0)), False),      # neighbour solicitation
     (bytes((133, 0, 0)), False),                     # truncated

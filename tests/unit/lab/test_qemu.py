@@ -1,4 +1,4 @@
-"""Pure parts of the lab helpers: QEMU argv building, KVM choice, module dependency order."""
+"""Pure parts of the QEMU runner: argv building and the KVM choice."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.lab.netns import netns_exec_argv
 from provisioner.lab.qemu import TapNic, UserNic, VMConfig, VMError, build_argv, choose_accel
-from provisioner.lab.testkernel import module_closure
 
 
 def test_pxe_vm_argv_runs_qemu_inside_the_netns_with_a_tap_nic(tmp_path):
@@ -46,19 +44,3 @@ def test_auto_accel_without_a_successful_probe_is_tcg(tmp_path, monkeypatch):
     assert choose_accel("auto", tmp_path / "missing.json") == "tcg"
     (tmp_path / "probe.json").write_text('{"kvm_boots": false}')
     assert choose_accel("auto", tmp_path / "probe.json") == "tcg"
-
-
-def test_module_closure_puts_dependencies_first():
-    dep = ("kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n"
-           "kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n"
-           "kernel/net/core/failover.ko:\n"
-           "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n"
-           "kernel/drivers/virtio/virtio.ko:\n")
-    order = module_closure(dep, ("virtio_pci", "virtio_net"))
-    assert order == ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_pci.ko",
-                     "kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko",
-                     "kernel/drivers/net/virtio_net.ko"]
-
-
-def test_netns_exec_argv():
-    assert netns_exec_argv("lab", ["ip", "addr"]) == ["ip", "netns", "exec", "lab", "ip", "addr"]

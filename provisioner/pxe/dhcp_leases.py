@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
+from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError, UsageError
-from provisioner.pxe.statefile import write_atomic
 
 OFFER_HOLD_SECONDS = 60  # an offered address is held this long for the REQUEST that should follow
+
+
+class LeaseState(StrEnum):
+    OFFERED = "offered"      # held for the REQUEST that should follow, not persisted
+    BOUND = "bound"
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class LeaseRecord:
     ip: str
     expires: float           # unix time
     hostname: str | None = None
-    state: str = "bound"     # "offered" or "bound"
+    state: LeaseState = LeaseState.BOUND
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class DhcpRange:
             return False
         return self.start <= address <= self.end
 
-    def addresses(self):
+    def addresses(self) -> Iterator[str]:
         for value in range(int(self.start), int(self.end) + 1):
             yield str(ipaddress.IPv4Address(value))
 
@@ -106,9 +113,11 @@ class LeaseStore:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{self.path}: cannot read leases: {exc}") from None
         try:
-            return {item["mac"]: LeaseRecord(**item) for item in raw.get("leases", [])}
-        except (TypeError, KeyError, AttributeError) as exc:
+            records = [LeaseRecord(**{**item, "state": LeaseState(item.get("state", LeaseState.BOUND))})
+                       for item in raw.get("leases", [])]
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ConfigError(f"{self.path}: malformed lease entry: {exc}") from None
+        return {record.mac: record for record in records}
 
     def put(self, record: LeaseRecord, persist: bool = True) -> None:
         self.leases[record.mac] = record
@@ -121,4 +130,4 @@ class LeaseStore:
 
     def save(self) -> None:
         data = {"leases": [asdict(r) for r in sorted(self.leases.values(), key=lambda r: r.ip)]}
-        write_atomic(self.path, json.dumps(data, indent=1) + "\n")
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n", mode=0o600)

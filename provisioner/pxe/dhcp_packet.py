@@ -1,24 +1,28 @@
-"""DHCPv4 codec and reply builder for PXE: pure functions, no sockets.
+"""The DHCPv4 codec for PXE, and what a request says about the client: pure functions, no sockets.
 
 Wire format: RFC 2131 §2 (fixed BOOTP header, magic cookie 99.130.83.99, options); options are
 RFC 2132 TLVs, with RFC 3396 concatenation of repeated codes. PXE specifics: RFC 4578 (options 93,
 94, 97 — architecture values per IANA, i.e. with errata 4624: 7 = x64 UEFI, 9 = EFI BC, 16 = x64
 UEFI HTTP boot) and the PXE 2.1 spec (option 60 "PXEClient", option 43 sub-options).
 
-`parse_packet(bytes) -> DhcpPacket` raises DhcpParseError on anything malformed (the server then
-drops the datagram silently). `decide_reply(...)` returns the reply packet or None (no answer).
+`parse_packet(bytes) -> DhcpPacket` raises DhcpParseError on anything malformed (the service then
+drops the datagram silently); `client_info(packet)` classifies a request. Whether to answer is
+dhcp_policy.py, the answer itself dhcp_reply.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
 HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # RFC 2131 §2, 236 bytes
 MIN_PACKET = HEADER.size + len(MAGIC_COOKIE)
 MAX_PACKET = 4096  # larger datagrams are not DHCP we serve (RFC 2131 minimum is 576)
+
+SERVER_PORT, CLIENT_PORT = 67, 68   # RFC 2131 §4.1
+PXE_BOOT_SERVER_PORT = 4011          # PXE 2.1 §2.2: where a PXE client asks for its boot file
 
 BOOTREQUEST, BOOTREPLY = 1, 2
 HTYPE_ETHERNET = 1
@@ -40,12 +44,6 @@ OPT_TFTP_SERVER, OPT_BOOTFILE = 66, 67
 OPT_USER_CLASS = 77
 OPT_CLIENT_ARCH, OPT_CLIENT_NDI, OPT_CLIENT_GUID = 93, 94, 97   # RFC 4578 §2.1-2.3
 OPT_IPXE_ENCAP = 175              # iPXE's own encapsulated options: present only when iPXE asks
-IPXE_NO_PXEDHCP = 176             # sub-option of 175
-
-# PXE option 43 sub-option 6, PXE_DISCOVERY_CONTROL: bit 3 (value 8) = "if a boot file name is
-# present, download it; no menu, no boot server discovery" (PXE 2.1 §2.4.5; pixiecore sends 8).
-PXE_DISCOVERY_CONTROL = 6
-PXE_BOOT_FILE_ONLY = 8
 
 # Client system architecture (option 93), IANA "Processor Architecture Types".
 ARCH_BIOS, ARCH_EFI_IA32, ARCH_EFI_X64, ARCH_EFI_BC, ARCH_EFI_X64_HTTP = 0, 6, 7, 9, 16
@@ -57,11 +55,11 @@ class DhcpParseError(ValueError):
     """The datagram is not a well-formed BOOTP/DHCP packet."""
 
 
-def _ip(raw: bytes) -> str:
+def ip_from_bytes(raw: bytes) -> str:
     return str(ipaddress.IPv4Address(raw))
 
 
-def _raw_ip(text: str) -> bytes:
+def ip_to_bytes(text: str) -> bytes:
     return ipaddress.IPv4Address(text).packed
 
 
@@ -143,9 +141,10 @@ def parse_packet(data: bytes) -> DhcpPacket:
     message_type = options.get(OPT_MESSAGE_TYPE)
     if message_type is None or len(message_type) != 1 or message_type[0] not in MESSAGE_TYPES:
         raise DhcpParseError("option 53 (message type) is missing or invalid")
-    return DhcpPacket(op=op, xid=xid, chaddr=chaddr[:hlen], options=options, htype=htype, hops=hops,
-                      secs=secs, flags=flags, ciaddr=_ip(ciaddr), yiaddr=_ip(yiaddr), siaddr=_ip(siaddr),
-                      giaddr=_ip(giaddr), sname=sname.split(b"\0", 1)[0], file=bootfile.split(b"\0", 1)[0])
+    return DhcpPacket(op=op, xid=xid, chaddr=chaddr[:hlen], options=options, htype=htype, hops=hops, secs=secs,
+                      flags=flags, ciaddr=ip_from_bytes(ciaddr), yiaddr=ip_from_bytes(yiaddr),
+                      siaddr=ip_from_bytes(siaddr), giaddr=ip_from_bytes(giaddr), sname=sname.split(b"\0", 1)[0],
+                      file=bootfile.split(b"\0", 1)[0])
 
 
 def encode_options(options: dict[int, bytes]) -> bytes:
@@ -166,14 +165,11 @@ def encode_packet(packet: DhcpPacket) -> bytes:
     if len(packet.sname) > 63 or len(packet.file) > 127:
         raise ValueError("sname/file too long for the BOOTP header")
     header = HEADER.pack(packet.op, packet.htype, len(packet.chaddr), packet.hops, packet.xid, packet.secs,
-                         packet.flags, _raw_ip(packet.ciaddr), _raw_ip(packet.yiaddr), _raw_ip(packet.siaddr),
-                         _raw_ip(packet.giaddr), packet.chaddr.ljust(16, b"\0"), packet.sname.ljust(64, b"\0"),
-                         packet.file.ljust(128, b"\0"))
+                         packet.flags, ip_to_bytes(packet.ciaddr), ip_to_bytes(packet.yiaddr),
+                         ip_to_bytes(packet.siaddr), ip_to_bytes(packet.giaddr), packet.chaddr.ljust(16, b"\0"),
+                         packet.sname.ljust(64, b"\0"), packet.file.ljust(128, b"\0"))
     data = header + MAGIC_COOKIE + encode_options(packet.options)
     return data.ljust(300, b"\0")
-
-
-# --------------------------------------------------------------------------- what the client is
 
 
 @dataclass(frozen=True)
@@ -191,6 +187,11 @@ class ClientInfo:
     requested_ip: str | None
     server_id: str | None
     hostname: str | None
+
+    @property
+    def arch_name(self) -> str | int | None:
+        """The architecture's IANA name ("bios", "efi-x64"), or its number when we know no name."""
+        return None if self.arch is None else ARCH_NAMES.get(self.arch, self.arch)
 
 
 def _user_classes(raw: bytes) -> list[bytes]:
@@ -227,128 +228,7 @@ def client_info(packet: DhcpPacket) -> ClientInfo:
         is_http_boot=vendor.startswith("HTTPClient"),
         is_ipxe=is_ipxe,
         guid=guid if guid is not None and len(guid) == 17 and guid[0] == 0 else None,
-        requested_ip=_ip(requested) if requested is not None and len(requested) == 4 else None,
-        server_id=_ip(server_id) if server_id is not None and len(server_id) == 4 else None,
+        requested_ip=ip_from_bytes(requested) if requested is not None and len(requested) == 4 else None,
+        server_id=ip_from_bytes(server_id) if server_id is not None and len(server_id) == 4 else None,
         hostname=hostname.decode("ascii", "replace") if hostname else None,
     )
-
-
-# --------------------------------------------------------------------------- what to answer
-
-
-@dataclass(frozen=True)
-class BootFiles:
-    """Names of the iPXE binaries on our TFTP root, and the HTTP base for iPXE and HTTP boot."""
-
-    bios: str = "undionly.kpxe"
-    efi_x64: str = "ipxe.efi"
-    http_base: str = "http://127.0.0.1:8080"   # no trailing slash
-
-
-@dataclass(frozen=True)
-class BootChoice:
-    filename: str          # TFTP file name or an http:// URL
-    vendor_class: str      # option 60 to send back: PXEClient, or HTTPClient for UEFI HTTP boot
-    stage: str             # for machine state: "ipxe-binary", "ipxe-script", "http-boot"
-
-
-def boot_choice(client: ClientInfo, files: BootFiles) -> BootChoice | None:
-    """Which file a PXE client should load next, or None when we do not serve its architecture.
-
-    iPXE (user class iPXE) gets the HTTP script URL, which breaks the PXE -> iPXE -> PXE loop
-    (ipxe.org/appnote/userclass; matchbox's dnsmasq examples do the same with dhcp-userclass)."""
-    if client.is_ipxe:
-        return BootChoice(f"{files.http_base}/boot.ipxe", "PXEClient", "ipxe-script")
-    if client.is_http_boot or client.arch == ARCH_EFI_X64_HTTP:
-        if client.arch not in (ARCH_EFI_X64_HTTP, None):
-            return None
-        # UEFI HTTP boot: the firmware ignores offers without option 60 = HTTPClient (EDK2 wiki).
-        return BootChoice(f"{files.http_base}/boot/{files.efi_x64}", "HTTPClient", "http-boot")
-    if client.arch in (None, ARCH_BIOS):
-        return BootChoice(files.bios, "PXEClient", "ipxe-binary")
-    if client.arch in (ARCH_EFI_X64, ARCH_EFI_BC):
-        return BootChoice(files.efi_x64, "PXEClient", "ipxe-binary")
-    return None
-
-
-@dataclass(frozen=True)
-class Lease:
-    ip: str
-    mask: str
-    router: str | None
-    dns: tuple[str, ...]
-    lease_seconds: int
-
-
-@dataclass(frozen=True)
-class ServerIdentity:
-    server_ip: str
-    files: BootFiles
-
-
-def _pxe_vendor_options(client: ClientInfo) -> bytes | None:
-    # BIOS PXE ROMs need option 43 to accept a proxy offer; sub-option 6 = 8 tells them to just
-    # boot the file. UEFI clients get no option 43, so they ask port 4011 (pixiecore's choice, which
-    # most UEFI firmware accepts).
-    if client.arch in (None, ARCH_BIOS) and not client.is_ipxe:
-        return bytes((PXE_DISCOVERY_CONTROL, 1, PXE_BOOT_FILE_ONLY, OPT_END))
-    return None
-
-
-def build_reply(request: DhcpPacket, client: ClientInfo, message_type: int, server: ServerIdentity,
-                boot: BootChoice | None, lease: Lease | None) -> DhcpPacket:
-    """The reply packet (pure). lease=None: a proxy reply (yiaddr 0.0.0.0, no address options)."""
-    options: dict[int, bytes] = {OPT_MESSAGE_TYPE: bytes((message_type,)),
-                                 OPT_SERVER_ID: _raw_ip(server.server_ip)}
-    if lease is not None and message_type in (OFFER, ACK):
-        options[OPT_LEASE_TIME] = struct.pack("!I", lease.lease_seconds)
-        options[OPT_RENEWAL_TIME] = struct.pack("!I", lease.lease_seconds // 2)
-        options[OPT_REBINDING_TIME] = struct.pack("!I", lease.lease_seconds * 7 // 8)
-        options[OPT_SUBNET_MASK] = _raw_ip(lease.mask)
-        if lease.router:
-            options[OPT_ROUTER] = _raw_ip(lease.router)
-        if lease.dns:
-            options[OPT_DNS] = b"".join(_raw_ip(d) for d in lease.dns)
-    filename = b""
-    if boot is not None and message_type in (OFFER, ACK):
-        options[OPT_VENDOR_CLASS] = boot.vendor_class.encode()
-        if client.guid is not None:
-            options[OPT_CLIENT_GUID] = client.guid
-        vendor = _pxe_vendor_options(client)
-        if vendor is not None:
-            options[OPT_VENDOR_SPECIFIC] = vendor
-        if client.is_ipxe and lease is not None:
-            # iPXE option 175.176 "no-pxedhcp": this offer already carries the boot file, so iPXE
-            # need not wait DHCP_DISC_PROXY_TIMEOUT_SEC for ProxyDHCP offers (iPXE config/dhcp.h).
-            options[OPT_IPXE_ENCAP] = bytes((IPXE_NO_PXEDHCP, 1, 1))
-        filename = boot.filename.encode()
-        # Some ROMs read only the BOOTP header, others only options 66/67: set both (smee, dnsmasq).
-        options[OPT_TFTP_SERVER] = server.server_ip.encode()
-        options[OPT_BOOTFILE] = filename
-        if len(filename) > 127:
-            filename = b""  # too long for the header; option 67 carries it
-    return DhcpPacket(
-        op=BOOTREPLY, xid=request.xid, chaddr=request.chaddr, options=options, htype=request.htype,
-        flags=request.flags, ciaddr=request.ciaddr if message_type == ACK else "0.0.0.0",
-        yiaddr=lease.ip if lease is not None and message_type in (OFFER, ACK) else "0.0.0.0",
-        siaddr=server.server_ip if boot is not None else "0.0.0.0", giaddr=request.giaddr,
-        sname=b"", file=filename,
-    )
-
-
-def nak(request: DhcpPacket, server: ServerIdentity) -> DhcpPacket:
-    return replace(build_reply(request, client_info(request), NAK, server, None, None),
-                   options={OPT_MESSAGE_TYPE: bytes((NAK,)), OPT_SERVER_ID: _raw_ip(server.server_ip)})
-
-
-def reply_destination(request: DhcpPacket, source: tuple[str, int], port: int, reply: DhcpPacket) -> tuple[str, int]:
-    """Where to send the reply (RFC 2131 §4.1): relay -> giaddr:67; port-4011 requests -> back to
-    the sender; known ciaddr -> unicast; otherwise broadcast (we cannot unicast to an address the
-    client has not configured yet without writing its ARP entry)."""
-    if port == 4011:
-        return source
-    if request.giaddr != "0.0.0.0":
-        return (request.giaddr, 67)
-    if request.ciaddr != "0.0.0.0" and reply.message_type != NAK:
-        return (request.ciaddr, 68)
-    return ("255.255.255.255", 68)

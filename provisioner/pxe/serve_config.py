@@ -1,0 +1,180 @@
+"""`provisioner serve`'s configuration: the operator's options, checked and resolved once.
+
+The command line becomes a ServeOptions (as typed); `ServeConfig.from_options` checks the
+combination and works out what depends on the machine (the interface's address and network, the
+server URL, static leases from the inventory, where Debian's iPXE binaries are). The server runs
+with the frozen ServeConfig and never looks at the options again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from provisioner.core.commands import run
+from provisioner.errors import CommandError, UsageError
+from provisioner.inventory import load_inventory
+from provisioner.pxe.dhcp_leases import DhcpRange, parse_dhcp_range
+from provisioner.pxe.ipxe import find_ipxe_dir
+
+MAX_HTTP_WORKERS = 64
+
+
+class DhcpMode(StrEnum):
+    PROXY = "proxy"     # answer PXE clients only, next to the site's DHCP server (PXE 2.1 proxyDHCP)
+    FULL = "full"       # be the DHCP server of an isolated segment (--dhcp-range)
+    OFF = "off"         # HTTP (and TFTP) only, e.g. behind the site's dnsmasq
+
+
+class EfiBinary(StrEnum):
+    """The iPXE binary x64 UEFI firmware loads: ipxe.efi has its own NIC drivers, snponly.efi uses
+    the firmware's (for NICs iPXE has no driver for)."""
+
+    IPXE = "ipxe.efi"
+    SNPONLY = "snponly.efi"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, option: str) -> ListenAddress:
+        """'HOST:PORT' or ':PORT' (host 0.0.0.0); raises UsageError naming `option`."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise UsageError(f"{option}: {text!r} is not HOST:PORT (e.g. 0.0.0.0:8080)")
+        return cls(host or "0.0.0.0", int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """The command line of `provisioner serve`, as given (see its --help for each option)."""
+
+    data_dir: Path
+    interface: str | None
+    dhcp: str                      # "proxy" or "off"; full DHCP is asked for with dhcp_range
+    dhcp_range: str | None
+    router: str | None
+    dns: tuple[str, ...]
+    lease_time: int
+    http_addr: str
+    server_url: str | None
+    server_ip: str | None
+    tftp: bool
+    tftp_root: Path | None
+    tftp_addr: str
+    efi_binary: str
+    chain_ipxe_roms: bool
+    http_workers: int
+    ipv6_ra: bool
+    state_dir: Path | None
+    assets_dir: Path | None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    data_dir: Path
+    state_dir: Path
+    assets_dir: Path | None
+    http_addr: ListenAddress
+    server_url: str                     # no trailing slash
+    dhcp_mode: DhcpMode
+    interface: str | None = None
+    server_ip: str | None = None
+    pool: DhcpRange | None = None       # full DHCP only
+    tftp: bool = True
+    tftp_root: Path | None = None
+    tftp_addr: ListenAddress = ListenAddress("0.0.0.0", 69)
+    ipxe_dir: Path | None = None
+    efi_binary: EfiBinary = EfiBinary.IPXE
+    static_leases: dict[str, str] = field(default_factory=dict)
+    chain_ipxe_roms: bool = False
+    http_workers: int = 1
+    ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, router_advert_service.py)
+
+    @classmethod
+    def from_options(cls, options: ServeOptions) -> ServeConfig:
+        """Check the options and work out the addresses; raises UsageError naming the option at fault."""
+        if not 1 <= options.http_workers <= MAX_HTTP_WORKERS:
+            raise UsageError(f"--http-workers: {options.http_workers} is not between 1 and {MAX_HTTP_WORKERS}")
+        if options.dhcp not in (DhcpMode.PROXY, DhcpMode.OFF):
+            raise UsageError(f"--dhcp: {options.dhcp!r} is not 'proxy' or 'off' (full DHCP: give --dhcp-range)")
+        if options.dhcp_range and options.dhcp == DhcpMode.OFF:
+            raise UsageError("--dhcp-range needs DHCP: drop --dhcp off")
+        try:
+            efi_binary = EfiBinary(options.efi_binary)
+        except ValueError:
+            raise UsageError(f"--efi-binary: {options.efi_binary!r} is not "
+                             f"{' or '.join(e.value for e in EfiBinary)}") from None
+        mode = DhcpMode.OFF if options.dhcp == DhcpMode.OFF else (DhcpMode.FULL if options.dhcp_range
+                                                                  else DhcpMode.PROXY)
+        data_dir = Path(options.data_dir)
+        if not data_dir.is_dir():
+            raise UsageError(f"--data-dir {data_dir}: not a directory")
+        if mode != DhcpMode.OFF and not options.interface:
+            raise UsageError("--interface is required for DHCP (it is never served on every interface); "
+                             "use --dhcp off for HTTP only")
+        http_addr = ListenAddress.parse(options.http_addr, "--http-addr")
+        tftp_addr = ListenAddress.parse(options.tftp_addr, "--tftp-addr")
+        if_addr = interface_address(options.interface) if options.interface else None
+        server_ip = options.server_ip
+        if server_ip is None:
+            if if_addr is not None:
+                server_ip = str(if_addr.ip)
+            elif http_addr.host not in ("0.0.0.0", ""):
+                server_ip = http_addr.host
+        if mode != DhcpMode.OFF and server_ip is None:
+            raise UsageError("cannot tell the server address: give --server-ip")
+        url = options.server_url or (f"http://{server_ip}:{http_addr.port}" if server_ip else None)
+        if url is None:
+            raise UsageError("--server-url is required when the server address is unknown (HTTP on 0.0.0.0)")
+        pool = None
+        if mode == DhcpMode.FULL and if_addr is not None and options.dhcp_range is not None:
+            pool = parse_dhcp_range(options.dhcp_range, if_addr.network, options.router, options.dns,
+                                    options.lease_time)
+        if options.tftp_root is not None and not Path(options.tftp_root).is_dir():
+            raise UsageError(f"--tftp-root {options.tftp_root}: not a directory")
+        return cls(
+            data_dir=data_dir, state_dir=Path(options.state_dir) if options.state_dir else data_dir / "state",
+            assets_dir=Path(options.assets_dir) if options.assets_dir else data_dir / "assets",
+            http_addr=http_addr, server_url=url.rstrip("/"), dhcp_mode=mode, interface=options.interface,
+            server_ip=server_ip, pool=pool, tftp=options.tftp,
+            tftp_root=Path(os.path.realpath(options.tftp_root)) if options.tftp_root else None,
+            tftp_addr=tftp_addr, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
+            static_leases=static_leases_from_inventory(data_dir) if mode == DhcpMode.FULL else {},
+            chain_ipxe_roms=options.chain_ipxe_roms, http_workers=options.http_workers,
+            ipv6_ra=options.ipv6_ra and mode == DhcpMode.FULL,
+        )
+
+
+def interface_address(interface: str) -> ipaddress.IPv4Interface:
+    """The first IPv4 address of `interface` (from `ip -j addr`); raises UsageError if none."""
+    try:
+        out = run(["ip", "-j", "-4", "addr", "show", "dev", interface]).stdout
+    except CommandError as exc:
+        raise UsageError(f"--interface {interface}: {exc}") from None
+    for link in json.loads(out or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet":
+                return ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}")
+    raise UsageError(f"--interface {interface}: has no IPv4 address")
+
+
+def static_leases_from_inventory(data_dir: Path) -> dict[str, str]:
+    """MAC -> IP for groups that select one MAC and carry metadata `ip` (or `ipv4`); raises ConfigError."""
+    leases: dict[str, str] = {}
+    for group in load_inventory(data_dir).groups:
+        mac = dict(group.selector).get("mac")
+        ip = group.metadata.get("ip") or group.metadata.get("ipv4")
+        if mac and isinstance(ip, str):
+            leases[mac] = ip
+    return leases
