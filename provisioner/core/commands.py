@@ -89,6 +89,9 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "udhcpc": "busybox-static",
     "tftp": "tftp-hpa",
     "atftp": "atftp",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
+    "setpriv": "util-linux",
 }
 
 
