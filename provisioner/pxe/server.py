@@ -36,6 +36,8 @@ from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.router_advert import RouterAdvertService
 from provisioner.pxe.statefile import write_atomic
 from provisioner.pxe.tftp import IPXE_FILES, TftpFiles, TftpService, find_ipxe_dir
+from provisioner.registry.process import RegistrySettings, node_registry_url, storage_dir
+from provisioner.registry.supervisor import RegistrySupervisor
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -67,6 +69,8 @@ class ServeConfig:
     chain_ipxe_roms: bool = False
     http_workers: int = 1
     ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, see router_advert.py)
+    registry: RegistrySettings | None = None   # the container registry child (provisioner/registry)
+    registry_url: str | None = None            # ... as nodes reach it (templates' registry_url)
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:
@@ -108,7 +112,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
                   tftp: bool, tftp_root: Path | None, tftp_addr: str, server_url: str | None,
                   state_dir: Path | None, assets_dir: Path | None, server_ip: str | None = None,
                   efi_binary: str = "ipxe.efi", chain_ipxe_roms: bool = False,
-                  http_workers: int = 1, ipv6_ra: bool = True) -> ServeConfig:
+                  http_workers: int = 1, ipv6_ra: bool = True, registry_addr: str | None = None) -> ServeConfig:
     """Check the options and work out addresses; raises UsageError for a bad combination."""
     if not 1 <= http_workers <= 64:
         raise UsageError(f"--http-workers: {http_workers} is not between 1 and 64")
@@ -141,6 +145,11 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
     tftp_host, tftp_port = parse_addr(tftp_addr, "--tftp-addr")
     if tftp_root is not None and not Path(tftp_root).is_dir():
         raise UsageError(f"--tftp-root {tftp_root}: not a directory")
+    registry = registry_url = None
+    if registry_addr:
+        registry_host, registry_port = parse_addr(registry_addr, "--registry-addr")
+        registry = RegistrySettings(storage_dir(Path(data_dir)), registry_host, registry_port)
+        registry_url = node_registry_url(registry_host, registry_port, url)
     return ServeConfig(
         data_dir=Path(data_dir), state_dir=Path(state_dir) if state_dir else Path(data_dir) / "state",
         assets_dir=Path(assets_dir) if assets_dir else Path(data_dir) / "assets",
@@ -150,6 +159,7 @@ def plan_services(*, data_dir: Path, interface: str | None, http_addr: str, dhcp
         tftp_host=tftp_host, tftp_port=tftp_port, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
         static_leases=static_leases_from_inventory(Path(data_dir)) if mode == "full" else {},
         chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra and mode == "full",
+        registry=registry, registry_url=registry_url,
     )
 
 
@@ -211,6 +221,8 @@ class BootServer:
         self.workers: list[subprocess.Popen] = []
         self.worker_counters: dict[int, dict[str, int]] = {}
         self._sockets: list[socket.socket] = []
+        self.registry = (RegistrySupervisor(config.registry, config.registry_url or "", config.state_dir / "registry")
+                         if config.registry is not None else None)
 
     # ---------------------------------------------------------------- events
 
@@ -232,17 +244,22 @@ class BootServer:
 
     async def start(self) -> None:
         config = self.config
+        if self.registry is not None:
+            await self.registry.start()
         if self._discovery_path.exists():
             try:
                 self.discovery.restore(self._discovery_path.read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
-        data = BootData(config.data_dir, config.server_url)
+        data = BootData(config.data_dir, config.server_url, config.registry_url)
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
+        registry = self.registry
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.http_event, self.counters,
-                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
+                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values())
+                        + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(),
-                        installed=InstalledMachines(config.state_dir / "installed.json"))
+                        installed=InstalledMachines(config.state_dir / "installed.json"),
+                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -317,7 +334,7 @@ class BootServer:
             self._sockets.append(ours)
             config = {"worker_id": worker_id, "listen_fd": listen.fileno(), "event_fd": theirs.fileno(),
                       "data_dir": str(self.config.data_dir), "server_url": self.config.server_url,
-                      "state_dir": str(self.config.state_dir),
+                      "state_dir": str(self.config.state_dir), "registry_url": self.config.registry_url,
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
@@ -368,6 +385,8 @@ class BootServer:
             with contextlib.suppress(OSError, ValueError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
+        if self.registry is not None:
+            await self.registry.stop()
         self.flush()
         log.info("serve: stopped")
 
