@@ -37,6 +37,7 @@ TAIL_INTERVAL = 0.5
 STABLE_AFTER = 30.0          # a registry that ran this long before dying is restarted without delay growth
 LOG_ROTATE_BYTES = 8 << 20
 MISS_CODES = ("manifest unknown", "name unknown")
+MISS_REPEAT = 60.0           # one log line per node and image a minute: a docker pull asks two or three times
 
 
 class RegistryState(Enum):
@@ -91,6 +92,7 @@ class RegistrySupervisor:
         self._tasks: list[asyncio.Task] = []
         self._log_offset = 0
         self._partial = b""
+        self._miss_logged: dict[RegistryMiss, float] = {}
 
     @property
     def pid(self) -> int | None:
@@ -195,8 +197,14 @@ class RegistrySupervisor:
         self._partial = lines.pop()
         for line in lines:
             miss = parse_miss(line.decode("utf-8", "replace"))
-            if miss is not None:
-                self.misses += 1
+            if miss is None:
+                continue
+            self.misses += 1
+            now = time.monotonic()
+            if now - self._miss_logged.get(miss, -MISS_REPEAT) >= MISS_REPEAT:
+                if len(self._miss_logged) > 1024:
+                    self._miss_logged.clear()
+                self._miss_logged[miss] = now
                 log.warning("registry %s has no image %s (asked by %s): add it with `provisioner registry "
                             "import` or `provisioner registry build`", self.public_url, miss.image, miss.client)
 
