@@ -21,14 +21,16 @@ ExecStop=/usr/bin/docker stop hello
 
 def test_the_guides_units_as_written_today_have_no_legacy_flag():
     assert legacy_docker_flags(HELLO) == []
-    assert legacy_docker_flags("[Service]\nExecStart=/usr/bin/docker run --rm --name nginx -p 80:80 osones/nginx\n") == []
+    nginx = "[Service]\nExecStart=/usr/bin/docker run --rm --name nginx -p 80:80 osones/nginx\n"
+    assert legacy_docker_flags(nginx) == []
 
 
 def test_the_guides_dash_rm_is_reported_with_its_line_and_fix():
     unit = HELLO.replace("run --name hello", "run -rm -name hello")
     found = legacy_docker_flags(unit)
     assert [line for line, _ in found] == [10, 10]
-    assert found[0][1].startswith('docker run: "-rm" is a single-dash long option') and found[0][1].endswith('use "--rm"')
+    assert found[0][1].startswith('docker run: "-rm" is a single-dash long option')
+    assert found[0][1].endswith('use "--rm"')
     assert found[1][1].endswith('use "--name"')
 
 
