@@ -6,8 +6,9 @@ started by hand, and the image size the container runtime adds.
    as its supervised child) and (b) `docker-registry serve` with the minimal config an operator would
    write, both inside a lab namespace. "Nodes" are client namespaces on the lab bridge (veth, no uplink)
    running `skopeo copy docker://... dir:` (a real registry client: manifest, then blobs, digests
-   verified). One node, then 3 nodes at once; 3 rounds, order alternating; medians and the ratio
-   server/direct (the server is not in the data path, so it should be ~1.0).
+   verified). One node, then 3 nodes at once; one unmeasured pull from each first (page cache, TCP),
+   then 7 rounds, order alternating; medians and the ratio server/direct (the server is not in the
+   data path, so it should be ~1.0).
 2. Image size. The image recipe built a second time without the runtime (docker.io, containerd, runc,
    apparmor and their units) in its own cached work dir; the differences in USR squashfs, compressed
    disk image and PXE initrd are the MiB the runtime adds.
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from provisioner.core.commands import terminate
 from provisioner.image.build import BuildOptions, build_image
 from provisioner.image.recipe import DEFAULT_RECIPE_DIR
 from provisioner.lab.netns import LabNetwork
@@ -43,7 +45,7 @@ NETNS, CIDR, SERVER_IP = "benchreg", "10.78.0.1/24", "10.78.0.1"
 SERVE_HTTP, SERVE_REGISTRY, DIRECT_REGISTRY = 8080, 5000, 5001
 LAYER_BYTES = 25 << 20
 IMAGE = ImageName("bench/pull", "50mb")
-ROUNDS = 3
+ROUNDS = 7
 RUNTIME_PACKAGES = ("docker.io", "containerd", "runc", "apparmor")
 RUNTIME_UNITS = ("docker.socket", "docker.service", "containerd.service")
 
@@ -110,6 +112,8 @@ def _pulls(data: Path) -> dict:
             net.run(["curl", "-sf", "--retry", "50", "--retry-delay", "1", "--retry-connrefused", "-o", "/dev/null",
                      f"http://{SERVER_IP}:{port}/v2/"], timeout=90)
         samples: dict[str, list[float]] = {f"{mode}_{n}": [] for mode in ("server", "direct") for n in (1, 3)}
+        for port in (SERVE_REGISTRY, DIRECT_REGISTRY):
+            _pull(net, clients, port)
         for round_index in range(ROUNDS):
             modes = [("server", SERVE_REGISTRY), ("direct", DIRECT_REGISTRY)]
             for mode, port in modes if round_index % 2 == 0 else modes[::-1]:
@@ -117,11 +121,7 @@ def _pulls(data: Path) -> dict:
                     samples[f"{mode}_{count}"].append(_pull(net, clients[:count], port))
     finally:
         for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            terminate(process, 15)
         net.destroy()
     medians = {key: round(statistics.median(values), 3) for key, values in samples.items()}
     return {

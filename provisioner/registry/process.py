@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from provisioner.core.commands import require_tool
+from provisioner.core.commands import require_tool, terminate
 from provisioner.errors import NetworkError
 
 log = logging.getLogger("provisioner.registry")
@@ -132,12 +132,7 @@ def temporary_registry(storage: Path) -> Iterator[str]:
             log.info("registry: %s serving %s", settings.local_url, storage)
             yield settings.local_url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process)
 
 
 def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float = READY_TIMEOUT) -> None:
