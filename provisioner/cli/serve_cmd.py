@@ -32,7 +32,8 @@ def serve_command(
     ipv6_ra: bool = typer.Option(True, "--ipv6-ra/--no-ipv6-ra", help="Full DHCP only: answer IPv6 router solicitations with 'no router here' (iPXE waits ~16 s for one otherwise)."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Leases, machine state, discovery (default DATA_DIR/state)."),
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
-    registry_addr: str = typer.Option(None, "--registry-addr", help="HOST:PORT: run the container registry (images in DATA_DIR/registry) there; nodes use it as their Docker Hub mirror."),
+    registry_addr: str = typer.Option(None, "--registry-addr", help="HOST:PORT: run the container registry "
+                                      "(images in DATA_DIR/registry) there; nodes use it as their Docker Hub mirror."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
     config = plan_services(
