@@ -82,3 +82,8 @@ class RemoteError(ProvisionerError):
 
 class ImageBuildError(ProvisionerError):
     """An OS image build step failed; names the step."""
+
+
+class RegistryError(ProvisionerError):
+    """The container registry refused an image or failed; names the archive member, image or registry,
+    and says whether the registry was changed."""

@@ -76,6 +76,7 @@ COMMANDS: dict[str, Command] = {
     "image": Command("image_cmd", "Build the OS image (GPT disk image, PXE kernel + initrd, release directory)."),
     "demo": Command("demo_cmd", "Render and validate every machine, then boot one VM from blank disk to an installed "
                              "system (root)."),
+    "registry": Command("registry_cmd", "The container registry nodes use as their Docker Hub mirror."),
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 

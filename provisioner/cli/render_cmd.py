@@ -14,10 +14,12 @@ from provisioner.render import Renderer
 app = typer.Typer(help="Render a machine's iPXE script or configs from the data dir.", no_args_is_help=True)
 
 SERVER_URL = typer.Option("http://127.0.0.1:8080", "--server-url", help="Base URL templates see as server_url.")
+REGISTRY_URL = typer.Option(None, "--registry-url", help="http://HOST:PORT templates see as registry_url "
+                            "(as `serve --registry-addr` gives them); default: none.")
 
 
-def _render(kind: str, data_dir, server_url, mac, uuid, hostname, serial, arch, label) -> None:
-    renderer = Renderer(load_inventory(data_dir), server_url=server_url)
+def _render(kind: str, data_dir, server_url, registry_url, mac, uuid, hostname, serial, arch, label) -> None:
+    renderer = Renderer(load_inventory(data_dir), server_url=server_url, registry_url=registry_url)
     query = build_query(mac, uuid, hostname, serial, arch, label)
     method = {"ipxe": renderer.ipxe, "cloud-config": renderer.cloud_config, "ignition": renderer.ignition,
               "generic": renderer.generic, "metadata": renderer.metadata}[kind]
@@ -26,11 +28,11 @@ def _render(kind: str, data_dir, server_url, mac, uuid, hostname, serial, arch, 
 
 def _command(kind: str, doc: str):
     def command(
-        data_dir: Path = DATA_DIR, server_url: str = SERVER_URL,
+        data_dir: Path = DATA_DIR, server_url: str = SERVER_URL, registry_url: str = REGISTRY_URL,
         mac: str = MAC, uuid: str = UUID, hostname: str = HOSTNAME, serial: str = SERIAL, arch: str = ARCH,
         label: list[str] = LABEL,
     ) -> None:
-        _render(kind, data_dir, server_url, mac, uuid, hostname, serial, arch, label)
+        _render(kind, data_dir, server_url, registry_url, mac, uuid, hostname, serial, arch, label)
 
     command.__doc__ = doc
     return command

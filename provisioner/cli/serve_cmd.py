@@ -43,13 +43,16 @@ def serve_command(
     state_dir: Path = typer.Option(None, "--state-dir",
                                    help="Leases, machine state, discovery (default DATA_DIR/state)."),
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
+    registry_addr: str = typer.Option(None, "--registry-addr", help="HOST:PORT: run the container registry "
+                                      "(images in DATA_DIR/registry) there; nodes use it as their Docker Hub mirror."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
     options = ServeOptions(
         data_dir=data_dir, interface=interface, http_addr=http_addr, dhcp=dhcp, dhcp_range=dhcp_range,
         router=router, dns=tuple(dns), lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
         server_url=server_url, state_dir=state_dir, assets_dir=assets_dir, server_ip=server_ip,
-        efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra)
+        efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra,
+        registry_addr=registry_addr)
     run_server(ServeConfig.from_options(options))
 
 

@@ -1,4 +1,5 @@
-"""The six validation rules of coreos-cloudinit v1.13.0 (config/validate/rules.go), in its order.
+"""The six validation rules of coreos-cloudinit v1.13.0 (config/validate/rules.go), in its order,
+then ours: docker's legacy single-dash flags in the units (docker_flags.py).
 
 Each rule reads the tree (provisioner.cloudconfig.tree) and adds entries to the report with the
 same line, kind and message text as the Go tool.
@@ -10,6 +11,7 @@ import re
 from typing import TypeGuard
 
 from provisioner.cloudconfig import schema
+from provisioner.cloudconfig.docker_flags import legacy_docker_flags
 from provisioner.cloudconfig.gosemantics import (
     decode_content,
     go_parse_request_uri_ok,
@@ -128,6 +130,34 @@ def check_write_files_under_coreos(root: Node, report: Report) -> None:
         report.info(node.line, "write_files doesn't belong under coreos")
 
 
+def _unit_contents(root: Node) -> list[tuple[str, Node]]:
+    """(unit name, content node) of every coreos.units[] content and drop_ins[] content."""
+    units = _path(root, "coreos", "units")
+    found = []
+    for unit in units.children if units is not None and units.kind == "slice" else []:
+        name = _text(as_go_string(unit.child("name"))) if _valid(unit.child("name")) else f"units[{unit.name}]"
+        content = unit.child("content")
+        if content is not None and content.kind == "string":
+            found.append((name, content))
+        drop_ins = unit.child("drop_ins")
+        for drop_in in drop_ins.children if drop_ins is not None and drop_ins.kind == "slice" else []:
+            drop_content = drop_in.child("content")
+            drop_name = _text(as_go_string(drop_in.child("name"))) if _valid(drop_in.child("name")) else "?"
+            if drop_content is not None and drop_content.kind == "string":
+                found.append((f"{name} drop-in {drop_name}", drop_content))
+    return found
+
+
+def check_docker_flags(root: Node, report: Report) -> None:
+    # Not a coreos-cloudinit rule: docker >= 1.10 rejects the guides' `docker run -rm` (docker_flags.py).
+    for name, content in _unit_contents(root):
+        # A literal block's text starts on the line after its key, line for line; other styles fold
+        # or escape lines, so their warnings point at the key.
+        literal = content.style == "|"
+        for line, message in legacy_docker_flags(_text(as_go_string(content))):
+            report.warning(content.line + line if literal else content.line, f"unit {go_quote(name)}: {message}")
+
+
 RULES = (
     check_discovery_url,
     check_encoding,
@@ -135,6 +165,7 @@ RULES = (
     check_validity,
     check_write_files,
     check_write_files_under_coreos,
+    check_docker_flags,
 )
 
 

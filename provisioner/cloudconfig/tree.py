@@ -32,6 +32,7 @@ class Node:
     kind: str | None = None  # map | slice | string | int | float64 | bool; None = null
     value: object = None  # int/float/bool/str, or bytes for !!binary
     raw: str | bytes | None = None  # the scalar's text (Go fills string fields from it)
+    style: str | None = None  # the scalar's YAML style: '|' or '>' (block), quotes, None (plain)
     children: list[Node] = field(default_factory=list)
 
     def child(self, name: str) -> Node | None:
@@ -137,6 +138,7 @@ def _fill(node: Node, source: yaml.Node, lines: _Lines, cursor: int, depth: int)
 def _fill_scalar(node: Node, source: yaml.ScalarNode) -> None:
     tag = source.tag[len(_TAG):] if source.tag.startswith(_TAG) else "str"
     node.raw = source.value
+    node.style = source.style
     try:
         if tag == "null":
             node.kind = None

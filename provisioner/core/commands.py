@@ -88,6 +88,9 @@ DEBIAN_PACKAGE_OF: dict[str, str] = {
     "udhcpc": "busybox-static",
     "tftp": "tftp-hpa",
     "atftp": "atftp",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
+    "setpriv": "util-linux",
 }
 
 
@@ -144,3 +147,14 @@ def run(
         stderr = proc.stderr if isinstance(proc.stderr, str) else (proc.stderr or b"").decode("utf-8", "replace")
         raise CommandError(argv, proc.returncode, stderr=stderr or "")
     return proc
+
+
+def terminate(process: subprocess.Popen, timeout: float = 10) -> int:
+    """Stop a child started with Popen: SIGTERM, SIGKILL after `timeout` s; returns its exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

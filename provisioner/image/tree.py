@@ -115,9 +115,21 @@ def install_package(tree: Path, sources: list[Path], release_key: bytes, version
     (share / "version.txt").write_text(version_txt)
 
 
+# CoreOS's `core` is in the docker group: the guides run `docker ...` as core, without sudo.
+CORE_GROUPS = ("sudo", "docker")
+
+
+def existing_groups(group_file: str, wanted: tuple[str, ...]) -> list[str]:
+    """The names of `wanted` that /etc/group text defines, in `wanted`'s order (pure)."""
+    defined = {line.split(":", 1)[0] for line in group_file.splitlines() if line.strip()}
+    return [name for name in wanted if name in defined]
+
+
 def add_core_user(tree: Path) -> None:
-    """The `core` user of CoreOS: SSH keys come from cloud-config, sudo without a password."""
-    run(["chroot", str(tree), "useradd", "--create-home", "--user-group", "--groups", "sudo",
+    """The `core` user of CoreOS: SSH keys come from cloud-config, sudo without a password, docker
+    without sudo when the image has docker (its postinst made the group)."""
+    groups = existing_groups((tree / "etc/group").read_text(), CORE_GROUPS)
+    run(["chroot", str(tree), "useradd", "--create-home", "--user-group", "--groups", ",".join(groups),
          "--shell", "/bin/bash", "--password", "*", "core"])
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,10 @@ class Rendered:
 class BootData:
     """The loaded inventory + renderer, a render cache and change detection."""
 
-    def __init__(self, data_dir: Path, server_url: str):
+    def __init__(self, data_dir: Path, server_url: str, registry_url: str | None = None):
         self.data_dir = Path(data_dir)
         self.server_url = server_url.rstrip("/")
+        self.registry_url = registry_url
         self.renderer: Renderer | None = None
         self.load_error: str | None = None
         self.cache: dict[tuple[str, str], Rendered] = {}
@@ -101,7 +102,7 @@ class BootData:
             self.load_error = str(exc)
             log.error("inventory: %s (still serving the previous version)", exc)
         else:
-            self.renderer = Renderer(inventory, server_url=self.server_url)
+            self.renderer = Renderer(inventory, server_url=self.server_url, registry_url=self.registry_url)
             self.load_error = None
             log.info("inventory: loaded %d groups, %d profiles from %s", len(inventory.groups),
                      len(inventory.profiles), self.data_dir)
@@ -182,8 +183,10 @@ class BootHttp:
 
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
                  counters: Counters, metrics_text: Callable[[], str], extra_routes=(),
-                 forward_state: bool = False, installed: InstalledMachines | None = None):
+                 forward_state: bool = False, installed: InstalledMachines | None = None,
+                 health_checks: Sequence[Callable[[], tuple[bool, str]]] = ()):
         self.data = data
+        self.health_checks = health_checks   # more parts of the server: (healthy, one line) each
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
         self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
         self.ipxe_dir = ipxe_dir
@@ -366,9 +369,11 @@ class BootHttp:
         if self.data.load_error and self.data.renderer is None:
             self._count("/healthz", 503)
             return web.Response(status=503, text=f"inventory: {self.data.load_error}\n")
-        self._count("/healthz", 200)
         text = "ok\n" if not self.data.load_error else f"ok (stale inventory: {self.data.load_error})\n"
-        return web.Response(text=text)
+        checks = [check() for check in self.health_checks]
+        status = 200 if all(healthy for healthy, _ in checks) else 503
+        self._count("/healthz", status)
+        return web.Response(status=status, text=text + "".join(f"{line}\n" for _, line in checks))
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         self._count("/metrics", 200)

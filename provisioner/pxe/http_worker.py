@@ -71,7 +71,7 @@ async def run_worker(config: dict) -> None:
     events = socket.socket(fileno=config["event_fd"])
     events.setblocking(False)
     forwarder = EventForwarder(events, config["worker_id"])
-    data = BootData(Path(config["data_dir"]), config["server_url"])
+    data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"))
     holder: dict = {}
     http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
                     Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,

@@ -20,6 +20,7 @@ from provisioner.errors import CommandError, UsageError
 from provisioner.inventory import load_inventory
 from provisioner.pxe.dhcp_leases import DhcpRange, parse_dhcp_range
 from provisioner.pxe.ipxe import find_ipxe_dir
+from provisioner.registry.process import RegistrySettings, node_registry_url, storage_dir
 
 MAX_HTTP_WORKERS = 64
 
@@ -78,6 +79,7 @@ class ServeOptions:
     ipv6_ra: bool
     state_dir: Path | None
     assets_dir: Path | None
+    registry_addr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class ServeConfig:
     chain_ipxe_roms: bool = False
     http_workers: int = 1
     ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, router_advert_service.py)
+    registry: RegistrySettings | None = None   # the container registry child (provisioner/registry)
+    registry_url: str | None = None            # ... as nodes reach it (templates' registry_url)
 
     @classmethod
     def from_options(cls, options: ServeOptions) -> ServeConfig:
@@ -143,6 +147,11 @@ class ServeConfig:
                                     options.lease_time)
         if options.tftp_root is not None and not Path(options.tftp_root).is_dir():
             raise UsageError(f"--tftp-root {options.tftp_root}: not a directory")
+        registry = registry_url = None
+        if options.registry_addr:
+            registry_addr = ListenAddress.parse(options.registry_addr, "--registry-addr")
+            registry = RegistrySettings(storage_dir(data_dir), registry_addr.host, registry_addr.port)
+            registry_url = node_registry_url(registry_addr.host, registry_addr.port, url)
         return cls(
             data_dir=data_dir, state_dir=Path(options.state_dir) if options.state_dir else data_dir / "state",
             assets_dir=Path(options.assets_dir) if options.assets_dir else data_dir / "assets",
@@ -153,6 +162,7 @@ class ServeConfig:
             static_leases=static_leases_from_inventory(data_dir) if mode == DhcpMode.FULL else {},
             chain_ipxe_roms=options.chain_ipxe_roms, http_workers=options.http_workers,
             ipv6_ra=options.ipv6_ra and mode == DhcpMode.FULL,
+            registry=registry, registry_url=registry_url,
         )
 
 

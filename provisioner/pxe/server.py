@@ -34,6 +34,7 @@ from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
+from provisioner.registry.supervisor import RegistrySupervisor
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -98,6 +99,8 @@ class BootServer:
         self.workers: list[subprocess.Popen] = []
         self.worker_counters: dict[int, Counters] = {}
         self._sockets: list[socket.socket] = []
+        self.registry = (RegistrySupervisor(config.registry, config.registry_url or "", config.state_dir / "registry")
+                         if config.registry is not None else None)
 
     def record_event(self, event: BootEvent) -> None:
         """Record what a service saw in the machine state, under the MAC (known, or learned for the
@@ -112,17 +115,22 @@ class BootServer:
 
     async def start(self) -> None:
         config = self.config
+        if self.registry is not None:
+            await self.registry.start()
         if self._discovery_path.exists():
             try:
                 self.discovery.restore(self._discovery_path.read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
-        data = BootData(config.data_dir, config.server_url)
+        data = BootData(config.data_dir, config.server_url, config.registry_url)
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
+        registry = self.registry
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
-                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values()),
+                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values())
+                        + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(),
-                        installed=InstalledMachines(config.state_dir / "installed.json"))
+                        installed=InstalledMachines(config.state_dir / "installed.json"),
+                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -199,7 +207,7 @@ class BootServer:
             self._sockets.append(ours)
             config = {"worker_id": worker_id, "listen_fd": listen.fileno(), "event_fd": theirs.fileno(),
                       "data_dir": str(self.config.data_dir), "server_url": self.config.server_url,
-                      "state_dir": str(self.config.state_dir),
+                      "state_dir": str(self.config.state_dir), "registry_url": self.config.registry_url,
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
@@ -250,6 +258,8 @@ class BootServer:
             with contextlib.suppress(OSError, ValueError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
             sock.close()
+        if self.registry is not None:
+            await self.registry.stop()
         self.flush()
         log.info("serve: stopped")
 

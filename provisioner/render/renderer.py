@@ -49,9 +49,10 @@ class NoMatch(ConfigError):
 
 
 class Renderer:
-    def __init__(self, inventory: Inventory, server_url: str | None = None):
+    def __init__(self, inventory: Inventory, server_url: str | None = None, registry_url: str | None = None):
         self.inventory = inventory
         self.server_url = server_url.rstrip("/") if server_url else None
+        self.registry_url = registry_url
         self.templates = TemplateStore(inventory.root)
 
     def select(self, query: MachineQuery) -> Selection:
@@ -65,7 +66,7 @@ class Renderer:
         return Selection(match.group, match.profile)
 
     def context(self, query: MachineQuery) -> dict[str, Any]:
-        return host_context(self.select(query), query, self.server_url)
+        return host_context(self.select(query), query, self.server_url, self.registry_url)
 
     def ipxe(self, query: MachineQuery) -> str:
         """The iPXE script for the machine's profile (`kernel ... args`, `initrd ...`, `boot`)."""
@@ -78,7 +79,7 @@ class Renderer:
             # processing BootOrder and show its boot manager (UEFI spec 2.x §3.1.1; OVMF opens UiApp),
             # an error makes it try the next option, the disk. SeaBIOS goes on to the disk either way.
             return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit 1\n"
-        context = host_context(match, query, self.server_url)
+        context = host_context(match, query, self.server_url, self.registry_url)
         what = f"group {match.group.id}"
         # Matchbox passes boot fields through verbatim; we also expand {{ }} in them (matchbox#92).
         expand = lambda text: (  # noqa: E731
@@ -139,7 +140,7 @@ class Renderer:
         if not template_id:
             raise NoMatch(f"{match.profile.source}: {id_field}: profile {match.profile.id!r} has no {kind} template")
         name = f"{kind}/{template_id}"
-        context = host_context(match, query, self.server_url)
+        context = host_context(match, query, self.server_url, self.registry_url)
         return match, self.templates.render(name, context, what=f"group {match.group.id}"), name
 
 

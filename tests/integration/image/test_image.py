@@ -96,6 +96,26 @@ def test_usr_is_the_os_and_root_state_is_in_the_factory(built_image, tmp_path):
     assert not any(n.startswith("/lib/python3/dist-packages/typer") for n in names)  # node runtime needs no typer
 
 
+def test_docker_is_in_the_image_and_starts_on_demand(built_image, tmp_path):
+    """docker.io from Debian: the CLI where the guides call it, docker.socket enabled, dockerd and
+    containerd not started at boot, the binaries dockerd never runs left out, core in the docker group."""
+    names = set(subprocess.run(["unsquashfs", "-l", "-d", "", str(built_image.usr_image)], capture_output=True,
+                               text=True, check=True).stdout.splitlines())
+    for path in ("/bin/docker", "/sbin/dockerd", "/bin/containerd", "/bin/containerd-shim-runc-v2", "/sbin/runc",
+                 "/sbin/apparmor_parser", "/lib/systemd/system/docker.socket",
+                 "/share/factory/etc/systemd/system/sockets.target.wants/docker.socket"):
+        assert path in names, path
+    for path in ("/bin/ctr", "/bin/dnet", "/sbin/ovrouter", "/bin/containerd-shim",
+                 "/share/factory/etc/systemd/system/multi-user.target.wants/docker.service",
+                 "/share/factory/etc/systemd/system/multi-user.target.wants/containerd.service"):
+        assert path not in names, path
+    subprocess.run(["unsquashfs", "-q", "-d", str(tmp_path / "etc"), str(built_image.usr_image),
+                    "/share/factory/etc/group"], check=True, capture_output=True)
+    groups = (tmp_path / "etc/share/factory/etc/group").read_text()
+    docker = next(line for line in groups.splitlines() if line.startswith("docker:"))
+    assert docker.rsplit(":", 1)[1].split(",") == ["core"], docker
+
+
 def test_release_directory_contract(built_image, tmp_path):
     base, release = built_image.base_dir, built_image.release_dir
     assert os.readlink(base / "current") == built_image.version

@@ -1,0 +1,1 @@
+from tests.fixtures.image import built_image  # noqa: F401  (shared session fixture)
