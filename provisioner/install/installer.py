@@ -426,17 +426,7 @@ def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str
         raise
     progress.event("done", "install", summary.written, summary.image_size, message=summary.line(),
                    summary=summary.as_dict())
-    if opts.reboot:
-        reboot()
     return summary
-
-
-def reboot() -> None:
-    """Reboot into the freshly written disk (unattended PXE install)."""
-    if shutil.which("systemctl"):
-        run(["systemctl", "reboot"], check=False)
-    else:
-        run(["reboot"], check=False)
 
 
 __all__ = ["Plan", "Summary", "make_plan", "describe", "install", "run_install", "check_target",

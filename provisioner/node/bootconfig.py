@@ -29,6 +29,7 @@ import yaml
 
 from provisioner.core.commands import run
 from provisioner.errors import ProvisionerError
+from provisioner.node.kernel_cmdline import read_kernel_cmdline
 
 FILE_SOURCES = (
     "/var/lib/flatcar-install/user_data",
@@ -110,13 +111,6 @@ def merge(configs: list[BootConfig]) -> BootConfig:
     return result
 
 
-def cloud_config_url(cmdline: str) -> str | None:
-    for word in cmdline.split():
-        if word.startswith("cloud-config-url="):
-            return word.split("=", 1)[1]
-    return None
-
-
 def fetch(url: str, timeout: float = 60) -> str:
     """GET url, retrying while the network comes up; raises ProvisionerError after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -176,7 +170,7 @@ def apply(config: BootConfig) -> list[str]:
 def main() -> int:
     configs = []
     errors = 0
-    url = cloud_config_url(Path("/proc/cmdline").read_text())
+    url = read_kernel_cmdline().get("cloud-config-url")
     texts: list[tuple[str, str]] = []
     if url:
         try:

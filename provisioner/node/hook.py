@@ -7,8 +7,9 @@
 
 `provisioner.install=` runs `python3 -m provisioner.install ARGS --yes --progress json`, adding
 `-k /usr/share/provisioner/release-key.asc` (the key of the build that made this image) unless
-ARGS name a key. Values with spaces are quoted on the kernel command line ("..."), which the
-kernel passes through to /proc/cmdline; shlex reads them back.
+ARGS name a key. Values with spaces are quoted on the kernel command line ("...", kernel_cmdline.py
+reads them back as the kernel does); ARGS and the provisioner.run command are then split into
+words as a shell would (shlex), so an argument with spaces inside them takes single quotes.
 
 With `provisioner.report=`, every JSON progress line of the installer is also POSTed to that URL
 (the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events always, progress at
@@ -25,9 +26,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from provisioner.core.commands import run
+from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
 RELEASE_KEY = "/usr/share/provisioner/release-key.asc"
 AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"], "none": None}
@@ -37,27 +38,22 @@ MAX_REPORT_FAILURES = 3
 REPORT_FIELDS = ("event", "stage", "bytes", "total", "written", "mapped", "message")
 
 
-def parse_cmdline(cmdline: str) -> dict[str, str]:
-    """'a=1 provisioner.run="x y"' -> {'a': '1', 'provisioner.run': 'x y'} (last one wins)."""
+def _words(cmdline: KernelCmdline, name: str) -> list[str]:
+    """The value of `name` split as a shell would; raises ValueError naming the parameter."""
     try:
-        words = shlex.split(cmdline)
-    except ValueError:
-        words = cmdline.split()
-    params = {}
-    for word in words:
-        key, _, value = word.partition("=")
-        params[key] = value
-    return params
+        return shlex.split(cmdline.get(name) or "")
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
-def hook_commands(cmdline: str, release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
+def hook_commands(cmdline: KernelCmdline,
+                  release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
     """(commands to run in order, command to run afterwards or None) for a kernel command line (pure).
 
     Raises ValueError for an unknown provisioner.after value."""
-    params = parse_cmdline(cmdline)
     commands = []
-    if "provisioner.install" in params:
-        args = shlex.split(params["provisioner.install"])
+    if cmdline.has("provisioner.install"):
+        args = _words(cmdline, "provisioner.install")
         if release_key and "-k" not in args:
             args += ["-k", release_key]
         if "--yes" not in args:
@@ -65,9 +61,9 @@ def hook_commands(cmdline: str, release_key: str | None = RELEASE_KEY) -> tuple[
         if "--progress" not in args:
             args += ["--progress", "json"]
         commands.append([sys.executable or "python3", "-m", "provisioner.install", *args])
-    if params.get("provisioner.run"):
-        commands.append(shlex.split(params["provisioner.run"]))
-    after = params.get("provisioner.after", "none")
+    if cmdline.get("provisioner.run"):
+        commands.append(_words(cmdline, "provisioner.run"))
+    after = cmdline.get("provisioner.after") or "none"
     if after not in AFTER:
         raise ValueError(f"provisioner.after={after!r} is not one of {', '.join(AFTER)}")
     return commands, AFTER[after]
@@ -133,12 +129,12 @@ def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
 
 def main() -> int:
     try:
-        cmdline = Path("/proc/cmdline").read_text()
+        cmdline = read_kernel_cmdline()
         commands, after = hook_commands(cmdline)
     except ValueError as exc:
         print(f"provisioner-hook: error: {exc}", flush=True)
         return 2
-    url = parse_cmdline(cmdline).get("provisioner.report")
+    url = cmdline.get("provisioner.report")
     reporter = Reporter(url) if url else None
     for argv in commands:
         print(f"provisioner-hook: running {shlex.join(argv)}", flush=True)

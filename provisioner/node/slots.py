@@ -36,6 +36,7 @@ from provisioner.disk.layout import (
     encode_boot_attributes,
 )
 from provisioner.errors import CommandError, DiskError, ProvisionerError
+from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
 log = logging.getLogger("provisioner.node.slots")
 
@@ -174,12 +175,10 @@ def write_slot_attributes(disk: str, table: dict, new: dict[str, BootAttributes]
         run([*argv, disk])
 
 
-def booted_partuuid(cmdline: str) -> str | None:
+def booted_partuuid(cmdline: KernelCmdline) -> str | None:
     """The PARTUUID in `mount.usr=PARTUUID=...` of a kernel command line, else None (a live boot)."""
-    for word in cmdline.split():
-        if word.startswith("mount.usr=PARTUUID="):
-            return word.split("=", 2)[2]
-    return None
+    usr = cmdline.get("mount.usr") or ""
+    return usr[len("PARTUUID="):] if usr.startswith("PARTUUID=") else None
 
 
 def disks() -> list[str]:
@@ -267,7 +266,7 @@ def read_grubenv_on_esp(table: dict) -> dict[str, str]:
             return {}
 
 
-def mark_success(cmdline: str) -> str:
+def mark_success(cmdline: KernelCmdline) -> str:
     """Mark the booted slot successful (GPT and grubenv); returns a one-line report."""
     partuuid = booted_partuuid(cmdline)
     if partuuid is None:
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        cmdline = Path("/proc/cmdline").read_text()
+        cmdline = read_kernel_cmdline()
         if args == ["mark-success"]:
             print(f"provisioner-slots: {mark_success(cmdline)}", flush=True)
             return 0

@@ -232,22 +232,3 @@ def test_zipapp_modules_are_python39_and_stdlib_only():
                     assert rel in allowed or rel.startswith("provisioner/install"), f"{path}: imports {name}"
                 elif top != "zstandard":  # optional, imported inside a try
                     assert top in stdlib, f"{path}: imports non-stdlib {name}"
-
-
-# ---- kernel command line (PXE live image) ---------------------------------------------------------
-
-def test_kernel_cmdline_gives_the_installer_argv():
-    from provisioner.install.cmdline import argv_from_cmdline
-
-    text = ('BOOT_IMAGE=/vmlinuz console=ttyS0 provisioner.install.device=/dev/sda '
-            'provisioner.install.base_url=http://10.0.0.1:8080/release/stable provisioner.install.copy_network=1 '
-            'provisioner.install.args="-c http://10.0.0.1:8080/cc?mac=52:54:00:12:34:56 -V 1.2.3"\n')
-    argv = argv_from_cmdline(text)
-    assert argv == ["--device", "/dev/sda", "--base-url", "http://10.0.0.1:8080/release/stable", "--copy-network",
-                    "-c", "http://10.0.0.1:8080/cc?mac=52:54:00:12:34:56", "-V", "1.2.3", "--yes", "--progress", "json"]
-    opts = options.parse_install_args(argv)
-    assert opts.yes and opts.progress == "json" and opts.version == "1.2.3"
-    with pytest.raises(UsageError, match="nothing to install"):
-        argv_from_cmdline("quiet root=/dev/sda9")
-    with pytest.raises(UsageError, match="unknown parameter provisioner.install.bogus"):
-        argv_from_cmdline("provisioner.install.bogus=1")

@@ -5,6 +5,7 @@ import pytest
 from provisioner.disk.layout import BootAttributes
 from provisioner.errors import DiskError
 from provisioner.node import slots
+from provisioner.node.kernel_cmdline import KernelCmdline
 from provisioner.node.slots import (
     after_successful_boot,
     booted_partuuid,
@@ -66,9 +67,9 @@ def test_sfdisk_attrs():
 
 def test_booted_partuuid_and_slot_lookup():
     cmdline = "root=LABEL=ROOT mount.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c mount.usrflags=ro"
-    partuuid = booted_partuuid(cmdline)
+    partuuid = booted_partuuid(KernelCmdline.parse(cmdline))
     assert slot_by_partuuid(partuuid).label == "USR-B"
-    assert booted_partuuid("console=ttyS0") is None
+    assert booted_partuuid(KernelCmdline.parse("console=ttyS0")) is None
 
 
 def test_find_slot_disk_names_the_disks_it_could_not_read(monkeypatch, tmp_path):
