@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import stat
 import time
@@ -165,6 +164,17 @@ def _sys_partitions(sys_block: str) -> list[str]:
     return [e for e in _listdir(sys_block) if e.startswith(name) and os.path.exists(f"{sys_block}/{e}/partition")]
 
 
+def disk_of_partition(partition: str) -> str:
+    """'/dev/vda9' -> '/dev/vda' through sysfs (nvme0n1p9 and loop0p9 too: no name arithmetic).
+
+    Raises DiskError when the kernel does not know `partition` as a partition."""
+    if not is_partition(partition):
+        raise DiskError(f"{partition}: not a partition the kernel knows")
+    name = os.path.basename(os.path.realpath(partition))
+    # /sys/class/block/<part> links into the disk's own directory: .../block/<disk>/<part>
+    return "/dev/" + os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
+
+
 def is_partition(path: str) -> bool:
     """True for /dev/sda1, /dev/nvme0n1p2, /dev/loop0p9 (the kernel knows it as a partition)."""
     real = os.path.realpath(path)
@@ -268,12 +278,5 @@ def resolve_disk_argument(path: str) -> str:
     if not os.path.exists(path):
         raise DiskError(f"{path}: no such device or file")
     if is_block_device(path) and is_partition(path):
-        raise DiskError(f"{path} is a partition; give the whole disk (e.g. {_disk_of_partition(path)})")
+        raise DiskError(f"{path} is a partition; give the whole disk (e.g. {disk_of_partition(path)})")
     return path
-
-
-def _disk_of_partition(path: str) -> str:
-    real = os.path.realpath(path)
-    name = os.path.basename(real)
-    parent = os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
-    return f"/dev/{parent}" if parent else re.sub(r"p?\d+$", "", path)

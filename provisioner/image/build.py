@@ -97,8 +97,6 @@ def build_step(name: str) -> Iterator[None]:
     try:
         with step(f"image: {name}", log):
             yield
-    except ImageBuildError as exc:
-        raise ImageBuildError(f"image build step '{name}' failed: {exc}") from None
     except ProvisionerError as exc:
         raise ImageBuildError(f"image build step '{name}' failed: {exc}") from None
     except OSError as exc:

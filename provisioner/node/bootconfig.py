@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
 from provisioner.errors import ProvisionerError
 from provisioner.node.kernel_cmdline import read_kernel_cmdline
 
@@ -40,6 +41,7 @@ FILE_SOURCES = (
     "/usr/share/oem/config.ign",
 )
 DEFAULT_USER = "core"
+PROG = "provisioner-bootconfig"
 
 
 @dataclass
@@ -167,7 +169,10 @@ def apply(config: BootConfig) -> list[str]:
     return done
 
 
-def main() -> int:
+def apply_boot_config() -> int:
+    """Read every source, apply what was found; 1 when a source could not be fetched, else 0.
+
+    Raises ProvisionerError when applying fails."""
     configs = []
     errors = 0
     url = read_kernel_cmdline().get("cloud-config-url")
@@ -175,8 +180,8 @@ def main() -> int:
     if url:
         try:
             texts.append((fetch(url), url))
-        except ProvisionerError as exc:
-            print(f"provisioner-bootconfig: error: {exc}", flush=True)
+        except ProvisionerError as exc:  # the other sources still apply; the exit code says one failed
+            print(f"{PROG}: error: {exc}", flush=True)
             errors += 1
     for path in FILE_SOURCES:
         if os.path.isfile(path):
@@ -185,19 +190,21 @@ def main() -> int:
         try:
             configs.append(parse_config(text, name))
         except ValueError as exc:
-            print(f"provisioner-bootconfig: skipped {exc}", flush=True)
+            print(f"{PROG}: skipped {exc}", flush=True)
     if not configs:
-        print("provisioner-bootconfig: no cloud-config found", flush=True)
+        print(f"{PROG}: no cloud-config found", flush=True)
         return 1 if errors else 0
     config = merge(configs)
     try:
         done = apply(config)
-    except (OSError, ProvisionerError) as exc:
-        print(f"provisioner-bootconfig: error: {exc}", flush=True)
-        return 1
-    print(f"provisioner-bootconfig: applied {', '.join(done) or 'nothing'} from {', '.join(config.sources)}",
-          flush=True)
+    except OSError as exc:
+        raise ProvisionerError(f"applying {', '.join(config.sources)}: {exc}") from None
+    print(f"{PROG}: applied {', '.join(done) or 'nothing'} from {', '.join(config.sources)}", flush=True)
     return 1 if errors else 0
+
+
+def main() -> int:
+    return run_main(PROG, apply_boot_config)
 
 
 if __name__ == "__main__":

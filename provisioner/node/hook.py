@@ -28,8 +28,11 @@ import time
 import urllib.request
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
+from provisioner.errors import UsageError
 from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
+PROG = "provisioner-hook"
 RELEASE_KEY = "/usr/share/provisioner/release-key.asc"
 AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"], "none": None}
 REPORT_INTERVAL = 2.0
@@ -39,18 +42,18 @@ REPORT_FIELDS = ("event", "stage", "bytes", "total", "written", "mapped", "messa
 
 
 def _words(cmdline: KernelCmdline, name: str) -> list[str]:
-    """The value of `name` split as a shell would; raises ValueError naming the parameter."""
+    """The value of `name` split as a shell would; raises UsageError naming the parameter."""
     try:
         return shlex.split(cmdline.get(name) or "")
     except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+        raise UsageError(f"{name}: {exc}") from None
 
 
 def hook_commands(cmdline: KernelCmdline,
                   release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
     """(commands to run in order, command to run afterwards or None) for a kernel command line (pure).
 
-    Raises ValueError for an unknown provisioner.after value."""
+    Raises UsageError for an unknown provisioner.after value or an unbalanced quote."""
     commands = []
     if cmdline.has("provisioner.install"):
         args = _words(cmdline, "provisioner.install")
@@ -65,7 +68,7 @@ def hook_commands(cmdline: KernelCmdline,
         commands.append(_words(cmdline, "provisioner.run"))
     after = cmdline.get("provisioner.after") or "none"
     if after not in AFTER:
-        raise ValueError(f"provisioner.after={after!r} is not one of {', '.join(AFTER)}")
+        raise UsageError(f"provisioner.after={after!r} is not one of {', '.join(AFTER)}")
     return commands, AFTER[after]
 
 
@@ -106,7 +109,7 @@ class Reporter:
                 response.read()
         except (OSError, ValueError) as exc:
             self.failures += 1
-            print(f"provisioner-hook: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
+            print(f"{PROG}: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
                   flush=True)
 
 
@@ -116,7 +119,7 @@ def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
     try:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     except OSError as exc:
-        print(f"provisioner-hook: error: cannot run {argv[0]}: {exc.strerror}", flush=True)
+        print(f"{PROG}: error: cannot run {argv[0]}: {exc.strerror}", flush=True)
         return 127
     assert process.stdout is not None
     for text in process.stdout:
@@ -127,19 +130,18 @@ def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
     return process.wait()
 
 
-def main() -> int:
-    try:
-        cmdline = read_kernel_cmdline()
-        commands, after = hook_commands(cmdline)
-    except ValueError as exc:
-        print(f"provisioner-hook: error: {exc}", flush=True)
-        return 2
+def run_hook() -> int:
+    """Run the commands the kernel command line asks for; the exit code of the first that fails, else 0.
+
+    Raises UsageError for a malformed provisioner.* parameter."""
+    cmdline = read_kernel_cmdline()
+    commands, after = hook_commands(cmdline)
     url = cmdline.get("provisioner.report")
     reporter = Reporter(url) if url else None
     for argv in commands:
-        print(f"provisioner-hook: running {shlex.join(argv)}", flush=True)
+        print(f"{PROG}: running {shlex.join(argv)}", flush=True)
         code = run_streaming(argv, reporter)
-        print(f"provisioner-hook: exit {code}: {shlex.join(argv)}", flush=True)
+        print(f"{PROG}: exit {code}: {shlex.join(argv)}", flush=True)
         if code != 0:
             if reporter is not None and not reporter.sent_error:
                 reporter.post({"event": "error", "stage": "hook", "bytes": 0, "total": 0,
@@ -148,6 +150,10 @@ def main() -> int:
     if after:
         run(after, check=False, capture=False)
     return 0
+
+
+def main() -> int:
+    return run_main(PROG, run_hook)
 
 
 if __name__ == "__main__":

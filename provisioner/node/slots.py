@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
 from provisioner.disk.layout import (
     TYPE_EFI,
     USR_A,
@@ -35,10 +36,10 @@ from provisioner.disk.layout import (
     decode_boot_attributes,
     encode_boot_attributes,
 )
-from provisioner.errors import CommandError, DiskError, ProvisionerError
+from provisioner.errors import CommandError, DiskError, ProvisionerError, UsageError
 from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
-log = logging.getLogger("provisioner.node.slots")
+PROG = "provisioner-slots"
 
 GRUBENV_SIZE = 1024  # GRUB_ENVBLK_DEFCFG size: grub-editenv makes exactly 1 KiB
 GRUBENV_HEADER = b"# GRUB Environment Block\n"
@@ -283,26 +284,27 @@ def mark_success(cmdline: KernelCmdline) -> str:
     return f"{slot.label} ({disk}) marked successful"
 
 
+def show(cmdline: KernelCmdline) -> None:
+    """Print the slots' GPT bits and GRUB's environment block (stdout)."""
+    disk, table = find_slot_disk(booted_partuuid(cmdline) or USR_A_PARTUUID)
+    for key, (_raw, bits) in sorted(slot_attributes(table).items()):
+        print(f"usr_{key}: priority={bits.priority} tries={bits.tries} successful={int(bits.successful)}")
+    print(json.dumps(read_grubenv_on_esp(table), sort_keys=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cmdline = read_kernel_cmdline()
+
+    def body() -> None:
         if args == ["mark-success"]:
-            print(f"provisioner-slots: {mark_success(cmdline)}", flush=True)
-            return 0
-        if args == ["show"]:
-            partuuid = booted_partuuid(cmdline)
-            disk, table = find_slot_disk(partuuid or USR_A_PARTUUID)
-            for key, (_raw, bits) in sorted(slot_attributes(table).items()):
-                print(f"usr_{key}: priority={bits.priority} tries={bits.tries} successful={int(bits.successful)}")
-            print(json.dumps(read_grubenv_on_esp(table), sort_keys=True))
-            return 0
-    except ProvisionerError as exc:
-        print(f"provisioner-slots: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    print("usage: python3 -m provisioner.node.slots mark-success|show", file=sys.stderr)
-    return 2
+            print(f"{PROG}: {mark_success(read_kernel_cmdline())}", flush=True)
+        elif args == ["show"]:
+            show(read_kernel_cmdline())
+        else:
+            raise UsageError("usage: python3 -m provisioner.node.slots mark-success|show")
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

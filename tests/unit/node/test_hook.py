@@ -2,6 +2,7 @@
 
 import pytest
 
+from provisioner.errors import UsageError
 from provisioner.node.hook import hook_commands
 from provisioner.node.kernel_cmdline import KernelCmdline
 
@@ -28,12 +29,12 @@ def test_hook_keeps_a_given_key_and_runs_a_command():
 
 def test_hook_nothing_and_bad_after():
     assert commands("root=LABEL=ROOT quiet") == ([], None)
-    with pytest.raises(ValueError, match="provisioner.after='later'"):
+    with pytest.raises(UsageError, match="provisioner.after='later'"):
         commands("provisioner.after=later")
 
 
 def test_hook_words_inside_a_value_split_as_a_shell_would():
     found, _ = commands("""provisioner.run="sh -c 'echo a b'" """)
     assert found == [["sh", "-c", "echo a b"]]
-    with pytest.raises(ValueError, match="^provisioner.install: No closing quotation"):
+    with pytest.raises(UsageError, match="^provisioner.install: No closing quotation"):
         commands("""provisioner.install="-d '/dev/sda" """)

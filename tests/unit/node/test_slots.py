@@ -1,4 +1,5 @@
 import subprocess
+import sys
 
 import pytest
 
@@ -81,3 +82,9 @@ def test_find_slot_disk_names_the_disks_it_could_not_read(monkeypatch, tmp_path)
     message = str(info.value)
     assert message.startswith(f"no disk has a partition with PARTUUID {slots.USR_A_PARTUUID}")
     assert f"could not read {tmp_path / 'missing'}:" in message and "\n" not in message
+
+
+def test_a_wrong_verb_is_one_usage_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "provisioner.node.slots", "bogus"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "provisioner-slots: error: usage: python3 -m provisioner.node.slots mark-success|show\n"
