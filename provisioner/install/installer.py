@@ -32,7 +32,7 @@ from provisioner.install.bmap import Bmap, parse_bmap
 from provisioner.install.decompress import DecompressStream
 from provisioner.install.options import InstallOptions
 from provisioner.install.postinstall import place_configs, refuse_4kn, verify_disk
-from provisioner.install.progress import Progress
+from provisioner.install.progress import EventKind, Progress
 from provisioner.install.source import Fetcher, NotFound, is_url
 from provisioner.install.verify import DigestCheck, SignatureCheck, digest_from_digests
 
@@ -274,7 +274,8 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
         if not first:
             raise VerifyError(f"{label}: empty file")
         progress.mapped = bmap.mapped_bytes if bmap else None
-        progress.event("start", "write", 0, bmap.image_size if bmap else 0, device=plan.device, image=plan.image)
+        progress.event(EventKind.START, "write", 0, bmap.image_size if bmap else 0,
+                       device=plan.device, image=plan.image)
         stream = DecompressStream(first, chunks, [c.update for c in checks], label,
                                   skippable=writer.hole_checker(bmap) if bmap is not None else None)
         summary.format, summary.decompressor = stream.format, stream.tool
@@ -288,7 +289,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
             result = writer.copy_stream(stream.read_piece, target, bmap, policy=opts.unmapped, label=label,
                                         on_start=on_start, on_progress=progress.update)
             stream.finish()
-            progress.event("verify", "verify", result.image_size, result.image_size)
+            progress.event(EventKind.VERIFY, "verify", result.image_size, result.image_size)
             for check in checks:
                 signer = check.finish()
                 if isinstance(check, SignatureCheck):
@@ -422,9 +423,9 @@ def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str
     try:
         summary = install(plan, opts, progress, fetcher)
     except ProvisionerError as exc:
-        progress.event("error", "install", message=str(exc))
+        progress.event(EventKind.ERROR, "install", message=str(exc))
         raise
-    progress.event("done", "install", summary.written, summary.image_size, message=summary.line(),
+    progress.event(EventKind.DONE, "install", summary.written, summary.image_size, message=summary.line(),
                    summary=summary.as_dict())
     return summary
 

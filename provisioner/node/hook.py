@@ -13,7 +13,7 @@ words as a shell would (shlex), so an argument with spaces inside them takes sin
 
 With `provisioner.report=`, every JSON progress line of the installer is also POSTed to that URL
 (the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events always, progress at
-most every REPORT_INTERVAL s. A server that does not answer never stops the install: after
+most every REPORT_INTERVAL s and when it reaches 100 %. A server that does not answer never stops the install: after
 MAX_REPORT_FAILURES failed posts the hook stops reporting. An installer that dies without an
 `error` event gets one posted for it.
 """
@@ -30,6 +30,7 @@ import urllib.request
 from provisioner.core.commands import run
 from provisioner.core.entry import run_main
 from provisioner.errors import UsageError
+from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
 from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
 PROG = "provisioner-hook"
@@ -38,7 +39,6 @@ AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"
 REPORT_INTERVAL = 2.0
 REPORT_TIMEOUT = 5.0
 MAX_REPORT_FAILURES = 3
-REPORT_FIELDS = ("event", "stage", "bytes", "total", "written", "mapped", "message")
 
 
 def _words(cmdline: KernelCmdline, name: str) -> list[str]:
@@ -84,24 +84,21 @@ class Reporter:
 
     def line(self, text: str) -> None:
         """Report one output line of the installer if it is a progress event worth sending."""
-        try:
-            event = json.loads(text)
-        except ValueError:
+        event = parse_progress_line(text)
+        if event is None:
             return
-        if not isinstance(event, dict) or "event" not in event:
-            return
-        if event["event"] == "progress":
-            if self.clock() - self.last_progress < REPORT_INTERVAL and event.get("bytes") != event.get("total"):
+        if event.kind is EventKind.PROGRESS:
+            if self.clock() - self.last_progress < REPORT_INTERVAL and event.percent != 100:
                 return
             self.last_progress = self.clock()
-        self.sent_error = self.sent_error or event["event"] == "error"
+        self.sent_error = self.sent_error or event.kind is EventKind.ERROR
         self.post(event)
 
-    def post(self, event: dict) -> None:
+    def post(self, event: ProgressEvent) -> None:
         if self.failures >= MAX_REPORT_FAILURES:
             return
         # Only what the server reads (pxe/reports.py): the `done` line's summary can be long.
-        body = {key: event[key] for key in REPORT_FIELDS if key in event}
+        body = event.to_dict(details=False)
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -144,8 +141,7 @@ def run_hook() -> int:
         print(f"{PROG}: exit {code}: {shlex.join(argv)}", flush=True)
         if code != 0:
             if reporter is not None and not reporter.sent_error:
-                reporter.post({"event": "error", "stage": "hook", "bytes": 0, "total": 0,
-                               "message": f"exit {code}: {shlex.join(argv)[:120]}"})
+                reporter.post(ProgressEvent(EventKind.ERROR, "hook", message=f"exit {code}: {shlex.join(argv)[:120]}"))
             return code
     if after:
         run(after, check=False, capture=False)

@@ -50,9 +50,9 @@ from provisioner.errors import (
     UsageError,
     VerifyError,
 )
+from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
-from provisioner.remote.progress import parse_event
 from provisioner.remote.push import PushServer
 from provisioner.remote.session import ConnectionLost, Session
 
@@ -260,15 +260,16 @@ def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: 
     return {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
 
 
-def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], None], pidfile: str) -> dict:
+def run_installer(session: Session, argv: list[str], on_event: Callable[[ProgressEvent], None],
+                  pidfile: str) -> ProgressEvent | None:
     """Run the installer, streaming progress; returns its last event. Raises InstallError, ConnectionLost."""
     # Record the pid (exec keeps it) so a re-run after a dropped link can stop an orphan.
     command = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile, *argv]
-    events: list[dict] = []
+    events: list[ProgressEvent] = []
     other: list[str] = []
 
     def line(text: str) -> None:
-        event = parse_event(text)
+        event = parse_progress_line(text)
         if event is None:
             if text.strip():
                 other.append(text)
@@ -278,9 +279,10 @@ def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], 
         on_event(event)
 
     result = session.stream(command, on_line=line, timeout=None)
-    last = events[-1] if events else {}
-    if result.exit_status != 0 or last.get("event") == "error":
-        message = (last.get("message") if last.get("event") == "error" else None) or \
+    last = events[-1] if events else None
+    failed = last is not None and last.kind is EventKind.ERROR
+    if result.exit_status != 0 or failed:
+        message = (last.message if failed and last is not None else None) or \
             (result.stderr.strip().splitlines() or other or ["no output"])[-1]
         raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
     return last
@@ -302,7 +304,7 @@ def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, st
     return report
 
 
-def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[dict], None],
+def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[ProgressEvent], None],
                    confirm: Callable[[str], bool] | None = None) -> RescueReport:
     """Install to the rescue host behind `session` (connected). Returns a RescueReport.
 
