@@ -119,7 +119,7 @@ def ensure_partition_nodes(device: str, table: DiskTable) -> None:
 
 
 def _busy(device: str) -> bool:
-    return bool(blockdev.busy_reasons(device))
+    return bool(blockdev.local_busy_reasons(device))
 
 
 def root_fs(device: str, table: DiskTable, *, minimum: bool = False) -> planner.FsInfo:

@@ -196,7 +196,7 @@ def check_target(device: str, force: bool, warnings: list[str]) -> int:
     blockdev.resolve_disk_argument(device)  # missing path, partition path
     if blockdev.is_block_device(device):
         refuse_4kn(device)
-        reasons = blockdev.busy_reasons(device)
+        reasons = blockdev.local_busy_reasons(device)
         if reasons:
             more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
             if not force:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from provisioner.core.logs import step
 from provisioner.core.sizes import format_size
+from provisioner.disk.blockdev import busy_reasons
 from provisioner.errors import (
     ConfigError,
     DiskError,
@@ -203,7 +204,7 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
 
     Returns the disk as re-inspected and the commands that ran. Raises DiskError.
     """
-    reasons = inspect.busy_reasons(facts, disk)
+    reasons = busy_reasons(disk, facts.disk_use)
     if not reasons:
         return disk, []
     holders_only = all(" is built on " in r or " holds " in r for r in reasons)
@@ -217,7 +218,7 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
         ran.append(shlex.join(argv))
     again = inspect.gather(session)
     disk = again.disk(disk.path) or disk
-    still = inspect.busy_reasons(again, disk)
+    still = busy_reasons(disk, again.disk_use)
     if still:
         raise DiskError(f"{disk.path} on {again.hostname} is still busy after --stop-raid: {'; '.join(still)}")
     return disk, ran

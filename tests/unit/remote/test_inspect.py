@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from provisioner.disk.blockdev import busy_reasons
 from provisioner.errors import DiskError
 from provisioner.remote import inspect
 from tests.unit.remote.rescue_facts import GB, RAID_ROWS, disk_row, host_facts
@@ -35,7 +36,7 @@ def test_choose_disk_none_left_names_each_reason():
 def test_busy_reasons_mounts_swap_holders():
     rows = [disk_row("sda", 100 * GB, [disk_row("sda1", 1 * GB, type_="part"), disk_row("sda2", 99 * GB, type_="part")])]
     facts = host_facts(rows, mounts=[("/dev/sda2", "/mnt")], swaps=["/dev/sda1"], holders={"sda2": ["dm-3"]})
-    assert inspect.busy_reasons(facts, facts.disk("/dev/sda")) == [
+    assert busy_reasons(facts.disk("/dev/sda"), facts.disk_use) == [
         "/dev/sda1 is in use as swap", "/dev/sda2 is mounted on /mnt", "/dev/dm-3 holds sda2"]
 
 
