@@ -27,8 +27,9 @@ import signal
 import time
 from pathlib import Path
 
+from provisioner.disk.gpt import Partition
 from provisioner.disk.plan import Plan
-from provisioner.disk.table import DiskTable, Partition
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError
 
 STATE_ENV = "PROVISIONER_STATE_DIR"

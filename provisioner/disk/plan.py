@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from provisioner.core.sizes import REST, MiB, align_down, align_up, format_size
 from provisioner.disk import layout
-from provisioner.disk.table import DiskTable, Partition
+from provisioner.disk.gpt import Partition
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError, UsageError
 
 ROOT = layout.ROOT

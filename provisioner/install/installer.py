@@ -25,7 +25,7 @@ from typing import Callable
 from provisioner.core.commands import run
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev
-from provisioner.disk.gpt import read_table
+from provisioner.disk.gpt import parse_table
 from provisioner.errors import ConfigError, DiskError, InstallError, ProvisionerError, UsageError, VerifyError
 from provisioner.install import writer
 from provisioner.install.bmap import Bmap, parse_bmap
@@ -296,7 +296,7 @@ def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetch
                     summary.signer = signer
             writer.commit(target, result)
             target.close()
-            image_table = read_table(_held_reader(result.held), result.image_size)
+            image_table = parse_table(_held_reader(result.held), result.image_size)
             verify_disk(plan.device, image_table)
             summary.placed = place_configs(
                 plan.device, image_table,

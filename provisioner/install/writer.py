@@ -12,7 +12,7 @@ GPT regions (PMBR + primary header + entries at the start, backup entries + head
 end) are held in memory and written only after everything else is on the disk and every check
 (bmap ranges, sha512, signature, stream length) passed. So until the very last write the disk
 has no valid GPT: a kill -9, a power cut or a failed check leave a disk that boots nothing and
-that `gpt.read_table` reports as "no valid GPT".
+that `gpt.read_gpt` reports as "no valid GPT".
 """
 
 from __future__ import annotations

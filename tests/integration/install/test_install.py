@@ -42,7 +42,7 @@ def assert_installed(device: str, release, *, cloud_config: bytes | None = None)
     assert disk.entries == image.entries
     assert disk.disk_guid == layout.MAGIC_DISK_GUID
     assert disk.entry(layout.USR_A).boot.successful
-    reread_partitions(device, {e.number: (e.first_lba, e.sectors) for e in disk.entries})
+    reread_partitions(device, gpt.partition_layout(disk.entries))
     for number in (layout.USR_A, layout.OEM, layout.ROOT):
         fsck = subprocess.run(["e2fsck", "-fn", f"{device}p{number}"], capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr

@@ -43,7 +43,7 @@ def test_reads_what_sgdisk_wrote(coreos_table):
     assert usr.type_guid == layout.TYPE_USR
     assert usr.partuuid == layout.USR_A_PARTUUID
     assert usr.boot == layout.BootAttributes(priority=1, tries=0, successful=True)
-    assert table.entry(1).first_lba == 2048 and table.entry(1).sectors == 8 * MiB // 512
+    assert table.entry(1).start == 2048 and table.entry(1).sectors == 8 * MiB // 512
     assert table.by_name("ROOT").type_guid == layout.TYPE_RESIZE
     assert table.mbr.protective and not table.mbr.hybrid
     assert table.backup.my_lba == 64 * MiB // 512 - 1

@@ -7,7 +7,7 @@ from provisioner.install import postinstall
 
 
 def _entry(number, name, type_guid, partuuid="11111111-2222-3333-4444-555555555555"):
-    return gpt.GptEntry(number, type_guid, partuuid, 4096 * number, 4096 * number + 100, 0, name)
+    return gpt.Partition(number, 4096 * number, 4096 * number + 100, type_guid, partuuid, name)
 
 
 def _table(*entries):
