@@ -1,6 +1,6 @@
 """Image build benchmark: the cached `provisioner image build` (no change) and what the release's
 two compressions cost a reader: lbzip2 (flatcar-install's choice) vs zstd decompression of the
-same disk image, plus the artefact sizes against issue 4's budgets."""
+same disk image, plus the artefact sizes against the recipe's budgets."""
 
 from __future__ import annotations
 

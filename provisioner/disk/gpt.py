@@ -49,11 +49,6 @@ def guid_from_bytes(raw: bytes) -> str:
     return str(uuid.UUID(bytes_le=bytes(raw))).upper()
 
 
-def guid_to_bytes(text: str) -> bytes:
-    """The inverse of guid_from_bytes. Raises ValueError on a malformed GUID."""
-    return uuid.UUID(text).bytes_le
-
-
 @dataclass(frozen=True)
 class ProtectiveMbr:
     """LBA 0. `protective` is True for a proper PMBR (a 0xEE record and the 0x55AA signature)."""
@@ -167,14 +162,6 @@ class GptTable:
             if entry.name == name:
                 return entry
         return None
-
-    @property
-    def last_used_byte(self) -> int:
-        """One past the last byte of the backup GPT at the image end (the image's real size)."""
-        header = self.good_header
-        if header is None:
-            return 0
-        return (max(header.my_lba, header.alternate_lba) + 1) * self.sector_size
 
 
 def parse_mbr(sector: bytes) -> ProtectiveMbr:

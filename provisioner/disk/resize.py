@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from provisioner.core.commands import run
+from provisioner.core.files import fsync_path
 from provisioner.core.logs import step as timed_step
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev, filesystems, layout
 from provisioner.disk import plan as planner
 from provisioner.disk.gpt import Partition, partition_layout, read_gpt
-from provisioner.disk.journal import Journal, fault_point, fsync_path, state_dir
+from provisioner.disk.journal import Journal, fault_point, state_dir
 from provisioner.disk.plan import Plan
 from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError

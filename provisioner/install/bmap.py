@@ -47,11 +47,6 @@ class Bmap:
         return holes
 
 
-def full_map(image_size: int) -> Bmap:
-    """A map with every byte mapped (used without a .bmap)."""
-    return Bmap(image_size, 4096, None, (MappedRange(0, image_size, None),))
-
-
 def parse_bmap(data: bytes, source: str = "bmap") -> Bmap:
     """Parse and self-check a bmap file. Raises VerifyError naming `source` on any problem."""
     try:

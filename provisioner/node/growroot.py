@@ -7,7 +7,7 @@
    disks written from one image are told apart (Flatcar: disk-uuid.service; partition GUIDs and
    filesystem UUIDs stay, since GRUB maps the fixed USR PARTUUIDs to kernels).
 
-Pure: `first_boot_actions`; I/O: `grow_and_identify` (findmnt, sysfs, sfdisk, sgdisk).
+Pure: `first_boot_actions`; I/O: `grow_and_identify` (findmnt, sysfs, the GPT reader, sgdisk).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from provisioner.core.commands import run
 from provisioner.core.entry import run_main
 from provisioner.disk import resize
 from provisioner.disk.blockdev import disk_of_partition
+from provisioner.disk.gpt import read_gpt
 from provisioner.disk.layout import MAGIC_DISK_GUID
 
 PROG = "provisioner-disk"
@@ -45,7 +46,7 @@ def grow_and_identify() -> None:
         print(f"{PROG}: root is {source or 'not a block device'} (live system): nothing to do", flush=True)
         return
     disk = disk_of_partition(source)
-    guid = run(["sfdisk", "--disk-id", disk]).stdout.strip()
+    guid = read_gpt(disk).disk_guid
     for action in first_boot_actions(source, guid):
         if action == "grow":
             outcome = resize.grow(disk)
@@ -55,7 +56,7 @@ def grow_and_identify() -> None:
                 print(f"{PROG}: {disk}: {outcome.plan.nothing_to_do or 'nothing to grow'}", flush=True)
         elif action == "randomize-disk-guid":
             run(["sgdisk", "--disk-guid=R", disk])
-            new = run(["sfdisk", "--disk-id", disk]).stdout.strip()
+            new = read_gpt(disk).disk_guid
             print(f"{PROG}: {disk}: disk GUID randomised ({new})", flush=True)
 
 

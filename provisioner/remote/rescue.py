@@ -52,6 +52,7 @@ from provisioner.errors import (
     VerifyError,
 )
 from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
+from provisioner.install.zipapp import build_zipapp
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
 from provisioner.remote.push import PushServer
@@ -224,15 +225,6 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
     return disk, ran
 
 
-def build_installer(directory: Path) -> Path:
-    """Build the installer zipapp (issue 5's build_zipapp). Raises InstallError if it cannot."""
-    try:
-        from provisioner.install.zipapp import build_zipapp
-    except ImportError as exc:
-        raise InstallError(f"the installer zipapp builder is not available: {exc}") from None
-    return build_zipapp(directory / "installer.pyz")
-
-
 def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: str) -> dict[str, str]:
     """Send the zipapp, the local input files and the `installing` state in one tar stream (one round
     trip; every file mode 0600, a cloud-config may carry secrets). Returns role -> remote path.
@@ -336,7 +328,7 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
         raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
     with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
         with _timed(report, "upload"):
-            zipapp = request.zipapp or build_installer(Path(tmp))
+            zipapp = request.zipapp or build_zipapp(Path(tmp) / "installer.pyz")
             uploaded = upload_inputs(session, request, zipapp, disk.path)
         with _timed(report, "install"):
             try:
