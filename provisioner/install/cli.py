@@ -17,7 +17,7 @@ from provisioner.install.progress import Progress
 
 
 def confirm_on_terminal(text: str) -> bool:
-    """Show the plan and ask on the terminal; refuse when there is no terminal to ask."""
+    """Show what will be written and ask on the terminal; refuse when there is no terminal to ask."""
     sys.stderr.write(text + "\n")
     if not sys.stdin.isatty():
         raise UsageError("install: no terminal to confirm on: pass --yes to write without asking")

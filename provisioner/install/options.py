@@ -87,7 +87,8 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     add("-u", "--uefi-entry", action="store_true", help="add a UEFI boot entry with efibootmgr")
     add("-D", "--download-only", action="store_true",
         help="download and verify the image into the current directory; install nothing")
-    add("-y", "--dry-run", action="store_true", help="(flatcar-install's -y) check and print the plan, write nothing")
+    add("-y", "--dry-run", action="store_true",
+        help="(flatcar-install's -y) check and print what would be written, write nothing")
     add("-v", "--verbose", action="store_true", help="log each step to stderr")
     add("-t", dest="tmpdir_ignored", action="store_true", help=argparse.SUPPRESS)  # flatcar: no-op
     add("-s", dest="smallest", action="store_true", help=argparse.SUPPRESS)

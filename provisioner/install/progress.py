@@ -119,8 +119,8 @@ def parse_progress_line(line: str) -> ProgressEvent | None:
 class Progress:
     """The installer's side: a bar with MB/s and ETA on stderr (people), or JSON lines on stdout (programs)."""
 
-    def __init__(self, mode: str = "auto", stream_out: IO[str | None] = None,
-                 stream_err: IO[str | None] = None):
+    def __init__(self, mode: str = "auto", stream_out: IO[str] | None = None,
+                 stream_err: IO[str] | None = None):
         self.out = stream_out or sys.stdout
         self.err = stream_err or sys.stderr
         if mode == "auto":

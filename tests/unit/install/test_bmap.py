@@ -50,3 +50,10 @@ def test_bmap_self_checksum_is_enforced():
 def test_bmap_rejects_garbage():
     with pytest.raises(VerifyError, match="x.bmap: not valid XML"):
         bmap_mod.parse_bmap(b"<bmap", "x.bmap")
+
+
+def test_range_checksums_need_a_checksum_type():
+    text = _bmap_bytes().decode()
+    start, end = text.index("<ChecksumType>"), text.index("</BmapFileChecksum>") + len("</BmapFileChecksum>")
+    with pytest.raises(VerifyError, match="x.bmap: <Range> '0-1' has a checksum but the bmap names no <ChecksumType>"):
+        bmap_mod.parse_bmap((text[:start] + text[end:]).encode(), "x.bmap")
