@@ -29,7 +29,7 @@ from provisioner.core.logs import step
 from provisioner.disk.layout import decode_boot_attributes
 from provisioner.errors import ImageBuildError, ProvisionerError
 from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree
-from provisioner.image.diskplan import plan_disk
+from provisioner.image.partition_table import image_partition_table
 from provisioner.image.recipe import (
     DEFAULT_RECIPE_DIR,
     PACKAGE_DIR,
@@ -235,8 +235,8 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         tree.finish(recipe, root)
     with build_step("USR squashfs"):
         usr = fsimages.make_squashfs(root / "usr", out / "usr.squashfs", recipe.squashfs_compression)
-        plan = plan_disk(recipe.partitions_mib)
-        fsimages.check_fits(usr, plan.by_label("USR-A").size_bytes, "USR squashfs")
+        table = image_partition_table(recipe.partitions_mib)
+        fsimages.check_fits(usr, table.by_label("USR-A").size_bytes, "USR squashfs")
     with build_step("initramfs"):
         entries = initramfs.base_entries(root, kver, modules, recipe.file("initramfs-init.sh"), recipe.factory_dirs)
         initrd = initramfs.write_initrd(entries, out / "initrd.gz")
@@ -247,7 +247,7 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         core, efi = grub.make_core_images(work / "grub")
         cfg = grub.render_grub_cfg(recipe.file("grub.cfg.j2"), os_name=recipe.os_name,
                                    cmdline=recipe.kernel_cmdline)
-        attrs = {slot.key: decode_boot_attributes(plan.by_label(slot.label).attributes) for slot in SLOTS}
+        attrs = {slot.key: decode_boot_attributes(table.by_label(slot.label).attributes) for slot in SLOTS}
         files: dict[str, Path | bytes] = {
             "/EFI/BOOT/BOOTX64.EFI": efi,
             "/grub/grub.cfg": cfg.encode(),
@@ -257,15 +257,15 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         for slot in SLOTS:
             files[f"/flatcar/vmlinuz-{slot.key}"] = kernel
             files[f"/flatcar/initrd-{slot.key}"] = initrd
-        esp_image = esp.make_esp(work / "esp.img", plan.by_label(ESP_LABEL).size_bytes, ESP_LABEL, files)
+        esp_image = esp.make_esp(work / "esp.img", table.by_label(ESP_LABEL).size_bytes, ESP_LABEL, files)
     with build_step("ROOT and OEM filesystems"):
         skeleton = fsimages.make_root_skeleton(work / "root-skeleton")
-        root_image = fsimages.make_ext4(work / "root.img", plan.by_label("ROOT").size_bytes, "ROOT", skeleton)
-        oem_image = fsimages.make_btrfs(work / "oem.img", plan.by_label("OEM").size_bytes, "OEM")
+        root_image = fsimages.make_ext4(work / "root.img", table.by_label("ROOT").size_bytes, "ROOT", skeleton)
+        oem_image = fsimages.make_btrfs(work / "oem.img", table.by_label("OEM").size_bytes, "OEM")
     with build_step("disk image"):
-        raw = assemble.assemble_disk(plan, out / names["image"], {
+        raw = assemble.assemble_disk(table, out / names["image"], {
             ESP_LABEL: esp_image, "USR-A": usr, "OEM": oem_image, "ROOT": root_image})
-        bios = plan.by_label("BIOS-BOOT")
+        bios = table.by_label("BIOS-BOOT")
         grub.install_bios_boot(raw, core, bios.start, bios.size)
         for temporary in (esp_image, root_image, oem_image):
             temporary.unlink()
