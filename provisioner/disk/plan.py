@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.core.sizes import REST, MiB, align_down, align_up, format_size
 from provisioner.disk import layout
@@ -64,8 +65,8 @@ class Step:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def to_dict(self) -> dict:
-        data = {"kind": type(self).__name__}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": type(self).__name__}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             data[item.name] = value.to_dict() if isinstance(value, Partition) else value

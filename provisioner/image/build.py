@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from provisioner.core.logs import step
 from provisioner.disk.layout import decode_boot_attributes
@@ -133,9 +134,9 @@ def image_key(stage1: str, recipe: Recipe, version: str, public_key: bytes) -> s
     return digest.hexdigest()
 
 
-def budget_report(recipe: Recipe, sizes: dict[str, int], seconds: float, cached: bool) -> list[dict]:
+def budget_report(recipe: Recipe, sizes: dict[str, int], seconds: float, cached: bool) -> list[dict[str, Any]]:
     mib = 1 << 20
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"budget": "compressed image (.bz2)", "value": round(sizes["image_bz2"] / mib, 1),
          "limit": recipe.budgets.compressed_image_mib, "unit": "MiB"},
         {"budget": "compressed image (.zst)", "value": round(sizes["image_zst"] / mib, 1),

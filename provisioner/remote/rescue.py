@@ -334,7 +334,7 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
             try:
                 with contextlib.ExitStack() as stack:
                     source_args: list[str] = []
-                    if request.push:
+                    if request.image is not None and request.push:  # check_request: --push needs -f
                         push = stack.enter_context(PushServer(session.transport, request.image))
                         source_args = push.installer_args()
                     argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)
