@@ -116,6 +116,12 @@ def parse_progress_line(line: str) -> ProgressEvent | None:
         return None
 
 
+def bar_text(percent: int, width: int = 30) -> str:
+    """'#####-----' for a terminal progress bar (the installer's and the rescue mode's)."""
+    filled = width * percent // 100
+    return "#" * filled + "-" * (width - filled)
+
+
 class Progress:
     """The installer's side: a bar with MB/s and ETA on stderr (people), or JSON lines on stdout (programs)."""
 
@@ -160,10 +166,7 @@ class Progress:
         elif self.mode == "bar":
             percent = event.percent or 0
             eta = elapsed * (100 - percent) / percent if percent else 0.0
-            width = 30
-            filled = width * percent // 100
-            bar = "#" * filled + "-" * (width - filled)
-            self.err.write(f"\r[{bar}] {percent:3d}% {position / 2**20:8.0f} MiB "
+            self.err.write(f"\r[{bar_text(percent)}] {percent:3d}% {position / 2**20:8.0f} MiB "
                            f"{rate / 2**20:7.1f} MiB/s ETA {eta:4.0f} s")
             self.err.flush()
             self._bar_shown = True

@@ -12,7 +12,7 @@ import time
 from typing import TextIO
 
 from provisioner.core.sizes import format_size
-from provisioner.install.progress import EventKind, ProgressEvent
+from provisioner.install.progress import EventKind, ProgressEvent, bar_text
 
 
 def describe(event: ProgressEvent) -> str:
@@ -54,9 +54,8 @@ class ProgressBar:
         self.stream.flush()
 
     def _draw(self, event: ProgressEvent) -> None:
-        filled = self.width * (event.percent or 0) // 100
-        bar = "#" * filled + "-" * (self.width - filled)
         speed = event.position / max(time.monotonic() - self._start, 1e-3)
+        bar = bar_text(event.percent or 0, self.width)
         self.stream.write(f"\r[{bar}] {describe(event)} {format_size(int(speed))}/s ")
         self.stream.flush()
         self._drawn = True
