@@ -11,11 +11,11 @@ ARGS name a key. Values with spaces are quoted on the kernel command line ("..."
 reads them back as the kernel does); ARGS and the provisioner.run command are then split into
 words as a shell would (shlex), so an argument with spaces inside them takes single quotes.
 
-With `provisioner.report=`, every JSON progress line of the installer is also POSTed to that URL
-(the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events always, progress at
-most every REPORT_INTERVAL s and when it reaches 100 %. A server that does not answer never stops the install: after
-MAX_REPORT_FAILURES failed posts the hook stops reporting. An installer that dies without an
-`error` event gets one posted for it.
+With `provisioner.report=`, every JSON progress line of the installer (install/progress.py) is
+also POSTed to that URL (the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events
+always, progress at most every REPORT_INTERVAL s and when it reaches 100 %. A server that does not
+answer never stops the install: after MAX_REPORT_FAILURES failed posts the hook stops reporting.
+An installer that dies without an `error` event gets one posted for it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 from provisioner.core.commands import run
 from provisioner.core.entry import run_main
@@ -75,7 +76,7 @@ def hook_commands(cmdline: KernelCmdline,
 class Reporter:
     """POSTs installer progress lines to the boot server's /report URL (see the module docstring)."""
 
-    def __init__(self, url: str, clock=time.monotonic):
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic):
         self.url = url
         self.clock = clock
         self.failures = 0
@@ -141,7 +142,8 @@ def run_hook() -> int:
         print(f"{PROG}: exit {code}: {shlex.join(argv)}", flush=True)
         if code != 0:
             if reporter is not None and not reporter.sent_error:
-                reporter.post(ProgressEvent(EventKind.ERROR, "hook", message=f"exit {code}: {shlex.join(argv)[:120]}"))
+                failed = f"exit {code}: {shlex.join(argv)[:120]}"
+                reporter.post(ProgressEvent(EventKind.ERROR, "hook", message=failed))
             return code
     if after:
         run(after, check=False, capture=False)

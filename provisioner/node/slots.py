@@ -8,7 +8,8 @@ multi-user is reached) copies GRUB's counts back into the GPT, marks the booted 
 and rewrites the environment block from the GPT.
 
 Pure: grubenv encode/decode, `after_successful_boot`. I/O: `mark_success` (the GPT read through
-disk/gpt.py, sgdisk, a temporary mount of the ESP) and `python3 -m provisioner.node.slots mark-success|show`.
+disk/gpt.py, sgdisk, a temporary mount of the ESP) and
+`python3 -m provisioner.node.slots mark-success|show`.
 """
 
 from __future__ import annotations
