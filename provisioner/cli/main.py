@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "disk": "disk_cmd",
     "image": "image_cmd",
     "demo": "demo_cmd",
+    "node": "node_cmd",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 

@@ -9,8 +9,8 @@
 
     Systemctl(user=True, env={"XDG_RUNTIME_DIR": ...})    # a `systemd --user` manager (tests, several
                                                            # "machines" on one host without systemd as PID 1)
-    Systemctl(record=[])                                   # `--root` mode: every change is appended to the
-                                                           # list as an argv instead of being run
+    Systemctl(issued=[], dry_run=True)                     # `--root` mode: changes are appended to the list
+                                                           # as argvs and not run (issued=[] alone: run and log)
 
 Why systemctl rather than D-Bus bindings (reference/runtime.md §5): no native dependency, the same CLI
 on every systemd, and it works against a user manager in CI. The cost is one fork per call.
@@ -66,13 +66,14 @@ class Systemctl:
     """systemctl for the system manager (default) or a user manager (`user=True`).
 
     `env` replaces the environment of every systemctl call (a user manager is found through
-    XDG_RUNTIME_DIR). With `record` set to a list, changing calls append their argv to it and
-    run nothing; queries then raise SystemdError.
+    XDG_RUNTIME_DIR). With `issued` set to a list, the argv of every changing call is appended to it;
+    with `dry_run`, changing calls are not run and queries raise SystemdError.
     """
 
     user: bool = False
     env: Mapping[str, str] | None = None
-    record: list[list[str]] | None = None
+    issued: list[list[str]] | None = None
+    dry_run: bool = False
     timeout: float = 90.0
 
     # ------------------------------------------------------------------ changes
@@ -156,13 +157,13 @@ class Systemctl:
 
     def _change(self, args: list[str]) -> None:
         argv = self.argv(args)
-        if self.record is not None:
-            self.record.append(argv)
-            return
-        self._run(argv, check=True)
+        if self.issued is not None:
+            self.issued.append(argv)
+        if not self.dry_run:
+            self._run(argv, check=True)
 
     def _query(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-        if self.record is not None:
+        if self.dry_run:
             raise SystemdError(f"systemctl {' '.join(args)}: no systemd to ask in --root mode")
         return self._run(self.argv(args), check=check)
 

@@ -51,7 +51,7 @@ def test_mask_unmask_runtime_and_errors_name_the_command(user_systemd):
 
 def test_recording_instance_runs_nothing_and_refuses_queries():
     recorded: list[list[str]] = []
-    systemd = Systemctl(record=recorded)
+    systemd = Systemctl(issued=recorded, dry_run=True)
     systemd.daemon_reload()
     systemd.start("etcd2.service", no_block=True)
     systemd.enable(["x.service"], runtime=True)
