@@ -81,7 +81,15 @@ def _register(args: list[str]) -> None:
     command = _requested_command(args)
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for module in modules:
-        importlib.import_module(f"provisioner.cli.{module}").register(app)
+        name = f"provisioner.cli.{module}"
+        try:
+            imported = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # The OS image ships only some command modules (recipe python_packages): list what is there.
+            if exc.name == name:
+                continue
+            raise
+        imported.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,18 @@
 Same keys and precedence as matchbox (http/parse.go collectVariables): group metadata, then the
 group's selectors (keys lower-cased), then `request` = {query, raw_query}. We add, underneath
 everything (so a group can override them): `server_url` (the provisioning server, for URLs to
-assets/configs), `group_id` and `profile_id`.
+assets/configs), `group_id` and `profile_id`; and for a group with a `cluster_token`, the groups of
+that cluster as `cluster_members` (render/cluster.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from provisioner.inventory import Match, MachineQuery
+from provisioner.inventory import MachineQuery, Match
+from provisioner.inventory.model import Group
+from provisioner.render.cluster import TOKEN_KEY, cluster_members
 
 
 def request_query(query: MachineQuery) -> dict[str, str]:
@@ -22,12 +26,17 @@ def request_query(query: MachineQuery) -> dict[str, str]:
     return params
 
 
-def host_context(match: Match, query: MachineQuery, server_url: str | None) -> dict[str, Any]:
+def host_context(match: Match, query: MachineQuery, server_url: str | None,
+                 groups: Iterable[Group] = ()) -> dict[str, Any]:
+    """The template variables for `match`; `groups` (the inventory's) give `cluster_members`."""
     context: dict[str, Any] = {
         "server_url": server_url or "",
         "group_id": match.group.id,
         "profile_id": match.group.profile,
     }
+    token = match.group.metadata.get(TOKEN_KEY)
+    if isinstance(token, str) and token:
+        context["cluster_members"] = cluster_members(groups, token)
     context.update(match.group.metadata)
     context.update({key.lower(): value for key, value in match.group.selector})
     context["request"] = {"query": request_query(query), "raw_query": query.raw_query}

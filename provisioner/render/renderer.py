@@ -43,7 +43,7 @@ class Renderer:
         return match
 
     def context(self, query: MachineQuery) -> dict[str, Any]:
-        return host_context(self.select(query), query, self.server_url)
+        return host_context(self.select(query), query, self.server_url, self.inventory.groups)
 
     def ipxe(self, query: MachineQuery) -> str:
         """The iPXE script for the machine's profile (`kernel ... args`, `initrd ...`, `boot`)."""
@@ -56,7 +56,7 @@ class Renderer:
             # processing BootOrder and show its boot manager (UEFI spec 2.x §3.1.1; OVMF opens UiApp),
             # an error makes it try the next option, the disk. SeaBIOS goes on to the disk either way.
             return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit 1\n"
-        context = host_context(match, query, self.server_url)
+        context = host_context(match, query, self.server_url, self.inventory.groups)
         what = f"group {match.group.id}"
         # Matchbox passes boot fields through verbatim; we also expand {{ }} in them (matchbox#92).
         expand = lambda text: (  # noqa: E731
@@ -115,7 +115,7 @@ class Renderer:
         if not template_id:
             raise NoMatch(f"{match.profile.source}: {id_field}: profile {match.profile.id!r} has no {kind} template")
         name = f"{kind}/{template_id}"
-        context = host_context(match, query, self.server_url)
+        context = host_context(match, query, self.server_url, self.inventory.groups)
         return match, self.templates.render(name, context, what=f"group {match.group.id}"), name
 
 
