@@ -7,7 +7,7 @@
     /oem/config.ign, /usr/share/oem/config.ign             (`provisioner install -i`: keys and hostname only)
 
 With no --from-* option every one that exists is applied, in this order. A URL is retried with a
-growing pause (1, 2, 4, then 8 s) until `timeout` runs out: the network may still be coming up.
+growing pause (1, 2, 4, then 8 s) until `timeout` has passed: the network may still be coming up.
 Gzipped user data is decompressed (coreos-cloudinit's decompressIfGzip).
 """
 
@@ -100,21 +100,12 @@ def decompress(data: bytes, name: str) -> bytes:
         raise ConfigError(f"{name}: gzipped user data does not decompress: {exc}") from None
 
 
-def pauses(timeout: float) -> list[float]:
-    """The pauses between attempts that fit in `timeout` seconds: 1, 2, 4, 8, 8, ... (pure)."""
-    out: list[float] = []
-    pause = 1.0
-    while sum(out) + pause <= timeout:
-        out.append(pause)
-        pause = min(pause * 2, MAX_PAUSE)
-    return out
-
-
 def fetch(url: str, timeout: float) -> bytes:
-    """GET url, retrying with growing pauses for up to `timeout` s. Raises NetworkError with the last reason."""
+    """GET url, retrying with growing pauses (1, 2, 4, 8, 8 ... s) until `timeout` s have passed; the last
+    attempt is made at the deadline. Raises NetworkError with the last reason."""
     deadline = time.monotonic() + timeout
-    attempts = 0
-    for pause in [*pauses(timeout), None]:
+    attempts, pause = 0, 1.0
+    while True:
         attempts += 1
         try:
             remaining = max(deadline - time.monotonic(), 1.0)
@@ -124,7 +115,8 @@ def fetch(url: str, timeout: float) -> bytes:
             reason = f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = str(getattr(exc, "reason", exc))
-        if pause is None or time.monotonic() + pause > deadline:
-            break
-        time.sleep(pause)
-    raise NetworkError(f"{url}: {reason} (gave up after {attempts} attempt(s) in {timeout:g} s)")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NetworkError(f"{url}: {reason} (gave up after {attempts} attempt(s) in {timeout:g} s)")
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, MAX_PAUSE)

@@ -109,7 +109,11 @@ def summary_lines(status: ApplyStatus) -> list[str]:
     for source in status.sources:
         failed = [m for m in source.modules if m.state is ModuleState.FAILED]
         counts = f": {len(source.modules) - len(failed)} module(s) ok, {len(failed)} failed" if source.modules else ""
-        lines.append(f"{source.state.value} {source.source}{counts}" + (f" ({source.error})" if source.error else ""))
+        if source.error.startswith(source.source):   # the error names the source already
+            lines.append(f"{source.state.value} {source.error}")
+        else:
+            error = f" ({source.error})" if source.error else ""
+            lines.append(f"{source.state.value} {source.source}{counts}{error}")
         lines += [f"  {message}" for message in source.messages]
         for module in source.modules:
             if module.state is ModuleState.FAILED:

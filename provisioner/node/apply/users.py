@@ -106,6 +106,9 @@ def _changed(options: list[str]) -> str:
 def authorize_keys(target: Target, user: str, keys: tuple[str, ...], key_set: str = KEY_SET) -> None:
     """Install `keys` as the user's key set `key_set` and regenerate authorized_keys. Raises ApplyError."""
     account = target.accounts().get(user)
+    if account is None and target.dry_run:
+        target.record(f"authorize {len(keys)} SSH key(s) for {user}")  # the user is only about to be created
+        return
     if account is None:
         raise ApplyError(f"ssh keys for {user}: no such user in /etc/passwd")
     if not account.home or account.home == "/":
