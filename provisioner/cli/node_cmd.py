@@ -110,7 +110,7 @@ def etcd_health_command(
     timeout: float = typer.Option(5.0, "--timeout", help="Seconds per request."),
     as_json: bool = typer.Option(False, "--json", help="Print the members' health as JSON."),
 ) -> None:
-    """Like `etcdctl cluster-health`: each member, then the cluster. Exit 0 healthy, 3 degraded, 1 unhealthy."""
+    """Like `etcdctl cluster-health`: each member, then the cluster. Exit 0 healthy, 3 degraded, 1 unavailable."""
     from provisioner.node.etcd_health import cluster_health, report_lines, verdict
 
     healths = cluster_health(tuple(e.strip() for e in endpoints.split(",") if e.strip()), timeout)

@@ -7,11 +7,12 @@ words, then a verdict:
 
     member 8e9e05c52164694d is healthy: got healthy result from http://10.0.0.5:2379
     member 91bc3c398fb3c146 is unreachable: [http://10.0.0.6:2379] are all unreachable
-    cluster is degraded: 2 of 3 members healthy
+    cluster is degraded
 
-`cluster is healthy` (exit 0) when every member is, `degraded` (exit 3) when a quorum still is (etcd's
-/health is true only while the member sees a leader), `unhealthy` (exit 1) otherwise. Every request has
-a timeout, so a member that does not answer cannot hang the check.
+The verdict lines are etcdctl 3.4's: `cluster is healthy` (exit 0) when every member is, `degraded`
+(exit 3) when some are (a member's /health is true only while it sees a leader, so then a quorum is
+up), `unavailable` (exit 1) when none is; etcdctl exits 5 for both of the latter. Every request has a
+timeout, so a member that does not answer cannot hang the check.
 
 Pure: `parse_members`, `verdict`, `report_lines`; I/O: `list_members`, `check_member`.
 """
@@ -54,7 +55,7 @@ class MemberHealth:
 class Verdict(enum.Enum):
     HEALTHY = ("healthy", EXIT_OK)
     DEGRADED = ("degraded", EXIT_PARTIAL)
-    UNHEALTHY = ("unhealthy", EXIT_ERROR)
+    UNAVAILABLE = ("unavailable", EXIT_ERROR)
 
     @property
     def exit_code(self) -> int:
@@ -108,17 +109,15 @@ def check_member(member: Member, timeout: float) -> MemberHealth:
 
 
 def verdict(healths: list[MemberHealth]) -> Verdict:
-    """healthy: every member; degraded: a quorum (more than half) of them; unhealthy: fewer (pure)."""
+    """healthy: every member is; degraded: some are; unavailable: none is (pure)."""
     healthy = sum(1 for h in healths if h.state is MemberState.HEALTHY)
     if healths and healthy == len(healths):
         return Verdict.HEALTHY
-    if healthy > len(healths) // 2:
-        return Verdict.DEGRADED
-    return Verdict.UNHEALTHY
+    return Verdict.DEGRADED if healthy else Verdict.UNAVAILABLE
 
 
 def report_lines(healths: list[MemberHealth]) -> list[str]:
-    """etcdctl cluster-health's lines, then the verdict line (pure)."""
+    """etcdctl cluster-health's lines (a failed check's reason in Python's words), then the verdict (pure)."""
     lines = []
     for health in healths:
         member = health.member
@@ -130,12 +129,7 @@ def report_lines(healths: list[MemberHealth]) -> list[str]:
         else:
             word = health.state.value
             lines.append(f"member {member.id} is {word}: got {word} result from {health.url}")
-    result = verdict(healths)
-    if result is Verdict.DEGRADED:
-        healthy = sum(1 for h in healths if h.state is MemberState.HEALTHY)
-        lines.append(f"cluster is degraded: {healthy} of {len(healths)} members healthy")
-    else:
-        lines.append(f"cluster is {result.value[0]}")
+    lines.append(f"cluster is {verdict(healths).value[0]}")
     return lines
 
 

@@ -15,6 +15,7 @@ import pytest
 from provisioner.lab.netns import LabNetwork
 from tests.fixtures.system import need_root
 from tests.fixtures.user_systemd import user_systemd  # noqa: F401  (a systemd --user "machine" per test)
+from tests.integration.pxe.conftest import http_server  # noqa: F401  (provisioner serve on 127.0.0.1)
 
 REPO = Path(__file__).resolve().parents[3]
 NODE_ADDRESS = "10.77.13.5"

@@ -205,7 +205,9 @@ def test_members_from_the_gateway_and_etcdctl_lines():
     assert verdict(one_down) is Verdict.DEGRADED and Verdict.DEGRADED.exit_code == 3
     assert report_lines(one_down)[-3:] == ["failed to check ...",
                                            "member c3 is unreachable: [http://10.0.0.3:2379] are all unreachable",
-                                           "cluster is degraded: 2 of 3 members healthy"]
+                                           "cluster is degraded"]
     two_down = healthy[:1] + [MemberHealth(m, MemberState.UNHEALTHY, m.client_urls[0]) for m in (b, c)]
-    assert verdict(two_down) is Verdict.UNHEALTHY and report_lines(two_down)[-1] == "cluster is unhealthy"
-    assert verdict([]) is Verdict.UNHEALTHY
+    assert verdict(two_down) is Verdict.DEGRADED
+    none = [MemberHealth(m, MemberState.UNHEALTHY, m.client_urls[0]) for m in (a, b, c)]
+    assert verdict(none) is Verdict.UNAVAILABLE and report_lines(none)[-1] == "cluster is unavailable"
+    assert Verdict.UNAVAILABLE.exit_code == 1 and verdict([]) is Verdict.UNAVAILABLE
