@@ -281,3 +281,37 @@ def test_status_reports_the_last_apply(node_root, address_netns):
     assert done.returncode == 3
     assert "partial" in done.stdout and "users: failed: create user x" in done.stdout
     assert "hostname: write /etc/hostname" in done.stdout
+
+
+def test_from_proc_cmdline_and_addresses_from_the_servers_metadata(node_root, address_netns, tmp_path):
+    """`provisioner serve` (in the node's namespace) renders the config and answers /metadata?mac= for the
+    group of the node's MAC; its `private_ipv4` wins over the detected address, `public` follows it."""
+    from tests.fixtures.files import write
+    from tests.integration.pxe.conftest import start_server, wait_ready
+
+    mac = "52:54:00:00:13:77"
+    address_netns.ip("link", "set", "br0", "address", mac)
+    data = tmp_path / "data"
+    write(data, "profiles/node.yaml", "id: node\nname: node\ncloud_id: node.yaml.j2\n")
+    write(data, "cloud/node.yaml.j2", "#cloud-config\nhostname: {{ hostname }}\ncoreos:\n  fleet:\n"
+                                      "    public-ip: $public_ipv4\n    metadata: ip=$private_ipv4\n")
+    write(data, "groups/node.yaml", f"id: node\nprofile: node\nselector:\n  mac: '{mac}'\nmetadata:\n"
+                                    "  hostname: from-server\n  private_ipv4: 10.99.0.42\n")
+    port = free_port()
+    server = start_server(tmp_path, "--dhcp", "off", "--http-addr", f"{NODE_ADDRESS}:{port}", "--tftp-addr",
+                          f"{NODE_ADDRESS}:{free_port()}", data_dir=data, netns=address_netns.name)
+    try:
+        wait_ready(server)
+        base = f"http://{NODE_ADDRESS}:{port}"
+        (node_root / "proc").mkdir()
+        (node_root / "proc/cmdline").write_text(f"console=ttyS0 cloud-config-url={base}/cloud-config?mac={mac}\n")
+        done = run_cli("node", "cloudinit", "--root", str(node_root), "--from-proc-cmdline", "--metadata-url",
+                       f"{base}/metadata", netns=address_netns)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"applied cloud-config-url={base}/cloud-config?mac={mac}: ")
+    finally:
+        server.stop()
+    assert (node_root / "etc/hostname").read_text() == "from-server\n"
+    assert (node_root / "run/systemd/system/fleet.service.d/20-cloudinit.conf").read_text() == (
+        '[Service]\nEnvironment="FLEET_METADATA=ip=10.99.0.42"\nEnvironment="FLEET_PUBLIC_IP=10.99.0.42"\n')
+    assert status(node_root)["addresses"]["mac"] == mac
