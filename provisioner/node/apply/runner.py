@@ -61,6 +61,12 @@ class Module:
     reads: Callable[[CloudConfig], object]     # the part of the config the module uses
 
 
+def ignition_modules() -> tuple[Module, ...]:
+    """What an Ignition config contributes (ignition.py): the hostname and users with their keys."""
+    return (Module("hostname", hostname.apply, lambda c: c.hostname),
+            Module("users", partial(users.apply, key_set=users.IGNITION_KEY_SET), lambda c: c.users))
+
+
 def modules(values: dict[str, str]) -> tuple[Module, ...]:
     """The modules in coreos-cloudinit's apply order."""
     return (
@@ -109,7 +115,7 @@ def apply_user_data(data: bytes, source: str, target: Target, addresses: NodeAdd
             config = ignition.parse(text, source)
         except ProvisionerError as exc:
             return SourceResult(source, SourceState.INVALID, error=str(exc))
-        return _run_modules(config, source, target, addresses.values(), unfilled=(), kind="ignition")
+        return _run_modules(config, source, target, ignition_modules(), unfilled=(), kind="ignition")
     report = validate(text)
     messages = [str(entry) for entry in report.sorted()]
     if not is_cloud_config(text) or report.has_errors:
@@ -124,15 +130,15 @@ def apply_user_data(data: bytes, source: str, target: Target, addresses: NodeAdd
         config = parse(substitute(text, filled), source)
     except ProvisionerError as exc:
         return SourceResult(source, SourceState.INVALID, messages=messages, error=str(exc))
-    result = _run_modules(config, source, target, values, unfilled, kind="cloud-config")
+    result = _run_modules(config, source, target, modules(values), unfilled, kind="cloud-config")
     result.messages = messages
     return result
 
 
-def _run_modules(config: CloudConfig, source: str, target: Target, values: dict[str, str],
+def _run_modules(config: CloudConfig, source: str, target: Target, to_run: tuple[Module, ...],
                  unfilled: tuple[str, ...], kind: str) -> SourceResult:
     result = SourceResult(source, SourceState.APPLIED, kind=kind)
-    for module in modules(values):
+    for module in to_run:
         missing = [v for v in unfilled if _UNFILLED.format(v[1:]) in repr(module.reads(config))]
         if missing:
             result.modules.append(ModuleResult(module.name, ModuleState.FAILED, error=(
