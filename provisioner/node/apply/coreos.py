@@ -131,6 +131,21 @@ def update_units(update: Update) -> list[Unit]:
     return units
 
 
+def prepare_etcd_dirs(config: CloudConfig, target: Target) -> None:
+    """Make the data/WAL directories an etcd section names, owned by the `etcd` user.
+
+    Debian's etcd.service runs etcd as `etcd`, which cannot create a directory such as the guides'
+    /var/lib/etcd2 itself (CoreOS's etcd2 unit had it made for it). Without an `etcd` user (a --root
+    tree of another OS) nothing is done. Raises ApplyError."""
+    if "etcd" not in target.accounts():
+        return
+    owner = target.owner_ids("etcd", "coreos.etcd2")
+    for section in (config.coreos.etcd, config.coreos.etcd2):
+        for name, value in section.variables:
+            if name in ("ETCD_DATA_DIR", "ETCD_WAL_DIR") and value.startswith("/"):
+                target.make_dir(value, 0o700, owner)
+
+
 def uses_etcd_v2(config: CloudConfig) -> bool:
     """The config is from the etcd v2 era (an etcd or etcd2 section): shells default to ETCDCTL_API=2."""
     return config.coreos.etcd.given or config.coreos.etcd2.given

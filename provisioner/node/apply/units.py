@@ -22,13 +22,14 @@ import os
 import stat
 
 from provisioner.cloudconfig.model import CloudConfig, Unit
-from provisioner.node.apply.coreos import generated_units
+from provisioner.node.apply.coreos import generated_units, prepare_etcd_dirs
 from provisioner.node.apply.target import ApplyError, Target
 from provisioner.node.systemd import SystemdError, UnitCommand
 
 
 def apply(config: CloudConfig, target: Target) -> None:
     """Raises ApplyError naming every unit whose file or command failed."""
+    prepare_etcd_dirs(config, target)
     process(list(config.coreos.units) + generated_units(config), target)
 
 

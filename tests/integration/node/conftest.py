@@ -22,14 +22,16 @@ NODE_ADDRESS = "10.77.13.5"
 
 
 def make_node_root(root: Path) -> Path:
-    """A node's root tree: root and core (uid 1000, in sudo) in passwd/group/shadow, Debian's login.defs."""
+    """A node's root tree: root, Debian's etcd user and core (uid 1000, in sudo) in passwd/group/shadow,
+    Debian's login.defs."""
     need_root()
     etc = root / "etc"
     etc.mkdir(parents=True)
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (etc / "group").write_text("root:x:0:\nsudo:x:27:\nusers:x:100:\ndocker:x:999:\n")
-    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
-    (etc / "gshadow").write_text("root:*::\nsudo:*::\nusers:*::\ndocker:!::\n")
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                "etcd:x:105:111:etcd,,,:/var/lib/etcd/:/usr/sbin/nologin\n")
+    (etc / "group").write_text("root:x:0:\nsudo:x:27:\nusers:x:100:\netcd:x:111:\ndocker:x:999:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\netcd:!:19000::::::\n")
+    (etc / "gshadow").write_text("root:*::\nsudo:*::\nusers:*::\netcd:!::\ndocker:!::\n")
     for name in ("shadow", "gshadow"):
         (etc / name).chmod(0o640)
     shutil.copyfile("/etc/login.defs", etc / "login.defs")

@@ -28,6 +28,7 @@ CLUSTER_GUIDE = f"""#cloud-config
 
 coreos:
   etcd2:
+    data-dir: /var/lib/etcd2
     discovery: https://discovery.etcd.io/c41cda8c66f2198faa4f27f4d9d9cc27
     advertise-client-urls: http://$private_ipv4:2379,http://$private_ipv4:4001
     initial-advertise-peer-urls: http://$private_ipv4:2380
@@ -128,6 +129,7 @@ def test_cluster_guide_config_writes_coreos_cloudinits_files(node_root, address_
     ip = NODE_ADDRESS
     assert (run / "etcd2.service.d/20-cloudinit.conf").read_text() == (
         f'[Service]\nEnvironment="ETCD_ADVERTISE_CLIENT_URLS=http://{ip}:2379,http://{ip}:4001"\n'
+        'Environment="ETCD_DATA_DIR=/var/lib/etcd2"\n'
         'Environment="ETCD_DISCOVERY=https://discovery.etcd.io/c41cda8c66f2198faa4f27f4d9d9cc27"\n'
         f'Environment="ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{ip}:2380"\n'
         'Environment="ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001"\n'
@@ -140,6 +142,7 @@ def test_cluster_guide_config_writes_coreos_cloudinits_files(node_root, address_
     for path in ("etcd2.service.d/20-cloudinit.conf", "hello.service", "hello.service.d/50-extra.conf"):
         assert mode_owner(run / path) == (0o644, 0, 0)
     assert os.readlink(node_root / "etc/systemd/system/locksmithd.service") == "/dev/null"
+    assert mode_owner(node_root / "var/lib/etcd2") == (0o700, 105, 111)   # Debian's etcd runs as `etcd`
     assert not (run / "etcd.service.d").exists()      # no coreos.etcd section: an empty drop-in is not written
     assert (node_root / "etc/coreos/update.conf").read_text() == "REBOOT_STRATEGY=etcd-lock\n"
     assert (node_root / "etc/environment").read_text() == (
