@@ -58,6 +58,8 @@ COMMANDS: dict[str, str] = {
     "disk": "disk_cmd",
     "image": "image_cmd",
     "demo": "demo_cmd",
+    "fleetd": "fleet_cmd",
+    "fleet": "fleet_cmd",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 

@@ -1,0 +1,249 @@
+"""fleetctl's SSH paths, on the project's paramiko session (provisioner.remote.session).
+
+- `machine_command`: what `status` and `journal` run on the unit's machine. On a systemd machine it
+  is fleet's own command (`systemctl status -l`, `journalctl --unit ... -n N --output short [-f]`).
+  On a process-backend machine the agent keeps the same information in files (backends/process.py):
+  the status header and the unit's log in journalctl's short format, read with cat/tail. Both read
+  the machine itself, over SSH, as fleet did: logs never pass through etcd (they would fill its
+  history at every line), and SSH is already how an operator is allowed on a machine.
+- `run_on_machine`: locally when the machine is this one (fleet compared /etc/machine-id), else over
+  SSH to its public IP, through the `--tunnel` host when one is given (a ProxyJump hop).
+- `EtcdTunnel`: `--tunnel` for etcd: a local port per etcd endpoint, each connection carried to the
+  endpoint through the tunnel host (SSH direct-tcpip), so fleetctl's etcd client needs no change.
+- `interactive_shell`: `fleetctl ssh` without a command (a pty, the terminal in raw mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from provisioner.errors import RemoteError, UsageError
+from provisioner.remote.hostkeys import HostKeyPolicy
+from provisioner.remote.session import Auth, Session
+from provisioner.remote.target import Endpoint, Target, parse_target
+from provisioner.scheduler.model import Backend, Machine
+
+DEFAULT_KNOWN_HOSTS = "~/.fleetctl/known_hosts"
+
+_PROCESS_STATUS = ('test -e "$1" || { echo "Unit $0 could not be found." >&2; exit 4; }; cat -- "$1"; echo; '
+                   'tail -n 10 -- "$2" 2>/dev/null; grep -q "^     Active: active " -- "$1" || exit 3')
+_PROCESS_JOURNAL = ('test -e "$1" || { echo "No journal entries for $0." >&2; exit 1; }; '
+                    'if [ "$3" = follow ]; then exec tail -n "$2" -F -- "$1"; fi; '
+                    'cat -- "$1.1" "$1" 2>/dev/null | tail -n "$2"')
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """fleetctl's SSH flags."""
+
+    user: str = "core"
+    port: int = 22
+    tunnel: str = ""
+    timeout: float = 10.0
+    strict_host_key_checking: bool = True
+    known_hosts_file: str = DEFAULT_KNOWN_HOSTS
+    forward_agent: bool = False
+
+    def policy(self) -> HostKeyPolicy:
+        if not self.strict_host_key_checking:
+            # fleet's --strict-host-key-checking=false: any key, nothing recorded.
+            return HostKeyPolicy(known_hosts=os.devnull, accept_new=True)
+        return HostKeyPolicy(known_hosts=self.known_hosts_file)
+
+    def endpoint(self, address: str, port: int | None = None) -> Endpoint:
+        user, host, given_port = parse_target(address)
+        return Endpoint(alias=host, hostname=host, port=port or given_port or self.port, user=user or self.user,
+                        known_hosts=os.path.expanduser(self.known_hosts_file) if self.strict_host_key_checking
+                        else os.devnull)
+
+    def target(self, address: str) -> Target:
+        jumps = (self.endpoint(self.tunnel, 22),) if self.tunnel else ()
+        return Target(endpoint=self.endpoint(address), jumps=jumps)
+
+    def session(self, address: str) -> Session:
+        return Session(self.target(address), self.policy(), Auth(allow_prompt=sys.stdin.isatty()),
+                       timeout=self.timeout).connect()
+
+
+def status_command(machine: Machine, unit: str, sudo: bool = False) -> list[str]:
+    """`fleetctl status`: what runs on the unit's machine."""
+    if machine.backend is Backend.PROCESS:
+        root = Path(machine.runtime_dir)
+        command = ["sh", "-c", _PROCESS_STATUS, unit, str(root / "status" / unit), str(root / "journal" / f"{unit}.log")]
+    else:
+        command = ["systemctl", "status", "-l", unit]
+    return ["sudo", *command] if sudo else command
+
+
+def journal_command(machine: Machine, unit: str, lines: int, follow: bool, output: str, sudo: bool) -> list[str]:
+    """`fleetctl journal`: fleet's journalctl call, or the process backend's log file read the same way.
+
+    Raises UsageError for an --output the process backend cannot produce (it writes `short` only).
+    """
+    if machine.backend is Backend.PROCESS:
+        if output != "short":
+            raise UsageError(f"--output={output}: machine {machine.short_id} runs units with the process backend, "
+                             f"whose logs are in the short format only")
+        log = Path(machine.runtime_dir) / "journal" / f"{unit}.log"
+        command = ["sh", "-c", _PROCESS_JOURNAL, unit, str(log), str(lines), "follow" if follow else ""]
+    else:
+        command = ["journalctl", "--unit", unit, "--no-pager", "-n", str(lines), "--output", output]
+        if follow:
+            command.append("-f")
+    return ["sudo", *command] if sudo else command
+
+
+def local_machine_id(path: str = "/etc/machine-id") -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def run_on_machine(machine: Machine, argv: list[str], options: SshOptions) -> int:
+    """Run argv on `machine` with its output on ours; returns its exit status. Raises RemoteError."""
+    if machine.id == local_machine_id():
+        try:
+            return subprocess.run(argv, check=False).returncode
+        except FileNotFoundError as exc:
+            raise RemoteError(f"cannot run {argv[0]} locally: {exc.strerror}") from None
+    if not machine.public_ip:
+        raise RemoteError(f"machine {machine.id} publishes no IP address to connect to")
+    with options.session(machine.public_ip) as session:
+        result = session.stream(shlex.join(argv), on_line=lambda line: print(line, flush=True))
+        if result.stderr:
+            sys.stderr.write(result.stderr)
+        return result.exit_status
+
+
+def run_command(address: str, command: str, options: SshOptions) -> int:
+    """`fleetctl ssh MACHINE command...`: run a shell command line there; returns its exit status."""
+    with options.session(address) as session:
+        channel = session.transport.open_session(timeout=options.timeout)
+        if options.forward_agent:
+            paramiko.agent.AgentRequestHandler(channel)
+        channel.exec_command(command)
+        return _pump(channel)
+
+
+def interactive_shell(address: str, options: SshOptions) -> int:
+    """`fleetctl ssh MACHINE`: a login shell with a pty, the local terminal in raw mode."""
+    import termios
+    import tty
+
+    with options.session(address) as session:
+        channel = session.transport.open_session(timeout=options.timeout)
+        if options.forward_agent:
+            paramiko.agent.AgentRequestHandler(channel)
+        size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
+        channel.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)
+        channel.invoke_shell()
+        saved = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
+        try:
+            if saved is not None:
+                tty.setraw(sys.stdin.fileno())
+            return _pump(channel, interactive=True)
+        finally:
+            if saved is not None:
+                termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
+
+
+def _pump(channel: paramiko.Channel, interactive: bool = False) -> int:
+    """Copy the channel's output to ours (and, interactive, our stdin to it) until it closes."""
+    sources: list = [channel, sys.stdin] if interactive else [channel]
+    while True:
+        readable, _, _ = select.select(sources, [], [], 1.0)
+        if channel in readable:
+            if channel.recv_ready():
+                data = channel.recv(32768)
+                os.write(sys.stdout.fileno(), data)
+            if channel.recv_stderr_ready():
+                os.write(sys.stderr.fileno(), channel.recv_stderr(32768))
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                break
+        if interactive and sys.stdin in readable:
+            data = os.read(sys.stdin.fileno(), 1024)
+            if not data:
+                channel.shutdown_write()
+                sources.remove(sys.stdin)
+            else:
+                channel.sendall(data)
+        if channel.closed:
+            break
+    return channel.recv_exit_status()
+
+
+class EtcdTunnel:
+    """Forward each etcd endpoint through the SSH tunnel host; `endpoints` are the local replacements."""
+
+    def __init__(self, endpoints: list[str], options: SshOptions):
+        self.session = Session(Target(endpoint=options.endpoint(options.tunnel, 22)), options.policy(),
+                               Auth(allow_prompt=sys.stdin.isatty()), timeout=options.timeout).connect()
+        self.endpoints: list[str] = []
+        self._listeners: list[socket.socket] = []
+        self._closed = threading.Event()
+        for endpoint in endpoints:
+            parsed = urllib.parse.urlsplit(endpoint)
+            destination = (parsed.hostname or "127.0.0.1", parsed.port or 2379)
+            listener = socket.create_server(("127.0.0.1", 0))
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, destination), daemon=True).start()
+            self.endpoints.append(f"{parsed.scheme}://127.0.0.1:{listener.getsockname()[1]}")
+
+    def _accept(self, listener: socket.socket, destination: tuple[str, int]) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                channel = self.session.transport.open_channel("direct-tcpip", destination, ("127.0.0.1", 0))
+            except (paramiko.SSHException, OSError, RemoteError):
+                client.close()  # the etcd client sees a dropped connection and tries its next endpoint
+                continue
+            for source, sink in ((client, channel), (channel, client)):
+                threading.Thread(target=_copy, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        for listener in self._listeners:
+            listener.close()
+        self.session.close()
+
+
+def _copy(source, sink) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    for end in (sink, source):
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            end.close()
+
+
+def find_machine(machines: dict[str, Machine], lookup: str) -> Machine:
+    """fleetctl's findAddressInMachineList: the one machine whose ID starts with `lookup`. Raises RemoteError."""
+    found = [m for m in machines.values() if m.id.startswith(lookup)]
+    if len(found) > 1:
+        raise RemoteError("found more than one machine")
+    if not found:
+        raise RemoteError("machine does not exist")
+    return found[0]
+
+
+LineSink = Callable[[str], None]
