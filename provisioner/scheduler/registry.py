@@ -471,12 +471,17 @@ class Registry:
                                 etcd.put(self.keys.target_state(name), DesiredState.INACTIVE.value)]).succeeded
 
     def replace_unit(self, name: str, unit: UnitFile) -> bool:
-        """Point an existing unit at new contents, keeping its desired state; False if it does not exist."""
+        """Point an existing unit at new contents; False if it does not exist.
+
+        As fleet's CreateUnit on an existing name: the desired state goes back to inactive (the old
+        contents stop and unload), and fleetctl then sets the state it was asked for.
+        """
         unit_hash = unit.hash()
         object_value = json.dumps({"Name": name, "UnitHash": unit_hash})
         return self.client.txn([etcd.exists(self.keys.job_object(name))],
                                [etcd.put(self.keys.unit(unit_hash), unit_value(unit)),
-                                etcd.put(self.keys.job_object(name), object_value)]).succeeded
+                                etcd.put(self.keys.job_object(name), object_value),
+                                etcd.put(self.keys.target_state(name), DesiredState.INACTIVE.value)]).succeeded
 
     def set_target_state(self, name: str, state: DesiredState) -> bool:
         """Set a unit's desired state; False when the unit does not exist."""
