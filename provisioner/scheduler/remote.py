@@ -63,9 +63,10 @@ class SshOptions:
             return HostKeyPolicy(known_hosts=os.devnull, accept_new=True)
         return HostKeyPolicy(known_hosts=self.known_hosts_file)
 
-    def endpoint(self, address: str, port: int | None = None) -> Endpoint:
+    def endpoint(self, address: str, default_port: int | None = None) -> Endpoint:
+        """`[user@]host[:port]`; without a port, `default_port` (else --ssh-port)."""
         user, host, given_port = parse_target(address)
-        return Endpoint(alias=host, hostname=host, port=port or given_port or self.port, user=user or self.user,
+        return Endpoint(alias=host, hostname=host, port=given_port or default_port or self.port, user=user or self.user,
                         known_hosts=os.path.expanduser(self.known_hosts_file) if self.strict_host_key_checking
                         else os.devnull)
 
@@ -117,9 +118,13 @@ def run_on_machine(machine: Machine, argv: list[str], options: SshOptions) -> in
     """Run argv on `machine` with its output on ours; returns its exit status. Raises RemoteError."""
     if machine.id == local_machine_id():
         try:
-            return subprocess.run(argv, check=False).returncode
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace")
         except FileNotFoundError as exc:
             raise RemoteError(f"cannot run {argv[0]} locally: {exc.strerror}") from None
+        assert process.stdout is not None
+        for line in process.stdout:  # line by line: `journal -f` shows each line as it comes
+            print(line, end="", flush=True)
+        return process.wait()
     if not machine.public_ip:
         raise RemoteError(f"machine {machine.id} publishes no IP address to connect to")
     with options.session(machine.public_ip) as session:
@@ -168,10 +173,9 @@ def _pump(channel: paramiko.Channel, interactive: bool = False) -> int:
         readable, _, _ = select.select(sources, [], [], 1.0)
         if channel in readable:
             if channel.recv_ready():
-                data = channel.recv(32768)
-                os.write(sys.stdout.fileno(), data)
+                _emit(sys.stdout, channel.recv(32768))
             if channel.recv_stderr_ready():
-                os.write(sys.stderr.fileno(), channel.recv_stderr(32768))
+                _emit(sys.stderr, channel.recv_stderr(32768))
             if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                 break
         if interactive and sys.stdin in readable:
@@ -184,6 +188,16 @@ def _pump(channel: paramiko.Channel, interactive: bool = False) -> int:
         if channel.closed:
             break
     return channel.recv_exit_status()
+
+
+def _emit(stream, data: bytes) -> None:
+    """Bytes to a text stream (its binary buffer when it has one: a pty session sends raw bytes)."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+    else:
+        stream.write(data.decode("utf-8", "replace"))
+    stream.flush()
 
 
 class EtcdTunnel:

@@ -76,6 +76,7 @@ class _Proc:
     main: bool
     ignore_failure: bool = False
     partial: bytes = b""
+    reaped: bool = False
 
 
 @dataclasses.dataclass
@@ -201,10 +202,11 @@ class ProcessBackend:
             except BlockingIOError:
                 pass
             return
+        # An event from the same select() may belong to a descriptor closed (or even reused) since.
         kind, proc = key.data
-        if kind == "pipe":
+        if kind == "pipe" and proc.pipe is not None:
             self._read_output(proc)
-        else:
+        elif kind == "exit" and not proc.reaped:
             self._reaped(proc)
 
     def _run_queue(self) -> None:
@@ -565,6 +567,7 @@ class ProcessBackend:
         returncode = proc.popen.poll()
         if returncode is None:
             return
+        proc.reaped = True
         while proc.pipe is not None and self._read_output(proc):
             pass  # its last words go to the log before the exit is reported
         self._selector.unregister(proc.pidfd)

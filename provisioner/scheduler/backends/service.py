@@ -438,8 +438,12 @@ def service_spec(name: str, unit: UnitFile, host: HostInfo) -> ServiceSpec:
     if settings["type"] is not ServiceType.ONESHOT and len(commands["ExecStart"]) > 1:
         raise UnitConfigError(f"{name}: Service has more than one ExecStart=, which is only allowed for "
                               f"Type=oneshot")
+    try:
+        description = expand_specifiers(unit.description, name, host, "Description") or name
+    except UnitConfigError:
+        description = unit.description
     return ServiceSpec(
-        name=name, description=unit.description or name,
+        name=name, description=description,
         exec_start_pre=tuple(commands["ExecStartPre"]), exec_start=tuple(commands["ExecStart"]),
         exec_start_post=tuple(commands["ExecStartPost"]), exec_stop=tuple(commands["ExecStop"]),
         exec_stop_post=tuple(commands["ExecStopPost"]), environment=tuple(environment),
