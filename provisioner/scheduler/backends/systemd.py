@@ -104,6 +104,7 @@ class SystemdBackend:
             self._units.pop(name, None)
             self._statuses.pop(name, None)
             self._reload_pending = True
+            self._reload()  # systemd forgets the unit now, not at the next job
 
     def start(self, name: str) -> None:
         with self._lock:
