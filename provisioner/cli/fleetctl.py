@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
 from provisioner.cli.fleetctl_flags import Parsed, find_command, parse, tabwrite, usage
@@ -29,18 +30,12 @@ from provisioner.errors import ConfigError, ProvisionerError, RemoteError, Usage
 from provisioner.scheduler import etcd
 from provisioner.scheduler.model import DesiredState, Machine
 from provisioner.scheduler.registry import ClusterView, Registry
-from provisioner.scheduler.remote import (
-    EtcdTunnel,
-    SshOptions,
-    find_machine,
-    interactive_shell,
-    journal_command,
-    run_command,
-    run_on_machine,
-    status_command,
-)
 from provisioner.scheduler.requirements import unknown_requirement_warnings, validate_requirements
 from provisioner.scheduler.unitfile import RECOGNIZED_SUFFIXES, UnitFile, UnitName, mangle_unit_name, validate_unit_name
+from provisioner.scheduler.unitlogs import journal_command, status_command
+
+if TYPE_CHECKING:
+    from provisioner.cli.fleetctl_ssh import SshOptions
 
 POLL = 0.25
 ATTEMPT = 2.0  # fleetctl's waitForState: one attempt polls every 250 ms for 2 s
@@ -64,24 +59,18 @@ def _go_list(names: Sequence[str]) -> str:
 
 
 class Fleetctl:
-    def __init__(self, parsed: Parsed, registry: Registry | None):
+    def __init__(self, parsed: Parsed, registry: Registry):
         self.options = parsed.options
         self.args = list(parsed.args)
         self.rest = list(parsed.after_dashes)
-        self.registry = registry  # type: ignore[assignment]
+        self.registry = registry
         self._machines: dict[str, Machine] | None = None
 
     # -- helpers ----------------------------------------------------------------------------------
 
     @property
     def ssh(self) -> SshOptions:
-        tunnel = str(self.options["tunnel"])
-        return SshOptions(user=str(self.options["ssh-username"]), port=int(self.options.get("ssh-port", 22)),
-                          tunnel=tunnel if not tunnel or ":" in tunnel else f"{tunnel}:22",
-                          timeout=float(self.options["ssh-timeout"]),
-                          strict_host_key_checking=bool(self.options["strict-host-key-checking"]),
-                          known_hosts_file=str(self.options["known-hosts-file"]),
-                          forward_agent=bool(self.options.get("forward-agent", False)))
+        return ssh_options(self.options)
 
     def machines(self) -> dict[str, Machine]:
         """fleetctl's cachedMachineState: the machine list, read once per invocation."""
@@ -123,7 +112,7 @@ class Fleetctl:
             message = f"Unit {name} {view.current_state(name).value}"
             target = view.target_of(name)
             if target is not None and not is_global:
-                self._machines = view.machines
+                self._machines = dict(view.machines)
                 message += f" on {self.legend(target, False)}"
             return message
         return check
@@ -437,8 +426,8 @@ class Fleetctl:
         full = bool(self.options["full"])
         states = sorted(self.registry.states(), key=lambda s: (s.unit, s.machine))
         cells = {
-            "unit": lambda s: s.unit, "load": lambda s: s.status.load or "-", "active": lambda s: s.status.active or "-",
-            "sub": lambda s: s.status.sub or "-", "machine": lambda s: self.legend(s.machine, full),
+            "unit": lambda s: s.unit, "load": lambda s: s.status.load or "-",
+            "active": lambda s: s.status.active or "-", "sub": lambda s: s.status.sub or "-", "machine": lambda s: self.legend(s.machine, full),
             "hash": lambda s: (s.unit_hash if full else s.unit_hash[:7]) or "-",
         }
         self._table([[cells[f](s) for f in fields] for s in states], fields)
@@ -548,6 +537,8 @@ class Fleetctl:
         return machine
 
     def on_machine(self, machine_id: str, argv: list[str]) -> int:
+        from provisioner.cli.fleetctl_ssh import run_on_machine
+
         try:
             return run_on_machine(self.machine_of(machine_id), argv, self.ssh)
         except RemoteError as exc:
@@ -576,6 +567,8 @@ class Fleetctl:
             _stderr("Could not determine address of machine.")
             return 1
         command = " ".join([*args, *self.rest])
+        from provisioner.cli.fleetctl_ssh import interactive_shell, run_command
+
         try:
             if command:
                 return run_command(address, command, self.ssh)
@@ -615,6 +608,29 @@ class Fleetctl:
     def cmd_verify(self) -> int:
         _stderr("WARNING: The signed/verified units feature is DEPRECATED and cannot be used.")
         return 2
+
+
+def ssh_options(options: Mapping[str, Any]) -> SshOptions:
+    """fleetctl's SSH flags (importing paramiko only for the commands that use SSH)."""
+    from provisioner.cli.fleetctl_ssh import SshOptions
+
+    tunnel = str(options["tunnel"])
+    return SshOptions(user=str(options["ssh-username"]), port=int(options.get("ssh-port", 22)),
+                      tunnel=tunnel if not tunnel or ":" in tunnel else f"{tunnel}:22",
+                      timeout=float(options["ssh-timeout"]),
+                      strict_host_key_checking=bool(options["strict-host-key-checking"]),
+                      known_hosts_file=str(options["known-hosts-file"]),
+                      forward_agent=bool(options.get("forward-agent", False)))
+
+
+def find_machine(machines: dict[str, Machine], lookup: str) -> Machine:
+    """fleetctl's findAddressInMachineList: the one machine whose ID starts with `lookup`. Raises RemoteError."""
+    found = [m for m in machines.values() if m.id.startswith(lookup)]
+    if len(found) > 1:
+        raise RemoteError("found more than one machine")
+    if not found:
+        raise RemoteError("machine does not exist")
+    return found[0]
 
 
 def _read(path: Path) -> str:
@@ -697,8 +713,10 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         endpoints = etcd.parse_endpoints(endpoint)
         if parsed.options["tunnel"]:
+            from provisioner.cli.fleetctl_ssh import EtcdTunnel
+
             try:
-                tunnel = EtcdTunnel(endpoints, Fleetctl(parsed, None).ssh)  # type: ignore[arg-type]
+                tunnel = EtcdTunnel(endpoints, ssh_options(parsed.options))
             except RemoteError as exc:
                 _stderr(f"Unable to initialize client: failed initializing SSH client: {exc}")
                 return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.errors import UsageError
 
@@ -131,7 +132,7 @@ COMMANDS = (
 @dataclass(frozen=True)
 class Parsed:
     command: Command | None
-    options: Mapping[str, object]
+    options: Mapping[str, Any]  # flag name -> value of the flag's kind
     args: tuple[str, ...]
     after_dashes: tuple[str, ...] = field(default=())
 

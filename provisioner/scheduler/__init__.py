@@ -7,5 +7,5 @@
     etcd, registry           the etcd v3 client and the key layout with guarded writes
     agent, daemon, config    fleetd: lease keeper, agent, engine leader; fleet.conf / FLEET_*
     backends/                how units run: systemd (real nodes) or processes (no systemd as PID 1)
-    client, remote           fleetctl's operations and its SSH paths (ssh, status, journal, --tunnel)
+    unitlogs                 where a unit's status and log are on its machine (fleetctl status, journal)
 """

@@ -27,6 +27,9 @@ from provisioner.scheduler.registry import Registry, UnitFiles
 log = logging.getLogger("provisioner.scheduler.agent")
 
 AGENT_INTERVAL = 5.0
+# After a wake-up, what else arrives within this time is handled in the same pass: a unit start
+# changes its state three or four times in a few milliseconds, and a schedule write touches many units.
+COALESCE = 0.05
 
 
 class Agent:
@@ -60,6 +63,8 @@ class Agent:
             if stopping.is_set():
                 return
             periodic = not self.wake.is_set()
+            if not periodic:
+                stopping.wait(COALESCE)
             self.wake.clear()
             if periodic:
                 self.schedule_changed.set()

@@ -75,9 +75,11 @@ def plan(desired: Mapping[str, Assignment], local: Mapping[str, LocalUnit]) -> l
 def units_that_cannot_move(desired: Mapping[str, Assignment], requirements: Mapping[str, Requirements],
                            machine: Machine) -> frozenset[str]:
     """The desired units no other machine would ever get: global, pinned here, and their MachineOf followers."""
+    def pinned_here(req: Requirements) -> bool:
+        return req.machine_id is not None and machine.matches_id(req.machine_id)
+
     keep = {unit for unit in desired
-            if unit in requirements and (requirements[unit].is_global or (
-                requirements[unit].machine_id is not None and machine.matches_id(requirements[unit].machine_id)))}
+            if unit in requirements and (requirements[unit].is_global or pinned_here(requirements[unit]))}
     grew = True
     while grew:
         grew = False

@@ -6,7 +6,7 @@ winning. The keys and their meaning are fleet's; the defaults differ where fleet
 
 | key | fleet's default | here | why |
 |---|---|---|---|
-| agent_ttl | 30s | 5s | failover within 7 s of a machine's death; leases (not v2 TTL keys) survive etcd leader changes |
+| agent_ttl | 30s | 5s | failover within 7 s of a machine's death; leases survive etcd leader changes |
 | etcd_servers | http://127.0.0.1:2379,http://127.0.0.1:4001 | same | |
 | etcd_request_timeout | 1.0 | same | a silent member costs one timeout, then the next one is asked |
 | engine_reconcile_interval | 2.0 | same | |
@@ -190,8 +190,8 @@ def load_config(environ: Mapping[str, str], config_file: str | None = None) -> F
             settings["unit_backend"] = Backend(item[0].strip())
         except ValueError:
             raise ConfigError(f"{item[1]}: {item[0]!r} is not systemd or process") from None
-    tls = {name: get(key)[0] for name, key in (("ca_file", "etcd_cafile"), ("cert_file", "etcd_certfile"),
-                                               ("key_file", "etcd_keyfile")) if get(key) and get(key)[0]}
+    tls = {name: item[0] for name, key in (("ca_file", "etcd_cafile"), ("cert_file", "etcd_certfile"),
+                                           ("key_file", "etcd_keyfile")) if (item := get(key)) is not None and item[0]}
     settings["etcd_tls"] = TlsFiles(**tls)
     config = FleetConfig(**settings)  # type: ignore[arg-type]
     if config.agent_ttl <= 0 or config.engine_reconcile_interval <= 0 or config.etcd_request_timeout <= 0:

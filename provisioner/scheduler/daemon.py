@@ -220,7 +220,7 @@ class EngineLoop:
             elif isinstance(action, Remove):
                 log.info("engine: unscheduled %s from %s: %s", action.unit, action.machine, action.reason)
         assert self.leader_revision is not None
-        if not self.registry.apply(actions, self.leader_revision, view.jobs):
+        if not self.registry.apply(actions, self.leader_revision, view.revision, view.jobs):
             leader = self.registry.leader()
             if leader is None or leader[1].create_revision != self.leader_revision:
                 self._lose("another machine leads now")
@@ -271,6 +271,7 @@ class Fleetd:
         client = etcd.EtcdClient(config.etcd_servers, config.etcd_request_timeout, config.etcd_tls, counter)
         self.client = client
         self.stopping = threading.Event()
+        self.keeper_stopping = threading.Event()
         config.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.keeper = LeaseKeeper(client, Registry(client, config.etcd_key_prefix), machine, config.agent_ttl,
                                   config.runtime_dir / "lease", self._lease_changed, config.engine_reconcile_interval)
@@ -305,11 +306,11 @@ class Fleetd:
             if self.engine is not None:
                 self._watchers.append(etcd.Watcher(self.client.clone(), keys.leader, 0, self._leader_event,
                                                    "watch-leader").start())
-        loops = [("lease", self.keeper.loop), ("agent", self.agent.loop)]
+        loops = [("lease", self.keeper.loop, self.keeper_stopping), ("agent", self.agent.loop, self.stopping)]
         if self.engine is not None:
-            loops.append(("engine", self.engine.loop))
-        for name, target in loops:
-            thread = threading.Thread(target=target, args=(self.stopping,), name=name, daemon=True)
+            loops.append(("engine", self.engine.loop, self.stopping))
+        for name, target, stopping in loops:
+            thread = threading.Thread(target=target, args=(stopping,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -327,17 +328,27 @@ class Fleetd:
             self.engine.wake.set()
 
     def shutdown(self) -> None:
-        """fleet's shutdown: stop and unload every unit, give up leadership and the lease."""
+        """fleet's shutdown: stop and unload every unit, give up leadership and the lease.
+
+        The lease is renewed until the units have stopped: were it to expire first, the engine would
+        start them elsewhere while they still run here.
+        """
         self.stop()
-        for thread in self._threads:
+        for thread in self._threads[1:]:  # the agent and the engine; the keeper goes on renewing
             thread.join(timeout=10)
         for watcher in self._watchers:
             watcher.stop()
-        log.info("fleetd: stopping this machine's units")
-        self.backend.close()
         try:
             if self.engine is not None:
                 self.engine.resign()
+        except etcd.EtcdError as exc:
+            log.warning("fleetd: could not give up engine leadership (it goes with the lease): %s", exc)
+        log.info("fleetd: stopping this machine's units")
+        self.backend.close()
+        self.keeper_stopping.set()
+        if self._threads:
+            self._threads[0].join(timeout=10)
+        try:
             self.keeper.revoke()
         except etcd.EtcdError as exc:
             log.warning("fleetd: could not release the lease (it expires by itself): %s", exc)

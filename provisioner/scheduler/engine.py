@@ -286,11 +286,12 @@ def _place_globals(snapshot: ClusterSnapshot, placement: _Placement) -> None:
 def _candidates(placement: _Placement, order: _LeastLoaded, unit: str) -> Iterable[str]:
     req = placement.requirements[unit]
     live = placement.machines
-    if req.machine_id is not None:
-        return sorted(m for m in live if live[m].matches_id(req.machine_id))
+    wanted = req.machine_id
+    if wanted is not None:
+        return sorted(m for m in live if live[m].matches_id(wanted))
     if req.machine_of:
         host = placement.where.get(req.machine_of[0])
-        return [host] if host in live else []
+        return [host] if host is not None and host in live else []
     if req.replaces:
         # The machines holding a unit this one replaces come first (least loaded of them first).
         hosts = sorted({m for other, m in placement.where.items() if m in live

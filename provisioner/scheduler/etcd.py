@@ -19,6 +19,7 @@ Keys and values are text (base64 on the wire, as the gateway wants); int64 field
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -83,11 +84,15 @@ class Compare:
     target: str
     operand: int | str
     result: str = "EQUAL"
+    prefix: bool = False  # compare every key under `key` (etcd >= 3.3: a compare with range_end)
 
     def to_json(self) -> dict[str, Any]:
         field_name = {"CREATE": "create_revision", "MOD": "mod_revision", "VALUE": "value", "LEASE": "lease"}
-        value = _b64(self.operand) if self.target == "VALUE" else str(self.operand)
-        return {"key": _b64(self.key), "target": self.target, "result": self.result, field_name[self.target]: value}
+        value = _b64(str(self.operand)) if self.target == "VALUE" else str(self.operand)
+        body = {"key": _b64(self.key), "target": self.target, "result": self.result, field_name[self.target]: value}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return body
 
 
 def absent(key: str) -> Compare:
@@ -104,6 +109,11 @@ def created_at(key: str, revision: int) -> Compare:
 
 def modified_at(key: str, revision: int) -> Compare:
     return Compare(key, "MOD", revision)
+
+
+def unchanged_since(prefix: str, revision: int) -> Compare:
+    """No key under `prefix` was written after `revision` (deletions are not seen: compare those keys)."""
+    return Compare(prefix, "MOD", revision + 1, "LESS", prefix=True)
 
 
 def put(key: str, value: str, lease: int = 0) -> dict[str, Any]:
@@ -433,8 +443,7 @@ def _close_stream(response: Any) -> None:
         sock.shutdown(2)
     except (AttributeError, OSError):
         pass
-    try:
+    # Closing from another thread may race with the reader; it stops either way.
+    with contextlib.suppress(Exception):
         response.close()
-    except Exception:  # closing from another thread may race with the reader; it stops either way
-        pass
 

@@ -9,8 +9,8 @@ where fleet had the same thing, so `etcdctl get --prefix /_coreos.com/fleet/` re
 | job/<name>/object | {"Name", "UnitHash": hex} | fleetctl | - |
 | job/<name>/target-state | inactive / loaded / launched | fleetctl | - |
 | schedule/<machine>/<name> | {"UnitHash", "TargetState"} | engine leader | - |
-| machines/<id>/object | {"ID", "PublicIP", "Metadata", "Backend", "RuntimeDirectory", "Version"} | agent | its lease |
-| states/<name>/<machine> | {"loadState", "activeState", "subState", "machineState", "unitHash", "jobState"} | agent | its lease |
+| machines/<id>/object | {"ID", "PublicIP", "Metadata", "Backend", "RuntimeDirectory", ...} | agent | lease |
+| states/<name>/<machine> | {"loadState", "activeState", "subState", "unitHash", "jobState", ...} | agent | lease |
 | lease/engine-leader | {"MachineID", "Version"} | engine | the leader's machine lease |
 
 Differences from fleet's v2 layout: TTL keys became keys bound to one lease per machine (presence,
@@ -51,8 +51,8 @@ log = logging.getLogger("provisioner.scheduler.registry")
 
 DEFAULT_PREFIX = "/_coreos.com/fleet/"
 LEADER_VERSION = 1
-# etcd refuses a txn with more than 128 operations (--max-txn-ops); a batch stays well below.
-BATCH = 40
+# etcd refuses a txn with more than 128 operations or compares (--max-txn-ops).
+BATCH = 120
 
 
 class Keys:
@@ -383,8 +383,8 @@ class Registry:
                 state_revision = kv.mod_revision
         if not isinstance(unit_hash, str):
             return None
-        kv = self.client.get(self.keys.unit(unit_hash))
-        unit = _unit_from(kv) if kv is not None else None
+        unit_kv = self.client.get(self.keys.unit(unit_hash))
+        unit = _unit_from(unit_kv) if unit_kv is not None else None
         if unit is None:
             return None
         return JobRecord(name, unit_hash, desired, object_revision, state_revision), unit
@@ -411,32 +411,34 @@ class Registry:
             return current.create_revision  # ours already (a restart that kept its lease)
         return None
 
-    def apply(self, actions: Sequence[Action], leader_revision: int, jobs: Mapping[str, JobRecord]) -> bool:
+    def apply(self, actions: Sequence[Action], leader_revision: int, revision: int,
+              jobs: Mapping[str, JobRecord]) -> bool:
         """Write `actions` in guarded transactions; False when a guard failed (re-read and decide again).
 
-        Every batch requires that we still hold the leader key we created, and that each unit's object
-        and target state are as we read them (so a unit destroyed or replaced meanwhile is not written
-        with stale content).
+        Every batch requires that we still hold the leader key we created, that no unit was submitted,
+        replaced or given another desired state since the engine read them (one compare over job/, at
+        `revision`), and that each unit it writes still exists (a deleted key escapes a range compare).
         """
-        for start in range(0, len(actions), BATCH):
-            batch = actions[start:start + BATCH]
-            compares = [etcd.created_at(self.keys.leader, leader_revision)]
-            ops = []
-            guarded: set[str] = set()
-            for action in batch:
-                if isinstance(action, Put):
-                    entry = action.assignment
-                    ops.append(etcd.put(self.keys.schedule(entry.machine, entry.unit), assignment_value(entry)))
-                    record = jobs.get(entry.unit)
-                    if record is not None and entry.unit not in guarded:
-                        guarded.add(entry.unit)
-                        compares.append(etcd.modified_at(self.keys.job_object(entry.unit), record.object_revision))
-                        compares.append(etcd.modified_at(self.keys.target_state(entry.unit), record.state_revision))
-                elif isinstance(action, Remove):
-                    ops.append(etcd.delete(self.keys.schedule(action.machine, action.unit)))
-            if not self.client.txn(compares, ops).succeeded:
-                return False
-        return True
+        batch: list[dict] = []
+        compares = self._guards(leader_revision, revision)
+        for action in actions:
+            if isinstance(action, Put):
+                entry = action.assignment
+                batch.append(etcd.put(self.keys.schedule(entry.machine, entry.unit), assignment_value(entry)))
+                record = jobs.get(entry.unit)
+                key = self.keys.job_object(entry.unit)
+                if record is not None and all(c.key != key for c in compares):
+                    compares.append(etcd.modified_at(key, record.object_revision))
+            elif isinstance(action, Remove):
+                batch.append(etcd.delete(self.keys.schedule(action.machine, action.unit)))
+            if len(batch) >= BATCH or len(compares) >= BATCH:
+                if not self.client.txn(compares, batch).succeeded:
+                    return False
+                batch, compares = [], self._guards(leader_revision, revision)
+        return not batch or self.client.txn(compares, batch).succeeded
+
+    def _guards(self, leader_revision: int, revision: int) -> list[etcd.Compare]:
+        return [etcd.created_at(self.keys.leader, leader_revision), etcd.unchanged_since(self.keys.jobs, revision)]
 
     # -- the agent --------------------------------------------------------------------------------
 

@@ -204,11 +204,12 @@ def _glob_class(pattern: str, i: int) -> tuple[str, int] | None:
         low, i = _class_char(pattern, i)
         if low is None:
             return None
-        high = low
+        high: str | None = low
         if i < len(pattern) and pattern[i] == "-":
             high, i = _class_char(pattern, i + 1)
             if high is None or high < low:
                 return None
+        assert high is not None
         ranges.append(re.escape(low) if low == high else f"{re.escape(low)}-{re.escape(high)}")
     body = "".join(ranges)
     # Go's classes never match '/', negated or not.

@@ -96,10 +96,9 @@ class FleetCluster:
         return node
 
     def start(self, node: Node) -> None:
-        log = open(node.directory / "fleetd.log", "ab")
-        node.process = subprocess.Popen([*PROVISIONER, "-v", "fleetd"], env=node.env, stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=REPO)
-        log.close()
+        with open(node.directory / "fleetd.log", "ab") as log:
+            node.process = subprocess.Popen([*PROVISIONER, "-v", "fleetd"], env=node.env, stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=REPO)
 
     def kill(self, node: Node) -> None:
         """SIGKILL fleetd (its unit processes die with it: they carry PDEATHSIG)."""
@@ -220,4 +219,5 @@ def write_unit(directory: Path, name: str, body: str) -> Path:
     return path
 
 
-HELLO = '[Unit]\nDescription=Hello World\n[Service]\nExecStart=/bin/bash -c "while true; do echo Hello, World!; sleep 1; done"\n'
+HELLO = ('[Unit]\nDescription=Hello World\n[Service]\n'
+         'ExecStart=/bin/bash -c "while true; do echo Hello, World!; sleep 1; done"\n')

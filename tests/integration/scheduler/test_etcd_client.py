@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -40,8 +41,13 @@ def test_guarded_writes_and_leases(cluster):
     second = client.txn([etcd.absent("/t/a")], [etcd.put("/t/a", "2")], [etcd.get("/t/a")])
     assert not second.succeeded and second.ranges[0][0].value == "1"
     kv = client.get("/t/a")
-    assert kv is not None and not client.txn([etcd.modified_at("/t/a", kv.mod_revision + 1)], [etcd.delete("/t/a")]).succeeded
+    assert kv is not None
+    assert not client.txn([etcd.modified_at("/t/a", kv.mod_revision + 1)], [etcd.delete("/t/a")]).succeeded
     assert client.txn([etcd.modified_at("/t/a", kv.mod_revision)], [etcd.delete("/t/a")]).succeeded
+    revision = client.put("/t/p/1", "x")
+    assert client.txn([etcd.unchanged_since("/t/p/", revision)], []).succeeded
+    client.put("/t/p/2", "y")
+    assert not client.txn([etcd.unchanged_since("/t/p/", revision)], []).succeeded
     lease = client.grant(2)
     client.put("/t/leased", "x", lease)
     assert client.get("/t/leased").lease == lease
@@ -84,10 +90,9 @@ def test_a_lease_survives_the_loss_of_the_etcd_leader(cluster):
     try:
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:  # keep renewing through the election, as fleetd does
-            try:
+            # No leader for a moment: the next attempt goes to another member.
+            with contextlib.suppress(etcd.EtcdUnavailable):
                 assert client.keepalive(lease) > 0
-            except etcd.EtcdUnavailable:
-                pass  # no leader for a moment: the next attempt goes to another member
             time.sleep(0.5)
         assert client.get("/t/alive") is not None
     finally:

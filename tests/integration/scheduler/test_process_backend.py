@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,7 +143,8 @@ def test_stop_kills_the_whole_group_and_sigkill_after_the_timeout(backend, tmp_p
     started = time.monotonic()
     backend.stop("stubborn.service")
     wait_status(backend, "tree.service", lambda s: s.active == "inactive")
-    assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2]
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie
     stubborn = wait_status(backend, "stubborn.service", lambda s: s.active == "failed")
     assert stubborn.sub == "failed" and 0.9 < time.monotonic() - started < 10
     assert messages(backend, "stubborn.service")[-2:] == ["stubborn.service: Stopping timed out. Killing.",
@@ -184,7 +186,8 @@ def test_units_die_with_a_killed_fleetd(tmp_path):
         from provisioner.scheduler.backends.service import HostInfo
         from provisioner.scheduler.unitfile import UnitFile
         backend = ProcessBackend({str(tmp_path / 'run')!r}, HostInfo())
-        backend.load("orphan.service", UnitFile.parse("[Service]\\nExecStart=/bin/sh -c 'echo $$$$ > {marker}; exec sleep 600'\\n"))
+        unit = "[Service]\\nExecStart=/bin/sh -c 'echo $$$$ > {marker}; exec sleep 600'\\n"
+        backend.load("orphan.service", UnitFile.parse(unit))
         backend.start("orphan.service")
         time.sleep(600)
         """)

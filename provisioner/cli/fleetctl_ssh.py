@@ -1,16 +1,12 @@
 """fleetctl's SSH paths, on the project's paramiko session (provisioner.remote.session).
 
-- `machine_command`: what `status` and `journal` run on the unit's machine. On a systemd machine it
-  is fleet's own command (`systemctl status -l`, `journalctl --unit ... -n N --output short [-f]`).
-  On a process-backend machine the agent keeps the same information in files (backends/process.py):
-  the status header and the unit's log in journalctl's short format, read with cat/tail. Both read
-  the machine itself, over SSH, as fleet did: logs never pass through etcd (they would fill its
-  history at every line), and SSH is already how an operator is allowed on a machine.
-- `run_on_machine`: locally when the machine is this one (fleet compared /etc/machine-id), else over
-  SSH to its public IP, through the `--tunnel` host when one is given (a ProxyJump hop).
+- `run_on_machine`: what `status` and `journal` run (scheduler/unitlogs.py) goes to the unit's machine:
+  locally when it is this one (fleet compared /etc/machine-id), else over SSH to its public IP, through
+  the `--tunnel` host when one is given (a ProxyJump hop);
 - `EtcdTunnel`: `--tunnel` for etcd: a local port per etcd endpoint, each connection carried to the
-  endpoint through the tunnel host (SSH direct-tcpip), so fleetctl's etcd client needs no change.
-- `interactive_shell`: `fleetctl ssh` without a command (a pty, the terminal in raw mode).
+  endpoint through the tunnel host (SSH direct-tcpip), so fleetctl's etcd client needs no change;
+- `run_command` / `interactive_shell`: `fleetctl ssh` with a command, or a shell (a pty, the terminal
+  in raw mode).
 """
 
 from __future__ import annotations
@@ -24,25 +20,18 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import paramiko
 
-from provisioner.errors import RemoteError, UsageError
+from provisioner.errors import RemoteError
 from provisioner.remote.hostkeys import HostKeyPolicy
 from provisioner.remote.session import Auth, Session
 from provisioner.remote.target import Endpoint, Target, parse_target
-from provisioner.scheduler.model import Backend, Machine
+from provisioner.scheduler.model import Machine
+from provisioner.scheduler.unitlogs import local_machine_id
 
 DEFAULT_KNOWN_HOSTS = "~/.fleetctl/known_hosts"
-
-_PROCESS_STATUS = ('test -e "$1" || { echo "Unit $0 could not be found." >&2; exit 4; }; cat -- "$1"; echo; '
-                   'tail -n 10 -- "$2" 2>/dev/null; grep -q "^     Active: active " -- "$1" || exit 3')
-_PROCESS_JOURNAL = ('test -e "$1" || { echo "No journal entries for $0." >&2; exit 1; }; '
-                    'if [ "$3" = follow ]; then exec tail -n "$2" -F -- "$1"; fi; '
-                    'cat -- "$1.1" "$1" 2>/dev/null | tail -n "$2"')
 
 
 @dataclass(frozen=True)
@@ -77,41 +66,6 @@ class SshOptions:
     def session(self, address: str) -> Session:
         return Session(self.target(address), self.policy(), Auth(allow_prompt=sys.stdin.isatty()),
                        timeout=self.timeout).connect()
-
-
-def status_command(machine: Machine, unit: str, sudo: bool = False) -> list[str]:
-    """`fleetctl status`: what runs on the unit's machine."""
-    if machine.backend is Backend.PROCESS:
-        root = Path(machine.runtime_dir)
-        command = ["sh", "-c", _PROCESS_STATUS, unit, str(root / "status" / unit), str(root / "journal" / f"{unit}.log")]
-    else:
-        command = ["systemctl", "status", "-l", unit]
-    return ["sudo", *command] if sudo else command
-
-
-def journal_command(machine: Machine, unit: str, lines: int, follow: bool, output: str, sudo: bool) -> list[str]:
-    """`fleetctl journal`: fleet's journalctl call, or the process backend's log file read the same way.
-
-    Raises UsageError for an --output the process backend cannot produce (it writes `short` only).
-    """
-    if machine.backend is Backend.PROCESS:
-        if output != "short":
-            raise UsageError(f"--output={output}: machine {machine.short_id} runs units with the process backend, "
-                             f"whose logs are in the short format only")
-        log = Path(machine.runtime_dir) / "journal" / f"{unit}.log"
-        command = ["sh", "-c", _PROCESS_JOURNAL, unit, str(log), str(lines), "follow" if follow else ""]
-    else:
-        command = ["journalctl", "--unit", unit, "--no-pager", "-n", str(lines), "--output", output]
-        if follow:
-            command.append("-f")
-    return ["sudo", *command] if sudo else command
-
-
-def local_machine_id(path: str = "/etc/machine-id") -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
 
 
 def run_on_machine(machine: Machine, argv: list[str], options: SshOptions) -> int:
@@ -249,15 +203,3 @@ def _copy(source, sink) -> None:
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             end.close()
 
-
-def find_machine(machines: dict[str, Machine], lookup: str) -> Machine:
-    """fleetctl's findAddressInMachineList: the one machine whose ID starts with `lookup`. Raises RemoteError."""
-    found = [m for m in machines.values() if m.id.startswith(lookup)]
-    if len(found) > 1:
-        raise RemoteError("found more than one machine")
-    if not found:
-        raise RemoteError("machine does not exist")
-    return found[0]
-
-
-LineSink = Callable[[str], None]

@@ -1,0 +1,253 @@
+"""The scheduler at scale: units launched on many machines, etcd requests per unit, failover of a dead machine.
+
+Setup: one real etcd 3.4 member (data on this disk) and N machines, each a complete fleetd (lease keeper,
+agent, process backend) at the default settings (agent_ttl 5 s, engine_reconcile_interval 2 s,
+etcd_request_timeout 1 s):
+- the 3 machines that may lead the engine, and the one killed for the failover, are `provisioner fleetd`
+  processes, as on real machines;
+- the others are lightweight fleetd instances (agents only, fleet's disable_engine), several dozen as
+  threads of one host process, in 4 host processes: one Python process cannot run a hundred agents
+  and also measure them, its interpreter lock would be the bottleneck measured.
+Units are instances of one template (`bench@N.service`, ExecStart=/bin/sleep 3600): real processes, so
+1,000 units are 1,000 sleeps. etcd requests are counted by etcd itself (grpc_server_started_total in its
+/metrics), minus the benchmark's own polling.
+
+Measured, per size (machines x units):
+- launched: from setting every unit's desired state to launched (in batches of 100 per transaction, as a
+  script doing `fleetctl start --no-block` would) until every unit's state is `launched`, and until
+  every unit is `active` (its process runs);
+- etcd requests per unit during that phase (keepalives of every machine included);
+- the engine's cost at the end: one read of the cluster (`engine_view`) and one `decide`;
+- failover (100 x 1,000 only): SIGKILL of the fleetd process holding 10 units, until the 10 run elsewhere.
+Peers, in the same run: the etcd floor (the time this etcd takes for the two writes per unit any
+etcd-backed scheduler must make, a schedule entry and a state, sequentially from one client) for the
+launch; the lease TTL (no lease-based failure detector notices a dead machine sooner) for failover.
+Targets (issue): all launched in <= 10 s at 100 x 1,000; failover <= 7 s at defaults. fleet v1.0.0,
+measured on this machine (shared/reference/runtime.md s7): 19-34 s failover at its defaults; its docs
+put the ceiling at ~100 machines / 1,000 units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from provisioner.scheduler import etcd
+from provisioner.scheduler.engine import decide
+from provisioner.scheduler.model import DesiredState
+from provisioner.scheduler.registry import Registry, UnitFiles
+from provisioner.scheduler.unitfile import UnitFile
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = ((100, 1_000), (300, 5_000))
+ENGINES = 3
+HOSTS = 4
+TTL = 5.0
+UNIT = UnitFile.parse("[Service]\nExecStart=/bin/sleep 3600\n")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def _etcd_requests(endpoint: str) -> int:
+    """Every gRPC call etcd has started (the JSON gateway's requests included)."""
+    text = urllib.request.urlopen(f"{endpoint}/metrics", timeout=10).read().decode()
+    return sum(int(float(value)) for value in re.findall(r"^grpc_server_started_total\{.*\} (\S+)$", text, re.M))
+
+
+def _wait(condition, timeout: float, interval: float = 0.1) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not reached within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+def _etcd_floor(endpoint: str, units: int) -> float:
+    """Two sequential single-key writes per unit from one client: the least any etcd scheduler pays."""
+    client = etcd.EtcdClient([endpoint])
+    prefix = f"/floor-{uuid.uuid4().hex[:6]}/"
+    start = time.monotonic()
+    for index in range(units):
+        client.put(f"{prefix}schedule/m/bench@{index}.service", '{"UnitHash": "x", "TargetState": "launched"}')
+        client.put(f"{prefix}states/bench@{index}.service/m", '{"jobState": "launched"}')
+    elapsed = time.monotonic() - start
+    client.delete(prefix, prefix=True)
+    return elapsed
+
+
+def host(endpoint: str, prefix: str, workdir: str, first: int, count: int) -> None:
+    """`python -m bench.scheduler host ...`: run `count` agent-only fleetd instances until stdin closes."""
+    from provisioner.scheduler.config import FleetConfig
+    from provisioner.scheduler.daemon import Fleetd, backend_factory
+    from provisioner.scheduler.model import Backend
+
+    fleetds = []
+    for index in range(first, first + count):
+        config = FleetConfig(etcd_servers=(endpoint,), etcd_key_prefix=prefix, unit_backend=Backend.PROCESS,
+                             units_directory=f"{workdir}/m{index}/units", disable_engine=True,
+                             public_ip=f"10.1.{index // 250}.{index % 250 + 1}")
+        machine = config.machine(f"{index:08x}{uuid.uuid4().hex[:24]}")
+        fleetd = Fleetd(config, machine, backend_factory(config, machine))
+        fleetd.start()
+        fleetds.append(fleetd)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    threads = [threading.Thread(target=f.shutdown) for f in fleetds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+
+class Cluster:
+    """The machines of one size, sharing a key prefix."""
+
+    def __init__(self, workdir: Path, endpoint: str, machines: int):
+        self.workdir = workdir
+        self.endpoint = endpoint
+        self.prefix = f"/bench-{uuid.uuid4().hex[:8]}/"
+        self.processes: list[subprocess.Popen] = []
+        for index in range(ENGINES):
+            self._fleetd(f"e{index}", f"eeee{index:04x}" + uuid.uuid4().hex[:24], engine=True)
+        self.victim_id = "ffffffff" + uuid.uuid4().hex[:24]
+        self.victim = self._fleetd("victim", self.victim_id, engine=False)
+        agents = machines - ENGINES - 1
+        self.hosts = []
+        for index in range(HOSTS):
+            first, last = index * agents // HOSTS, (index + 1) * agents // HOSTS
+            self.hosts.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.scheduler", "host", endpoint, self.prefix, str(workdir), str(first),
+                 str(last - first)], stdin=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}))
+        self.counter = etcd.RequestCounter()
+        self.registry = Registry(etcd.EtcdClient([endpoint], timeout=10, counter=self.counter), self.prefix)
+
+    def _fleetd(self, name: str, machine_id: str, engine: bool) -> subprocess.Popen:
+        directory = self.workdir / name
+        directory.mkdir(parents=True)
+        (directory / "machine-id").write_text(machine_id + "\n")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "FLEET_ETCD_SERVERS": self.endpoint,
+               "FLEET_ETCD_KEY_PREFIX": self.prefix, "FLEET_MACHINE_ID": str(directory / "machine-id"),
+               "FLEET_UNIT_BACKEND": "process", "FLEET_UNITS_DIRECTORY": str(directory / "units"),
+               "FLEET_DISABLE_ENGINE": "false" if engine else "true",
+               "FLEET_PUBLIC_IP": f"10.9.9.{len(self.processes) + 1}"}
+        with open(directory / "fleetd.log", "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", "-v", "fleetd"], env=env,
+                                       stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.processes.append(process)
+        return process
+
+    def states(self) -> dict[str, tuple[str, str, str]]:
+        """unit -> (machine, job state, active state)."""
+        return {s.unit: (s.machine, s.job_state.value, s.status.active) for s in self.registry.states()}
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(p.pid) for p in (*self.processes, *self.hosts) if p.poll() is None)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.hosts:
+            process.stdin.close()  # type: ignore[union-attr]
+        for process in (*self.processes, *self.hosts):
+            try:
+                process.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _run_size(workdir: Path, endpoint: str, etcd_pid: int, machines: int, units: int, failover: bool) -> dict:
+    cluster = Cluster(workdir, endpoint, machines)
+    result: dict = {"machines": machines, "units": units}
+    try:
+        result["registration_s"] = round(_wait(lambda: len(cluster.registry.machines()) == machines, 300, 0.5), 2)
+        names = [f"bench@{index}.service" for index in range(units)]
+        for name in names:
+            cluster.registry.create_unit(name, UNIT)
+        time.sleep(2 * TTL)  # every agent idle again before the clock starts
+        requests_before, own_before = _etcd_requests(endpoint), cluster.counter.count
+        cpu_before = (cluster.cpu_seconds(), _cpu_seconds(etcd_pid))
+        start = time.monotonic()
+        for batch in range(0, units, 100):
+            cluster.registry.client.txn([], [etcd.put(cluster.registry.keys.target_state(n),
+                                                      DesiredState.LAUNCHED.value) for n in names[batch:batch + 100]])
+        _wait(lambda: sum(1 for s in cluster.states().values() if s[1] == "launched") == units, 900)
+        launched = time.monotonic() - start
+        _wait(lambda: sum(1 for s in cluster.states().values() if s[2] == "active") == units, 900)
+        active = time.monotonic() - start
+        requests = _etcd_requests(endpoint) - requests_before - (cluster.counter.count - own_before)
+        result.update({
+            "launched_s": round(launched, 2), "active_s": round(active, 2),
+            "etcd_requests_per_unit": round(requests / units, 2),
+            "fleetd_cpu_s": round(cluster.cpu_seconds() - cpu_before[0], 1),
+            "etcd_cpu_s": round(_cpu_seconds(etcd_pid) - cpu_before[1], 1),
+        })
+        read_start = time.monotonic()
+        view = cluster.registry.engine_view(UnitFiles())
+        result["engine_read_s"] = round(time.monotonic() - read_start, 3)
+        decide_start = time.monotonic()
+        assert decide(view.snapshot) == []
+        result["engine_decide_s"] = round(time.monotonic() - decide_start, 3)
+        result["etcd_floor_s"] = round(_etcd_floor(endpoint, units), 2)
+        result["launched_vs_etcd_floor"] = round(launched / result["etcd_floor_s"], 2)
+        if failover:
+            held = sorted(u for u, s in cluster.states().items() if s[0] == cluster.victim_id)
+            result["failover_units"] = len(held)
+            cluster.victim.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            cluster.victim.wait()
+
+            def moved() -> bool:
+                states = cluster.states()
+                return all(u in states and states[u][0] != cluster.victim_id and states[u][2] == "active"
+                           for u in held)
+            _wait(moved, 120, 0.05)
+            result["failover_s"] = round(time.monotonic() - killed, 2)
+            result["failover_vs_lease_ttl"] = round(result["failover_s"] / TTL, 2)
+    finally:
+        cluster.close()
+    return result
+
+
+def main() -> dict:
+    from tests.fixtures.etcd import EtcdCluster
+
+    results: dict = {"sizes": []}
+    with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
+        etcd_cluster = EtcdCluster.start(Path(tmp) / "etcd", size=1)
+        try:
+            endpoint = etcd_cluster.endpoints[0]
+            pid = etcd_cluster.members[0].process.pid  # type: ignore[union-attr]
+            for machines, units in SIZES:
+                print(f"bench scheduler: {machines} machines x {units} units ...", file=sys.stderr, flush=True)
+                result = _run_size(Path(tmp) / f"{machines}x{units}", endpoint, pid, machines, units,
+                                   failover=(machines, units) == SIZES[0])
+                print(f"bench scheduler: {json.dumps(result)}", file=sys.stderr, flush=True)
+                results["sizes"].append(result)
+        finally:
+            etcd_cluster.stop()
+    first = results["sizes"][0]
+    results["targets"] = {"launched_le_10s_at_100x1000": first["launched_s"] <= 10,
+                          "failover_le_7s_at_defaults": first.get("failover_s", 99) <= 7}
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["host"]:
+        host(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+    else:
+        print(json.dumps(main(), indent=2))
