@@ -312,14 +312,22 @@ class Fleetctl:
     def cmd_unload(self) -> int:
         return self._lower(DesiredState.INACTIVE, "unload", "unloaded")
 
-    def _lower(self, state: DesiredState, verb: str, done: str) -> int:
+    def named_units(self) -> tuple[ClusterView, list[str]] | None:
+        """The existing units among the arguments; None, after fleetctl's message, when there are none."""
         if not self.args:
             _stderr("No units given")
-            return 0
+            return None
         view, names = self.find_units(self.args)
         if not names:
             _stderr("Units not found in registry")
+            return None
+        return view, names
+
+    def _lower(self, state: DesiredState, verb: str, done: str) -> int:
+        found = self.named_units()
+        if found is None:
             return 0
+        view, names = found
         waiting = []
         for name in names:
             is_global = view.requirements(name).is_global
@@ -346,14 +354,10 @@ class Fleetctl:
         return 0
 
     def cmd_destroy(self) -> int:
-        if not self.args:
-            _stderr("No units given")
+        found = self.named_units()
+        if found is None:
             return 0
-        _, names = self.find_units(self.args)
-        if not names:
-            _stderr("Units not found in registry")
-            return 0
-        for name in names:
+        for name in found[1]:
             self.registry.destroy(name)
             attempts = self.block_attempts()
             if attempts >= 0:
@@ -368,10 +372,10 @@ class Fleetctl:
         return 0
 
     def cmd_restart(self) -> int:
-        if not self.args:
-            _stderr("No units given")
+        found = self.named_units()
+        if found is None:
             return 0
-        view, names = self.find_units(self.args)
+        view, names = found
         for name in names:
             if view.requirements(name).is_global:
                 continue
@@ -427,7 +431,8 @@ class Fleetctl:
         states = sorted(self.registry.states(), key=lambda s: (s.unit, s.machine))
         cells = {
             "unit": lambda s: s.unit, "load": lambda s: s.status.load or "-",
-            "active": lambda s: s.status.active or "-", "sub": lambda s: s.status.sub or "-", "machine": lambda s: self.legend(s.machine, full),
+            "active": lambda s: s.status.active or "-", "sub": lambda s: s.status.sub or "-",
+            "machine": lambda s: self.legend(s.machine, full),
             "hash": lambda s: (s.unit_hash if full else s.unit_hash[:7]) or "-",
         }
         self._table([[cells[f](s) for f in fields] for s in states], fields)

@@ -169,3 +169,16 @@ def test_a_machine_cut_off_from_etcd_keeps_its_units_for_the_grace_period_then_s
     assert victim.machine_id not in cluster.active_on("cg@0.service")
     starts = [e for e in trace_events(trace) if e[0] == "START" and e[1] == "cg@0.service"]
     assert len(starts) == 2, starts  # no third copy once it came back
+
+
+def test_a_fleetd_restarted_within_the_ttl_takes_its_lease_back_and_keeps_its_units(fleet_cluster):
+    cluster = fleet_cluster(2)
+    write_unit(cluster.workdir, "home.service", "[Service]\nExecStart=/bin/sleep 600\n")
+    cluster.fleetctl("start", "home.service")
+    node = cluster.node_of(cluster.active_on("home.service")[0])
+    cluster.kill(node)  # a crash: its unit process dies with it (process backend)
+    cluster.start(node)
+    cluster.wait_for(lambda: "took back lease" in node.log(), 20, "the lease taken back")
+    # Same machine, same lease: the engine never saw it go, so the unit restarts where it was.
+    cluster.wait_for(lambda: cluster.active_on("home.service") == [node.machine_id], 20, "home.service back home")
+    assert "went away" not in "".join(n.log() for n in cluster.nodes)
