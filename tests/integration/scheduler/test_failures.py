@@ -182,3 +182,16 @@ def test_a_fleetd_restarted_within_the_ttl_takes_its_lease_back_and_keeps_its_un
     # Same machine, same lease: the engine never saw it go, so the unit restarts where it was.
     cluster.wait_for(lambda: cluster.active_on("home.service") == [node.machine_id], 20, "home.service back home")
     assert "went away" not in "".join(n.log() for n in cluster.nodes)
+
+
+def test_a_second_fleetd_with_the_same_machine_id_waits_for_the_first_to_go(fleet_cluster):
+    """fleet's TestDetectMachineId: two machines with one /etc/machine-id must not both register."""
+    cluster = fleet_cluster(1, ttl="2s")
+    first = cluster.nodes[0]
+    twin = cluster.add_node(ttl="2s", machine_id=first.machine_id, public_ip="10.99.0.77")
+    cluster.wait_for(lambda: "is already registered by another fleetd" in twin.log(), 15, "the twin refused")
+    machines = cluster.fleetctl("list-machines", "--no-legend", "--full").stdout
+    assert machines.splitlines() == [f"{first.machine_id}\t10.99.0.1\t-"]
+    cluster.kill(first)  # its lease expires: the twin may take the ID now
+    cluster.wait_for(lambda: "10.99.0.77" in cluster.fleetctl("list-machines", "--no-legend").stdout, 20,
+                     "the twin registered")
