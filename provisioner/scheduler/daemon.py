@@ -32,7 +32,7 @@ from provisioner.scheduler.agent import Agent
 from provisioner.scheduler.backends import UnitBackend
 from provisioner.scheduler.backends.service import HostInfo
 from provisioner.scheduler.config import FleetConfig, load_config, read_machine_id
-from provisioner.scheduler.engine import Put, Remove, decide
+from provisioner.scheduler.engine import MASS_WINDOW, Put, Remove, decide, machines_to_hold
 from provisioner.scheduler.model import Backend, Machine
 from provisioner.scheduler.registry import Registry, UnitFiles
 
@@ -54,6 +54,9 @@ class LeaseKeeper:
         self.lease_file = lease_file
         self.on_change = on_change
         self.rejoin_delay = rejoin_delay
+        # A slow etcd's late answer still renews the lease: give a renewal a third of the TTL (on a dead
+        # member the connection is refused at once, so failover to the next member stays fast).
+        self.renew_timeout = max(client.timeout, self.ttl / 3)
         self._lock = threading.Lock()
         self._lease: int | None = None
         self._granted_ttl = float(self.ttl)
@@ -106,7 +109,7 @@ class LeaseKeeper:
         with self._lock:
             lease = self._lease
         assert lease is not None
-        ttl = self.client.keepalive(lease)
+        ttl = self.client.keepalive(lease, timeout=self.renew_timeout)
         now = time.monotonic()
         if ttl <= 0:
             log.warning("fleetd: etcd says our lease has expired; the engine moves our units; joining again")
@@ -174,6 +177,9 @@ class EngineLoop:
         self.watches = watches
         self.files = UnitFiles()
         self.wake = threading.Event()
+        self.ttl = keeper.ttl
+        self.last_seen: dict[str, float] = {}
+        self.held: frozenset[str] = frozenset()
         self.leader_revision: int | None = None
         self.leader_lease: int | None = None
         self._watchers: list[etcd.Watcher] = []
@@ -210,7 +216,16 @@ class EngineLoop:
             log.info("engine: this machine leads the engine")
             self._start_watches()
         view = self.registry.engine_view(self.files)
-        actions = decide(view.snapshot)
+        now = time.monotonic()
+        live = frozenset(view.snapshot.machines)
+        self.last_seen.update(dict.fromkeys(live, now))
+        hold = machines_to_hold(live, self.last_seen, now, self.ttl)
+        if hold and hold != self.held:
+            log.warning("engine: %d of %d machines vanished at once: their units stay put for up to %.0f s "
+                        "(etcd overloaded or the network split?)", len(hold), len(hold) + len(live),
+                        MASS_WINDOW * self.ttl)
+        self.held = hold
+        actions = decide(view.snapshot, hold)
         if not actions:
             return
         for action in actions:
@@ -277,8 +292,10 @@ class Fleetd:
                                   config.runtime_dir / "lease", self._lease_changed, config.engine_reconcile_interval)
         self.agent = Agent(Registry(client.clone(), config.etcd_key_prefix), machine, backend,
                            lambda: self.keeper.lease, self.keeper.surely_expired, wake_agent)
+        # The engine reads the whole cluster: on a big one that takes longer than a single request should.
+        engine_timeout = max(config.etcd_request_timeout, config.engine_reconcile_interval)
         self.engine = None if config.disable_engine else EngineLoop(
-            client.clone(), Registry(client.clone(), config.etcd_key_prefix), machine.id,
+            client.clone(engine_timeout), Registry(client.clone(engine_timeout), config.etcd_key_prefix), machine.id,
             config.engine_reconcile_interval, self.keeper, not config.disable_watches)
         self._watchers: list[etcd.Watcher] = []
         self._threads: list[threading.Thread] = []

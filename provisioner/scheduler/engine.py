@@ -197,8 +197,11 @@ class _LeastLoaded:
             heapq.heappush(self.heap, (self.placement.load(machine), machine))
 
 
-def decide(snapshot: ClusterSnapshot) -> list[Action]:
-    """The schedule changes that bring the cluster to where every unit should run (pure)."""
+def decide(snapshot: ClusterSnapshot, hold: frozenset[str] = frozenset()) -> list[Action]:
+    """The schedule changes that bring the cluster to where every unit should run (pure).
+
+    Units of the vanished machines in `hold` stay where they are (see `machines_to_hold`).
+    """
     jobs = snapshot.jobs
     placement = _Placement(machines=snapshot.machines,
                            requirements={name: job.requirements for name, job in jobs.items()})
@@ -219,6 +222,8 @@ def decide(snapshot: ClusterSnapshot) -> list[Action]:
             reasons[(unit, machine)] = "unit scheduled twice"
         elif machine in snapshot.machines:
             placement.place(unit, machine)
+        elif machine in hold:
+            placement.place(unit, machine)  # kept: its machine is probably only cut off (see machines_to_hold)
         else:
             orphans[unit] = machine
             reasons[(unit, machine)] = f"target Machine({machine}) went away"
@@ -227,6 +232,27 @@ def decide(snapshot: ClusterSnapshot) -> list[Action]:
     _place_globals(snapshot, placement)
     _place_unscheduled(snapshot, placement, orphans, reasons)
     return _diff(jobs, placement, current, reasons)
+
+
+# When at least this share of the machines vanished within MASS_WINDOW lease TTLs, the engine waits
+# before moving their units: so many machines at once is far more often etcd overloaded, or a network
+# split, than hardware dying together (Kubernetes' node controller stops evicting for the same reason).
+MASS_SHARE = 0.5
+MASS_WINDOW = 3
+
+
+def machines_to_hold(live: frozenset[str], last_seen: Mapping[str, float], now: float, ttl: float) -> frozenset[str]:
+    """The vanished machines whose units should not move yet (pure).
+
+    `last_seen` maps every machine the engine has seen to when it last saw it alive. A machine gone for
+    less than MASS_WINDOW x TTL counts as "recently vanished"; if those are at least MASS_SHARE of the
+    machines (and more than one), they are all held. Held machines drop out of the window after it, and
+    their units move then.
+    """
+    recent = frozenset(m for m, seen in last_seen.items() if m not in live and now - seen < MASS_WINDOW * ttl)
+    if len(recent) > 1 and len(recent) >= MASS_SHARE * (len(live) + len(recent)):
+        return recent
+    return frozenset()
 
 
 def _check_scheduled(placement: _Placement, reasons: dict[tuple[str, str], str]) -> None:
@@ -238,8 +264,8 @@ def _check_scheduled(placement: _Placement, reasons: dict[tuple[str, str], str])
     for _round in range(8):
         changed = False
         for unit, machine in sorted(placement.where.items()):
-            if placement.where.get(unit) != machine:
-                continue
+            if placement.where.get(unit) != machine or machine not in placement.machines:
+                continue  # moved meanwhile, or kept on a vanished machine
             verdict = placement.able(unit, machine)
             if not verdict.able:
                 placement.unplace(unit, machine)

@@ -202,9 +202,9 @@ class EtcdClient:
         self._clients = [_client_for(e, tls) for e in self.endpoints]
         self._current = 0
 
-    def clone(self) -> EtcdClient:
-        """A client with the same settings and its own sessions (for another thread)."""
-        return EtcdClient(self.endpoints, self.timeout, self.tls, self.counter)
+    def clone(self, timeout: float | None = None) -> EtcdClient:
+        """A client with the same settings (or another timeout) and its own sessions (for another thread)."""
+        return EtcdClient(self.endpoints, timeout or self.timeout, self.tls, self.counter)
 
     def close(self) -> None:
         for client in self._clients:
@@ -284,9 +284,9 @@ class EtcdClient:
             raise EtcdError(f"etcd: lease grant refused: {result['error']}")
         return int(result["ID"])
 
-    def keepalive(self, lease: int) -> int:
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
         """Renew `lease`; returns its TTL, or 0 when it no longer exists."""
-        result = self.call("lease/keepalive", {"ID": str(lease)})
+        result = self.call("lease/keepalive", {"ID": str(lease)}, timeout)
         return int(result.get("result", {}).get("TTL", 0))
 
     def time_to_live(self, lease: int) -> int:

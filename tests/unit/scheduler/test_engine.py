@@ -201,3 +201,21 @@ def test_large_cluster_is_balanced():
     for _, machine in entries:
         per_machine[machine] = per_machine.get(machine, 0) + 1
     assert set(per_machine.values()) == {10}
+
+
+def test_a_mass_disappearance_holds_units_in_place():
+    from provisioner.scheduler.engine import machines_to_hold
+
+    seen = {"m1": 100.0, "m2": 100.0, "m3": 100.0, "m4": 100.0}
+    # One machine of four gone: an ordinary failure, nothing held.
+    assert machines_to_hold(frozenset({"m1", "m2", "m3"}), seen, 102.0, 5.0) == frozenset()
+    # Three of four gone at once: held, for up to three TTLs.
+    held = machines_to_hold(frozenset({"m1"}), seen, 102.0, 5.0)
+    assert held == {"m2", "m3", "m4"}
+    assert machines_to_hold(frozenset({"m1"}), seen, 116.0, 5.0) == frozenset()
+    live = machines("m1")
+    schedule = [Assignment("web.service", "m2", "h", LAUNCHED), Assignment("db.service", "m3", "h", LAUNCHED)]
+    jobs = {j.name: j for j in [job("web.service"), job("db.service")]}
+    assert decide(ClusterSnapshot(jobs, live, tuple(schedule)), held) == []
+    moved = decide(ClusterSnapshot(jobs, live, tuple(schedule)))
+    assert {a.assignment.machine for a in moved if isinstance(a, Put)} == {"m1"}
