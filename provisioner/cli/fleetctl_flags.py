@@ -267,10 +267,11 @@ def usage(command: Command | None, version: str) -> str:
         return lines
 
     if command is None:
-        rows = [[f"\t{c.name}", c.summary] for c in COMMANDS]
+        rows = [[c.name, c.summary] for c in COMMANDS]
         text = [f"NAME:\n\tfleetctl - fleetctl is a command-line interface to fleet, the cluster-wide CoreOS init "
                 f"system.\n\nUSAGE:\n\tfleetctl [global options] <command> [command options] [arguments...]\n\n"
-                f"VERSION:\n\t{version}\n\nCOMMANDS:\n", tabwrite(rows), "\nGLOBAL OPTIONS:\n",
+                f"VERSION:\n\t{version}\n\nCOMMANDS:\n", "".join(f"\t{line}\n" for line in tabwrite(rows).splitlines()),
+                "\nGLOBAL OPTIONS:\n",
                 "\n".join(flag_lines(GLOBAL_FLAGS)), "\n\nRun \"fleetctl help <command>\" for more details on a "
                 "specific command.\n"]
         return "".join(text)
