@@ -65,8 +65,8 @@ def test_machine_legend():
 
 def test_config_file_then_environment(tmp_path):
     conf = tmp_path / "fleet.conf"
-    conf.write_text('# fleet\netcd_servers="http://10.0.0.1:2379,http://10.0.0.2:2379"\nmetadata=region=eu, disk = ssd\n'
-                    "agent_ttl=10s\npublic_ip=10.0.0.9\n")
+    conf.write_text('# fleet\netcd_servers="http://10.0.0.1:2379,http://10.0.0.2:2379"\n'
+                    "metadata=region=eu, disk = ssd\nagent_ttl=10s\npublic_ip=10.0.0.9\n")
     config = load_config({"FLEET_PUBLIC_IP": "10.0.0.10", "FLEET_UNIT_BACKEND": "process"}, str(conf))
     assert config.etcd_servers == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
     assert config.metadata == (("disk", "ssd"), ("region", "eu"))
