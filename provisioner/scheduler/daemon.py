@@ -46,14 +46,13 @@ class LeaseKeeper:
     """Registers the machine under a lease and keeps the lease alive; knows when it has surely expired."""
 
     def __init__(self, client: etcd.EtcdClient, registry: Registry, machine: Machine, ttl: float, lease_file: Path,
-                 on_change, rejoin_delay: float):
+                 on_change):
         self.client = client
         self.registry = registry
         self.machine = machine
         self.ttl = max(1, round(ttl))
         self.lease_file = lease_file
         self.on_change = on_change
-        self.rejoin_delay = rejoin_delay
         # A slow etcd's late answer still renews the lease: give a renewal a third of the TTL (on a dead
         # member the connection is refused at once, so failover to the next member stays fast).
         self.renew_timeout = max(client.timeout, self.ttl / 3)
@@ -61,19 +60,16 @@ class LeaseKeeper:
         self._lease: int | None = None
         self._granted_ttl = float(self.ttl)
         self._last_ack = 0.0
-        self._expired = False
         self._expired_reported = False
 
     @property
     def lease(self) -> int | None:
         with self._lock:
-            return None if self._expired else self._lease
+            return self._lease
 
     def surely_expired(self) -> bool:
-        """True once the lease cannot be alive at etcd any more (or etcd said it is gone)."""
+        """True once the lease cannot be alive at etcd any more, though etcd could not be asked."""
         with self._lock:
-            if self._expired:
-                return True
             if self._lease is None:
                 return False
             return time.monotonic() > self._last_ack + self._granted_ttl + EXPIRY_TICK
@@ -112,13 +108,13 @@ class LeaseKeeper:
         ttl = self.client.keepalive(lease, timeout=self.renew_timeout)
         now = time.monotonic()
         if ttl <= 0:
-            log.warning("fleetd: etcd says our lease has expired; the engine moves our units; joining again")
+            # etcd answers, so it can be asked what happened: register again at once and let the schedule
+            # say which units are still ours (the engine may have kept them: machines_to_hold). The
+            # units keep running meanwhile; those the engine moved stop when their entries go.
+            log.warning("fleetd: etcd says our lease has expired: registering again")
             with self._lock:
-                self._expired = True
+                self._lease = None
             self.on_change("expired")
-            time.sleep(self.rejoin_delay)  # let the engine finish moving units before we reappear
-            with self._lock:
-                self._lease, self._expired = None, False
             return
         with self._lock:
             self._last_ack, self._granted_ttl = now, float(ttl)
@@ -139,7 +135,7 @@ class LeaseKeeper:
             log.info("fleetd: took back lease %x after a restart", lease)
         ttl = self.client.keepalive(lease)
         with self._lock:
-            self._lease, self._expired, self._last_ack, self._granted_ttl = lease, False, time.monotonic(), float(ttl)
+            self._lease, self._last_ack, self._granted_ttl = lease, time.monotonic(), float(ttl)
         self.lease_file.write_text(f"{self.machine.id} {lease}\n")
         log.info("fleetd: machine %s registered (%s, %s backend, lease TTL %d s)", self.machine.id,
                  self.machine.public_ip or "no public IP", self.machine.backend.value, ttl)
@@ -289,7 +285,7 @@ class Fleetd:
         self.keeper_stopping = threading.Event()
         config.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.keeper = LeaseKeeper(client, Registry(client, config.etcd_key_prefix), machine, config.agent_ttl,
-                                  config.runtime_dir / "lease", self._lease_changed, config.engine_reconcile_interval)
+                                  config.runtime_dir / "lease", self._lease_changed)
         self.agent = Agent(Registry(client.clone(), config.etcd_key_prefix), machine, backend,
                            lambda: self.keeper.lease, self.keeper.surely_expired, wake_agent)
         # The engine reads the whole cluster: on a big one that takes longer than a single request should.
