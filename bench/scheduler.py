@@ -200,6 +200,7 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         requests_before, own_before = _etcd_requests(endpoint), cluster.counter.count
         cpu_before = (cluster.cpu_seconds(), _cpu_seconds(etcd_pid))
         registered = cluster.registrations()
+        slow_before = _slow_requests(etcd_log)
         start = time.monotonic()
         for batch in range(0, units, 100):
             cluster.registry.client.txn([], [etcd.put(cluster.registry.keys.target_state(n),
@@ -210,11 +211,11 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
             _wait(lambda: sum(1 for s in cluster.states().values() if s[2] == "active") == units, LIMIT)
         except TimeoutError:
             result["converged"] = False
-            result["etcd_slow_requests"] = _slow_requests(etcd_log)
+            result["etcd_slow_requests"] = _slow_requests(etcd_log) - slow_before
             result["lost_leases"] = sum(1 for m, r in cluster.registrations().items() if registered.get(m) != r)
             return result
         active = time.monotonic() - start
-        result["etcd_slow_requests"] = _slow_requests(etcd_log)
+        result["etcd_slow_requests"] = _slow_requests(etcd_log) - slow_before
         requests = _etcd_requests(endpoint) - requests_before - (cluster.counter.count - own_before)
         result.update({
             "converged": True, "launched_s": round(launched, 2), "active_s": round(active, 2),
