@@ -119,6 +119,51 @@ def host(endpoint: str, prefix: str, workdir: str, first: int, count: int) -> No
         thread.join(timeout=120)
 
 
+class StateTracker:
+    """Every unit's published state, kept current by one watch (polling 5,000 states would itself load etcd)."""
+
+    def __init__(self, registry: Registry):
+        self.keys = registry.keys
+        self.lock = threading.Lock()
+        self.states: dict[tuple[str, str], tuple[str, str]] = {}  # (unit, machine) -> (job state, active)
+        result = registry.client.range(self.keys.states, prefix=True)
+        for kv in result.kvs:
+            self._put(kv)
+        self.watcher = etcd.Watcher(registry.client.clone(), self.keys.states, result.revision + 1,
+                                    self._events).start()
+
+    def _put(self, kv: etcd.KeyValue) -> None:
+        unit, machine = self.keys.relative(kv.key, "states/")
+        value = json.loads(kv.value)
+        self.states[(unit, machine)] = (value["jobState"], value["activeState"])
+
+    def _events(self, events: list[etcd.WatchEvent], revision: int) -> None:
+        with self.lock:
+            for event in events:
+                if event.kind == "DELETE":
+                    self.states.pop(tuple(self.keys.relative(event.kv.key, "states/")), None)  # type: ignore[arg-type]
+                else:
+                    self._put(event.kv)
+
+    def count(self, job_state: str | None = None, active: str | None = None, off: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for (_, machine), (job, act) in self.states.items()
+                       if (job_state is None or job == job_state) and (active is None or act == active)
+                       and (off is None or machine != off))
+
+    def units_on(self, machine: str) -> set[str]:
+        with self.lock:
+            return {unit for (unit, where) in self.states if where == machine}
+
+    def active_elsewhere(self, units: set[str], machine: str) -> bool:
+        with self.lock:
+            running = {unit for (unit, where), (_, act) in self.states.items() if where != machine and act == "active"}
+        return units <= running
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+
 class Cluster:
     """The machines of one size, sharing a key prefix."""
 
@@ -161,9 +206,8 @@ class Cluster:
         keys = self.registry.keys
         return {kv.key: kv.create_revision for kv in self.registry.client.range(keys.machines, prefix=True).kvs}
 
-    def states(self) -> dict[str, tuple[str, str, str]]:
-        """unit -> (machine, job state, active state)."""
-        return {s.unit: (s.machine, s.job_state.value, s.status.active) for s in self.registry.states()}
+    def track_states(self) -> StateTracker:
+        return StateTracker(self.registry)
 
     def cpu_seconds(self) -> float:
         return sum(_cpu_seconds(p.pid) for p in (*self.processes, *self.hosts) if p.poll() is None)
@@ -201,15 +245,17 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         cpu_before = (cluster.cpu_seconds(), _cpu_seconds(etcd_pid))
         registered = cluster.registrations()
         slow_before = _slow_requests(etcd_log)
+        tracker = cluster.track_states()
         start = time.monotonic()
         for batch in range(0, units, 100):
             cluster.registry.client.txn([], [etcd.put(cluster.registry.keys.target_state(n),
                                                       DesiredState.LAUNCHED.value) for n in names[batch:batch + 100]])
         try:
-            _wait(lambda: sum(1 for s in cluster.states().values() if s[1] == "launched") == units, LIMIT)
+            _wait(lambda: tracker.count(job_state="launched") >= units, LIMIT)
             launched = time.monotonic() - start
-            _wait(lambda: sum(1 for s in cluster.states().values() if s[2] == "active") == units, LIMIT)
+            _wait(lambda: tracker.count(active="active") >= units, LIMIT)
         except TimeoutError:
+            tracker.stop()
             result["converged"] = False
             result["etcd_slow_requests"] = _slow_requests(etcd_log) - slow_before
             result["lost_leases"] = sum(1 for m, r in cluster.registrations().items() if registered.get(m) != r)
@@ -234,19 +280,15 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         result["etcd_floor_s"] = round(_etcd_floor(endpoint, units), 2)
         result["launched_vs_etcd_floor"] = round(launched / result["etcd_floor_s"], 2)
         if failover:
-            held = sorted(u for u, s in cluster.states().items() if s[0] == cluster.victim_id)
+            held = tracker.units_on(cluster.victim_id)
             result["failover_units"] = len(held)
             cluster.victim.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             cluster.victim.wait()
-
-            def moved() -> bool:
-                states = cluster.states()
-                return all(u in states and states[u][0] != cluster.victim_id and states[u][2] == "active"
-                           for u in held)
-            _wait(moved, 120, 0.05)
+            _wait(lambda: tracker.active_elsewhere(held, cluster.victim_id), 120, 0.02)
             result["failover_s"] = round(time.monotonic() - killed, 2)
             result["failover_vs_lease_ttl"] = round(result["failover_s"] / TTL, 2)
+        tracker.stop()
     finally:
         cluster.close()
     return result
