@@ -119,8 +119,9 @@ class Agent:
                         if (req := self.files.requirements(entry.unit_hash, name)) is not None}
         keep = units_that_cannot_move(self.desired, requirements, self.machine)
         moved = sorted(set(self.local) - keep)
-        log.warning("agent: lease surely expired while cut off from etcd: stopping %d unit(s) the engine has moved "
-                    "(%s); keeping %d that cannot move", len(moved), ", ".join(moved) or "none", len(keep))
+        if moved:
+            log.warning("agent: lease surely expired while cut off from etcd: stopping %d unit(s) the engine has "
+                        "moved (%s); keeping %d that cannot move", len(moved), ", ".join(moved), len(keep))
         for unit in moved:
             self.backend.unload(unit)
             self.local.pop(unit, None)
