@@ -123,6 +123,9 @@ class LeaseKeeper:
     def _register(self) -> None:
         previous = self._previous_lease()
         lease = previous or self.client.grant(self.ttl)
+        # Recorded before registering: if the registration times out after etcd applied it, the next
+        # attempt recognises the object bound to this lease as its own instead of as another machine's.
+        self.lease_file.write_text(f"{self.machine.id} {lease}\n")
         existing = self.registry.register(self.machine, lease)
         if existing is not None and existing.lease != lease:
             if previous is None:
@@ -132,11 +135,10 @@ class LeaseKeeper:
                 f"waiting for it to go away (two machines with one /etc/machine-id?)")
         if existing is not None:
             self.registry.refresh_machine(self.machine, lease)
-            log.info("fleetd: took back lease %x after a restart", lease)
+            log.info("fleetd: took back lease %x (after a restart, or a registration that timed out)", lease)
         ttl = self.client.keepalive(lease)
         with self._lock:
             self._lease, self._last_ack, self._granted_ttl = lease, time.monotonic(), float(ttl)
-        self.lease_file.write_text(f"{self.machine.id} {lease}\n")
         log.info("fleetd: machine %s registered (%s, %s backend, lease TTL %d s)", self.machine.id,
                  self.machine.public_ip or "no public IP", self.machine.backend.value, ttl)
         self.on_change("registered")
