@@ -5,11 +5,12 @@ agent, process backend) at the default settings (agent_ttl 5 s, engine_reconcile
 etcd_request_timeout 1 s):
 - the 3 machines that may lead the engine, and the one killed for the failover, are `provisioner fleetd`
   processes, as on real machines;
-- the others are lightweight fleetd instances (agents only, fleet's disable_engine), several dozen as
-  threads of one host process, in 4 host processes: one Python process cannot run a hundred agents
-  and also measure them, its interpreter lock would be the bottleneck measured.
-Units are instances of one template (`bench@N.service`, ExecStart=/bin/sleep 3600): real processes, so
-1,000 units are 1,000 sleeps. etcd requests are counted by etcd itself (grpc_server_started_total in its
+- the others are lightweight fleetd instances (agents only, fleet's disable_engine), 25 as threads of
+  each host process: with many more, one process's interpreter lock delays its agents' lease renewals
+  past the TTL, and the bottleneck measured would be the benchmark's packing, not the scheduler.
+Units are instances of one template (`bench@N.service`, ExecStart=/bin/sleep 3600). At 100 x 1,000 they
+are launched: real processes, 1,000 sleeps. At 300 x 5,000 they are loaded (`fleetctl load`: placed,
+loaded by their agents and reported, not started): this VM's container allows 4,915 tasks in all. etcd requests are counted by etcd itself (grpc_server_started_total in its
 /metrics), minus the benchmark's own polling.
 
 etcd runs at nice -10 with its data on tmpfs: on a real cluster it has CPU and a disk of its own, and
@@ -18,9 +19,9 @@ fleetd and thousands of unit processes. Without that, at 300 x 5,000 etcd's requ
 renewals queued past the TTL and leases expired (docs/benchmarks.md).
 
 Measured, per size (machines x units):
-- launched: from setting every unit's desired state to launched (in batches of 100 per transaction, as a
-  script doing `fleetctl start --no-block` would) until every unit's state is `launched`, and until
-  every unit is `active` (its process runs);
+- launched (or loaded): from setting every unit's desired state (in batches of 100 per transaction, as
+  a script doing `fleetctl start --no-block` would) until every unit's state is `launched` (`loaded`),
+  and for launched units until every one is `active` (its process runs);
 - etcd requests per unit during that phase (keepalives of every machine included);
 - lost leases: machines that lost their lease (and registered again) meanwhile, 0 when nothing flapped;
 - the engine's cost at the end: one read of the cluster (`engine_view`) and one `decide`;
@@ -55,17 +56,17 @@ from provisioner.scheduler.registry import Registry, UnitFiles
 from provisioner.scheduler.unitfile import UnitFile
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = ((100, 1_000), (300, 5_000))
+# (machines, units, desired state): the issue's size launches real processes; the big one is loaded
+# (scheduled, placed, loaded by the agents, reported) without starting: this VM's container allows 4,915
+# tasks in all, fewer than 5,000 unit processes plus 300 machines' threads.
+SIZES = ((100, 1_000, DesiredState.LAUNCHED), (300, 5_000, DesiredState.LOADED))
 ENGINES = 3
-HOSTS = 4
+AGENTS_PER_HOST = 25  # more, and one host process's interpreter lock delays its agents past the lease TTL
 TTL = 5.0
 LIMIT = 300.0  # seconds a size may take to launch before it counts as not converging
-# Up to RESIDENT units each keep a process (a sleep); above, units are oneshot with RemainAfterExit
-# (started, `active (exited)`, no process left): this VM's container allows 4,915 tasks in all.
-RESIDENT = 1_000
-SLEEPER = UnitFile.parse("[Service]\nExecStart=/bin/sleep 3600\n")
-ONESHOT = UnitFile.parse("[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+UNIT = UnitFile.parse("[Service]\nExecStart=/bin/sleep 3600\n")
 THREADS_PER_MACHINE = 5  # lease keeper, agent, backend loop, schedule watch, and slack
+MIN_TASK_ROOM = 400  # a size is abandoned when fewer tasks than this are left to the whole machine
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -80,10 +81,14 @@ def _etcd_requests(endpoint: str) -> int:
 
 
 def _wait(condition, timeout: float, interval: float = 0.1) -> float:
+    """Poll `condition`; raises TimeoutError after `timeout` s, or when the machine runs short of tasks."""
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"not reached within {timeout} s")
+        room = _task_room()
+        if room is not None and room < MIN_TASK_ROOM:
+            raise TimeoutError(f"only {room} tasks left in the pids cgroup: abandoned")
         time.sleep(interval)
     return time.monotonic() - start
 
@@ -182,9 +187,10 @@ class Cluster:
         self.victim_id = "ffffffff" + uuid.uuid4().hex[:24]
         self.victim = self._fleetd("victim", self.victim_id, engine=False)
         agents = machines - ENGINES - 1
+        hosts = -(-agents // AGENTS_PER_HOST)
         self.hosts = []
-        for index in range(HOSTS):
-            first, last = index * agents // HOSTS, (index + 1) * agents // HOSTS
+        for index in range(hosts):
+            first, last = index * agents // hosts, (index + 1) * agents // hosts
             self.hosts.append(subprocess.Popen(
                 [sys.executable, "-m", "bench.scheduler", "host", endpoint, self.prefix, str(workdir), str(first),
                  str(last - first)], stdin=subprocess.PIPE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}))
@@ -249,15 +255,14 @@ def _task_room() -> int | None:
 
 
 def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machines: int, units: int,
-              failover: bool) -> dict:
+              wanted: DesiredState, failover: bool) -> dict:
     cluster = Cluster(workdir, endpoint, machines)
-    result: dict = {"machines": machines, "units": units}
+    result: dict = {"machines": machines, "units": units, "desired": wanted.value}
     try:
         result["registration_s"] = round(_wait(lambda: len(cluster.registry.machines()) == machines, 300, 0.5), 2)
         names = [f"bench@{index}.service" for index in range(units)]
-        result["unit"] = "sleep" if units <= RESIDENT else "oneshot"
         for name in names:
-            cluster.registry.create_unit(name, SLEEPER if units <= RESIDENT else ONESHOT)
+            cluster.registry.create_unit(name, UNIT)
         time.sleep(2 * TTL)  # every agent idle again before the clock starts
         requests_before, own_before = _etcd_requests(endpoint), cluster.counter.count
         cpu_before = (cluster.cpu_seconds(), _cpu_seconds(etcd_pid))
@@ -266,12 +271,13 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         tracker = cluster.track_states()
         start = time.monotonic()
         for batch in range(0, units, 100):
-            cluster.registry.client.txn([], [etcd.put(cluster.registry.keys.target_state(n),
-                                                      DesiredState.LAUNCHED.value) for n in names[batch:batch + 100]])
+            cluster.registry.client.txn([], [etcd.put(cluster.registry.keys.target_state(n), wanted.value)
+                                             for n in names[batch:batch + 100]])
         try:
-            _wait(lambda: tracker.count(job_state="launched") >= units, LIMIT)
-            launched = time.monotonic() - start
-            _wait(lambda: tracker.count(active="active") >= units, LIMIT)
+            _wait(lambda: tracker.count(job_state=wanted.value) >= units, LIMIT)
+            reached = time.monotonic() - start
+            if wanted is DesiredState.LAUNCHED:
+                _wait(lambda: tracker.count(active="active") >= units, LIMIT)
         except TimeoutError:
             tracker.stop()
             result["converged"] = False
@@ -281,8 +287,10 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         active = time.monotonic() - start
         result["etcd_slow_requests"] = _slow_requests(etcd_log) - slow_before
         requests = _etcd_requests(endpoint) - requests_before - (cluster.counter.count - own_before)
+        result.update({"converged": True, f"{wanted.value}_s": round(reached, 2)})
+        if wanted is DesiredState.LAUNCHED:
+            result["active_s"] = round(active, 2)
         result.update({
-            "converged": True, "launched_s": round(launched, 2), "active_s": round(active, 2),
             # machines that lost their lease (and registered again) while the units started: 0 = no flapping
             "lost_leases": sum(1 for m, r in cluster.registrations().items() if registered.get(m) != r),
             "etcd_requests_per_unit": round(requests / units, 2),
@@ -296,7 +304,7 @@ def _run_size(workdir: Path, endpoint: str, etcd_pid: int, etcd_log: Path, machi
         assert decide(view.snapshot) == []
         result["engine_decide_s"] = round(time.monotonic() - decide_start, 3)
         result["etcd_floor_s"] = round(_etcd_floor(endpoint, units), 2)
-        result["launched_vs_etcd_floor"] = round(launched / result["etcd_floor_s"], 2)
+        result["vs_etcd_floor"] = round(reached / result["etcd_floor_s"], 2)
         if failover:
             held = tracker.units_on(cluster.victim_id)
             result["failover_units"] = len(held)
@@ -325,9 +333,10 @@ def main() -> dict:
             # etcd gets the CPU before the machines, as on a cluster where it has cores of its own: here one
             # 2-core box runs etcd, hundreds of fleetd and thousands of unit processes.
             os.setpriority(os.PRIO_PROCESS, pid, -10)
-            for machines, units in SIZES:
-                print(f"bench scheduler: {machines} machines x {units} units ...", file=sys.stderr, flush=True)
-                needed = machines * THREADS_PER_MACHINE + min(units, RESIDENT)
+            for machines, units, wanted in SIZES:
+                print(f"bench scheduler: {machines} machines x {units} units {wanted.value} ...", file=sys.stderr,
+                      flush=True)
+                needed = machines * THREADS_PER_MACHINE + (units if wanted is DesiredState.LAUNCHED else 0)
                 room = _task_room()
                 if room is not None and needed > room * 0.7:
                     # Running out of tasks breaks every process on the machine, other people's included.
@@ -335,7 +344,7 @@ def main() -> dict:
                                              f"tasks, the pids cgroup has room for {room}"})
                     continue
                 result = _run_size(Path(tmp) / f"{machines}x{units}", endpoint, pid, etcd_cluster.members[0].log,
-                                   machines, units, failover=(machines, units) == SIZES[0])
+                                   machines, units, wanted, failover=(machines, units, wanted) == SIZES[0])
                 print(f"bench scheduler: {json.dumps(result)}", file=sys.stderr, flush=True)
                 results["sizes"].append(result)
         finally:
