@@ -10,8 +10,9 @@ etcd_request_timeout 1 s):
   past the TTL, and the bottleneck measured would be the benchmark's packing, not the scheduler.
 Units are instances of one template (`bench@N.service`, ExecStart=/bin/sleep 3600). At 100 x 1,000 they
 are launched: real processes, 1,000 sleeps. At 300 x 5,000 they are loaded (`fleetctl load`: placed,
-loaded by their agents and reported, not started): this VM's container allows 4,915 tasks in all. etcd requests are counted by etcd itself (grpc_server_started_total in its
-/metrics), minus the benchmark's own polling.
+loaded by their agents and reported, not started): this VM's container allows 4,915 tasks in all.
+etcd requests are counted by etcd itself (grpc_server_started_total in its /metrics), minus the
+benchmark's own reads.
 
 etcd runs at nice -10 with its data on tmpfs: on a real cluster it has CPU and a disk of its own, and
 here one shared 2-core VM (whose disk other jobs load with image builds) runs it next to hundreds of
