@@ -5,7 +5,8 @@ start, start-post, running/exited, stop, stop-sigterm, stop-sigkill, stop-post, 
 auto-restart) on a selector over pidfds and log pipes, so a machine with hundreds of units costs one
 thread, not hundreds. Calls from the agent (load, start, stop, unload) are queued to that thread.
 
-Processes:
+Processes (started with subprocess.Popen, not core.commands.run, which runs a command to completion:
+these are long-running children supervised here):
 - every command runs in a session (process group) of its own; a unit's groups are what `KillMode=
   control-group` signals, so children of a unit's shell are stopped with it;
 - commands are started through `setpriv --pdeathsig KILL`, from the manager thread, so when fleetd
