@@ -1,4 +1,4 @@
-"""Where a unit's status and log are on its machine, and the command that shows them (pure).
+"""Where a unit's status and log are on a process-backend machine: written here, shown by fleetctl.
 
 `fleetctl status` and `fleetctl journal` run a command on the unit's machine, as fleet did. On a systemd
 machine it is fleet's own command (`systemctl status -l`, `journalctl --unit ... -n N --output short
@@ -11,10 +11,56 @@ SSH, already how an operator is allowed on it (cli/fleetctl_ssh.py).
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 
 from provisioner.errors import UsageError
 from provisioner.scheduler.model import Backend, Machine
+
+log = logging.getLogger("provisioner.scheduler.unitlogs")
+
+LOG_LIMIT = 1 << 20
+
+
+class UnitLogFiles:
+    """The process backend's side: unit log lines (journalctl short format, rotated) and status headers."""
+
+    def __init__(self, runtime_dir: Path, hostname: str, limit: int = LOG_LIMIT):
+        self.journal = runtime_dir / "journal"
+        self.status_dir = runtime_dir / "status"
+        self.hostname = hostname
+        self.limit = limit
+        for directory in (self.journal, self.status_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def line(self, unit: str, identifier: str, message: str) -> None:
+        """Append `Nov 23 19:36:06 host bash[1234]: message` to the unit's log (never raises)."""
+        path = self.journal / f"{unit}.log"
+        stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
+        try:
+            if path.exists() and path.stat().st_size > self.limit:
+                os.replace(path, path.with_name(f"{unit}.log.1"))
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(f"{stamp} {self.hostname} {identifier}: {message}\n")
+        except OSError as exc:
+            log.warning("%s: cannot write the unit log: %s", path, exc.strerror)
+
+    def status(self, unit: str, lines: list[str]) -> None:
+        """Replace the unit's status header atomically (never raises)."""
+        path = self.status_dir / unit
+        temporary = path.with_name(f".{unit}.tmp")
+        try:
+            temporary.write_text("\n".join(lines) + "\n")
+            os.replace(temporary, path)
+        except OSError as exc:
+            log.warning("%s: cannot write the unit status: %s", path, exc.strerror)
+
+    def forget_status(self, unit: str | None = None) -> None:
+        """Remove one unit's status header, or (None) every one a previous fleetd left."""
+        for path in ([self.status_dir / unit] if unit else list(self.status_dir.iterdir())):
+            path.unlink(missing_ok=True)
 
 _PROCESS_STATUS = ('test -e "$1" || { echo "Unit $0 could not be found." >&2; exit 4; }; cat -- "$1"; echo; '
                    'tail -n 10 -- "$2" 2>/dev/null; grep -q "^     Active: active " -- "$1" || exit 3')

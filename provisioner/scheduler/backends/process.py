@@ -57,10 +57,10 @@ from provisioner.scheduler.backends.service import (
 )
 from provisioner.scheduler.model import UnitStatus
 from provisioner.scheduler.unitfile import UnitFile
+from provisioner.scheduler.unitlogs import LOG_LIMIT, UnitLogFiles
 
 log = logging.getLogger("provisioner.scheduler.process")
 
-LOG_LIMIT = 1 << 20
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for a group to disappear before giving up on it
 _SETTLED = frozenset({"running", "exited", "dead", "failed", "auto-restart"})
 _ACTIVE = {"start-pre": "activating", "start": "activating", "start-post": "activating", "running": "active",
@@ -121,14 +121,13 @@ class ProcessBackend:
         self.root = Path(runtime_dir)
         self.host = host
         self.on_change = on_change
-        self.log_limit = log_limit
-        for sub in ("units", "journal", "status", "pids"):
+        self.logs = UnitLogFiles(self.root, host.hostname, log_limit)
+        for sub in ("units", "pids"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if shutil.which("setpriv") is None:
             raise ProvisionerError("process backend: setpriv not found (Debian package util-linux)")
         self._kill_leftovers()
-        for stale in (self.root / "status").iterdir():
-            stale.unlink(missing_ok=True)
+        self.logs.forget_status()
         self._lock = threading.Lock()
         self._queue: collections.deque[tuple[str, str, UnitFile | None]] = collections.deque()
         self._statuses: dict[str, UnitStatus] = {}
@@ -259,7 +258,7 @@ class ProcessBackend:
         except UnitConfigError as exc:
             spec, error = None, str(exc)
         if error:
-            self._journal_line(name, f"fleetd[{os.getpid()}]", f"{name}: {error}")
+            self.logs.line(name, f"fleetd[{os.getpid()}]", f"{name}: {error}")
         if service is None:
             service = _Service(name=name, unit_path=self.root / "units" / name, spec=spec, error=error)
             self._services[name] = service
@@ -492,8 +491,9 @@ class ProcessBackend:
         del self._services[service.name]
         with self._lock:
             self._statuses.pop(service.name, None)
-        for path in (service.unit_path, self.root / "status" / service.name, self.root / "pids" / service.name):
+        for path in (service.unit_path, self.root / "pids" / service.name):
             path.unlink(missing_ok=True)
+        self.logs.forget_status(service.name)
         self.on_change()
         return True
 
@@ -539,7 +539,7 @@ class ProcessBackend:
                 program, args = "setpriv", ["setpriv", "--pdeathsig", "KILL", "--", path, *argv[1:]]
             cwd = _working_directory(spec)
         except UnitConfigError as exc:
-            self._journal_line(service.name, identity, f"{service.name}: {exc}")
+            self.logs.line(service.name, identity, f"{service.name}: {exc}")
             service.main_exit = 203 if main else service.main_exit
             return None
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -551,7 +551,7 @@ class ProcessBackend:
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             os.close(read_end)
             os.close(write_end)
-            self._journal_line(service.name, identity, f"{service.name}: Failed to execute {path}: {exc}")
+            self.logs.line(service.name, identity, f"{service.name}: Failed to execute {path}: {exc}")
             service.main_exit = 203 if main else service.main_exit
             return None
         os.close(write_end)
@@ -668,23 +668,12 @@ class ProcessBackend:
             os.close(proc.pipe)
             proc.pipe = None
         for line in lines:
-            self._journal_line(proc.service.name, f"{proc.identifier}[{proc.popen.pid}]",
+            self.logs.line(proc.service.name, f"{proc.identifier}[{proc.popen.pid}]",
                                line.decode("utf-8", "replace"))
         return proc.pipe is not None
 
     def _log(self, service: _Service, message: str) -> None:
-        self._journal_line(service.name, f"fleetd[{os.getpid()}]", message)
-
-    def _journal_line(self, unit: str, identifier: str, message: str) -> None:
-        path = self.root / "journal" / f"{unit}.log"
-        stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
-        try:
-            if path.exists() and path.stat().st_size > self.log_limit:
-                os.replace(path, path.with_name(f"{unit}.log.1"))
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(f"{stamp} {self.host.hostname} {identifier}: {message}\n")
-        except OSError as exc:
-            log.warning("%s: cannot write the unit log: %s", path, exc.strerror)
+        self.logs.line(service.name, f"fleetd[{os.getpid()}]", message)
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -721,12 +710,7 @@ class ProcessBackend:
         elif service.main_exit is not None:
             code, exit_status = describe_exit(service.main_exit)
             lines.append(f"    Process: code={code}, status={exit_status}")
-        path = self.root / "status" / service.name
-        try:
-            path.with_name(f".{service.name}.tmp").write_text("\n".join(lines) + "\n")
-            os.replace(path.with_name(f".{service.name}.tmp"), path)
-        except OSError as exc:
-            log.warning("%s: cannot write the unit status: %s", path, exc.strerror)
+        self.logs.status(service.name, lines)
 
 
 def _locate(path: str) -> str | None:
