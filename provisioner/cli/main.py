@@ -79,6 +79,9 @@ COMMANDS: dict[str, Command] = {
                              "system (root)."),
     "registry": Command("registry_cmd", "The container registry nodes use as their Docker Hub mirror."),
     "node": Command("node_cmd", "On a node: apply the cloud-config, show what was applied, check etcd."),
+    "fleetd": Command("fleet_cmd", "Run this machine's fleet agent and engine (configured by /etc/fleet/fleet.conf "
+                                   "and FLEET_* variables, as fleet's fleetd was)."),
+    "fleet": Command("fleet_cmd", "fleetctl: the cluster's units and machines (`provisioner fleet help`)."),
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 

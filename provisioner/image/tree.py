@@ -19,7 +19,14 @@ log = logging.getLogger("provisioner.image.tree")
 
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
 # The console script pip would generate for pyproject's [project.scripts].
-ENTRY_SCRIPT = "#!/usr/bin/python3\nimport sys\n\nfrom provisioner.cli.main import main\n\nsys.exit(main())\n"
+# The image's commands, as pyproject's [project.scripts] defines them for a pip install.
+ENTRY_SCRIPTS = {"provisioner": "provisioner.cli.main", "fleetctl": "provisioner.cli.fleetctl"}
+
+
+def entry_script(module: str) -> str:
+    """A /usr/bin script that runs `module`'s main(), as pip's console scripts do (pure)."""
+    return f"#!/usr/bin/python3\nimport sys\n\nfrom {module} import main\n\nsys.exit(main())\n"
+
 UNIT_DIR = "usr/lib/systemd/system"
 # Machine identity and host leftovers that must not be baked into every install.
 REMOVE = ["etc/resolv.conf", "etc/hostname", "etc/ssh/ssh_host_*", "var/lib/dbus/machine-id", "boot/*",
@@ -101,7 +108,7 @@ def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[
 
 def install_package(tree: Path, sources: list[Path], release_key: bytes, version_txt: str) -> None:
     """The node-side parts of the provisioner package (`sources`: recipe python_packages and the
-    package base files of this checkout), byte-compiled by the image's python3, and /usr/bin/provisioner.
+    package base files of this checkout), byte-compiled by the image's python3, and the /usr/bin scripts.
 
     Installed as Debian installs Python modules (dist-packages + a .dist-info), with its runtime
     dependencies from Debian packages (python3-yaml, python3-typer, ...): no pip in the image."""
@@ -117,9 +124,10 @@ def install_package(tree: Path, sources: list[Path], release_key: bytes, version
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, dest)
-    script = tree / "usr/bin/provisioner"
-    script.write_text(ENTRY_SCRIPT)
-    script.chmod(0o755)
+    for name, module in ENTRY_SCRIPTS.items():
+        script = tree / "usr/bin" / name
+        script.write_text(entry_script(module))
+        script.chmod(0o755)
     info = site / f"provisioner-{__version__}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: provisioner\nVersion: {__version__}\n")

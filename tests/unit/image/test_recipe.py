@@ -21,7 +21,7 @@ def test_shipped_recipe_loads_with_every_layout_partition():
 
 
 def test_recipe_names_no_mirror_host():
-    # The build uses the machine's own apt sources (DESIGN.md network rule).
+    # The build uses the machine's own apt sources: no mirror host is ever written into the project.
     assert "http://" not in RECIPE_TEXT and "https://" not in RECIPE_TEXT
 
 
@@ -32,7 +32,7 @@ def test_recipe_names_no_mirror_host():
     ("version: 0.1.0", "version: current", "version: 'current' cannot be a release directory name"),
     ("  - systemd-sysv", "  - 7", "debian: packages[1]: must be a non-empty string"),
     ("python_packages: [core,", "python_packages: [nosuch,", "python_packages: 'nosuch' is not a subpackage"),
-    ("cli/node_cmd.py]", "cli/nosuch.py]", "python_packages: 'cli/nosuch.py' is not a subpackage or module"),
+    ("remote/target.py]", "remote/nosuch.py]", "python_packages: 'remote/nosuch.py' is not a subpackage or module"),
     ("  etcd2.service: etcd.service", "  etcd2.service: etcd", "unit_aliases.etcd2.service: 'etcd' is not a unit"),
 ])
 def test_bad_field_is_one_line_naming_it(old, new, message):
@@ -90,7 +90,8 @@ def test_image_packages_hold_everything_they_import():
 
 # The Debian package that provides each library the node-side modules import (the image has no pip).
 DEBIAN_PYTHON_PACKAGES = {"yaml": "python3-yaml", "jinja2": "python3-jinja2", "typer": "python3-typer",
-                          "zstandard": "python3-zstandard"}
+                          "zstandard": "python3-zstandard", "etcd3gw": "python3-etcd3gw",
+                          "paramiko": "python3-paramiko"}
 
 
 def test_libraries_the_image_modules_import_are_debian_packages_of_the_recipe():
