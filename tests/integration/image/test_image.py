@@ -95,14 +95,18 @@ def test_usr_is_the_os_and_root_state_is_in_the_factory(built_image, tmp_path):
                  # `provisioner node ...`: the console script, the node commands, Debian's typer
                  "/bin/provisioner", "/lib/python3/dist-packages/provisioner/cli/node_cmd.py",
                  "/lib/python3/dist-packages/provisioner/cloudconfig/model.py",
-                 "/lib/python3/dist-packages/typer/main.py", "/lib/systemd/system/etcd2.service"):
+                 "/lib/python3/dist-packages/typer/main.py", "/lib/systemd/system/etcd2.service",
+                 # the scheduler: fleetd's unit and fleetctl (paramiko for its ssh/status/journal)
+                 "/lib/systemd/system/fleet.service", "/bin/fleetctl",
+                 "/lib/python3/dist-packages/provisioner/scheduler/daemon.py",
+                 "/lib/python3/dist-packages/paramiko"):
         assert path in names, path
     assert not any(n.startswith("/share/man/") or n.startswith("/share/locale/de") for n in names)
     assert not any("/share/factory/etc/ssh/ssh_host_" in n for n in names)  # made on each machine
-    # The server side stays off the image: no other commands, no pxe, no rich/aiohttp/paramiko.
+    # The server side stays off the image: no other commands, no pxe, no rich/aiohttp.
     site = "/lib/python3/dist-packages"
     for absent in (f"{site}/provisioner/cli/serve_cmd.py", f"{site}/provisioner/pxe", f"{site}/rich",
-                   f"{site}/aiohttp", f"{site}/paramiko"):
+                   f"{site}/aiohttp"):
         assert absent not in names, absent
 
 
