@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=15
 
 ACCEPTANCE_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration test-vm conformance demo bench image clean
+.PHONY: setup apt venv lint test test-unit test-integration test-vm conformance demo bench image clean
 
 setup: apt venv
 
@@ -32,8 +32,14 @@ $(STAMP)/venv: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Every tier: unit (pure), conformance (anchors' vectors), integration (root: loop, netns, sshd, etcd), vm (QEMU).
-test: setup image
+# Static checks (configured in pyproject.toml): a lint or type error fails `make test` like a failing test.
+lint: setup
+	$(VENV)/bin/ruff check provisioner tests bench
+	$(VENV)/bin/mypy
+
+# Every tier: static checks, unit (pure), conformance (anchors' vectors), integration (root: loop, netns,
+# sshd, etcd), vm (QEMU).
+test: setup lint image
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 test-unit: setup
