@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.cli.fleetctl import run as fleetctl_run
+from provisioner.core.commands import terminate
 from tests.fixtures.etcd import EtcdCluster
 from tests.fixtures.system import need_root
 from tests.fixtures.tcpproxy import TcpProxy
@@ -107,13 +108,8 @@ class FleetCluster:
             node.process.wait(timeout=10)
 
     def stop(self, node: Node, timeout: float = 60) -> None:
-        if node.process is not None and node.process.poll() is None:
-            node.process.send_signal(signal.SIGTERM)
-            try:
-                node.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait(timeout=10)
+        if node.process is not None:
+            terminate(node.process, timeout)
 
     def fleetctl(self, *args: str, check: bool = True, timeout: float = 60, cwd: Path | None = None,
                  env: dict[str, str] | None = None, process: bool = False) -> subprocess.CompletedProcess:
