@@ -14,11 +14,16 @@ from enum import StrEnum
 
 import typer
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # older typer (the OS image's Debian package) is built on click itself
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[no-redef,import-not-found,unused-ignore]
+
 from provisioner import __version__
 from provisioner.cli.output import emit
 from provisioner.core.entry import run_main
 from provisioner.core.logs import setup_logging
-from provisioner.errors import EXIT_ERROR
+from provisioner.errors import EXIT_ERROR, EXIT_USAGE, UsageError
 
 app = typer.Typer(
     name="provisioner",
@@ -115,6 +120,14 @@ def _listed_only() -> None:
     raise AssertionError("a listed-only command never runs")
 
 
+def usage_error_line(exc: ClickUsageError) -> str:
+    """click's multi-line usage error as one line naming the command, e.g. `disk add: Invalid value for '--fs': ...`."""
+    message = exc.format_message().replace("Value error, ", "").replace("\n", " ").strip()
+    command = exc.ctx.command_path.split(" ", 1)[1] if exc.ctx and " " in exc.ctx.command_path else ""
+    hint = f" (provisioner {command} -h)" if command else " (provisioner -h)"
+    return f"{command}: {message}{hint}" if command else f"{message}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code (core/entry.py maps errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -122,14 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         _register(args)
         try:
-            # Typer's standalone mode prints usage errors itself (exit 2) and ends with SystemExit.
-            app(args=args, prog_name="provisioner")
+            # Not standalone: click's usage errors reach us and become the one-line error every command uses.
+            outcome = app(args=args, prog_name="provisioner", standalone_mode=False)
+        except ClickUsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:   # `provisioner disk` alone
+                print(exc.ctx.get_help(), file=sys.stderr)
+                return EXIT_USAGE
+            raise UsageError(usage_error_line(exc)) from None
+        except typer.Abort:
+            print("provisioner: aborted", file=sys.stderr)
+            return EXIT_ERROR
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):
                 return exc.code or 0
             print(exc.code, file=sys.stderr)
             return EXIT_ERROR
-        return 0
+        # click returns typer.Exit's code here; a command's own return value is not an exit code.
+        return outcome if isinstance(outcome, int) and not isinstance(outcome, bool) else 0
 
     return run_main("provisioner", body, debug="--debug" in args)
 

@@ -53,10 +53,23 @@ def test_errors_are_one_line_exit_1_no_traceback(args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_usage_error_exit_2():
-    result = cli("render", "ipxe", "--label", "no-equals-sign")
-    assert result.returncode == 2 and "want KEY=VALUE" in result.stderr
-    assert cli("no-such-command").returncode == 2
+@pytest.mark.parametrize("args, words", [
+    (["render", "ipxe", "--label", "no-equals-sign"], ["want KEY=VALUE"]),
+    (["no-such-command"], ["No such command", "no-such-command"]),
+    (["disk", "add", "x.img", "--fs", "ntfs"], ["disk add:", "--fs", "'ntfs'", "ext4"]),
+    (["render", "--bogus"], ["render:", "--bogus"]),
+    (["disk", "add"], ["disk add:", "Missing argument"]),
+])
+def test_usage_errors_are_one_line_exit_2(args, words):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("provisioner: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+
+
+def test_a_group_alone_prints_its_help():
+    result = cli("disk")
+    assert result.returncode == 2 and "Usage: provisioner disk" in result.stderr and "shrink-root" in result.stderr
 
 
 def test_debug_shows_the_traceback():
