@@ -1,4 +1,4 @@
-"""`provisioner serve`, `provisioner dnsmasq-config`, `provisioner machines`."""
+"""`provisioner serve`, `provisioner dnsmasq-config`, `provisioner machines [reinstall|forget|mark-installed|...]`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ from pathlib import Path
 
 import typer
 
-from provisioner.cli.output import emit, emit_json, emit_table
+from provisioner.cli.output import confirm, emit, emit_json, emit_table
 from provisioner.errors import UsageError
+from provisioner.inventory.identifiers import normalize_mac_or_none
+from provisioner.pxe.admin_access import admin_request, new_token
+from provisioner.pxe.boot_secrets import DEFAULT_TTL
 from provisioner.pxe.dnsmasq import dnsmasq_config
+from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import load_machines, machine_rows
 from provisioner.pxe.serve_config import ServeConfig, ServeOptions, static_leases_from_inventory
 from provisioner.pxe.server import run_server
@@ -45,6 +49,13 @@ def serve_command(
     assets_dir: Path = typer.Option(None, "--assets-dir", help="Files under /assets/ (default DATA_DIR/assets)."),
     registry_addr: str = typer.Option(None, "--registry-addr", help="HOST:PORT: run the container registry "
                                       "(images in DATA_DIR/registry) there; nodes use it as their Docker Hub mirror."),
+    admin_addr: str = typer.Option("127.0.0.1:8081", "--admin-addr",
+                                   help="HOST:PORT of the admin API (reinstall, forget, mark installed; token in "
+                                        "STATE_DIR/admin-token). Never the --http-addr."),
+    admin_allow: list[str] = typer.Option([], "--admin-allow", help="Address or network (CIDR) besides loopback "
+                                          "that may use the admin API; repeatable."),
+    boot_secret_ttl: float = typer.Option(DEFAULT_TTL, "--boot-secret-ttl",
+                                          help="Seconds an install boot's secret stays valid (docs/security.md)."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
     options = ServeOptions(
@@ -52,7 +63,8 @@ def serve_command(
         router=router, dns=tuple(dns), lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
         server_url=server_url, state_dir=state_dir, assets_dir=assets_dir, server_ip=server_ip,
         efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra,
-        registry_addr=registry_addr)
+        registry_addr=registry_addr, admin_addr=admin_addr, admin_allow=tuple(admin_allow),
+        boot_secret_ttl=boot_secret_ttl)
     run_server(ServeConfig.from_options(options))
 
 
@@ -71,26 +83,118 @@ def dnsmasq_config_command(
                         tftp_root=tftp_root, static_leases=static), newline=False)
 
 
+machines_app = typer.Typer(help="List the machines the boot server has seen, with their last boot stage.\n\n"
+                                "The subcommands act through the running server's admin API (docs/security.md).",
+                           invoke_without_command=True)
+
+DATA_DIR_OPTION = typer.Option(None, "--data-dir", "-D", help="The server's data dir (state in DATA_DIR/state).")
+STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="The server's --state-dir (default DATA_DIR/state).")
+JSON_OPTION = typer.Option(False, "--json", help="One JSON document on stdout.")
+
+
+def _state_dir(data_dir: Path | None, state_dir: Path | None) -> Path:
+    if state_dir is not None:
+        return state_dir
+    if data_dir is None:
+        raise UsageError("give --data-dir or --state-dir")
+    return data_dir / "state"
+
+
+def _mac(text: str) -> str:
+    mac = normalize_mac_or_none(text)
+    if mac is None:
+        raise UsageError(f"MAC: {text!r} is not a MAC address")
+    return mac
+
+
+@machines_app.callback()
 def machines_command(
-    data_dir: Path = typer.Option(None, "--data-dir", "-D"),
-    state_dir: Path = typer.Option(None, "--state-dir", help="Default DATA_DIR/state."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    ctx: typer.Context,
+    data_dir: Path = DATA_DIR_OPTION,
+    state_dir: Path = STATE_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List the machines the boot server has seen, with their last boot stage."""
-    if state_dir is None:
-        if data_dir is None:
-            raise UsageError("give --data-dir or --state-dir")
-        state_dir = data_dir / "state"
-    rows = machine_rows(load_machines(state_dir / "machines.json"))
+    if ctx.invoked_subcommand is not None:
+        return
+    folder = _state_dir(data_dir, state_dir)
+    rows = machine_rows(load_machines(folder / "machines.json"), InstalledMachines(folder / "installed.json").macs)
     if as_json:
         emit_json({"machines": rows})
         return
-    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "LAST SEEN"),
-               [(row["mac"], row["ip"], row["arch"], row["last_stage"], row["install"], row["last_seen"])
-                for row in rows])
+    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "INSTALLED", "LAST SEEN"),
+               [(row["mac"], row["ip"], row["arch"], row["last_stage"], row["install"],
+                 "yes" if row["installed"] else "no", row["last_seen"]) for row in rows])
+
+
+def _act(method: str, path: str, state_dir: Path, as_json: bool, done: str, unchanged: str) -> None:
+    answer = admin_request(state_dir, method, path)
+    if as_json:
+        emit_json(answer)
+    else:
+        emit(done if answer.get("changed") else unchanged)
+
+
+@machines_app.command("reinstall")
+def reinstall_command(
+    mac: str = typer.Argument(..., help="The machine's MAC address."),
+    data_dir: Path = DATA_DIR_OPTION,
+    state_dir: Path = STATE_DIR_OPTION,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Install MAC again at its next PXE boot (its disk is overwritten then)."""
+    mac = _mac(mac)
+    confirm(f"Reinstall {mac}: its disk is overwritten at its next PXE boot?", yes=yes,
+            refusal=f"reinstall {mac}: give --yes to confirm (no terminal to ask on)")
+    _act("POST", f"/machines/{mac}/reinstall", _state_dir(data_dir, state_dir), as_json,
+         f"{mac}: its next PXE boot installs it again",
+         f"{mac}: was not marked installed; its next PXE boot installs it")
+
+
+@machines_app.command("mark-installed")
+def mark_installed_command(
+    mac: str = typer.Argument(..., help="The machine's MAC address."),
+    data_dir: Path = DATA_DIR_OPTION,
+    state_dir: Path = STATE_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Boot MAC from its disk from now on, without installing it."""
+    mac = _mac(mac)
+    _act("POST", f"/machines/{mac}/mark-installed", _state_dir(data_dir, state_dir), as_json,
+         f"{mac}: marked installed; its next PXE boot goes to its disk", f"{mac}: was already marked installed")
+
+
+@machines_app.command("forget")
+def forget_command(
+    mac: str = typer.Argument(..., help="The machine's MAC address."),
+    data_dir: Path = DATA_DIR_OPTION,
+    state_dir: Path = STATE_DIR_OPTION,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Forget MAC: its history and installed mark; its next PXE boot is that of a new machine."""
+    mac = _mac(mac)
+    confirm(f"Forget {mac}: its history goes, and its next PXE boot installs it?", yes=yes,
+            refusal=f"forget {mac}: give --yes to confirm (no terminal to ask on)")
+    _act("DELETE", f"/machines/{mac}", _state_dir(data_dir, state_dir), as_json, f"{mac}: forgotten",
+         f"{mac}: the server knew nothing about it")
+
+
+@machines_app.command("rotate-token")
+def rotate_token_command(
+    data_dir: Path = DATA_DIR_OPTION,
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """Replace the admin API's token; the old one stops working at once. Prints the token file's path."""
+    folder = _state_dir(data_dir, state_dir)
+    try:
+        emit(str(new_token(folder)))
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write the admin token: {exc.strerror}") from None
 
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)
     app.command("dnsmasq-config")(dnsmasq_config_command)
-    app.command("machines")(machines_command)
+    app.add_typer(machines_app, name="machines")

@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp
 from provisioner.pxe.installed import InstalledMachines
@@ -73,10 +74,13 @@ async def run_worker(config: dict) -> None:
     forwarder = EventForwarder(events, config["worker_id"])
     data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"))
     holder: dict = {}
+    state_dir = Path(config["state_dir"])
     http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
                     Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,
                     lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True,
-                    installed=InstalledMachines(Path(config["state_dir"]) / "installed.json"))
+                    installed=InstalledMachines(state_dir / "installed.json"),
+                    secrets=BootSecretFiles(state_dir / "boot-secrets", config["boot_secret_ttl"],
+                                            counters=forwarder.counters))
     holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
     runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
     await runner.setup()
