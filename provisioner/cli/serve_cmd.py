@@ -14,8 +14,6 @@ from provisioner.pxe.boot_secrets import DEFAULT_TTL
 from provisioner.pxe.dnsmasq import dnsmasq_config
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import load_machines, machine_rows
-from provisioner.pxe.serve_config import ServeConfig, ServeOptions, static_leases_from_inventory
-from provisioner.pxe.server import run_server
 
 
 def serve_command(
@@ -58,6 +56,10 @@ def serve_command(
                                           help="Seconds an install boot's secret stays valid (docs/security.md)."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
+    # Imported here: `provisioner machines ...` should not pay for aiohttp at every start.
+    from provisioner.pxe.serve_config import ServeConfig, ServeOptions
+    from provisioner.pxe.server import run_server
+
     options = ServeOptions(
         data_dir=data_dir, interface=interface, http_addr=http_addr, dhcp=dhcp, dhcp_range=dhcp_range,
         router=router, dns=tuple(dns), lease_time=lease_time, tftp=tftp, tftp_root=tftp_root, tftp_addr=tftp_addr,
@@ -78,6 +80,8 @@ def dnsmasq_config_command(
     tftp_root: str = typer.Option("/var/lib/tftpboot", "--tftp-root", help="Where undionly.kpxe and ipxe.efi are."),
 ) -> None:
     """Print a dnsmasq config that chains PXE clients to this server's /boot.ipxe."""
+    from provisioner.pxe.serve_config import static_leases_from_inventory
+
     static = static_leases_from_inventory(data_dir) if dhcp_range else {}
     emit(dnsmasq_config(server_url, interface=interface, proxy_network=proxy_network, dhcp_range=dhcp_range,
                         tftp_root=tftp_root, static_leases=static), newline=False)

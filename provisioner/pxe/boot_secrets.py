@@ -61,7 +61,7 @@ class IssuedSecret:
     ip: str | None
 
     def to_json(self) -> dict:
-        return {"sha256": self.sha256, "issued": round(self.issued, 3), "expires": round(self.expires, 3),
+        return {"sha256": self.sha256, "issued": self.issued, "expires": self.expires,
                 "ip": self.ip}
 
     @classmethod
@@ -173,7 +173,8 @@ class BootSecretFiles:
             excess = max(0, len(files) - self.max_macs)
             for _, path in files[:excess]:
                 path.unlink(missing_ok=True)
-            count(self.counters, "boot_secrets_dropped", excess)
+            if excess:
+                count(self.counters, "boot_secrets_dropped", excess)
             self._count = len(files) - excess
 
 
