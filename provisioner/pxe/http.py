@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe import ipxe
 from provisioner.pxe.boot_secrets import QUERY_PARAMETER
-from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, count_request
+from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, count, count_request
 from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap
@@ -73,6 +74,24 @@ def data_dir_signature(data_dir: Path) -> tuple:
         except OSError:
             entries.append((sub, None))
     return tuple(sorted(entries, key=repr))
+
+
+class MalformedRequests(logging.Filter):
+    """Attached to aiohttp's `aiohttp.server` logger: a request aiohttp cannot parse is answered 400 and
+    logged with a full traceback at ERROR (web_protocol.handle_error). That is the client's fault, and
+    anyone on the boot network could fill the log with it: one debug line and a count instead."""
+
+    def __init__(self, counters: Counters):
+        super().__init__()
+        self.counters = counters
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and error.code < 500:
+            count(self.counters, "http_malformed")
+            log.debug("malformed request: %s", " ".join(str(error).split())[:200])
+            return False
+        return True
 
 
 @dataclass

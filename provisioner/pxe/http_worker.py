@@ -26,7 +26,7 @@ from aiohttp import web
 
 from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.events import BootEvent, Counters
-from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 
 log = logging.getLogger("provisioner.pxe.worker")
@@ -81,6 +81,7 @@ async def run_worker(config: dict) -> None:
                     installed=InstalledMachines(state_dir / "installed.json"),
                     secrets=BootSecretFiles(state_dir / "boot-secrets", config["boot_secret_ttl"],
                                             counters=forwarder.counters))
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequests(forwarder.counters))
     holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
     runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
     await runner.setup()

@@ -31,7 +31,7 @@ from provisioner.pxe.dhcp_policy import DhcpPolicy
 from provisioner.pxe.dhcp_reply import BootFiles, ServerIdentity
 from provisioner.pxe.dhcp_service import DhcpService
 from provisioner.pxe.events import BootEvent, Counters
-from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.ipxe import ipxe_binary_name
 from provisioner.pxe.machines import REFUSED, MachineStates
@@ -104,6 +104,7 @@ class BootServer:
         self.ra: RouterAdvertService | None = None
         self.runner: web.AppRunner | None = None
         self.admin_runner: web.AppRunner | None = None
+        self._malformed = MalformedRequests(self.counters)
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
         self.workers: list[subprocess.Popen] = []
@@ -129,6 +130,7 @@ class BootServer:
 
     async def start(self) -> None:
         config = self.config
+        logging.getLogger("aiohttp.server").addFilter(self._malformed)
         if self.registry is not None:
             await self.registry.start()
         if self._discovery_path.exists():
@@ -300,6 +302,7 @@ class BootServer:
         if self.registry is not None:
             await self.registry.stop()
         self.flush()
+        logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         log.info("serve: stopped")
 
 
