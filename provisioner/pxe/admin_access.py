@@ -1,4 +1,4 @@
-"""How the operator reaches the admin API (admin.py): its token, its address, and a small client.
+"""How the operator reaches the admin API (admin.py): its token, its address, who may call it, a client.
 
 Both live in the server's state dir, so whoever can read that directory (root, or the server's own
 user) can act, and nobody else:
@@ -6,6 +6,9 @@ user) can act, and nobody else:
   `provisioner machines rotate-token` (the running server picks the new one up at its next request);
 - `admin.json`: `{"url": "http://127.0.0.1:8081"}`, written at every start with the port actually
   bound, so `provisioner machines reinstall MAC --state-dir DIR` finds the server.
+
+The server checks both the caller's address (loopback, plus `serve --admin-allow` networks) and the
+token (`token_matches`, constant time). Standard library only: the CLI imports it at every start.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 Python serves one core per process; the boot-script and asset paths are stateless per request,
 so N-1 workers accept on the main process's listening socket (inherited fd; the kernel spreads
-the connections). Each worker has its own inventory, render cache and change check. State stays
-in the main process: workers send boot events and their counters over a datagram socketpair, and
-forward /metrics, /healthz and /discovery/ (long-polls, one registry) to the main process's
-internal loopback listener, so every answer is the same whichever process accepted it.
+the connections). Each worker has its own inventory, render cache and change check. The machine
+log stays in the main process: workers send boot events (refused writes too) and their counters
+over a datagram socketpair, and forward /metrics, /healthz and /discovery/ (long-polls, one
+registry) to the main process's internal loopback listener, so every answer is the same whichever
+process accepted it. Installed marks and boot secrets are files every process reads and writes
+(installed.py, boot_secrets.py): a secret issued by one process is accepted by any other. The admin
+API runs in the main process only.
 
 Run by the main process only: `python -m provisioner.pxe.http_worker` with a JSON config on stdin.
 """
