@@ -131,58 +131,49 @@ def machines_command(
                  "yes" if row["installed"] else "no", row["last_seen"]) for row in rows])
 
 
-def _act(method: str, path: str, state_dir: Path, as_json: bool, done: str, unchanged: str) -> None:
-    answer = admin_request(state_dir, method, path)
+MAC_ARGUMENT = typer.Argument(..., help="The machine's MAC address.")
+YES_OPTION = typer.Option(False, "--yes", help="Do not ask.")
+
+
+def _act(mac_text: str, method: str, path: str, state_dir: Path, as_json: bool, answers: tuple[str, str],
+         question: str | None = None, yes: bool = False) -> None:
+    """Send one action for a MAC to the admin API (after the confirmation `question`, if any); print
+    answers[0] when it changed something, answers[1] when there was nothing to change."""
+    mac = _mac(mac_text)
+    if question is not None:
+        confirm(question.format(mac=mac), yes=yes, refusal=f"{mac}: give --yes to confirm (no terminal to ask on)")
+    answer = admin_request(state_dir, method, f"/machines/{mac}{path}")
     if as_json:
         emit_json(answer)
     else:
-        emit(done if answer.get("changed") else unchanged)
+        emit((answers[0] if answer.get("changed") else answers[1]).format(mac=mac))
 
 
 @machines_app.command("reinstall")
-def reinstall_command(
-    mac: str = typer.Argument(..., help="The machine's MAC address."),
-    data_dir: Path = DATA_DIR_OPTION,
-    state_dir: Path = STATE_DIR_OPTION,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-    as_json: bool = JSON_OPTION,
-) -> None:
+def reinstall_command(mac: str = MAC_ARGUMENT, data_dir: Path = DATA_DIR_OPTION, state_dir: Path = STATE_DIR_OPTION,
+                      yes: bool = YES_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Install MAC again at its next PXE boot (its disk is overwritten then)."""
-    mac = _mac(mac)
-    confirm(f"Reinstall {mac}: its disk is overwritten at its next PXE boot?", yes=yes,
-            refusal=f"reinstall {mac}: give --yes to confirm (no terminal to ask on)")
-    _act("POST", f"/machines/{mac}/reinstall", _state_dir(data_dir, state_dir), as_json,
-         f"{mac}: its next PXE boot installs it again",
-         f"{mac}: was not marked installed; its next PXE boot installs it")
+    _act(mac, "POST", "/reinstall", _state_dir(data_dir, state_dir), as_json,
+         ("{mac}: its next PXE boot installs it again",
+          "{mac}: was not marked installed; its next PXE boot installs it"),
+         "Reinstall {mac}: its disk is overwritten at its next PXE boot?", yes)
 
 
 @machines_app.command("mark-installed")
-def mark_installed_command(
-    mac: str = typer.Argument(..., help="The machine's MAC address."),
-    data_dir: Path = DATA_DIR_OPTION,
-    state_dir: Path = STATE_DIR_OPTION,
-    as_json: bool = JSON_OPTION,
-) -> None:
+def mark_installed_command(mac: str = MAC_ARGUMENT, data_dir: Path = DATA_DIR_OPTION,
+                           state_dir: Path = STATE_DIR_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Boot MAC from its disk from now on, without installing it."""
-    mac = _mac(mac)
-    _act("POST", f"/machines/{mac}/mark-installed", _state_dir(data_dir, state_dir), as_json,
-         f"{mac}: marked installed; its next PXE boot goes to its disk", f"{mac}: was already marked installed")
+    _act(mac, "POST", "/mark-installed", _state_dir(data_dir, state_dir), as_json,
+         ("{mac}: marked installed; its next PXE boot goes to its disk", "{mac}: was already marked installed"))
 
 
 @machines_app.command("forget")
-def forget_command(
-    mac: str = typer.Argument(..., help="The machine's MAC address."),
-    data_dir: Path = DATA_DIR_OPTION,
-    state_dir: Path = STATE_DIR_OPTION,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-    as_json: bool = JSON_OPTION,
-) -> None:
+def forget_command(mac: str = MAC_ARGUMENT, data_dir: Path = DATA_DIR_OPTION, state_dir: Path = STATE_DIR_OPTION,
+                   yes: bool = YES_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Forget MAC: its history and installed mark; its next PXE boot is that of a new machine."""
-    mac = _mac(mac)
-    confirm(f"Forget {mac}: its history goes, and its next PXE boot installs it?", yes=yes,
-            refusal=f"forget {mac}: give --yes to confirm (no terminal to ask on)")
-    _act("DELETE", f"/machines/{mac}", _state_dir(data_dir, state_dir), as_json, f"{mac}: forgotten",
-         f"{mac}: the server knew nothing about it")
+    _act(mac, "DELETE", "", _state_dir(data_dir, state_dir), as_json,
+         ("{mac}: forgotten", "{mac}: the server knew nothing about it"),
+         "Forget {mac}: its history goes, and its next PXE boot installs it?", yes)
 
 
 @machines_app.command("rotate-token")
