@@ -30,8 +30,8 @@ from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe.admin_access import IpNetwork, TokenFile, address_allowed, token_matches
 from provisioner.pxe.events import BootEvent, EventSink, EventSource
 from provisioner.pxe.http import BootData
-from provisioner.pxe.machines import MachineStates, machine_rows
-from provisioner.pxe.state import BootSecrets, InstalledMarks
+from provisioner.pxe.machines import machine_rows
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog
 
 log = logging.getLogger("provisioner.pxe.admin")
 
@@ -43,7 +43,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, tokens: TokenFile, allowed: Sequence[IpNetwork], states: MachineStates,
+    def __init__(self, tokens: TokenFile, allowed: Sequence[IpNetwork], states: MachineLog,
                  installed: InstalledMarks, secrets: BootSecrets, data: BootData, on_event: EventSink):
         self.tokens = tokens
         self.allowed = tuple(allowed)

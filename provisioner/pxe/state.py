@@ -53,6 +53,10 @@ class BootSecrets(Protocol):
 class MachineLog(Protocol):
     """What the server saw of each machine (machines.py): boot events, refused writes, the operator's forget."""
 
+    @property
+    def machines(self) -> Mapping[str, Any]:
+        """MAC -> its record (machines.MachineRecord), for listing."""
+
     def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
                now: float | None = None) -> Any: ...
 
