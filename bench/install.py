@@ -136,7 +136,7 @@ def main() -> dict:
     os.environ["PYTHONPATH"] = env_path
     try:
         for name, argv in commands.items():
-            runs = []
+            runs: list[tuple[float, int]] = []
             for _ in range(RUNS):
                 if time.monotonic() - started > BUDGET_SECONDS and runs:
                     break  # bounded: keep what we have for this tool

@@ -36,6 +36,7 @@ from provisioner.core.commands import require_tool, run
 from provisioner.errors import CommandError, ProvisionerError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
 from provisioner.lab.qemu import Firmware, QemuVM, TapNic, VMConfig
+from provisioner.node.kernel_cmdline import KernelCmdline
 from provisioner.node.slots import booted_partuuid, slot_by_partuuid
 
 RELEASE_FILES = ("version.txt", "provisioner_production_image.bin.zst", "provisioner_production_image.bin.zst.sig",
@@ -174,7 +175,7 @@ def ssh_argv(netns: str, key: Path, ip: str, command: str) -> list[str]:
 def boot_slot(text: str) -> str | None:
     """USR-A or USR-B from a kernel command line's mount.usr=PARTUUID=... (the node's own parser,
     provisioner.node.slots), or None (pure)."""
-    partuuid = booted_partuuid(text)
+    partuuid = booted_partuuid(KernelCmdline.parse(text))
     slot = slot_by_partuuid(partuuid) if partuuid else None
     return slot.label if slot else None
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import stat
 import time
@@ -116,41 +115,75 @@ def lsblk(device: str | None = None) -> list[BlockNode]:
     return [node_from_json(row) for row in data.get("blockdevices", [])]
 
 
-def swap_devices() -> set[str]:
-    try:
-        with open("/proc/swaps") as handle:
-            lines = handle.read().splitlines()[1:]
-    except OSError:
-        return set()
-    return {os.path.realpath(line.split()[0]) for line in lines if line.strip()}
+# lsblk TYPEs that, built on a disk, hold it: md RAID levels, LVM/device-mapper, dm-crypt and
+# multipath (flatcar-install accepts `mpath` targets since flatcar/init#24).
+HOLDER_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md", "lvm", "dm", "crypt", "mpath")
 
 
-def busy_reasons(disk: str) -> list[str]:
-    """Why writing `disk` would destroy something in use: mounts, swap, md/dm/LVM holders.
+@dataclass(frozen=True)
+class DiskUse:
+    """What a host uses its block devices for, besides the lsblk tree: the inputs of `busy_reasons`."""
 
-    Returns an empty list when the disk is free. Holders come from /sys/block/<dev>/holders
-    and from each partition's holders, so an auto-assembled RAID or LVM is seen.
-    """
+    mounts: dict[str, str] = field(default_factory=dict)  # source device -> mountpoint (/proc/self/mounts)
+    swaps: frozenset[str] = frozenset()  # devices in /proc/swaps
+    holders: dict[str, list[str]] = field(default_factory=dict)  # kernel name -> /sys/block/.../holders
+
+
+def busy_reasons(disk: BlockNode, use: DiskUse) -> list[str]:
+    """Why writing `disk` would destroy something in use: mounts, swap, md/dm/LVM/multipath holders.
+
+    The one busy-disk policy, for the installer, the resize commands and the rescue mode (pure: the
+    rescue mode feeds it facts gathered on the remote host). Empty when the disk is free. The sysfs
+    holders catch what lsblk's tree may not show (an auto-assembled RAID or LVM it cannot name)."""
     reasons: list[str] = []
-    swaps = swap_devices()
-    for root in lsblk(disk):
-        for node in root.walk():
-            for mountpoint in node.mountpoints:
-                reasons.append(f"{node.path} is mounted on {mountpoint}")
-            if os.path.realpath(node.path) in swaps:
-                reasons.append(f"{node.path} is in use as swap")
-            if node.type in ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "md", "lvm", "dm", "crypt"):
-                reasons.append(f"{node.path} ({node.type}) is built on this disk")
-    name = os.path.basename(os.path.realpath(disk))
-    sys_block = f"/sys/block/{name}"
-    for holders_dir in [f"{sys_block}/holders"] + [
-        f"{sys_block}/{entry}/holders" for entry in _sys_partitions(sys_block)
-    ]:
-        for holder in _listdir(holders_dir):
-            reason = f"/dev/{holder} holds {os.path.basename(os.path.dirname(holders_dir))}"
-            if not any(holder in r for r in reasons):
-                reasons.append(reason)
+    nodes = list(disk.walk())
+    for node in nodes:
+        targets = [m for m in node.mountpoints if m != "[SWAP]"] or \
+            ([use.mounts[node.path]] if node.path in use.mounts else [])
+        if node.path in use.swaps or "[SWAP]" in node.mountpoints:  # lsblk shows active swap as "[SWAP]"
+            reasons.append(f"{node.path} is in use as swap")
+        for target in targets:
+            reasons.append(f"{node.path} is mounted on {target}")
+        if node is not disk and node.type in HOLDER_TYPES:
+            reasons.append(f"{node.path} ({node.type}) is built on {disk.path}")
+    for name in [disk.name] + [child.name for child in disk.children if child.type == "part"]:
+        for holder in use.holders.get(name, []):
+            named = any(f"/dev/{holder}" in reason or f"({holder})" in reason for reason in reasons)
+            if not named and not any(node.name == holder for node in nodes):
+                reasons.append(f"/dev/{holder} holds {name}")
     return reasons
+
+
+def local_disk_use(disk: str) -> DiskUse:
+    """This host's mounts, swaps and the sysfs holders of `disk` and its partitions."""
+    mounts: dict[str, str] = {}
+    for line in _read_lines("/proc/self/mounts"):
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].startswith("/dev/"):
+            mounts.setdefault(fields[0], fields[1])
+    swaps = frozenset(os.path.realpath(line.split()[0]) for line in _read_lines("/proc/swaps")[1:] if line.strip())
+    sys_block = f"/sys/block/{os.path.basename(os.path.realpath(disk))}"
+    holders = {}
+    for name, directory in [(os.path.basename(sys_block), sys_block)] + \
+            [(entry, f"{sys_block}/{entry}") for entry in _sys_partitions(sys_block)]:
+        found = _listdir(f"{directory}/holders")
+        if found:
+            holders[name] = found
+    return DiskUse(mounts, swaps, holders)
+
+
+def local_busy_reasons(disk: str) -> list[str]:
+    """`busy_reasons` for a disk of this host (lsblk, /proc, sysfs). Raises CommandError (lsblk)."""
+    roots = lsblk(disk)
+    return busy_reasons(roots[0], local_disk_use(disk)) if roots else []
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
 
 
 def _listdir(path: str) -> list[str]:
@@ -163,6 +196,17 @@ def _listdir(path: str) -> list[str]:
 def _sys_partitions(sys_block: str) -> list[str]:
     name = os.path.basename(sys_block)
     return [e for e in _listdir(sys_block) if e.startswith(name) and os.path.exists(f"{sys_block}/{e}/partition")]
+
+
+def disk_of_partition(partition: str) -> str:
+    """'/dev/vda9' -> '/dev/vda' through sysfs (nvme0n1p9 and loop0p9 too: no name arithmetic).
+
+    Raises DiskError when the kernel does not know `partition` as a partition."""
+    if not is_partition(partition):
+        raise DiskError(f"{partition}: not a partition the kernel knows")
+    name = os.path.basename(os.path.realpath(partition))
+    # /sys/class/block/<part> links into the disk's own directory: .../block/<disk>/<part>
+    return "/dev/" + os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
 
 
 def is_partition(path: str) -> bool:
@@ -268,12 +312,5 @@ def resolve_disk_argument(path: str) -> str:
     if not os.path.exists(path):
         raise DiskError(f"{path}: no such device or file")
     if is_block_device(path) and is_partition(path):
-        raise DiskError(f"{path} is a partition; give the whole disk (e.g. {_disk_of_partition(path)})")
+        raise DiskError(f"{path} is a partition; give the whole disk (e.g. {disk_of_partition(path)})")
     return path
-
-
-def _disk_of_partition(path: str) -> str:
-    real = os.path.realpath(path)
-    name = os.path.basename(real)
-    parent = os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
-    return f"/dev/{parent}" if parent else re.sub(r"p?\d+$", "", path)

@@ -1,9 +1,11 @@
 """Read a GUID Partition Table from raw bytes: protective MBR, primary and backup headers, entries.
 
 Standard library only and Python 3.9 compatible (the installer zipapp imports it on rescue
-systems). Pure parsing: `parse_header`, `parse_entries`, `parse_mbr` take bytes; `read_table`
-takes a `read_at(offset, length) -> bytes` callable, so callers choose the I/O (a disk, an image
-file, a buffer held in memory). `read_gpt(path)` is the thin shell for a device or file.
+systems). The one GPT reader of the project: pure parsing (`parse_header`, `parse_entries`,
+`parse_mbr` take bytes; `parse_table` takes a `read_at(offset, length) -> bytes` callable, so
+callers choose the I/O: a disk, an image file, a buffer held in memory), and `read_gpt(path)`, the
+thin shell for a device or file. The installer, the resize planner (table.DiskTable), the A/B slots
+and the rescue mode's check on the remote host all read through it.
 
 Facts (UEFI spec 2.10 §5.2-5.3):
 - LBA 0 holds the protective MBR: one partition record of type 0xEE, signature 0x55AA.
@@ -22,8 +24,9 @@ import os
 import struct
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from provisioner.disk.layout import BootAttributes, decode_boot_attributes
 from provisioner.errors import DiskError
@@ -44,11 +47,6 @@ ReadAt = Callable[[int, int], bytes]
 def guid_from_bytes(raw: bytes) -> str:
     """16 mixed-endian bytes -> 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B' (upper case, as sgdisk prints)."""
     return str(uuid.UUID(bytes_le=bytes(raw))).upper()
-
-
-def guid_to_bytes(text: str) -> bytes:
-    """The inverse of guid_from_bytes. Raises ValueError on a malformed GUID."""
-    return uuid.UUID(text).bytes_le
 
 
 @dataclass(frozen=True)
@@ -84,21 +82,23 @@ class GptHeader:
 
 
 @dataclass(frozen=True)
-class GptEntry:
+class Partition:
+    """One used GPT entry: what the installer compares, the resize planner plans and a journal records."""
+
     number: int  # 1-based slot number, as the kernel and sgdisk count
+    start: int  # first sector
+    end: int  # last sector, inclusive (as sgdisk counts)
     type_guid: str
     partuuid: str
-    first_lba: int
-    last_lba: int  # inclusive
-    attributes: int
     name: str
+    attributes: int = 0
 
     @property
     def sectors(self) -> int:
-        return self.last_lba - self.first_lba + 1
+        return self.end - self.start + 1
 
     def start_bytes(self, sector_size: int = 512) -> int:
-        return self.first_lba * sector_size
+        return self.start * sector_size
 
     def size_bytes(self, sector_size: int = 512) -> int:
         return self.sectors * sector_size
@@ -108,13 +108,20 @@ class GptEntry:
         """CoreOS gptprio fields (priority, tries, successful) from bits 48-56."""
         return decode_boot_attributes(self.attributes)
 
-    @property
-    def required(self) -> bool:
-        return bool(self.attributes & 1)
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "start": self.start, "end": self.end, "type_guid": self.type_guid,
+                "partuuid": self.partuuid, "name": self.name, "attributes": self.attributes}
 
-    @property
-    def legacy_bios_bootable(self) -> bool:
-        return bool(self.attributes & 4)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Partition:
+        """The inverse of to_dict; raises KeyError or TypeError for a malformed record."""
+        return cls(**{key: data[key] for key in ("number", "start", "end", "type_guid", "partuuid", "name",
+                                                  "attributes")})
+
+
+def partition_layout(partitions: Iterable[Partition]) -> dict[int, tuple[int, int]]:
+    """number -> (start sector, sectors): what the kernel must see (blockdev.reread_partitions)."""
+    return {part.number: (part.start, part.sectors) for part in partitions}
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ class GptTable:
     mbr: ProtectiveMbr
     primary: GptHeader | None  # None when LBA 1 has no "EFI PART" signature
     backup: GptHeader | None  # None when no backup header was found
-    entries: tuple[GptEntry, ...] = ()  # used entries only, by number
+    entries: tuple[Partition, ...] = ()  # used entries only, by number
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -144,25 +151,17 @@ class GptTable:
                 return header
         return None
 
-    def entry(self, number: int) -> GptEntry | None:
+    def entry(self, number: int) -> Partition | None:
         for entry in self.entries:
             if entry.number == number:
                 return entry
         return None
 
-    def by_name(self, name: str) -> GptEntry | None:
+    def by_name(self, name: str) -> Partition | None:
         for entry in self.entries:
             if entry.name == name:
                 return entry
         return None
-
-    @property
-    def last_used_byte(self) -> int:
-        """One past the last byte of the backup GPT at the image end (the image's real size)."""
-        header = self.good_header
-        if header is None:
-            return 0
-        return (max(header.my_lba, header.alternate_lba) + 1) * self.sector_size
 
 
 def parse_mbr(sector: bytes) -> ProtectiveMbr:
@@ -236,7 +235,7 @@ def check_entries(header: GptHeader, array: bytes) -> GptHeader:
     return GptHeader(**{**header.__dict__, "problems": header.problems + (problem,)})
 
 
-def parse_entries(array: bytes, entry_count: int, entry_size: int) -> tuple[GptEntry, ...]:
+def parse_entries(array: bytes, entry_count: int, entry_size: int) -> tuple[Partition, ...]:
     """Used entries (type GUID not all-zero) of an entry array, numbered from 1."""
     entries = []
     for index in range(entry_count):
@@ -247,19 +246,19 @@ def parse_entries(array: bytes, entry_count: int, entry_size: int) -> tuple[GptE
         if type_raw == b"\0" * 16:
             continue
         name = name_raw.decode("utf-16-le", "replace").split("\0", 1)[0]
-        entries.append(GptEntry(
+        entries.append(Partition(
             number=index + 1,
+            start=first,
+            end=last,
             type_guid=guid_from_bytes(type_raw),
             partuuid=guid_from_bytes(unique_raw),
-            first_lba=first,
-            last_lba=last,
-            attributes=attributes,
             name=name,
+            attributes=attributes,
         ))
     return tuple(entries)
 
 
-def read_table(read_at: ReadAt, disk_size: int, sector_size: int = 512) -> GptTable:
+def parse_table(read_at: ReadAt, disk_size: int, sector_size: int = 512) -> GptTable:
     """Read PMBR, primary and backup GPT through `read_at`. Never raises on a bad table:
     everything wrong is listed in `problems` (and `valid` is False when no header is usable)."""
     last_lba = disk_size // sector_size - 1
@@ -287,7 +286,7 @@ def read_table(read_at: ReadAt, disk_size: int, sector_size: int = 512) -> GptTa
         problems.append(f"backup GPT header at LBA {backup.my_lba}, not at the disk end (LBA {last_lba})")
     if not mbr.protective:
         problems.append("no protective MBR")
-    entries: tuple[GptEntry, ...] = ()
+    entries: tuple[Partition, ...] = ()
     for header in (primary, backup):
         if header is not None and header.valid:
             array = read_at(header.entries_lba * sector_size, entries_length(header))
@@ -325,7 +324,7 @@ def read_gpt(path: str, *, sector_size: int | None = None, require_valid: bool =
         def read_at(offset: int, length: int) -> bytes:
             return os.pread(fd, length, offset)
 
-        table = read_table(read_at, size, sector_size)
+        table = parse_table(read_at, size, sector_size)
     finally:
         os.close(fd)
     if require_valid and not table.valid:

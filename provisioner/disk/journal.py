@@ -3,10 +3,10 @@
 Layout: `<state-dir>/<disk-guid>/journal.json` is the unfinished job of that disk (at most one),
 next to `gpt-before.bin` (`sgdisk --backup` taken before the first change) and `steps.log`.
 journal.json holds the command key, the whole plan as it was made and the table before; it is
-written once, atomically and durably (temp file, fsync, rename, fsync of the directory), before
-the disk is touched. steps.log gets one line per finished step. It is appended without fsync on
-purpose: every step is idempotent (see resize.apply_step), so a mark lost to a power cut only
-means the re-run repeats one step, and the disk work is not slowed by two fsyncs per step.
+written once, atomically and durably (core/files.write_atomic), before the disk is touched.
+steps.log gets one line per finished step. It is appended without fsync on purpose: every step
+is idempotent (see resize.apply_step), so a mark lost to a power cut only means the re-run
+repeats one step, and the disk work is not slowed by two fsyncs per step.
 
 When a job finishes, its journal and backup move to `<disk-guid>/history/<time>-<command>/`
 (the backup stays there for `sgdisk --load-backup` by hand).
@@ -27,8 +27,10 @@ import signal
 import time
 from pathlib import Path
 
+from provisioner.core.files import fsync_path, write_atomic
+from provisioner.disk.gpt import Partition
 from provisioner.disk.plan import Plan
-from provisioner.disk.table import DiskTable, Partition
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError
 
 STATE_ENV = "PROVISIONER_STATE_DIR"
@@ -47,25 +49,6 @@ def fault_point(when: str, step: str) -> None:
     """Test hook: SIGKILL this process if PROVISIONER_FAULT names this moment ('after:write-table')."""
     if os.environ.get(FAULT_ENV) == f"{when}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def fsync_path(path: Path | str) -> None:
-    """fsync a file or a directory (a rename is durable once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -144,7 +127,7 @@ class Journal:
         for stale in (journal.steps_path, journal.backup_path):
             if stale.exists():  # left by a job whose journal.json never got written
                 stale.unlink()
-        _write_atomic(journal.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        write_atomic(journal.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return journal
 
     def mark_done(self, step: str) -> None:

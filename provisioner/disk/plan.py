@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.core.sizes import REST, MiB, align_down, align_up, format_size
 from provisioner.disk import layout
-from provisioner.disk.table import DiskTable, Partition
+from provisioner.disk.gpt import Partition
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError, UsageError
 
 ROOT = layout.ROOT
@@ -63,8 +65,8 @@ class Step:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def to_dict(self) -> dict:
-        data = {"kind": type(self).__name__}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": type(self).__name__}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             data[item.name] = value.to_dict() if isinstance(value, Partition) else value

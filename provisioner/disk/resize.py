@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from provisioner.core.commands import run
+from provisioner.core.files import fsync_path
 from provisioner.core.logs import step as timed_step
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev, filesystems, layout
 from provisioner.disk import plan as planner
-from provisioner.disk.journal import Journal, fault_point, fsync_path, state_dir
+from provisioner.disk.gpt import Partition, partition_layout, read_gpt
+from provisioner.disk.journal import Journal, fault_point, state_dir
 from provisioner.disk.plan import Plan
-from provisioner.disk.table import DiskTable, Partition, read_disk_table
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError
 
 log = logging.getLogger("provisioner.disk")
@@ -108,9 +110,14 @@ def disk_lock(device: str, timeout: float = 10.0) -> Iterator[None]:
         os.close(fd)
 
 
+def _read_table(device: str) -> DiskTable:
+    """The planner's view of `device`'s GPT. Raises DiskError (unreadable, no valid header)."""
+    return DiskTable.from_gpt(read_gpt(device, require_valid=False), device)
+
+
 def ensure_partition_nodes(device: str, table: DiskTable) -> None:
     """Make /dev nodes exist for the table's partitions (partx on kernels without a table parser)."""
-    expected = table.layout_key()
+    expected = partition_layout(table.partitions)
     if blockdev.kernel_partitions(device) == expected and all(
         blockdev.is_block_device(blockdev.partition_path(device, n)) for n in expected
     ):
@@ -119,7 +126,7 @@ def ensure_partition_nodes(device: str, table: DiskTable) -> None:
 
 
 def _busy(device: str) -> bool:
-    return bool(blockdev.busy_reasons(device))
+    return bool(blockdev.local_busy_reasons(device))
 
 
 def root_fs(device: str, table: DiskTable, *, minimum: bool = False) -> planner.FsInfo:
@@ -177,7 +184,7 @@ def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
             filesystems.check_ext4(partition)
         filesystems.resize(partition, step.fstype, step.size_bytes, mountpoint)
     elif isinstance(step, planner.WritePartition):
-        table = read_disk_table(device)
+        table = _read_table(device)
         current = table.partition(step.partition.number)
         if _same(current, step.partition) and (table.backup_at_end or not step.relocate_backup):
             log.info("partition %d is already as planned", step.partition.number)
@@ -200,7 +207,7 @@ def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
 
 def verify_result(device: str, plan: Plan) -> DiskTable:
     """Raise DiskError unless the table is exactly `plan.expected` and both headers are valid."""
-    table = read_disk_table(device)
+    table = _read_table(device)
     if table.problems:
         raise DiskError(f"{device}: GPT problems after {plan.command}: {'; '.join(table.problems)}")
     got = {p.number: p for p in table.partitions}
@@ -232,7 +239,7 @@ def _execute(
     dry_run: bool,
 ) -> Outcome:
     with attached(path, read_only=dry_run) as device:
-        table = read_disk_table(device)
+        table = _read_table(device)
         root = state_dir(state)
         journal = Journal.load(root, table.disk_guid)
         if journal is not None:
@@ -337,7 +344,7 @@ def restore(path: str, *, state: str | None = None) -> str:
     Returns a one-line summary. Raises DiskError (no job, unsafe, failed).
     """
     with attached(path) as device:
-        table = read_disk_table(device)
+        table = _read_table(device)
         journal = Journal.load(state_dir(state), table.disk_guid)
         if journal is None:
             raise DiskError(f"{path}: no unfinished job to roll back (state dir {state_dir(state)})")
@@ -363,7 +370,7 @@ def restore(path: str, *, state: str | None = None) -> str:
         with disk_lock(device):
             run(["sgdisk", f"--load-backup={journal.backup_path}", device])
             blockdev.reread_partitions(device, before, attempts=1 if _busy(device) else 5)
-        restored = read_disk_table(device)
+        restored = _read_table(device)
         if restored.partitions != journal.table_before:
             raise DiskError(f"{path}: the table after --load-backup differs from the saved one; journal kept")
         history = journal.finish("restored")
@@ -377,7 +384,7 @@ def show(path: str, *, state: str | None = None) -> dict:
     Raises DiskError when the path is not a disk/image or has no valid GPT.
     """
     with attached(path, read_only=True) as device:
-        table = read_disk_table(device)
+        table = _read_table(device)
         journal = Journal.load(state_dir(state), table.disk_guid)
         ensure_partition_nodes(device, table)
         ss = table.sector_size

@@ -1,49 +1,19 @@
-"""A disk's partition table as plain data, for planning and checking resize work.
+"""A disk's partition table as the resize planner sees it: sectors, free extents, and where the
+backup GPT would sit if it were at the disk end.
 
-Reading goes through the pure-Python GPT parser (provisioner.disk.gpt), so there is one reader
-in the project; this module only reshapes its result into what the planner needs: sectors,
-free extents, and where the backup GPT would sit if it were at the disk end.
+Built from the one GPT reader's result (`DiskTable.from_gpt(gpt.read_gpt(...))`); the partitions
+are gpt.Partition, so what the planner plans and what the reader reads compare directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provisioner.disk import gpt
+from provisioner.disk.gpt import GptTable, Partition
 from provisioner.errors import DiskError
 
 # A standard GPT keeps 128 entries of 128 bytes: 32 sectors of 512 bytes (UEFI spec §5.3.2).
 _DEFAULT_ENTRY_BYTES = 128 * 128
-
-
-@dataclass(frozen=True)
-class Partition:
-    number: int
-    start: int  # first sector
-    end: int  # last sector, inclusive (as sgdisk counts)
-    type_guid: str
-    partuuid: str
-    name: str
-    attributes: int = 0
-
-    @property
-    def sectors(self) -> int:
-        return self.end - self.start + 1
-
-    def to_dict(self) -> dict:
-        return {
-            "number": self.number,
-            "start": self.start,
-            "end": self.end,
-            "type_guid": self.type_guid,
-            "partuuid": self.partuuid,
-            "name": self.name,
-            "attributes": self.attributes,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Partition:
-        return cls(**{k: data[k] for k in ("number", "start", "end", "type_guid", "partuuid", "name", "attributes")})
 
 
 @dataclass(frozen=True)
@@ -57,6 +27,28 @@ class DiskTable:
     backup_at_end: bool  # the backup header is valid and sits in the device's last sector
     partitions: tuple[Partition, ...]
     problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_gpt(cls, raw: GptTable, path: str) -> DiskTable:
+        """The planner's view of a table read from `path`. Raises DiskError when no header is valid."""
+        header = raw.good_header
+        if header is None:
+            problems = "; ".join(raw.problems) or "no GPT"
+            raise DiskError(f"{path}: no valid GPT partition table ({problems})")
+        entry_bytes = header.entry_count * header.entry_size or _DEFAULT_ENTRY_BYTES
+        total = raw.disk_size // raw.sector_size
+        primary = raw.primary if raw.primary is not None and raw.primary.valid else header
+        return cls(
+            sector_size=raw.sector_size,
+            total_sectors=total,
+            disk_guid=header.disk_guid,
+            first_usable=primary.first_usable_lba,
+            last_usable=primary.last_usable_lba,
+            entry_sectors=-(-entry_bytes // raw.sector_size),
+            backup_at_end=raw.backup is not None and raw.backup.valid and raw.backup.my_lba == total - 1,
+            partitions=raw.entries,
+            problems=raw.problems,
+        )
 
     def partition(self, number: int) -> Partition | None:
         for part in self.partitions:
@@ -86,40 +78,3 @@ class DiskTable:
         if cursor <= last_usable:
             extents.append((cursor, last_usable))
         return extents
-
-    def layout_key(self) -> dict[int, tuple[int, int]]:
-        """number -> (start, sectors): the form blockdev.reread_partitions compares."""
-        return {p.number: (p.start, p.sectors) for p in self.partitions}
-
-
-def read_disk_table(path: str) -> DiskTable:
-    """Read the GPT of a disk or image file. Raises DiskError when there is no valid GPT."""
-    raw = gpt.read_gpt(path, require_valid=False)
-    header = raw.good_header
-    if header is None:
-        problems = "; ".join(raw.problems) or "no GPT"
-        raise DiskError(f"{path}: no valid GPT partition table ({problems})")
-    entry_bytes = header.entry_count * header.entry_size or _DEFAULT_ENTRY_BYTES
-    entry_sectors = -(-entry_bytes // raw.sector_size)
-    total = raw.disk_size // raw.sector_size
-    backup_ok = raw.backup is not None and raw.backup.valid and raw.backup.my_lba == total - 1
-    primary = raw.primary if raw.primary is not None and raw.primary.valid else header
-    return DiskTable(
-        sector_size=raw.sector_size,
-        total_sectors=total,
-        disk_guid=header.disk_guid,
-        first_usable=primary.first_usable_lba,
-        last_usable=primary.last_usable_lba,
-        entry_sectors=entry_sectors,
-        backup_at_end=backup_ok,
-        partitions=tuple(
-            Partition(e.number, e.first_lba, e.last_lba, e.type_guid, e.partuuid, e.name, e.attributes)
-            for e in raw.entries
-        ),
-        problems=tuple(raw.problems),
-    )
-
-
-def header_problems(path: str) -> list[str]:
-    """Everything wrong with both GPT headers of `path` (empty list: both valid, backup at the end)."""
-    return list(gpt.read_gpt(path, require_valid=False).problems)

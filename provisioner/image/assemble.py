@@ -1,6 +1,6 @@
-"""Assemble the raw GPT disk image: the table from the plan (sgdisk on a sparse file), then each
-partition's filesystem image copied to its offset, skipping zero blocks so the file stays sparse
-(what bmaptool later maps and the installer skips).
+"""Assemble the raw GPT disk image: its partition table (partition_table.py, sgdisk on a sparse
+file), then each partition's filesystem image copied to its offset, skipping zero blocks so the
+file stays sparse (what bmaptool later maps and the installer skips).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from provisioner.core.commands import run
 from provisioner.errors import ImageBuildError
-from provisioner.image.diskplan import DiskPlan, sgdisk_argv
+from provisioner.image.partition_table import ImagePartitionTable, sgdisk_argv
 
 BLOCK = 1 << 20
 
@@ -29,20 +29,20 @@ def copy_sparse(source: Path, target_fd: int, offset: int) -> int:
     return written
 
 
-def assemble_disk(plan: DiskPlan, image: Path, contents: dict[str, Path]) -> Path:
-    """Write `image` from the plan and {partition label: filesystem image}; raises ImageBuildError
+def assemble_disk(table: ImagePartitionTable, image: Path, contents: dict[str, Path]) -> Path:
+    """Write `image` from the table and {partition label: filesystem image}; raises ImageBuildError
     when a filesystem image is bigger than its partition."""
     image.parent.mkdir(parents=True, exist_ok=True)
     if image.exists():
         image.unlink()
     with open(image, "wb") as handle:
-        handle.truncate(plan.size_bytes)
+        handle.truncate(table.size_bytes)
 
-    run(sgdisk_argv(plan, str(image)))
+    run(sgdisk_argv(table, str(image)))
     fd = os.open(image, os.O_WRONLY)
     try:
         for label, source in contents.items():
-            part = plan.by_label(label)
+            part = table.by_label(label)
             size = source.stat().st_size
             if size > part.size_bytes:
                 raise ImageBuildError(f"assemble: the {label} filesystem ({size >> 20} MiB) does not fit its "

@@ -24,12 +24,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from provisioner.core.logs import step
 from provisioner.disk.layout import decode_boot_attributes
 from provisioner.errors import ImageBuildError, ProvisionerError
 from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree
-from provisioner.image.diskplan import plan_disk
+from provisioner.image.partition_table import image_partition_table
 from provisioner.image.recipe import (
     DEFAULT_RECIPE_DIR,
     PACKAGE_DIR,
@@ -97,8 +98,6 @@ def build_step(name: str) -> Iterator[None]:
     try:
         with step(f"image: {name}", log):
             yield
-    except ImageBuildError as exc:
-        raise ImageBuildError(f"image build step '{name}' failed: {exc}") from None
     except ProvisionerError as exc:
         raise ImageBuildError(f"image build step '{name}' failed: {exc}") from None
     except OSError as exc:
@@ -135,9 +134,9 @@ def image_key(stage1: str, recipe: Recipe, version: str, public_key: bytes) -> s
     return digest.hexdigest()
 
 
-def budget_report(recipe: Recipe, sizes: dict[str, int], seconds: float, cached: bool) -> list[dict]:
+def budget_report(recipe: Recipe, sizes: dict[str, int], seconds: float, cached: bool) -> list[dict[str, Any]]:
     mib = 1 << 20
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"budget": "compressed image (.bz2)", "value": round(sizes["image_bz2"] / mib, 1),
          "limit": recipe.budgets.compressed_image_mib, "unit": "MiB"},
         {"budget": "compressed image (.zst)", "value": round(sizes["image_zst"] / mib, 1),
@@ -237,8 +236,8 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         tree.finish(recipe, root)
     with build_step("USR squashfs"):
         usr = fsimages.make_squashfs(root / "usr", out / "usr.squashfs", recipe.squashfs_compression)
-        plan = plan_disk(recipe.partitions_mib)
-        fsimages.check_fits(usr, plan.by_label("USR-A").size_bytes, "USR squashfs")
+        table = image_partition_table(recipe.partitions_mib)
+        fsimages.check_fits(usr, table.by_label("USR-A").size_bytes, "USR squashfs")
     with build_step("initramfs"):
         entries = initramfs.base_entries(root, kver, modules, recipe.file("initramfs-init.sh"), recipe.factory_dirs)
         initrd = initramfs.write_initrd(entries, out / "initrd.gz")
@@ -249,7 +248,7 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         core, efi = grub.make_core_images(work / "grub")
         cfg = grub.render_grub_cfg(recipe.file("grub.cfg.j2"), os_name=recipe.os_name,
                                    cmdline=recipe.kernel_cmdline)
-        attrs = {slot.key: decode_boot_attributes(plan.by_label(slot.label).attributes) for slot in SLOTS}
+        attrs = {slot.key: decode_boot_attributes(table.by_label(slot.label).attributes) for slot in SLOTS}
         files: dict[str, Path | bytes] = {
             "/EFI/BOOT/BOOTX64.EFI": efi,
             "/grub/grub.cfg": cfg.encode(),
@@ -259,15 +258,15 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         for slot in SLOTS:
             files[f"/flatcar/vmlinuz-{slot.key}"] = kernel
             files[f"/flatcar/initrd-{slot.key}"] = initrd
-        esp_image = esp.make_esp(work / "esp.img", plan.by_label(ESP_LABEL).size_bytes, ESP_LABEL, files)
+        esp_image = esp.make_esp(work / "esp.img", table.by_label(ESP_LABEL).size_bytes, ESP_LABEL, files)
     with build_step("ROOT and OEM filesystems"):
         skeleton = fsimages.make_root_skeleton(work / "root-skeleton")
-        root_image = fsimages.make_ext4(work / "root.img", plan.by_label("ROOT").size_bytes, "ROOT", skeleton)
-        oem_image = fsimages.make_btrfs(work / "oem.img", plan.by_label("OEM").size_bytes, "OEM")
+        root_image = fsimages.make_ext4(work / "root.img", table.by_label("ROOT").size_bytes, "ROOT", skeleton)
+        oem_image = fsimages.make_btrfs(work / "oem.img", table.by_label("OEM").size_bytes, "OEM")
     with build_step("disk image"):
-        raw = assemble.assemble_disk(plan, out / names["image"], {
+        raw = assemble.assemble_disk(table, out / names["image"], {
             ESP_LABEL: esp_image, "USR-A": usr, "OEM": oem_image, "ROOT": root_image})
-        bios = plan.by_label("BIOS-BOOT")
+        bios = table.by_label("BIOS-BOOT")
         grub.install_bios_boot(raw, core, bios.start, bios.size)
         for temporary in (esp_image, root_image, oem_image):
             temporary.unlink()

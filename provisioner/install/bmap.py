@@ -47,11 +47,6 @@ class Bmap:
         return holes
 
 
-def full_map(image_size: int) -> Bmap:
-    """A map with every byte mapped (used without a .bmap)."""
-    return Bmap(image_size, 4096, None, (MappedRange(0, image_size, None),))
-
-
 def parse_bmap(data: bytes, source: str = "bmap") -> Bmap:
     """Parse and self-check a bmap file. Raises VerifyError naming `source` on any problem."""
     try:
@@ -106,7 +101,10 @@ def parse_bmap(data: bytes, source: str = "bmap") -> Bmap:
             raise VerifyError(f"{source}: <Range> {text!r} lies outside the image")
         if ranges and start < ranges[-1].end:
             raise VerifyError(f"{source}: ranges overlap or are out of order at {text!r}")
-        ranges.append(MappedRange(start, end, element.get(attribute)))
+        checksum = element.get(attribute)
+        if checksum and checksum_type is None:
+            raise VerifyError(f"{source}: <Range> {text!r} has a checksum but the bmap names no <ChecksumType>")
+        ranges.append(MappedRange(start, end, checksum))
     mapped = sum(r.end - r.start for r in ranges)
     declared = root.findtext("MappedBlocksCount")
     if declared and declared.strip().isdigit() and -(-mapped // block_size) > int(declared.strip()) + len(ranges):

@@ -7,17 +7,17 @@ Exit codes as everywhere (errors.py): 0 ok, 1 error, 2 usage, 3 partial.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from provisioner.errors import EXIT_ERROR, ProvisionerError, UsageError
+from provisioner.core.entry import run_main
+from provisioner.errors import UsageError
 from provisioner.install.installer import Summary, run_install
 from provisioner.install.options import parse_install_args
 from provisioner.install.progress import Progress
 
 
 def confirm_on_terminal(text: str) -> bool:
-    """Show the plan and ask on the terminal; refuse when there is no terminal to ask."""
+    """Show what will be written and ask on the terminal; refuse when there is no terminal to ask."""
     sys.stderr.write(text + "\n")
     if not sys.stdin.isatty():
         raise UsageError("install: no terminal to confirm on: pass --yes to write without asking")
@@ -41,23 +41,11 @@ def run_cli(argv: list[str], prog: str = "provisioner install") -> Summary | Non
 
 
 def main(argv: list[str] | None = None, prog: str = "provisioner-install") -> int:
+    """The zipapp's and `python3 -m provisioner.install`'s entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    try:
+
+    def body() -> None:
         run_cli(args, prog)
-    except SystemExit as exc:  # argparse --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except ProvisionerError as exc:
-        if os.environ.get("PROVISIONER_DEBUG"):
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # an unexpected bug: still one line, the traceback under PROVISIONER_DEBUG
-        if os.environ.get("PROVISIONER_DEBUG"):
-            raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+
+    return run_main(prog, body)

@@ -1,7 +1,7 @@
-"""`provisioner install`: plan (resolve version and files, check the disk), then apply.
+"""`provisioner install`: resolve every input and check the disk, then write.
 
 Steps, following flatcar-install (shared/reference/installer.md §1.2) with its pitfalls fixed:
-1. plan: version.txt for `current`; pick `IMAGE.bin.zst`, else `.bz2` (HEAD requests); its
+1. resolve: version.txt for `current`; pick `IMAGE.bin.zst`, else `.bz2` (HEAD requests); its
    `.sig`, `.DIGESTS`, the `.bmap`; check the target (partition path, 4Kn, mounted/swap/holders
    unless --force, size); read and sanity-check the configs. `-y`/`--dry-run` stops here.
 2. stream: download -> sha512 + gpgv taps -> decompressor -> bmap ranges -> O_DIRECT writes,
@@ -20,29 +20,32 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 from provisioner.core.commands import run
 from provisioner.core.sizes import format_size
 from provisioner.disk import blockdev
-from provisioner.disk.gpt import read_table
+from provisioner.disk.gpt import parse_table
 from provisioner.errors import ConfigError, DiskError, InstallError, ProvisionerError, UsageError, VerifyError
 from provisioner.install import writer
 from provisioner.install.bmap import Bmap, parse_bmap
 from provisioner.install.decompress import DecompressStream
 from provisioner.install.options import InstallOptions
 from provisioner.install.postinstall import place_configs, refuse_4kn, verify_disk
-from provisioner.install.progress import Progress
+from provisioner.install.progress import EventKind, Progress
 from provisioner.install.source import Fetcher, NotFound, is_url
 from provisioner.install.verify import DigestCheck, SignatureCheck, digest_from_digests
 
 log = logging.getLogger("provisioner.install")
 
 COMPRESSED_SUFFIXES = (".zst", ".bz2", ".xz", ".gz")
+Check = Union[DigestCheck, SignatureCheck]  # the taps on the download stream
 
 
 @dataclass(frozen=True)
-class Plan:
+class ResolvedInstall:
+    """Every input of one install, resolved (URLs and files found, configs read) and the target checked."""
+
     device: str | None
     version: str | None
     image: str  # URL or path of the (compressed) image
@@ -86,7 +89,7 @@ class Summary:
         return dict(self.__dict__)
 
 
-# ---- planning -------------------------------------------------------------------------------------
+# ---- resolving ------------------------------------------------------------------------------------
 
 def parse_version_txt(text: str, image_name: str, source: str) -> str:
     """The version from version.txt: PROVISIONER_VERSION=, or FLATCAR_VERSION= (COREOS_VERSION=
@@ -107,38 +110,17 @@ def parse_version_txt(text: str, image_name: str, source: str) -> str:
     raise ConfigError(f"{source}: no {' or '.join(order)}= line")
 
 
-def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
+def resolve_install(opts: InstallOptions, fetcher: Fetcher) -> ResolvedInstall:
     """Resolve every input and check the target; touches nothing. Raises ProvisionerError."""
     warnings: list[str] = []
     disk_size = check_target(opts.device, opts.force, warnings) if opts.device and not opts.download_only else None
     cloud_config_data, ignition_data = load_configs(opts, fetcher)
     version: str | None = None
     if opts.base_url:
-        version = opts.version
-        if version == "current":
-            location = f"{opts.base_url}/current/version.txt"
-            version = parse_version_txt(fetcher.read_text(location), opts.image_name, location)
-        directory = f"{opts.base_url}/{version}"
-        formats = ["zst", "bz2"] if opts.format == "auto" else [opts.format]
-        image = None
-        for fmt in formats:
-            candidate = f"{directory}/{opts.image_name}" + ("" if fmt == "raw" else f".{fmt}")
-            if fetcher.exists(candidate):
-                image = candidate
-                break
-        if image is None:
-            tried = ", ".join(f"{opts.image_name}.{f}" for f in formats)
-            raise NotFound(f"{directory}/: no image ({tried}); check -b, -V and --image-name")
-        bmap_default = f"{directory}/{opts.image_name}.bmap"
+        version, image, bmap_default = _release_image(opts.base_url, opts, fetcher)
     else:
-        image = os.path.abspath(opts.image_file)  # type: ignore[arg-type]
-        if not os.path.isfile(image):
-            raise UsageError(f"install: -f {opts.image_file}: no such file")
-        stem = image
-        for suffix in COMPRESSED_SUFFIXES:
-            if stem.endswith(suffix):
-                stem = stem[: -len(suffix)]
-        bmap_default = stem + ".bmap"
+        assert opts.image_file is not None  # options.parse_install_args: -b or -f
+        image, bmap_default = _local_image(opts.image_file)
 
     signature = image + ".sig" if fetcher.exists(image + ".sig") else None
     digests = image + ".DIGESTS" if fetcher.exists(image + ".DIGESTS") else None
@@ -166,7 +148,7 @@ def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
             bmap = opts.bmap if is_url(opts.bmap) else os.path.abspath(opts.bmap)
         elif fetcher.exists(bmap_default):
             bmap = bmap_default
-    return Plan(
+    return ResolvedInstall(
         device=opts.device, version=version, image=image, signature=signature, digests=digests,
         bmap=bmap, key=key, key_from_server=key_from_server, cloud_config=opts.cloud_config,
         ignition=opts.ignition, network_dir=opts.network_dir if opts.copy_network else None,
@@ -175,7 +157,38 @@ def make_plan(opts: InstallOptions, fetcher: Fetcher) -> Plan:
     )
 
 
-def _find_release_key(opts: InstallOptions, image: str, fetcher: Fetcher):
+def _release_image(base_url: str, opts: InstallOptions, fetcher: Fetcher) -> tuple[str, str, str]:
+    """(version, image URL, default bmap URL) in the release directory of -b: version.txt for
+    `current`, then the first compressed image that exists (HEAD). Raises NotFound, ConfigError."""
+    version = opts.version
+    if version == "current":
+        location = f"{base_url}/current/version.txt"
+        version = parse_version_txt(fetcher.read_text(location), opts.image_name, location)
+    directory = f"{base_url}/{version}"
+    formats = ["zst", "bz2"] if opts.format == "auto" else [opts.format]
+    for fmt in formats:
+        candidate = f"{directory}/{opts.image_name}" + ("" if fmt == "raw" else f".{fmt}")
+        if fetcher.exists(candidate):
+            return version, candidate, f"{directory}/{opts.image_name}.bmap"
+    tried = ", ".join(f"{opts.image_name}.{f}" for f in formats)
+    raise NotFound(f"{directory}/: no image ({tried}); check -b, -V and --image-name")
+
+
+def _local_image(image_file: str) -> tuple[str, str]:
+    """(absolute path, default bmap path: the name without its compression suffix + .bmap) of -f.
+    Raises UsageError for a missing file."""
+    image = os.path.abspath(image_file)
+    if not os.path.isfile(image):
+        raise UsageError(f"install: -f {image_file}: no such file")
+    stem = image
+    for suffix in COMPRESSED_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return image, stem + ".bmap"
+
+
+def _find_release_key(opts: InstallOptions, image: str, fetcher: Fetcher) -> tuple[str, bool]:
+    """(the release key beside the image, whether it came from the release server). Raises VerifyError."""
     candidates = []
     if opts.base_url:
         candidates.append(f"{opts.base_url}/release-key.asc")
@@ -196,7 +209,7 @@ def check_target(device: str, force: bool, warnings: list[str]) -> int:
     blockdev.resolve_disk_argument(device)  # missing path, partition path
     if blockdev.is_block_device(device):
         refuse_4kn(device)
-        reasons = blockdev.busy_reasons(device)
+        reasons = blockdev.local_busy_reasons(device)
         if reasons:
             more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
             if not force:
@@ -238,106 +251,137 @@ def _read_config(path: str, flag: str, fetcher: Fetcher) -> bytes:
         raise UsageError(f"install: {flag} {path}: {exc.strerror}") from None
 
 
-def describe(plan: Plan, opts: InstallOptions) -> str:
+def describe(resolved: ResolvedInstall, opts: InstallOptions) -> str:
     """The human summary shown before asking, and by --dry-run. Pure."""
     lines = [
-        f"target:       {plan.device}" + (f" ({format_size(plan.disk_size)})" if plan.disk_size else ""),
-        f"image:        {plan.image}",
-        f"version:      {plan.version or '(local file)'}",
-        f"signature:    {plan.signature or 'NOT CHECKED'}" + (f" with key {plan.key}" if plan.key else ""),
-        f"sha512:       {plan.digests or 'NOT CHECKED'}",
-        f"block map:    {plan.bmap or 'none (every block written; zero chunks zeroed)'}",
+        f"target:       {resolved.device}" + (f" ({format_size(resolved.disk_size)})" if resolved.disk_size else ""),
+        f"image:        {resolved.image}",
+        f"version:      {resolved.version or '(local file)'}",
+        f"signature:    {resolved.signature or 'NOT CHECKED'}" + (f" with key {resolved.key}" if resolved.key else ""),
+        f"sha512:       {resolved.digests or 'NOT CHECKED'}",
+        f"block map:    {resolved.bmap or 'none (every block written; zero chunks zeroed)'}",
         f"holes:        {opts.unmapped}",
-        f"cloud-config: {plan.cloud_config or '-'}",
-        f"ignition:     {plan.ignition or '-'}",
-        f"network:      {plan.network_dir or '-'}",
+        f"cloud-config: {resolved.cloud_config or '-'}",
+        f"ignition:     {resolved.ignition or '-'}",
+        f"network:      {resolved.network_dir or '-'}",
     ]
-    lines += [f"warning:      {w}" for w in plan.warnings]
+    lines += [f"warning:      {w}" for w in resolved.warnings]
     return "\n".join(lines)
 
 
 # ---- applying -------------------------------------------------------------------------------------
 
-def install(plan: Plan, opts: InstallOptions, progress: Progress, fetcher: Fetcher) -> Summary:
+def install(resolved: ResolvedInstall, opts: InstallOptions, progress: Progress, fetcher: Fetcher) -> Summary:
     """Write the image and place the configs. Raises ProvisionerError; after writing began,
     the disk is wiped before the error propagates (the message says so)."""
-    assert plan.device is not None
+    assert resolved.device is not None
     started = time.monotonic()
-    summary = Summary(device=plan.device, image=plan.image, version=plan.version)
-    label = os.path.basename(plan.image)
+    summary = Summary(device=resolved.device, image=resolved.image, version=resolved.version)
     workdir = tempfile.mkdtemp(prefix="provisioner-install-")
     try:
-        bmap = _load_bmap(plan, fetcher)
-        checks = _verification_checks(plan, fetcher, workdir, label)
-        chunks = iter(fetcher.stream(plan.image))
-        first = next(chunks, b"")
-        if not first:
-            raise VerifyError(f"{label}: empty file")
-        progress.mapped = bmap.mapped_bytes if bmap else None
-        progress.event("start", "write", 0, bmap.image_size if bmap else 0, device=plan.device, image=plan.image)
-        stream = DecompressStream(first, chunks, [c.update for c in checks], label,
-                                  skippable=writer.hole_checker(bmap) if bmap is not None else None)
-        summary.format, summary.decompressor = stream.format, stream.tool
-        target = writer.Target(plan.device, direct=opts.direct_io, exclusive=not opts.force)
-        state = {"began": False, "image_size": None}
-        try:
-            def on_start(image_size: int) -> None:
-                state["began"], state["image_size"] = True, image_size
-                target.wipe_gpt(image_size)
-
-            result = writer.copy_stream(stream.read_piece, target, bmap, policy=opts.unmapped, label=label,
-                                        on_start=on_start, on_progress=progress.update)
-            stream.finish()
-            progress.event("verify", "verify", result.image_size, result.image_size)
-            for check in checks:
-                signer = check.finish()
-                if isinstance(check, SignatureCheck):
-                    summary.signer = signer
-            writer.commit(target, result)
-            target.close()
-            image_table = read_table(_held_reader(result.held), result.image_size)
-            verify_disk(plan.device, image_table)
-            summary.placed = place_configs(
-                plan.device, image_table,
-                cloud_config=plan.cloud_config_data, ignition=plan.ignition_data,
-                network_dir=plan.network_dir, workdir=workdir)
-            if opts.uefi_entry:
-                _uefi_entry(plan.device)
-        except BaseException as exc:
-            stream.abort()
-            for check in checks:
-                if isinstance(check, SignatureCheck):
-                    check.abort()
-            if not state["began"]:
-                target.close()
-                raise
-            _wipe_after_failure(target, plan.device, state["image_size"])
-            if not isinstance(exc, ProvisionerError):
-                raise
-            cls = VerifyError if isinstance(exc, VerifyError) else InstallError
-            raise cls(f"{exc}; {plan.device} wiped: no valid GPT left (fix the cause and re-run)") from None
-        summary.image_size, summary.written = result.image_size, result.written
-        summary.zeroed, summary.skipped = result.zeroed, result.skipped
-        summary.compressed_bytes = stream.compressed_bytes
+        _write_and_place(resolved, opts, progress, fetcher, summary, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
 
 
-def _wipe_after_failure(target: writer.Target, device: str, image_size: int | None) -> None:
+class _WipeOnFailure:
+    """The target disk's guard: once writing begins (the old GPTs zeroed), any failure must wipe the
+    GPTs again before it propagates, so a half-written disk never looks installed."""
+
+    def __init__(self, target: writer.Target, device: str) -> None:
+        self.target = target
+        self.device = device
+        self.began = False
+        self.image_size: int | None = None
+
+    def begin(self, image_size: int) -> None:
+        """writer.copy_stream's on_start: zero the old GPTs (both ends) right before the first write."""
+        self.began, self.image_size = True, image_size
+        self.target.wipe_gpt(image_size)
+
+    def wipe(self) -> None:
+        """Zero both GPTs again, through a fresh descriptor when the target's is closed or broken."""
+        try:
+            if self.target.closed:
+                raise OSError("closed")
+            self.target.wipe_gpt(self.image_size)
+        except (OSError, ProvisionerError):
+            again = writer.Target(self.device, direct=False, exclusive=False)
+            again.wipe_gpt(self.image_size)
+            again.close()
+        self.target.close()
+
+
+def _write_and_place(resolved: ResolvedInstall, opts: InstallOptions, progress: Progress, fetcher: Fetcher,
+                     summary: Summary, workdir: str) -> None:
+    """Stream the image onto the disk, verify it, commit its GPT, then place the configs; fills `summary`."""
+    assert resolved.device is not None
+    label = os.path.basename(resolved.image)
+    bmap = _load_bmap(resolved, fetcher)
+    checks = _verification_checks(resolved, fetcher, workdir, label)
+    chunks = iter(fetcher.stream(resolved.image))
+    first = next(chunks, b"")
+    if not first:
+        raise VerifyError(f"{label}: empty file")
+    progress.mapped = bmap.mapped_bytes if bmap else None
+    progress.event(EventKind.START, "write", 0, bmap.image_size if bmap else 0,
+                   device=resolved.device, image=resolved.image)
+    stream = DecompressStream(first, chunks, [c.update for c in checks], label,
+                              skippable=writer.hole_checker(bmap) if bmap is not None else None)
+    summary.format, summary.decompressor = stream.format, stream.tool
+    target = writer.Target(resolved.device, direct=opts.direct_io, exclusive=not opts.force)
+    guard = _WipeOnFailure(target, resolved.device)
     try:
-        if target.closed:
-            raise OSError("closed")
-        target.wipe_gpt(image_size)
-    except (OSError, ProvisionerError):
-        again = writer.Target(device, direct=False, exclusive=False)
-        again.wipe_gpt(image_size)
-        again.close()
-    target.close()
+        result = writer.copy_stream(stream.read_piece, target, bmap, policy=opts.unmapped, label=label,
+                                    on_start=guard.begin, on_progress=progress.update)
+        stream.finish()
+        progress.event(EventKind.VERIFY, "verify", result.image_size, result.image_size)
+        summary.signer = _finish_checks(checks)
+        writer.commit(target, result)
+        target.close()
+        image_table = parse_table(_held_reader(result.held), result.image_size)
+        verify_disk(resolved.device, image_table)
+        summary.placed = place_configs(
+            resolved.device, image_table,
+            cloud_config=resolved.cloud_config_data, ignition=resolved.ignition_data,
+            network_dir=resolved.network_dir, workdir=workdir)
+        if opts.uefi_entry:
+            _uefi_entry(resolved.device)
+    except BaseException as exc:
+        stream.abort()
+        _abort_checks(checks)
+        if not guard.began:
+            target.close()
+            raise
+        guard.wipe()
+        if not isinstance(exc, ProvisionerError):
+            raise
+        cls = VerifyError if isinstance(exc, VerifyError) else InstallError
+        raise cls(f"{exc}; {resolved.device} wiped: no valid GPT left (fix the cause and re-run)") from None
+    summary.image_size, summary.written = result.image_size, result.written
+    summary.zeroed, summary.skipped = result.zeroed, result.skipped
+    summary.compressed_bytes = stream.compressed_bytes
 
 
-def _held_reader(held: dict) -> Callable[[int, int], bytes]:
+def _finish_checks(checks: list[Check]) -> str | None:
+    """Finish every check (raises VerifyError on a mismatch); returns the signer, if a signature was checked."""
+    signer = None
+    for check in checks:
+        result = check.finish()
+        if isinstance(check, SignatureCheck):
+            signer = result
+    return signer
+
+
+def _abort_checks(checks: list[Check]) -> None:
+    for check in checks:
+        if isinstance(check, SignatureCheck):
+            check.abort()
+
+
+def _held_reader(held: dict[int, bytes]) -> Callable[[int, int], bytes]:
     def read_at(offset: int, length: int) -> bytes:
         for start, data in held.items():
             if start <= offset and offset + length <= start + len(data):
@@ -346,19 +390,21 @@ def _held_reader(held: dict) -> Callable[[int, int], bytes]:
     return read_at
 
 
-def _load_bmap(plan: Plan, fetcher: Fetcher) -> Bmap | None:
-    if plan.bmap is None:
+def _load_bmap(resolved: ResolvedInstall, fetcher: Fetcher) -> Bmap | None:
+    if resolved.bmap is None:
         return None
-    return parse_bmap(fetcher.read_bytes(plan.bmap), os.path.basename(plan.bmap))
+    return parse_bmap(fetcher.read_bytes(resolved.bmap), os.path.basename(resolved.bmap))
 
 
-def _verification_checks(plan: Plan, fetcher: Fetcher, workdir: str, label: str):
-    checks: list = []
-    if plan.digests is not None:
-        text = fetcher.read_text(plan.digests)
-        checks.append(DigestCheck(digest_from_digests(text, os.path.basename(plan.image), plan.digests), label))
-    if plan.signature is not None and plan.key is not None:
-        checks.append(SignatureCheck(fetcher.read_bytes(plan.signature), fetcher.read_bytes(plan.key), workdir, label))
+def _verification_checks(resolved: ResolvedInstall, fetcher: Fetcher, workdir: str, label: str) -> list[Check]:
+    checks: list[Check] = []
+    if resolved.digests is not None:
+        text = fetcher.read_text(resolved.digests)
+        digest = digest_from_digests(text, os.path.basename(resolved.image), resolved.digests)
+        checks.append(DigestCheck(digest, label))
+    if resolved.signature is not None and resolved.key is not None:
+        signature, key = fetcher.read_bytes(resolved.signature), fetcher.read_bytes(resolved.key)
+        checks.append(SignatureCheck(signature, key, workdir, label))
     return checks
 
 
@@ -367,31 +413,28 @@ def _uefi_entry(device: str) -> None:
     run(["efibootmgr", "-c", "-d", device, "-p", "1", "-l", "\\efi\\boot\\bootx64.efi", "-L", "Provisioner"])
 
 
-def download_only(plan: Plan, fetcher: Fetcher, directory: str = ".") -> list[str]:
+def download_only(resolved: ResolvedInstall, fetcher: Fetcher, directory: str = ".") -> list[str]:
     """flatcar-install -D: fetch and verify the image (+ .sig) into `directory`. Raises VerifyError."""
     workdir = tempfile.mkdtemp(prefix="provisioner-download-")
-    label = os.path.basename(plan.image)
+    label = os.path.basename(resolved.image)
     target = os.path.join(directory, label)
     try:
-        checks = _verification_checks(plan, fetcher, workdir, label)
+        checks = _verification_checks(resolved, fetcher, workdir, label)
         try:
             with open(target + ".part", "wb") as handle:
-                for chunk in fetcher.stream(plan.image):
+                for chunk in fetcher.stream(resolved.image):
                     for check in checks:
                         check.update(chunk)
                     handle.write(chunk)
-            for check in checks:
-                check.finish()
+            _finish_checks(checks)
         except BaseException:
-            for check in checks:
-                if isinstance(check, SignatureCheck):
-                    check.abort()
+            _abort_checks(checks)
             if os.path.exists(target + ".part"):
                 os.unlink(target + ".part")
             raise
         os.replace(target + ".part", target)
         saved = [target]
-        for extra in (plan.signature, plan.digests, plan.bmap):
+        for extra in (resolved.signature, resolved.digests, resolved.bmap):
             if extra:
                 path = os.path.join(directory, os.path.basename(extra))
                 with open(path, "wb") as handle:
@@ -404,40 +447,27 @@ def download_only(plan: Plan, fetcher: Fetcher, directory: str = ".") -> list[st
 
 def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str], bool],
                 fetcher: Fetcher | None = None) -> Summary | None:
-    """Plan, show, confirm and install. Returns None for --dry-run/-D/declined. Raises ProvisionerError."""
+    """Resolve, show, confirm and install. Returns None for --dry-run/-D/declined. Raises ProvisionerError."""
     fetcher = fetcher or Fetcher(retries=opts.retries, timeout=opts.timeout)
-    plan = make_plan(opts, fetcher)
-    text = describe(plan, opts)
+    resolved = resolve_install(opts, fetcher)
+    text = describe(resolved, opts)
     if opts.dry_run:
         print(text)
         return None
     if opts.download_only:
-        for path in download_only(plan, fetcher):
+        for path in download_only(resolved, fetcher):
             print(path)
         return None
-    for warning in plan.warnings:
+    for warning in resolved.warnings:
         log.warning("warning: %s", warning)
     if not opts.yes and not confirm(text):
-        raise UsageError(f"install: not confirmed; {plan.device} untouched")
+        raise UsageError(f"install: not confirmed; {resolved.device} untouched")
     try:
-        summary = install(plan, opts, progress, fetcher)
+        summary = install(resolved, opts, progress, fetcher)
     except ProvisionerError as exc:
-        progress.event("error", "install", message=str(exc))
+        progress.event(EventKind.ERROR, "install", message=str(exc))
         raise
-    progress.event("done", "install", summary.written, summary.image_size, message=summary.line(),
+    progress.event(EventKind.DONE, "install", summary.written, summary.image_size, message=summary.line(),
                    summary=summary.as_dict())
-    if opts.reboot:
-        reboot()
     return summary
 
-
-def reboot() -> None:
-    """Reboot into the freshly written disk (unattended PXE install)."""
-    if shutil.which("systemctl"):
-        run(["systemctl", "reboot"], check=False)
-    else:
-        run(["reboot"], check=False)
-
-
-__all__ = ["Plan", "Summary", "make_plan", "describe", "install", "run_install", "check_target",
-           "parse_version_txt", "DiskError"]

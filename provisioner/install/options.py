@@ -53,7 +53,6 @@ class InstallOptions:
     direct_io: bool = True
     retries: int = 10
     timeout: float = 20.0
-    reboot: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +87,8 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     add("-u", "--uefi-entry", action="store_true", help="add a UEFI boot entry with efibootmgr")
     add("-D", "--download-only", action="store_true",
         help="download and verify the image into the current directory; install nothing")
-    add("-y", "--dry-run", action="store_true", help="(flatcar-install's -y) check and print the plan, write nothing")
+    add("-y", "--dry-run", action="store_true",
+        help="(flatcar-install's -y) check and print what would be written, write nothing")
     add("-v", "--verbose", action="store_true", help="log each step to stderr")
     add("-t", dest="tmpdir_ignored", action="store_true", help=argparse.SUPPRESS)  # flatcar: no-op
     add("-s", dest="smallest", action="store_true", help=argparse.SUPPRESS)
@@ -112,10 +112,6 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
     add("--no-direct-io", action="store_true", help="buffered writes with periodic fdatasync instead of O_DIRECT")
     add("--retries", type=int, default=10, metavar="N", help="download attempts (resumed with HTTP Range)")
     add("--timeout", type=float, default=20.0, metavar="SECONDS", help="network timeout per attempt")
-    add("--from-cmdline", action="store_true",
-        help="take the options from provisioner.install.* kernel parameters (PXE live image; implies --yes)")
-    add("--cmdline-file", default="/proc/cmdline", help=argparse.SUPPRESS)
-    add("--reboot", action="store_true", help="reboot into the disk after a successful install")
     add("--network-dir", default="/run/systemd/network", help=argparse.SUPPRESS)
     return p
 
@@ -123,16 +119,6 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
 def parse_install_args(argv: list[str], prog: str = "provisioner install") -> InstallOptions:
     """Parse argv into InstallOptions. Raises UsageError on bad or conflicting options."""
     ns = build_parser(prog).parse_args(argv)
-    if ns.from_cmdline:
-        from provisioner.install.cmdline import argv_from_cmdline
-
-        try:
-            with open(ns.cmdline_file) as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise UsageError(f"install: --from-cmdline: {ns.cmdline_file}: {exc.strerror}") from None
-        rest = [a for a in argv if a != "--from-cmdline"]
-        ns = build_parser(prog).parse_args(argv_from_cmdline(text) + rest)
     if ns.smallest or ns.include_majors or ns.exclude_majors:
         raise UsageError("install: -s/-I/-e (pick the smallest disk) is not supported: name the disk with -d")
     version, channel = resolve_version_and_channel(ns.version, ns.channel)
@@ -178,7 +164,6 @@ def parse_install_args(argv: list[str], prog: str = "provisioner install") -> In
         direct_io=not ns.no_direct_io,
         retries=ns.retries,
         timeout=ns.timeout,
-        reboot=ns.reboot,
     )
 
 

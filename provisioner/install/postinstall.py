@@ -20,17 +20,12 @@ from collections.abc import Iterator
 
 from provisioner.core.commands import run
 from provisioner.disk import blockdev, layout
-from provisioner.disk.gpt import GptTable, read_gpt
+from provisioner.disk.gpt import GptTable, partition_layout, read_gpt
 from provisioner.errors import CommandError, DiskError, InstallError
 
 log = logging.getLogger("provisioner.install.postinstall")
 
 CLOUD_CONFIG_PATHS = ("var/lib/coreos-install/user_data", "var/lib/flatcar-install/user_data")
-
-
-def expected_partitions(table: GptTable) -> dict[int, tuple[int, int]]:
-    """number -> (start sector, sectors), the form blockdev.reread_partitions compares."""
-    return {e.number: (e.first_lba, e.sectors) for e in table.entries}
 
 
 def check_layout(table: GptTable) -> list[str]:
@@ -82,7 +77,7 @@ def verify_disk(disk: str, image_table: GptTable) -> GptTable:
 def partition_nodes(target: str, table: GptTable) -> Iterator[str]:
     """Yield a block device whose partitions have nodes: the disk itself, or a loop device
     attached to an image file (detached afterwards)."""
-    expected = expected_partitions(table)
+    expected = partition_layout(table.entries)
     if blockdev.is_block_device(target):
         blockdev.reread_partitions(target, expected)
         yield target

@@ -12,7 +12,7 @@ GPT regions (PMBR + primary header + entries at the start, backup entries + head
 end) are held in memory and written only after everything else is on the disk and every check
 (bmap ranges, sha512, signature, stream length) passed. So until the very last write the disk
 has no valid GPT: a kill -9, a power cut or a failed check leave a disk that boots nothing and
-that `gpt.read_table` reports as "no valid GPT".
+that `gpt.read_gpt` reports as "no valid GPT".
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from provisioner.disk import gpt
 from provisioner.disk.blockdev import device_size, is_block_device, logical_sector_size
 from provisioner.errors import DiskError, InstallError, VerifyError
-from provisioner.install.bmap import Bmap
+from provisioner.install.bmap import Bmap, MappedRange
 
 log = logging.getLogger("provisioner.install.writer")
 
@@ -50,6 +50,7 @@ BLKZEROOUT = 0x127F  # linux/fs.h _IO(0x12,127)
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 HEAD_HOLD = 40 * 512  # PMBR + header + 128 x 128-byte entries = 34 sectors, rounded to 4 KiB
 TAIL_HOLD = 33 * 512  # backup entries + backup header
+_ZERO_CHUNK = bytes(CHUNK)
 
 
 def held_regions(image_size: int) -> list[tuple[int, int]]:
@@ -239,7 +240,6 @@ class WriterPool:
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
         self.error: BaseException | None = None
         self.stopped = False
-        self.written = 0
         self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
         for thread in self._threads:
             thread.start()
@@ -253,10 +253,9 @@ class WriterPool:
                 if self.error is None:
                     if job.zero is not None:
                         self.target.zero(job.zero[0], job.zero[1], self.policy)
-                    else:
+                    elif job.buffer is not None:
                         for start, end in job.pieces:
                             self.target.write(start, memoryview(job.buffer)[start - job.base: end - job.base], True)
-                            self.written += end - start
             except BaseException as exc:  # noqa: BLE001 - reported to the reader via check()
                 self.error = exc
             finally:
@@ -285,8 +284,14 @@ class WriterPool:
         self.check()
 
 
+# What the decompressing thread hands to the copying one: a filled buffer and its length, (None, n)
+# for n bytes of a hole it skipped, (buffer, 0) at the end of the stream, or the exception it raised.
+Piece = tuple[Optional[mmap.mmap], int]
+ReadPiece = Callable[[memoryview], tuple[str, int]]
+
+
 def copy_stream(
-    read_piece: Callable[[memoryview], tuple[str, int]],
+    read_piece: ReadPiece,
     target: Target,
     bmap: Bmap | None,
     *,
@@ -305,18 +310,42 @@ def copy_stream(
     Raises VerifyError (range checksum, size mismatch, no GPT in the image), DiskError.
     """
     pool = WriterPool(target, policy)
-    ready: queue.Queue = queue.Queue()
+    ready: queue.Queue[Piece | BaseException] = queue.Queue()
     producer = threading.Thread(target=_produce, args=(read_piece, pool, ready), daemon=True)
     producer.start()
     try:
-        return _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start)
+        buffer, n = _next(ready)
+        if buffer is None:
+            raise VerifyError(f"{label}: the stream starts inside a hole (no GPT at the start?)")
+        image_size = _checked_image_size(bytes(memoryview(buffer)[: min(n, HEAD_HOLD)]), target, bmap, label)
+        if on_start is not None:
+            on_start(image_size)
+        copy = _StreamCopy(image_size, pool, bmap, policy=policy, verify_ranges=verify_ranges, label=label)
+        last_report = 0.0
+        while n:
+            if buffer is None:
+                copy.skipped_hole(n)
+            else:
+                copy.piece(buffer, n)
+                now = time.monotonic()
+                if on_progress is not None and now - last_report >= 0.2:
+                    last_report = now
+                    on_progress(copy.position, image_size, copy.result.written)
+            pool.check()
+            buffer, n = _next(ready)
+        if buffer is not None:
+            pool.free.put(buffer)
+        result = copy.finish()
+        if on_progress is not None:
+            on_progress(copy.position, image_size, result.written)
+        return result
     finally:
         pool.stopped = True
         pool.close()
         producer.join(timeout=5)
 
 
-def _produce(read_piece, pool: WriterPool, ready: queue.Queue) -> None:
+def _produce(read_piece: ReadPiece, pool: WriterPool, ready: queue.Queue[Piece | BaseException]) -> None:
     """Decompress into free buffers ahead of the hashing/dispatching thread (the decompressors
     release the GIL, so this overlaps them with the sha256 of the bmap ranges)."""
     try:
@@ -336,118 +365,134 @@ def _produce(read_piece, pool: WriterPool, ready: queue.Queue) -> None:
         ready.put(exc)
 
 
-def _next(ready: queue.Queue):
+def _next(ready: queue.Queue[Piece | BaseException]) -> Piece:
     item = ready.get()
     if isinstance(item, BaseException):
         raise item
     return item
 
 
-def _copy(ready, target, bmap, pool, policy, verify_ranges, label, on_progress, on_start) -> WriteResult:
-    buffer, n = _next(ready)
-    if buffer is None:
-        raise VerifyError(f"{label}: the stream starts inside a hole (no GPT at the start?)")
-    view = memoryview(buffer)
-    image_size = image_size_from_head(bytes(view[: min(n, HEAD_HOLD)]), label)
+def _checked_image_size(head: bytes, target: Target, bmap: Bmap | None, label: str) -> int:
+    """The image size from the stream's GPT, checked against the bmap and the target.
+
+    Raises VerifyError (no GPT, bmap disagrees), DiskError (the image does not fit; nothing written)."""
+    image_size = image_size_from_head(head, label)
     if bmap is not None and bmap.image_size != image_size:
         raise VerifyError(f"{label}: the bmap says {bmap.image_size} bytes but the image's GPT ends at {image_size}")
     if image_size > target.size:
         raise DiskError(f"{target.path}: {target.size} bytes is smaller than the image ({image_size} bytes); "
                         "nothing written")
-    if on_start is not None:
-        on_start(image_size)
-    result = WriteResult(image_size)
-    held = held_regions(image_size)
-    held_data = {start: bytearray(end - start) for start, end in held}
-    ranges = list(bmap.ranges) if bmap is not None else None
+    return image_size
 
-    # Holes first: one request each (BLKZEROOUT is cheap on SSD/NVMe/loop), outside the held areas.
-    if bmap is not None:
-        for start, end in subtract(bmap.unmapped(), held):
-            if policy == "skip":
-                result.skipped += end - start
-            else:
-                pool.jobs.put(_Job(None, 0, [], (start, end)))
-                result.zeroed += end - start
 
-    zero_chunk = bytes(CHUNK)
-    index = 0
-    digest = None
-    position = 0
-    last_report = 0.0
-    while n:
-        if buffer is None:  # a hole the decompressor skipped: nothing mapped or held in it
-            end = position + n
-            if (ranges is not None and index < len(ranges) and ranges[index].start < end) or \
-                    subtract([(position, end)], held) != [(position, end)]:
-                raise InstallError(f"{label}: internal error: skipped bytes {position}-{end} are mapped")
-            position = end
-            buffer, n = _next(ready)
-            view = memoryview(buffer) if buffer is not None else view
-            continue
-        chunk_end = position + n
-        if chunk_end > image_size:
-            raise VerifyError(f"{label}: the stream is longer than the image size {image_size} (corrupt image?)")
-        for start, end in held:  # keep the GPT areas for commit()
-            lo, hi = max(start, position), min(end, chunk_end)
-            if lo < hi:
-                held_data[start][lo - start: hi - start] = view[lo - position: hi - position]
-        if ranges is None:
-            pieces = [(position, chunk_end)]
-            if view[:n] == zero_chunk[:n]:
-                pieces = []
-                for start, end in subtract([(position, chunk_end)], held):
-                    if policy == "skip":
-                        result.skipped += end - start
-                    else:
-                        pool.jobs.put(_Job(None, 0, [], (start, end)))
-                        result.zeroed += end - start
-        else:
-            pieces = []
-            while index < len(ranges) and ranges[index].start < chunk_end:
-                mapped = ranges[index]
-                lo, hi = max(mapped.start, position), min(mapped.end, chunk_end)
-                if lo < hi:
-                    pieces.append((lo, hi))
-                    if verify_ranges and mapped.checksum:
-                        if lo == mapped.start:
-                            digest = hashlib.new(bmap.checksum_type)
-                        digest.update(view[lo - position: hi - position])
-                if mapped.end > chunk_end:
-                    break
-                if verify_ranges and mapped.checksum and digest is not None:
-                    if digest.hexdigest() != mapped.checksum.lower():
-                        raise VerifyError(f"{label}: bmap checksum mismatch for bytes {mapped.start}-{mapped.end} "
-                                          "(corrupt image or wrong bmap)")
-                    digest = None
-                index += 1
-        pieces = subtract(pieces, held)
+class _StreamCopy:
+    """The copying side of copy_stream, one piece of the image at a time: keeps the GPT areas for
+    commit(), picks the byte ranges to write (the bmap's, or the non-zero chunks without one),
+    checks each bmap range's checksum as its last byte passes, and queues the writes and the
+    zeroing of holes on the writer pool."""
+
+    def __init__(self, image_size: int, pool: WriterPool, bmap: Bmap | None, *, policy: str,
+                 verify_ranges: bool, label: str) -> None:
+        self.image_size = image_size
+        self.pool = pool
+        self.policy = policy
+        self.checksum_type = (bmap.checksum_type if verify_ranges and bmap is not None else None) or ""
+        self.label = label
+        self.result = WriteResult(image_size)
+        self.position = 0
+        self.held = held_regions(image_size)
+        self._held_data = {start: bytearray(end - start) for start, end in self.held}
+        self._ranges: list[MappedRange] | None = list(bmap.ranges) if bmap is not None else None
+        self._index = 0  # the first bmap range not yet fully read
+        self._digest: Any = None  # hashlib object of the range being read
+        if bmap is not None:  # holes first: one request each (BLKZEROOUT is cheap on SSD/NVMe/loop)
+            for start, end in subtract(bmap.unmapped(), self.held):
+                self._clear(start, end)
+
+    def skipped_hole(self, n: int) -> None:
+        """The decompressor skipped `n` bytes it knew to be a hole: nothing mapped or held may be in them."""
+        end = self.position + n
+        ranges = self._ranges
+        if (ranges is not None and self._index < len(ranges) and ranges[self._index].start < end) or \
+                subtract([(self.position, end)], self.held) != [(self.position, end)]:
+            raise InstallError(f"{self.label}: internal error: skipped bytes {self.position}-{end} are mapped")
+        self.position = end
+
+    def piece(self, buffer: mmap.mmap, n: int) -> None:
+        """Take the next `n` bytes of the image, in `buffer` (handed on to a writer, or back to the pool)."""
+        end = self.position + n
+        if end > self.image_size:
+            raise VerifyError(f"{self.label}: the stream is longer than the image size {self.image_size} "
+                              "(corrupt image?)")
+        view = memoryview(buffer)[:n]
+        self._keep_held(view, end)
+        pieces = subtract(self._mapped_pieces(view, end), self.held)
         if pieces:
-            pool.jobs.put(_Job(buffer, position, pieces))
-            result.written += sum(end - start for start, end in pieces)
+            self.pool.jobs.put(_Job(buffer, self.position, pieces))
+            self.result.written += sum(stop - start for start, stop in pieces)
         else:
-            pool.free.put(buffer)
-        position = chunk_end
-        if on_progress is not None:
-            now = time.monotonic()
-            if now - last_report >= 0.2:
-                last_report = now
-                on_progress(position, image_size, result.written)
-        pool.check()
-        buffer, n = _next(ready)
-        if buffer is not None:
-            view = memoryview(buffer)
-    if buffer is not None:
-        pool.free.put(buffer)
-    if position != image_size:
-        raise VerifyError(f"{label}: the stream ended after {position} of {image_size} bytes (truncated image)")
-    if ranges is not None and index < len(ranges):
-        raise VerifyError(f"{label}: the stream ended before bmap range {ranges[index].start}-{ranges[index].end}")
-    result.held = {start: bytes(data) for start, data in held_data.items()}
-    result.written += sum(len(data) for data in result.held.values())
-    if on_progress is not None:
-        on_progress(position, image_size, result.written)
-    return result
+            self.pool.free.put(buffer)
+        self.position = end
+
+    def finish(self) -> WriteResult:
+        """The result once the stream ended. Raises VerifyError when it ended early."""
+        if self.position != self.image_size:
+            raise VerifyError(f"{self.label}: the stream ended after {self.position} of {self.image_size} bytes "
+                              "(truncated image)")
+        if self._ranges is not None and self._index < len(self._ranges):
+            missing = self._ranges[self._index]
+            raise VerifyError(f"{self.label}: the stream ended before bmap range {missing.start}-{missing.end}")
+        self.result.held = {start: bytes(data) for start, data in self._held_data.items()}
+        self.result.written += sum(len(data) for data in self.result.held.values())
+        return self.result
+
+    def _keep_held(self, view: memoryview, end: int) -> None:
+        for start, stop in self.held:
+            lo, hi = max(start, self.position), min(stop, end)
+            if lo < hi:
+                self._held_data[start][lo - start: hi - start] = view[lo - self.position: hi - self.position]
+
+    def _mapped_pieces(self, view: memoryview, end: int) -> list[tuple[int, int]]:
+        """The byte ranges of [position, end) to write."""
+        if self._ranges is None:
+            if view != _ZERO_CHUNK[: len(view)]:
+                return [(self.position, end)]
+            for start, stop in subtract([(self.position, end)], self.held):
+                self._clear(start, stop)
+            return []
+        return self._bmap_pieces(self._ranges, view, end)
+
+    def _bmap_pieces(self, ranges: list[MappedRange], view: memoryview, end: int) -> list[tuple[int, int]]:
+        pieces = []
+        while self._index < len(ranges) and ranges[self._index].start < end:
+            mapped = ranges[self._index]
+            lo, hi = max(mapped.start, self.position), min(mapped.end, end)
+            if lo < hi:
+                pieces.append((lo, hi))
+                if self.checksum_type and mapped.checksum:
+                    if lo == mapped.start:
+                        self._digest = hashlib.new(self.checksum_type)
+                    self._digest.update(view[lo - self.position: hi - self.position])
+            if mapped.end > end:
+                break  # the range goes on in the next piece
+            self._check_range(mapped)
+            self._index += 1
+        return pieces
+
+    def _check_range(self, mapped: MappedRange) -> None:
+        if self.checksum_type and mapped.checksum and self._digest is not None:
+            if self._digest.hexdigest() != mapped.checksum.lower():
+                raise VerifyError(f"{self.label}: bmap checksum mismatch for bytes {mapped.start}-{mapped.end} "
+                                  "(corrupt image or wrong bmap)")
+            self._digest = None
+
+    def _clear(self, start: int, end: int) -> None:
+        """A hole of the image: queue its zeroing (or discard), or leave it (policy skip)."""
+        if self.policy == "skip":
+            self.result.skipped += end - start
+        else:
+            self.pool.jobs.put(_Job(None, 0, [], (start, end)))
+            self.result.zeroed += end - start
 
 
 def commit(target: Target, result: WriteResult) -> None:

@@ -1,7 +1,7 @@
 """Build the self-contained installer zipapp for rescue systems (python3 >= 3.9, no packages).
 
 `build_zipapp(Path("installer.pyz"))` copies provisioner/install/ and the few modules it imports
-(errors, core/{commands,sizes,logs}, disk/{layout,blockdev,gpt}) into a zip with a __main__
+(errors, core/{commands,entry,sizes,logs}, disk/{layout,blockdev,gpt}) into a zip with a __main__
 that runs provisioner.install.cli.main; `python3 installer.pyz -d DEV ... --progress json --yes`.
 """
 
@@ -18,6 +18,7 @@ MODULES = (
     "errors.py",
     "core/__init__.py",
     "core/commands.py",
+    "core/entry.py",
     "core/sizes.py",
     "core/logs.py",
     "disk/__init__.py",

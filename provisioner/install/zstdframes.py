@@ -87,7 +87,7 @@ class FrameSplitter:
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, int | None]]:
         self._buffer += chunk
-        frames = []
+        frames: list[tuple[bytes, int | None]] = []
         while True:
             frame = self._take()
             if frame is None:

@@ -28,7 +28,9 @@ from pathlib import Path
 import yaml
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
 from provisioner.errors import ProvisionerError
+from provisioner.node.kernel_cmdline import read_kernel_cmdline
 
 FILE_SOURCES = (
     "/var/lib/flatcar-install/user_data",
@@ -39,6 +41,7 @@ FILE_SOURCES = (
     "/usr/share/oem/config.ign",
 )
 DEFAULT_USER = "core"
+PROG = "provisioner-bootconfig"
 
 
 @dataclass
@@ -110,13 +113,6 @@ def merge(configs: list[BootConfig]) -> BootConfig:
     return result
 
 
-def cloud_config_url(cmdline: str) -> str | None:
-    for word in cmdline.split():
-        if word.startswith("cloud-config-url="):
-            return word.split("=", 1)[1]
-    return None
-
-
 def fetch(url: str, timeout: float = 60) -> str:
     """GET url, retrying while the network comes up; raises ProvisionerError after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -173,16 +169,19 @@ def apply(config: BootConfig) -> list[str]:
     return done
 
 
-def main() -> int:
+def apply_boot_config() -> int:
+    """Read every source, apply what was found; 1 when a source could not be fetched, else 0.
+
+    Raises ProvisionerError when applying fails."""
     configs = []
     errors = 0
-    url = cloud_config_url(Path("/proc/cmdline").read_text())
+    url = read_kernel_cmdline().get("cloud-config-url")
     texts: list[tuple[str, str]] = []
     if url:
         try:
             texts.append((fetch(url), url))
-        except ProvisionerError as exc:
-            print(f"provisioner-bootconfig: error: {exc}", flush=True)
+        except ProvisionerError as exc:  # the other sources still apply; the exit code says one failed
+            print(f"{PROG}: error: {exc}", flush=True)
             errors += 1
     for path in FILE_SOURCES:
         if os.path.isfile(path):
@@ -191,19 +190,21 @@ def main() -> int:
         try:
             configs.append(parse_config(text, name))
         except ValueError as exc:
-            print(f"provisioner-bootconfig: skipped {exc}", flush=True)
+            print(f"{PROG}: skipped {exc}", flush=True)
     if not configs:
-        print("provisioner-bootconfig: no cloud-config found", flush=True)
+        print(f"{PROG}: no cloud-config found", flush=True)
         return 1 if errors else 0
     config = merge(configs)
     try:
         done = apply(config)
-    except (OSError, ProvisionerError) as exc:
-        print(f"provisioner-bootconfig: error: {exc}", flush=True)
-        return 1
-    print(f"provisioner-bootconfig: applied {', '.join(done) or 'nothing'} from {', '.join(config.sources)}",
-          flush=True)
+    except OSError as exc:
+        raise ProvisionerError(f"applying {', '.join(config.sources)}: {exc}") from None
+    print(f"{PROG}: applied {', '.join(done) or 'nothing'} from {', '.join(config.sources)}", flush=True)
     return 1 if errors else 0
+
+
+def main() -> int:
+    return run_main(PROG, apply_boot_config)
 
 
 if __name__ == "__main__":

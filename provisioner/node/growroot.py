@@ -7,21 +7,22 @@
    disks written from one image are told apart (Flatcar: disk-uuid.service; partition GUIDs and
    filesystem UUIDs stay, since GRUB maps the fixed USR PARTUUIDs to kernels).
 
-Pure: `first_boot_actions`; I/O: `main` (findmnt, sysfs, sfdisk, sgdisk).
+Pure: `first_boot_actions`; I/O: `grow_and_identify` (findmnt, sysfs, the GPT reader, sgdisk).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
 from provisioner.disk import resize
+from provisioner.disk.blockdev import disk_of_partition
+from provisioner.disk.gpt import read_gpt
 from provisioner.disk.layout import MAGIC_DISK_GUID
-from provisioner.errors import ProvisionerError
 
-log = logging.getLogger("provisioner.node.growroot")
+PROG = "provisioner-disk"
 
 
 def first_boot_actions(root_source: str, disk_guid: str | None) -> list[str]:
@@ -36,39 +37,32 @@ def first_boot_actions(root_source: str, disk_guid: str | None) -> list[str]:
     return actions
 
 
-def disk_of_partition(partition: str) -> str:
-    """'/dev/vda9' -> '/dev/vda' through sysfs (works for nvme0n1p9 and loop0p9 too)."""
-    name = os.path.basename(os.path.realpath(partition))
-    parent = os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/block/{name}")))
-    return f"/dev/{parent}"
+def grow_and_identify() -> None:
+    """Grow ROOT and randomise the magic disk GUID of the disk holding `/`, reporting each on stdout.
+
+    Raises ProvisionerError (CommandError, DiskError)."""
+    source = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
+    if not source.startswith("/dev/"):
+        print(f"{PROG}: root is {source or 'not a block device'} (live system): nothing to do", flush=True)
+        return
+    disk = disk_of_partition(source)
+    guid = read_gpt(disk).disk_guid
+    for action in first_boot_actions(source, guid):
+        if action == "grow":
+            outcome = resize.grow(disk)
+            if outcome.applied:
+                print(f"{PROG}: {disk}: ROOT grown ({', '.join(s.name for s in outcome.plan.steps)})", flush=True)
+            else:
+                print(f"{PROG}: {disk}: {outcome.plan.nothing_to_do or 'nothing to grow'}", flush=True)
+        elif action == "randomize-disk-guid":
+            run(["sgdisk", "--disk-guid=R", disk])
+            new = read_gpt(disk).disk_guid
+            print(f"{PROG}: {disk}: disk GUID randomised ({new})", flush=True)
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="provisioner-disk: %(message)s")
-    try:
-        source = run(["findmnt", "-n", "-o", "SOURCE", "/"]).stdout.strip()
-        if not source.startswith("/dev/"):
-            print(f"provisioner-disk: root is {source or 'not a block device'} (live system): nothing to do",
-                  flush=True)
-            return 0
-        disk = disk_of_partition(source)
-        guid = run(["sfdisk", "--disk-id", disk]).stdout.strip()
-        for action in first_boot_actions(source, guid):
-            if action == "grow":
-                outcome = resize.grow(disk)
-                if outcome.applied:
-                    print(f"provisioner-disk: {disk}: ROOT grown ({', '.join(s.name for s in outcome.plan.steps)})",
-                          flush=True)
-                else:
-                    print(f"provisioner-disk: {disk}: {outcome.plan.nothing_to_do or 'nothing to grow'}", flush=True)
-            elif action == "randomize-disk-guid":
-                run(["sgdisk", "--disk-guid=R", disk])
-                new = run(["sfdisk", "--disk-id", disk]).stdout.strip()
-                print(f"provisioner-disk: {disk}: disk GUID randomised ({new})", flush=True)
-    except ProvisionerError as exc:
-        print(f"provisioner-disk: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
+    return run_main(PROG, grow_and_identify)
 
 
 if __name__ == "__main__":

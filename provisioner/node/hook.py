@@ -7,14 +7,15 @@
 
 `provisioner.install=` runs `python3 -m provisioner.install ARGS --yes --progress json`, adding
 `-k /usr/share/provisioner/release-key.asc` (the key of the build that made this image) unless
-ARGS name a key. Values with spaces are quoted on the kernel command line ("..."), which the
-kernel passes through to /proc/cmdline; shlex reads them back.
+ARGS name a key. Values with spaces are quoted on the kernel command line ("...", kernel_cmdline.py
+reads them back as the kernel does); ARGS and the provisioner.run command are then split into
+words as a shell would (shlex), so an argument with spaces inside them takes single quotes.
 
-With `provisioner.report=`, every JSON progress line of the installer is also POSTed to that URL
-(the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events always, progress at
-most every REPORT_INTERVAL s. A server that does not answer never stops the install: after
-MAX_REPORT_FAILURES failed posts the hook stops reporting. An installer that dies without an
-`error` event gets one posted for it.
+With `provisioner.report=`, every JSON progress line of the installer (install/progress.py) is
+also POSTed to that URL (the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events
+always, progress at most every REPORT_INTERVAL s and when it reaches 100 %. A server that does not
+answer never stops the install: after MAX_REPORT_FAILURES failed posts the hook stops reporting.
+An installer that dies without an `error` event gets one posted for it.
 """
 
 from __future__ import annotations
@@ -25,39 +26,38 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
+from provisioner.errors import UsageError
+from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
+from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
+PROG = "provisioner-hook"
 RELEASE_KEY = "/usr/share/provisioner/release-key.asc"
 AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"], "none": None}
 REPORT_INTERVAL = 2.0
 REPORT_TIMEOUT = 5.0
 MAX_REPORT_FAILURES = 3
-REPORT_FIELDS = ("event", "stage", "bytes", "total", "written", "mapped", "message")
 
 
-def parse_cmdline(cmdline: str) -> dict[str, str]:
-    """'a=1 provisioner.run="x y"' -> {'a': '1', 'provisioner.run': 'x y'} (last one wins)."""
+def _words(cmdline: KernelCmdline, name: str) -> list[str]:
+    """The value of `name` split as a shell would; raises UsageError naming the parameter."""
     try:
-        words = shlex.split(cmdline)
-    except ValueError:
-        words = cmdline.split()
-    params = {}
-    for word in words:
-        key, _, value = word.partition("=")
-        params[key] = value
-    return params
+        return shlex.split(cmdline.get(name) or "")
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
 
 
-def hook_commands(cmdline: str, release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
+def hook_commands(cmdline: KernelCmdline,
+                  release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
     """(commands to run in order, command to run afterwards or None) for a kernel command line (pure).
 
-    Raises ValueError for an unknown provisioner.after value."""
-    params = parse_cmdline(cmdline)
+    Raises UsageError for an unknown provisioner.after value or an unbalanced quote."""
     commands = []
-    if "provisioner.install" in params:
-        args = shlex.split(params["provisioner.install"])
+    if cmdline.has("provisioner.install"):
+        args = _words(cmdline, "provisioner.install")
         if release_key and "-k" not in args:
             args += ["-k", release_key]
         if "--yes" not in args:
@@ -65,18 +65,18 @@ def hook_commands(cmdline: str, release_key: str | None = RELEASE_KEY) -> tuple[
         if "--progress" not in args:
             args += ["--progress", "json"]
         commands.append([sys.executable or "python3", "-m", "provisioner.install", *args])
-    if params.get("provisioner.run"):
-        commands.append(shlex.split(params["provisioner.run"]))
-    after = params.get("provisioner.after", "none")
+    if cmdline.get("provisioner.run"):
+        commands.append(_words(cmdline, "provisioner.run"))
+    after = cmdline.get("provisioner.after") or "none"
     if after not in AFTER:
-        raise ValueError(f"provisioner.after={after!r} is not one of {', '.join(AFTER)}")
+        raise UsageError(f"provisioner.after={after!r} is not one of {', '.join(AFTER)}")
     return commands, AFTER[after]
 
 
 class Reporter:
     """POSTs installer progress lines to the boot server's /report URL (see the module docstring)."""
 
-    def __init__(self, url: str, clock=time.monotonic):
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic):
         self.url = url
         self.clock = clock
         self.failures = 0
@@ -85,24 +85,21 @@ class Reporter:
 
     def line(self, text: str) -> None:
         """Report one output line of the installer if it is a progress event worth sending."""
-        try:
-            event = json.loads(text)
-        except ValueError:
+        event = parse_progress_line(text)
+        if event is None:
             return
-        if not isinstance(event, dict) or "event" not in event:
-            return
-        if event["event"] == "progress":
-            if self.clock() - self.last_progress < REPORT_INTERVAL and event.get("bytes") != event.get("total"):
+        if event.kind is EventKind.PROGRESS:
+            if self.clock() - self.last_progress < REPORT_INTERVAL and event.percent != 100:
                 return
             self.last_progress = self.clock()
-        self.sent_error = self.sent_error or event["event"] == "error"
+        self.sent_error = self.sent_error or event.kind is EventKind.ERROR
         self.post(event)
 
-    def post(self, event: dict) -> None:
+    def post(self, event: ProgressEvent) -> None:
         if self.failures >= MAX_REPORT_FAILURES:
             return
         # Only what the server reads (pxe/reports.py): the `done` line's summary can be long.
-        body = {key: event[key] for key in REPORT_FIELDS if key in event}
+        body = event.to_dict(details=False)
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -110,7 +107,7 @@ class Reporter:
                 response.read()
         except (OSError, ValueError) as exc:
             self.failures += 1
-            print(f"provisioner-hook: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
+            print(f"{PROG}: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
                   flush=True)
 
 
@@ -120,7 +117,7 @@ def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
     try:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     except OSError as exc:
-        print(f"provisioner-hook: error: cannot run {argv[0]}: {exc.strerror}", flush=True)
+        print(f"{PROG}: error: cannot run {argv[0]}: {exc.strerror}", flush=True)
         return 127
     assert process.stdout is not None
     for text in process.stdout:
@@ -131,27 +128,30 @@ def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
     return process.wait()
 
 
-def main() -> int:
-    try:
-        cmdline = Path("/proc/cmdline").read_text()
-        commands, after = hook_commands(cmdline)
-    except ValueError as exc:
-        print(f"provisioner-hook: error: {exc}", flush=True)
-        return 2
-    url = parse_cmdline(cmdline).get("provisioner.report")
+def run_hook() -> int:
+    """Run the commands the kernel command line asks for; the exit code of the first that fails, else 0.
+
+    Raises UsageError for a malformed provisioner.* parameter."""
+    cmdline = read_kernel_cmdline()
+    commands, after = hook_commands(cmdline)
+    url = cmdline.get("provisioner.report")
     reporter = Reporter(url) if url else None
     for argv in commands:
-        print(f"provisioner-hook: running {shlex.join(argv)}", flush=True)
+        print(f"{PROG}: running {shlex.join(argv)}", flush=True)
         code = run_streaming(argv, reporter)
-        print(f"provisioner-hook: exit {code}: {shlex.join(argv)}", flush=True)
+        print(f"{PROG}: exit {code}: {shlex.join(argv)}", flush=True)
         if code != 0:
             if reporter is not None and not reporter.sent_error:
-                reporter.post({"event": "error", "stage": "hook", "bytes": 0, "total": 0,
-                               "message": f"exit {code}: {shlex.join(argv)[:120]}"})
+                failed = f"exit {code}: {shlex.join(argv)[:120]}"
+                reporter.post(ProgressEvent(EventKind.ERROR, "hook", message=failed))
             return code
     if after:
         run(after, check=False, capture=False)
     return 0
+
+
+def main() -> int:
+    return run_main(PROG, run_hook)
 
 
 if __name__ == "__main__":

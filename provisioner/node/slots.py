@@ -7,8 +7,9 @@ an updater or `provisioner install` reads; `mark-success` (provisioner-boot-succ
 multi-user is reached) copies GRUB's counts back into the GPT, marks the booted slot successful
 and rewrites the environment block from the GPT.
 
-Pure: grubenv encode/decode, attrs parsing, `after_successful_boot`. I/O: `mark_success` (sfdisk,
-sgdisk, a temporary mount of the ESP) and `python3 -m provisioner.node.slots mark-success|show`.
+Pure: grubenv encode/decode, `after_successful_boot`. I/O: `mark_success` (the GPT read through
+disk/gpt.py, sgdisk, a temporary mount of the ESP) and
+`python3 -m provisioner.node.slots mark-success|show`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from provisioner.core.commands import run
+from provisioner.core.entry import run_main
+from provisioner.disk.blockdev import partition_path
+from provisioner.disk.gpt import GptTable, Partition, read_gpt
 from provisioner.disk.layout import (
     TYPE_EFI,
     USR_A,
@@ -32,12 +36,12 @@ from provisioner.disk.layout import (
     USR_B,
     USR_B_PARTUUID,
     BootAttributes,
-    decode_boot_attributes,
     encode_boot_attributes,
 )
-from provisioner.errors import CommandError, DiskError, ProvisionerError
+from provisioner.errors import CommandError, DiskError, ProvisionerError, UsageError
+from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
-log = logging.getLogger("provisioner.node.slots")
+PROG = "provisioner-slots"
 
 GRUBENV_SIZE = 1024  # GRUB_ENVBLK_DEFCFG size: grub-editenv makes exactly 1 KiB
 GRUBENV_HEADER = b"# GRUB Environment Block\n"
@@ -121,65 +125,34 @@ def after_successful_boot(gpt: dict[str, BootAttributes], env: dict[str, str],
     return result
 
 
-# -- GPT attribute strings (sfdisk --json "attrs") --------------------------------------------------
-
-_NAMED_BITS = {"RequiredPartition": 0, "NoBlockIOProtocol": 1, "LegacyBIOSBootable": 2}
-
-
-def parse_sfdisk_attrs(text: str) -> int:
-    """'RequiredPartition GUID:48,56' -> the 64-bit attribute value; raises ValueError."""
-    value = 0
-    for token in text.split():
-        if token in _NAMED_BITS:
-            value |= 1 << _NAMED_BITS[token]
-        elif token.startswith("GUID:"):
-            for bit in token[5:].split(","):
-                value |= 1 << int(bit)
-        else:
-            raise ValueError(f"unknown GPT attribute {token!r}")
-    return value
-
-
 # -- I/O --------------------------------------------------------------------------------------------
 
-def read_table(disk: str) -> dict:
-    """sfdisk --json of disk (the "partitiontable" object); raises CommandError/DiskError."""
-    out = run(["sfdisk", "--json", disk]).stdout
-    try:
-        return json.loads(out)["partitiontable"]
-    except (ValueError, KeyError):
-        raise DiskError(f"{disk}: sfdisk printed no partition table") from None
-
-
-def slot_attributes(table: dict) -> dict[str, tuple[int, BootAttributes]]:
-    """{slot key: (raw attribute value, decoded bits)} for the USR slots present in table."""
+def slot_partitions(table: GptTable) -> dict[str, Partition]:
+    """{slot key: its GPT entry} for the USR slots present in `table`."""
     found = {}
-    for part in table.get("partitions", []):
-        slot = slot_by_partuuid(part.get("uuid", ""))
+    for part in table.entries:
+        slot = slot_by_partuuid(part.partuuid)
         if slot is not None:
-            raw = parse_sfdisk_attrs(part.get("attrs", ""))
-            found[slot.key] = (raw, decode_boot_attributes(raw))
+            found[slot.key] = part
     return found
 
 
-def write_slot_attributes(disk: str, table: dict, new: dict[str, BootAttributes]) -> None:
+def write_slot_attributes(disk: str, table: GptTable, new: dict[str, BootAttributes]) -> None:
     """Write the priority/tries/successful bits of the slots in `new` (other bits kept)."""
-    current = slot_attributes(table)
+    current = slot_partitions(table)
     argv = ["sgdisk"]
     for slot in SLOTS:
         if slot.key in new and slot.key in current:
-            raw, _ = current[slot.key]
+            raw = current[slot.key].attributes
             argv.append(f"--attributes={slot.number}:=:{encode_boot_attributes(new[slot.key], raw):016x}")
     if len(argv) > 1:
         run([*argv, disk])
 
 
-def booted_partuuid(cmdline: str) -> str | None:
+def booted_partuuid(cmdline: KernelCmdline) -> str | None:
     """The PARTUUID in `mount.usr=PARTUUID=...` of a kernel command line, else None (a live boot)."""
-    for word in cmdline.split():
-        if word.startswith("mount.usr=PARTUUID="):
-            return word.split("=", 2)[2]
-    return None
+    usr = cmdline.get("mount.usr") or ""
+    return usr[len("PARTUUID="):] if usr.startswith("PARTUUID=") else None
 
 
 def disks() -> list[str]:
@@ -192,29 +165,28 @@ def disks() -> list[str]:
     return found
 
 
-def find_slot_disk(partuuid: str) -> tuple[str, dict]:
-    """(disk, sfdisk table) of the disk holding the partition with this PARTUUID; raises DiskError."""
+def find_slot_disk(partuuid: str) -> tuple[str, GptTable]:
+    """(disk, its GPT) of the disk holding the partition with this PARTUUID; raises DiskError."""
     unreadable = []
     for disk in disks():
         try:
-            table = read_table(disk)
+            table = read_gpt(disk)
         except ProvisionerError as exc:
             unreadable.append(f"{disk}: {' '.join(str(exc).split())[-120:]}")
             continue
-        for part in table.get("partitions", []):
-            if part.get("uuid", "").lower() == partuuid.lower():
-                return disk, table
+        if any(part.partuuid.lower() == partuuid.lower() for part in table.entries):
+            return disk, table
     hint = f" (could not read {'; '.join(unreadable)})" if unreadable else ""
     if unreadable and os.geteuid() != 0:
         hint += " (run it as root)"
     raise DiskError(f"no disk has a partition with PARTUUID {partuuid}{hint}")
 
 
-def _esp_node(table: dict) -> str:
-    for part in table.get("partitions", []):
-        if part.get("type", "").upper() == TYPE_EFI:
-            return part["node"]
-    raise DiskError(f"{table.get('device')}: no EFI-SYSTEM partition to hold the GRUB environment")
+def _esp_node(disk: str, table: GptTable) -> str:
+    for part in table.entries:
+        if part.type_guid == TYPE_EFI:
+            return partition_path(disk, part.number)
+    raise DiskError(f"{disk}: no EFI-SYSTEM partition to hold the GRUB environment")
 
 
 def _mount_esp(node: str, mnt: str, options: str) -> None:
@@ -232,10 +204,10 @@ def _mount_esp(node: str, mnt: str, options: str) -> None:
 
 
 @contextlib.contextmanager
-def esp_directory(table: dict, options: str = "rw") -> Iterator[Path]:
+def esp_directory(disk: str, table: GptTable, options: str = "rw") -> Iterator[Path]:
     """The ESP's root directory: where it is already mounted (systemd-gpt-auto-generator mounts
     it on /boot), else a temporary mount under /run."""
-    node = _esp_node(table)
+    node = _esp_node(disk, table)
     mounted = run(["findmnt", "-n", "-o", "TARGET", "--source", node], check=False).stdout.split()
     if mounted:
         yield Path(mounted[0])
@@ -248,9 +220,9 @@ def esp_directory(table: dict, options: str = "rw") -> Iterator[Path]:
             run(["umount", mnt])
 
 
-def write_grubenv_on_esp(table: dict, env: dict[str, str]) -> None:
+def write_grubenv_on_esp(disk: str, table: GptTable, env: dict[str, str]) -> None:
     """Rewrite grub/grubenv on the disk's ESP (vfat)."""
-    with esp_directory(table) as esp:
+    with esp_directory(disk, table) as esp:
         path = esp / GRUBENV_PATH
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as handle:
@@ -259,15 +231,15 @@ def write_grubenv_on_esp(table: dict, env: dict[str, str]) -> None:
             os.fsync(handle.fileno())
 
 
-def read_grubenv_on_esp(table: dict) -> dict[str, str]:
-    with esp_directory(table, "ro") as esp:
+def read_grubenv_on_esp(disk: str, table: GptTable) -> dict[str, str]:
+    with esp_directory(disk, table, "ro") as esp:
         try:
             return decode_grubenv((esp / GRUBENV_PATH).read_bytes())
         except (OSError, ValueError):
             return {}
 
 
-def mark_success(cmdline: str) -> str:
+def mark_success(cmdline: KernelCmdline) -> str:
     """Mark the booted slot successful (GPT and grubenv); returns a one-line report."""
     partuuid = booted_partuuid(cmdline)
     if partuuid is None:
@@ -276,34 +248,36 @@ def mark_success(cmdline: str) -> str:
     if slot is None:
         return f"booted from PARTUUID {partuuid}, which is no A/B slot: nothing to mark"
     disk, table = find_slot_disk(partuuid)
-    env = read_grubenv_on_esp(table)
-    gpt = {key: bits for key, (_raw, bits) in slot_attributes(table).items()}
-    new = after_successful_boot(gpt, env, slot.key)
+    env = read_grubenv_on_esp(disk, table)
+    bits = {key: part.boot for key, part in slot_partitions(table).items()}
+    new = after_successful_boot(bits, env, slot.key)
     write_slot_attributes(disk, table, new)
-    write_grubenv_on_esp(table, env_from_attributes(new))
+    write_grubenv_on_esp(disk, table, env_from_attributes(new))
     return f"{slot.label} ({disk}) marked successful"
+
+
+def show(cmdline: KernelCmdline) -> None:
+    """Print the slots' GPT bits and GRUB's environment block (stdout)."""
+    disk, table = find_slot_disk(booted_partuuid(cmdline) or USR_A_PARTUUID)
+    for key, part in sorted(slot_partitions(table).items()):
+        bits = part.boot
+        print(f"usr_{key}: priority={bits.priority} tries={bits.tries} successful={int(bits.successful)}")
+    print(json.dumps(read_grubenv_on_esp(disk, table), sort_keys=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cmdline = Path("/proc/cmdline").read_text()
+
+    def body() -> None:
         if args == ["mark-success"]:
-            print(f"provisioner-slots: {mark_success(cmdline)}", flush=True)
-            return 0
-        if args == ["show"]:
-            partuuid = booted_partuuid(cmdline)
-            disk, table = find_slot_disk(partuuid or USR_A_PARTUUID)
-            for key, (_raw, bits) in sorted(slot_attributes(table).items()):
-                print(f"usr_{key}: priority={bits.priority} tries={bits.tries} successful={int(bits.successful)}")
-            print(json.dumps(read_grubenv_on_esp(table), sort_keys=True))
-            return 0
-    except ProvisionerError as exc:
-        print(f"provisioner-slots: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    print("usage: python3 -m provisioner.node.slots mark-success|show", file=sys.stderr)
-    return 2
+            print(f"{PROG}: {mark_success(read_kernel_cmdline())}", flush=True)
+        elif args == ["show"]:
+            show(read_kernel_cmdline())
+        else:
+            raise UsageError("usage: python3 -m provisioner.node.slots mark-success|show")
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

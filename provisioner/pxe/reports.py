@@ -1,11 +1,8 @@
 """Install reports: the live system's installer tells the server how far it got (`POST /report?mac=`).
 
 The live image's hook (provisioner/node/hook.py, kernel argument `provisioner.report=<url>`) posts
-each `--progress json` line of `provisioner install` (install/progress.py) as the request body:
-
-    {"event": "start"|"progress"|"verify"|"done"|"error", "stage": "...", "bytes": N, "total": N, ...}
-
-The percent is `written`/`mapped` when the line has them (a bmap install), else `bytes`/`total`.
+each `--progress json` line of `provisioner install` as the request body; install/progress.py defines
+the event and its percent (`written`/`mapped` for a bmap install, else `bytes`/`total`).
 
 The server keeps them in the machine state (`provisioner machines`, machines.json) as the stages
 `install` (start, verify, and progress in steps of PROGRESS_STEP percent, so a chatty installer
@@ -19,7 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-EVENTS = ("start", "progress", "verify", "done", "error")
+from provisioner.install.progress import ProgressEvent
+
 MAX_BODY = 4096
 PROGRESS_STEP = 10
 MAX_MESSAGE = 200
@@ -54,23 +52,9 @@ def parse_report(body: bytes) -> InstallReport:
         raise ValueError(f"body is not JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise ValueError("body must be a JSON object")
-    event = doc.get("event")
-    if event not in EVENTS:
-        raise ValueError(f"event: {event!r} is not one of {', '.join(EVENTS)}")
-    stage = doc.get("stage", "")
-    if not isinstance(stage, str):
-        raise ValueError("stage: must be a string")
-    done, total = doc.get("bytes", 0), doc.get("total", 0)
-    written, mapped = doc.get("written", 0), doc.get("mapped", 0)
-    for name, value in (("bytes", done), ("total", total), ("written", written), ("mapped", mapped)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: must be a non-negative integer, not {value!r}")
-    if mapped:        # share of the data written (position alone jumps over the image's holes)
-        done, total = written, mapped
-    percent = 100 if event == "done" else (min(100, done * 100 // total) if total else None)
-    message = doc.get("message")
-    message = " ".join(str(message).split())[:MAX_MESSAGE] if message else None
-    return InstallReport(event=event, stage=stage[:40], percent=percent, message=message)
+    event = ProgressEvent.from_dict(doc)
+    message = " ".join(event.message.split())[:MAX_MESSAGE] if event.message else None
+    return InstallReport(event=event.kind.value, stage=event.stage[:40], percent=event.percent, message=message)
 
 
 def worth_recording(report: InstallReport, last_percent: int | None) -> bool:

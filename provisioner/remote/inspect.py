@@ -1,8 +1,8 @@
 """What a rescue host has: disks, what holds them, memory, python3; and which disk to install to.
 
 `gather(session)` runs facts_script.py on the host (one round trip) and parses it into `HostFacts`.
-Everything after that is pure: `busy_reasons`, `choose_disk` (flatcar-install `-s`), `stop_plan`
-(`--stop-raid`), `format_report` (`--inspect`).
+Everything after that is pure: `choose_disk` (flatcar-install `-s`), `stop_plan` (`--stop-raid`),
+`format_report` (`--inspect`), each judging a disk busy by the one policy, blockdev.busy_reasons.
 
 Why holders matter: rescue systems often auto-assemble the old RAID or activate the old LVM at boot
 (coreos/bugs#664 on OVH, #152 and flatcar/init#134 for LVM); the disk is then busy, BLKRRPART fails and
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.core.sizes import format_size
+from provisioner.disk.blockdev import HOLDER_TYPES, DiskUse, busy_reasons, node_from_json
 from provisioner.disk.blockdev import BlockNode as Block
-from provisioner.disk.blockdev import node_from_json
 from provisioner.errors import DiskError, RemoteError
 from provisioner.remote.session import Session
 
@@ -25,7 +25,6 @@ FACTS_SCRIPT = Path(__file__).with_name("facts_script.py")
 MIN_PYTHON = (3, 9)
 # flatcar-install -s: "larger than 10 GB" means 10,000,000,000 bytes.
 AUTO_MIN_SIZE = 10_000_000_000
-HOLDER_TYPES = ("raid0", "raid1", "raid4", "raid5", "raid6", "raid10", "linear", "md", "lvm", "dm", "crypt", "mpath")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,11 @@ class HostFacts:
             if path in (block.path, block.name, f"/dev/{block.name}"):
                 return block
         return None
+
+    @property
+    def disk_use(self) -> DiskUse:
+        """The mounts, swaps and holders the busy-disk policy (blockdev.busy_reasons) weighs."""
+        return DiskUse(dict(self.mounts), frozenset(self.swaps), self.holders)
 
     @property
     def python_ok(self) -> bool:
@@ -101,30 +105,6 @@ def gather(session: Session, remote_dir: str | None = None) -> HostFacts:
         raise RemoteError(f"{session.target.endpoint}: unreadable inspection output: {exc}") from None
 
 
-def busy_reasons(facts: HostFacts, disk: Block) -> list[str]:
-    """Why writing `disk` would destroy something in use: mounts, swap, md/dm holders. Empty when free."""
-    reasons: list[str] = []
-    swaps = set(facts.swaps)
-    mounted = {source: target for source, target in facts.mounts}
-    for node in disk.walk():
-        targets = [m for m in node.mountpoints if m != "[SWAP]"] or \
-            ([mounted[node.path]] if node.path in mounted else [])
-        if node.path in swaps or "[SWAP]" in node.mountpoints:  # lsblk shows active swap as "[SWAP]"
-            reasons.append(f"{node.path} is in use as swap")
-        for target in targets:
-            reasons.append(f"{node.path} is mounted on {target}")
-        if node is not disk and node.type in HOLDER_TYPES:
-            reasons.append(f"{node.path} ({node.type}) is built on {disk.path}")
-    # /sys holders catch what lsblk's tree may not show (e.g. a holder lsblk cannot name).
-    names = [disk.name] + [child.name for child in disk.children if child.type == "part"]
-    for name in names:
-        for holder in facts.holders.get(name, []):
-            if not any(f"/dev/{holder}" in reason or f"({holder})" in reason for reason in reasons) and \
-                    not any(node.name == holder for node in disk.walk()):
-                reasons.append(f"/dev/{holder} holds {name}")
-    return reasons
-
-
 @dataclass(frozen=True)
 class DiskChoice:
     disk: Block
@@ -147,7 +127,7 @@ def choose_disk(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[st
             rejected.append(f"{disk.path}: read-only")
         elif disk.size <= min_size:
             rejected.append(f"{disk.path}: {format_size(disk.size)} is not larger than {format_size(min_size)}")
-        elif reasons := busy_reasons(facts, disk):
+        elif reasons := busy_reasons(disk, facts.disk_use):
             rejected.append(f"{disk.path}: busy ({reasons[0]})")
         else:
             candidates.append(disk)
@@ -164,7 +144,7 @@ def stop_plan(facts: HostFacts, disk: Block) -> list[list[str]]:
     Raises DiskError when something on the disk is mounted or swapped on: stopping an array under a
     mounted filesystem is the operator's call, not ours.
     """
-    blocking = [r for r in busy_reasons(facts, disk) if " is mounted on " in r or " as swap" in r]
+    blocking = [r for r in busy_reasons(disk, facts.disk_use) if " is mounted on " in r or " as swap" in r]
     if blocking:
         raise DiskError(f"{disk.path}: cannot stop RAID/LVM while in use: {blocking[0]}; unmount it first")
     commands: list[list[str]] = []
@@ -207,7 +187,7 @@ def format_report(facts: HostFacts, min_size: int = AUTO_MIN_SIZE, types: tuple[
     for disk in facts.disks:
         if disk.type not in types and disk.type != "disk":
             continue
-        reasons = busy_reasons(facts, disk)
+        reasons = busy_reasons(disk, facts.disk_use)
         state = "busy: " + "; ".join(reasons) if reasons else "unused"
         lines.append(f"  {disk.path}  {disk.type}  {format_size(disk.size)}  {state}")
         for node in disk.walk():

@@ -1,48 +1,31 @@
-"""The remote installer's JSON progress (one object per stdout line) and a local progress bar.
+"""The remote installer's progress (its `--progress json` lines, install/progress.py) as a local bar.
 
-Contract with the installer (`--progress json`): {"event": "start"|"progress"|"verify"|"done"|"error",
-"bytes": N, "total": N, "stage": "...", ...}. `parse_event` is pure; `ProgressBar` draws on stderr
-(data stays on stdout): a redrawn line on a terminal, a line per 10 % step otherwise (logs, CI).
+`ProgressBar` draws on stderr (data stays on stdout): a redrawn line on a terminal, a line per 10 %
+step otherwise (logs, CI). The percent is the event's own (install/progress.py), the one the boot
+server records too.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TextIO
 
 from provisioner.core.sizes import format_size
-
-EVENTS = ("start", "progress", "verify", "done", "error")
-
-
-def parse_event(line: str) -> dict | None:
-    """One stdout line -> the event dict, or None for a line that is not a progress event."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or event.get("event") not in EVENTS:
-        return None
-    return event
+from provisioner.install.progress import EventKind, ProgressEvent, bar_text
 
 
-def describe(event: dict) -> str:
-    """A one-line human form of an event: 'writing 40.0 MiB / 100.0 MiB (40 %)'."""
-    stage = event.get("stage") or event.get("event", "")
-    if event.get("event") in ("done", "error") and event.get("message"):
-        return f"{event['event']}: {event['message']}"  # the installer's own summary line
-    done, total = int(event.get("bytes") or 0), int(event.get("total") or 0)
-    if total > 0:
-        return f"{stage} {format_size(done)} / {format_size(total)} ({100 * done // total} %)"
+def describe(event: ProgressEvent) -> str:
+    """A one-line human form of an event: 'write 40.0 MiB / 100.0 MiB (40 %)'."""
+    stage = event.stage or event.kind.value
+    if event.kind in (EventKind.DONE, EventKind.ERROR) and event.message:
+        return f"{event.kind.value}: {event.message}"  # the installer's own summary line
+    done, total = event.measured
+    if total and event.percent is not None:
+        return f"{stage} {format_size(done)} / {format_size(total)} ({event.percent} %)"
     if done:
         return f"{stage} {format_size(done)}"
-    message = event.get("message")
-    return f"{stage}: {message}" if message else str(stage)
+    return f"{stage}: {event.message}" if event.message else stage
 
 
 class ProgressBar:
@@ -53,31 +36,26 @@ class ProgressBar:
         self.width = width
         self.tty = self.stream.isatty()
         self._last_step = -1
-        self._last_stage = None
+        self._last_stage: str | None = None
         self._drawn = False
         self._start = time.monotonic()
 
-    def __call__(self, event: dict) -> None:
-        kind = event.get("event")
-        stage = event.get("stage") or kind
-        if kind == "progress" and self.tty:
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind is EventKind.PROGRESS and self.tty:
             self._draw(event)
             return
-        if kind == "progress":
-            total = int(event.get("total") or 0)
-            step = 10 * int(event.get("bytes") or 0) // total if total else -1
-            if stage == self._last_stage and (step == self._last_step or step < 0):
+        if event.kind is EventKind.PROGRESS:
+            step = -1 if event.percent is None else event.percent // 10
+            if event.stage == self._last_stage and (step == self._last_step or step < 0):
                 return
-            self._last_step, self._last_stage = step, stage
+            self._last_step, self._last_stage = step, event.stage
         self._clear()
         self.stream.write(f"remote: {describe(event)}\n")
         self.stream.flush()
 
-    def _draw(self, event: dict) -> None:
-        done, total = int(event.get("bytes") or 0), int(event.get("total") or 0)
-        filled = self.width * done // total if total else 0
-        bar = "#" * filled + "-" * (self.width - filled)
-        speed = done / max(time.monotonic() - self._start, 1e-3)
+    def _draw(self, event: ProgressEvent) -> None:
+        speed = event.position / max(time.monotonic() - self._start, 1e-3)
+        bar = bar_text(event.percent or 0, self.width)
         self.stream.write(f"\r[{bar}] {describe(event)} {format_size(int(speed))}/s ")
         self.stream.flush()
         self._drawn = True

@@ -72,12 +72,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args) -> None:  # requests go to our log, not stderr
         log.debug("push http: " + fmt, *args)
 
-    def _resolve(self) -> tuple[bytes | None, Path | None]:
+    def _resolve(self) -> bytes | Path | None:
+        """What a path serves: the version file's text, a local file, or None (404)."""
         path = self.path.split("?", 1)[0]
         if path in ("/current/version.txt", f"/{PUSH_VERSION}/version.txt"):
-            return f"PROVISIONER_VERSION={PUSH_VERSION}\nFLATCAR_VERSION={PUSH_VERSION}\n".encode(), None
-        local = self.server.files.get(path)
-        return None, local
+            return f"PROVISIONER_VERSION={PUSH_VERSION}\nFLATCAR_VERSION={PUSH_VERSION}\n".encode()
+        return self.server.files.get(path)
 
     def do_HEAD(self) -> None:
         self._answer(body=False)
@@ -86,11 +86,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def _answer(self, body: bool) -> None:
-        data, local = self._resolve()
-        if data is None and local is None:
+        source = self._resolve()
+        if source is None:
             self.send_error(404)
             return
-        size = len(data) if data is not None else os.path.getsize(local)
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
         start = 0
         header = self.headers.get("Range", "")
         # RFC 9110 §14.2: one "bytes=N-" range is all a resuming downloader asks for.
@@ -107,10 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:
             return
         try:
-            if data is not None:
-                self.wfile.write(data[start:])
+            if isinstance(source, bytes):
+                self.wfile.write(source[start:])
                 return
-            with open(local, "rb") as handle:
+            with open(source, "rb") as handle:
                 handle.seek(start)
                 while chunk := handle.read(CHUNK):
                     self.wfile.write(chunk)
@@ -136,9 +136,10 @@ def _pipe(channel: paramiko.Channel, port: int) -> None:
         log.warning("push: cannot reach the local image server: %s", exc)
         channel.close()
         return
+    watched: list[socket.socket | paramiko.Channel] = [sock, channel]
     try:
         while True:
-            ready, _, _ = select.select([sock, channel], [], [], 30)
+            ready, _, _ = select.select(watched, [], [], 30)
             if sock in ready:
                 data = sock.recv(CHUNK)
                 if not data:

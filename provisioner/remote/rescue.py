@@ -40,6 +40,7 @@ from pathlib import Path
 
 from provisioner.core.logs import step
 from provisioner.core.sizes import format_size
+from provisioner.disk.blockdev import busy_reasons
 from provisioner.errors import (
     ConfigError,
     DiskError,
@@ -50,9 +51,10 @@ from provisioner.errors import (
     UsageError,
     VerifyError,
 )
+from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
+from provisioner.install.zipapp import build_zipapp
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
-from provisioner.remote.progress import parse_event
 from provisioner.remote.push import PushServer
 from provisioner.remote.session import ConnectionLost, Session
 
@@ -203,7 +205,7 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
 
     Returns the disk as re-inspected and the commands that ran. Raises DiskError.
     """
-    reasons = inspect.busy_reasons(facts, disk)
+    reasons = busy_reasons(disk, facts.disk_use)
     if not reasons:
         return disk, []
     holders_only = all(" is built on " in r or " holds " in r for r in reasons)
@@ -217,19 +219,10 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
         ran.append(shlex.join(argv))
     again = inspect.gather(session)
     disk = again.disk(disk.path) or disk
-    still = inspect.busy_reasons(again, disk)
+    still = busy_reasons(disk, again.disk_use)
     if still:
         raise DiskError(f"{disk.path} on {again.hostname} is still busy after --stop-raid: {'; '.join(still)}")
     return disk, ran
-
-
-def build_installer(directory: Path) -> Path:
-    """Build the installer zipapp (issue 5's build_zipapp). Raises InstallError if it cannot."""
-    try:
-        from provisioner.install.zipapp import build_zipapp
-    except ImportError as exc:
-        raise InstallError(f"the installer zipapp builder is not available: {exc}") from None
-    return build_zipapp(directory / "installer.pyz")
 
 
 def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: str) -> dict[str, str]:
@@ -260,15 +253,16 @@ def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: 
     return {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
 
 
-def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], None], pidfile: str) -> dict:
+def run_installer(session: Session, argv: list[str], on_event: Callable[[ProgressEvent], None],
+                  pidfile: str) -> ProgressEvent | None:
     """Run the installer, streaming progress; returns its last event. Raises InstallError, ConnectionLost."""
     # Record the pid (exec keeps it) so a re-run after a dropped link can stop an orphan.
     command = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile, *argv]
-    events: list[dict] = []
+    events: list[ProgressEvent] = []
     other: list[str] = []
 
     def line(text: str) -> None:
-        event = parse_event(text)
+        event = parse_progress_line(text)
         if event is None:
             if text.strip():
                 other.append(text)
@@ -278,9 +272,10 @@ def run_installer(session: Session, argv: list[str], on_event: Callable[[dict], 
         on_event(event)
 
     result = session.stream(command, on_line=line, timeout=None)
-    last = events[-1] if events else {}
-    if result.exit_status != 0 or last.get("event") == "error":
-        message = (last.get("message") if last.get("event") == "error" else None) or \
+    last = events[-1] if events else None
+    failed = last is not None and last.kind is EventKind.ERROR
+    if result.exit_status != 0 or failed:
+        message = (last.message if failed and last is not None else None) or \
             (result.stderr.strip().splitlines() or other or ["no output"])[-1]
         raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
     return last
@@ -302,7 +297,7 @@ def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, st
     return report
 
 
-def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[dict], None],
+def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[ProgressEvent], None],
                    confirm: Callable[[str], bool] | None = None) -> RescueReport:
     """Install to the rescue host behind `session` (connected). Returns a RescueReport.
 
@@ -333,13 +328,13 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
         raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
     with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
         with _timed(report, "upload"):
-            zipapp = request.zipapp or build_installer(Path(tmp))
+            zipapp = request.zipapp or build_zipapp(Path(tmp) / "installer.pyz")
             uploaded = upload_inputs(session, request, zipapp, disk.path)
         with _timed(report, "install"):
             try:
                 with contextlib.ExitStack() as stack:
                     source_args: list[str] = []
-                    if request.push:
+                    if request.image is not None and request.push:  # check_request: --push needs -f
                         push = stack.enter_context(PushServer(session.transport, request.image))
                         source_args = push.installer_args()
                     argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)

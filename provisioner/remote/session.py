@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import logging
 import os
 import shlex
@@ -368,24 +369,16 @@ def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
-def _feed(channel: paramiko.Channel, source: bytes | BinaryIO, on_sent, errors: list[BaseException]) -> None:
+def _feed(channel: paramiko.Channel, source: bytes | BinaryIO, on_sent: Callable[[int], None] | None,
+          errors: list[BaseException]) -> None:
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        if isinstance(source, bytes):
-            view = memoryview(source)
-            for offset in range(0, len(view), CHUNK):
-                channel.sendall(view[offset:offset + CHUNK])
-                if on_sent:
-                    on_sent(min(offset + CHUNK, len(view)))
-        else:
-            sent = 0
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                channel.sendall(chunk)
-                sent += len(chunk)
-                if on_sent:
-                    on_sent(sent)
+        sent = 0
+        while chunk := stream.read(CHUNK):
+            channel.sendall(chunk)
+            sent += len(chunk)
+            if on_sent:
+                on_sent(sent)
         channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException) as exc:
         # The remote command stopped reading (it failed, or the link dropped): its exit status says which.

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.disk import blockdev, layout
-from provisioner.disk.table import read_disk_table
+from provisioner.disk.gpt import partition_layout, read_gpt
+from provisioner.disk.table import DiskTable
 from tests.fixtures.system import need_root
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,6 +47,11 @@ LAYOUT = (
     (7, "OEM-CONFIG", layout.TYPE_RESERVED, 106496, 4 * MiB, None, 0),
     (9, "ROOT", layout.TYPE_RESIZE, ROOT_START, ROOT_SIZE, None, ROOT_ATTRIBUTES),
 )
+
+
+def disk_table(path: str) -> DiskTable:
+    """The resize planner's view of the GPT of `path`, read as `provisioner disk` reads it."""
+    return DiskTable.from_gpt(read_gpt(path, require_valid=False), path)
 
 
 def run(*argv, check: bool = True, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -89,7 +95,7 @@ def make_table(image: Path) -> None:
 def attach(image: Path) -> str:
     """losetup + partition nodes (partx: this kernel has no table parser)."""
     loop = run("losetup", "--find", "--show", "--partscan", str(image)).stdout.strip()
-    blockdev.reread_partitions(loop, read_disk_table(loop).layout_key())
+    blockdev.reread_partitions(loop, partition_layout(read_gpt(loop).entries))
     return loop
 
 
@@ -195,7 +201,7 @@ class ScratchDisk:
 
     def table_bytes(self) -> bytes:
         """The bytes of both GPT copies (first 34 sectors, the backup where the primary says, the end)."""
-        table = read_disk_table(str(self.image))
+        table = disk_table(str(self.image))
         size = os.path.getsize(self.image)
         with open(self.image, "rb") as handle:
             head = handle.read(34 * 512)
@@ -222,7 +228,7 @@ def disk(template, tmp_path) -> ScratchDisk:
 def check_disk(disk: ScratchDisk, expected: dict[int, tuple[int, int]], *, fs_check: bool = True) -> None:
     """After an operation: table as planned (our reader), sgdisk -v clean with the backup at the end,
     e2fsck -fn clean on ROOT, every file's sha256 unchanged."""
-    table = read_disk_table(str(disk.image))
+    table = disk_table(str(disk.image))
     got = {p.number: (p.start, p.end) for p in table.partitions}
     assert got == expected, f"table differs from the plan: {got} != {expected}"
     assert table.backup_at_end and not table.problems, table.problems
@@ -253,4 +259,4 @@ def check_root_fs(disk: ScratchDisk) -> None:
 
 
 def root_uuid(disk: ScratchDisk) -> str:
-    return read_disk_table(str(disk.image)).partition(9).partuuid
+    return disk_table(str(disk.image)).partition(9).partuuid

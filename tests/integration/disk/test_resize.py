@@ -7,7 +7,6 @@ import hashlib
 import json
 
 from provisioner.disk import blockdev
-from provisioner.disk.table import read_disk_table
 from tests.integration.disk.conftest import (
     DISK_SIZE,
     LAYOUT,
@@ -15,6 +14,7 @@ from tests.integration.disk.conftest import (
     MiB,
     check_disk,
     check_root_fs,
+    disk_table,
     in_private_mount_ns,
     root_uuid,
     run,
@@ -149,7 +149,7 @@ def test_shrink_then_add_data_and_store(disk):
     assert not [line for line in store_probe.splitlines() if line.startswith("TYPE=")], store_probe
     disk.detach()
 
-    table = read_disk_table(str(disk.image))
+    table = disk_table(str(disk.image))
     assert [p.name for p in table.partitions][-2:] == ["DATA", "STORE"]
     # ROOT is now followed by DATA, so grow has nothing to do (as first boot's cgpt resize).
     grow = disk.cli("disk", "grow", disk.image)

@@ -16,6 +16,8 @@ import pytest
 
 from provisioner.disk import gpt, layout
 from provisioner.disk.blockdev import reread_partitions
+from provisioner.node.hook import hook_commands
+from provisioner.node.kernel_cmdline import KernelCmdline
 from tests.fixtures.coreos_image import compress, sign, write_digests
 
 from .conftest import REPO, install_argv, run_install
@@ -40,7 +42,7 @@ def assert_installed(device: str, release, *, cloud_config: bytes | None = None)
     assert disk.entries == image.entries
     assert disk.disk_guid == layout.MAGIC_DISK_GUID
     assert disk.entry(layout.USR_A).boot.successful
-    reread_partitions(device, {e.number: (e.first_lba, e.sectors) for e in disk.entries})
+    reread_partitions(device, gpt.partition_layout(disk.entries))
     for number in (layout.USR_A, layout.OEM, layout.ROOT):
         fsck = subprocess.run(["e2fsck", "-fn", f"{device}p{number}"], capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
@@ -136,14 +138,17 @@ def test_without_bmap_zero_chunks_are_zeroed(loop_disk, release):
         assert _digest(device, release.image.size) == hashlib.sha256(image.read()).hexdigest()
 
 
-def test_unattended_install_from_the_kernel_command_line(loop_disk, release, http_release, tmp_path):
+def test_unattended_install_from_the_kernel_command_line(loop_disk, release, http_release):
+    """The live image's hook (node/hook.py) turns `provisioner.install="..."` into the installer run."""
     base, _ = http_release
     (release.base / "node2.yaml").write_bytes(b"#cloud-config\nhostname: node2\n")
     device = loop_disk(DISK)
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text(f"console=ttyS0 provisioner.install.device={device} provisioner.install.base_url={base} "
-                       f'provisioner.install.args="-c {base}/node2.yaml --format bz2"\n')
-    proc = run_install("--from-cmdline", "--cmdline-file", str(cmdline))
+    cmdline = KernelCmdline.parse(f'console=ttyS0 provisioner.install="-d {device} -b {base} '
+                                  f'-c {base}/node2.yaml --format bz2" provisioner.after=none\n')
+    (argv,), after = hook_commands(cmdline, release_key=str(release.key.public_key))
+    assert after is None
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["summary"]["format"] == "bz2"
     assert_installed(device, release, cloud_config=b"#cloud-config\nhostname: node2\n")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def start_sshd(workdir: Path) -> SshServer:
 
 
 @pytest.fixture
-def sshd(tmp_path, monkeypatch) -> SshServer:
+def sshd(tmp_path, monkeypatch) -> Iterator[SshServer]:
     """A running sshd on 127.0.0.1:<free port>; the client key is authorized for root."""
     need_root()
     # The operator's agent must not make a test pass that should fail.

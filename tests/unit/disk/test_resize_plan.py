@@ -9,8 +9,9 @@ import pytest
 from provisioner.core.sizes import REST, GiB, MiB
 from provisioner.disk import layout
 from provisioner.disk import plan as planner
+from provisioner.disk.gpt import Partition
 from provisioner.disk.plan import FsInfo, Plan
-from provisioner.disk.table import DiskTable, Partition
+from provisioner.disk.table import DiskTable
 from provisioner.errors import DiskError, UsageError
 
 ROOT_START = 114688

@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 
-from provisioner.install import bmap as bmap_mod
 from provisioner.install import writer, zstdframes
 
 MiB = 1 << 20
@@ -83,4 +82,3 @@ def test_hole_checker_follows_the_bmap_and_keeps_gpt_areas():
     assert not inside(0, 4 * MiB)  # the primary GPT area is held back, never skipped
     assert not inside(60 * MiB, 64 * MiB)  # neither is the backup GPT area
     assert inside(22 * MiB, 26 * MiB)
-    assert isinstance(bmap_mod.full_map(size), Bmap)

@@ -36,7 +36,7 @@ def _vm(tmp_path, name, port, **kwargs) -> QemuVM:
 
 
 def _check_booted_disk(port, key, firmware, hostname):
-    """The checks of issue 4 on a disk boot: cloud-config applied, /usr ro from USR-A, / on p9,
+    """What a disk boot must show: cloud-config applied, /usr ro from USR-A, / on p9,
     ROOT grown to the 6 GiB disk, backup GPT at the disk end, disk GUID randomised."""
     assert ssh(port, key, "hostname").strip() == hostname
     usr = ssh(port, key, "findmnt -n -o SOURCE,FSTYPE,OPTIONS /usr").split()

@@ -1,4 +1,5 @@
-"""Plan the image's GPT from the recipe (pure): start sectors, sizes, types, PARTUUIDs, A/B bits.
+"""The OS image's partition table, laid out from the recipe (pure): start sectors, sizes, types,
+PARTUUIDs, A/B bits.
 
 Alignment as flatcar/scripts build_library/disk_util does it (shared/reference/installer.md §2):
 partitions start on 4096-sector (2 MiB) boundaries after the 34 reserved GPT sectors, and the
@@ -26,7 +27,7 @@ MIB_SECTORS = 1024 * 1024 // SECTOR
 
 
 @dataclass(frozen=True)
-class PlannedPartition:
+class ImagePartition:
     number: int
     label: str
     type_guid: str
@@ -50,16 +51,16 @@ class PlannedPartition:
 
 
 @dataclass(frozen=True)
-class DiskPlan:
+class ImagePartitionTable:
     disk_guid: str
     total_sectors: int
-    partitions: tuple[PlannedPartition, ...]
+    partitions: tuple[ImagePartition, ...]
 
     @property
     def size_bytes(self) -> int:
         return self.total_sectors * SECTOR
 
-    def by_label(self, label: str) -> PlannedPartition:
+    def by_label(self, label: str) -> ImagePartition:
         for part in self.partitions:
             if part.label == label:
                 return part
@@ -77,25 +78,25 @@ def boot_attributes_for(number: int) -> int:
     return 0
 
 
-def plan_disk(partitions_mib: dict[str, int]) -> DiskPlan:
+def image_partition_table(partitions_mib: dict[str, int]) -> ImagePartitionTable:
     """The image's partition table for these sizes (MiB by label); raises KeyError for a missing label."""
     planned = []
     cursor = _align_up(GPT_RESERVED_SECTORS, PART_ALIGNMENT)
     for spec in COREOS_LAYOUT:
         size = partitions_mib[spec.label] * MIB_SECTORS
-        planned.append(PlannedPartition(
+        planned.append(ImagePartition(
             number=spec.number, label=spec.label, type_guid=spec.type_guid, start=cursor, size=size,
             partuuid=spec.partuuid, attributes=boot_attributes_for(spec.number)))
         cursor = _align_up(cursor + size, PART_ALIGNMENT)
     last_end = planned[-1].end
     total = _align_up(last_end + 1 + BACKUP_GPT_SECTORS, DISK_ALIGNMENT)
-    return DiskPlan(disk_guid=MAGIC_DISK_GUID, total_sectors=total, partitions=tuple(planned))
+    return ImagePartitionTable(disk_guid=MAGIC_DISK_GUID, total_sectors=total, partitions=tuple(planned))
 
 
-def sgdisk_argv(plan: DiskPlan, image: str) -> list[str]:
+def sgdisk_argv(table: ImagePartitionTable, image: str) -> list[str]:
     """One sgdisk call that writes the whole table onto `image` (a file or a device)."""
-    argv = ["sgdisk", "--clear", f"--disk-guid={plan.disk_guid}"]
-    for part in plan.partitions:
+    argv = ["sgdisk", "--clear", f"--disk-guid={table.disk_guid}"]
+    for part in table.partitions:
         n = part.number
         argv += [f"--new={n}:{part.start}:{part.end}", f"--typecode={n}:{part.type_guid}",
                  f"--change-name={n}:{part.label}"]

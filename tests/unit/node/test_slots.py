@@ -1,17 +1,19 @@
 import subprocess
+import sys
 
 import pytest
 
+from provisioner.disk import layout
 from provisioner.disk.layout import BootAttributes
 from provisioner.errors import DiskError
 from provisioner.node import slots
+from provisioner.node.kernel_cmdline import KernelCmdline
 from provisioner.node.slots import (
     after_successful_boot,
     booted_partuuid,
     decode_grubenv,
     encode_grubenv,
     env_from_attributes,
-    parse_sfdisk_attrs,
     slot_by_partuuid,
 )
 
@@ -56,19 +58,27 @@ def test_new_slot_marked_successful():
     assert new["b"] == BootAttributes(2, 0, True)
 
 
-def test_sfdisk_attrs():
-    assert parse_sfdisk_attrs("GUID:48,56") == (1 << 48) | (1 << 56)
-    assert parse_sfdisk_attrs("RequiredPartition LegacyBIOSBootable") == 0b101
-    assert parse_sfdisk_attrs("") == 0
-    with pytest.raises(ValueError):
-        parse_sfdisk_attrs("Bogus")
+def test_slot_disk_and_its_bits_come_from_the_gpt(monkeypatch, tmp_path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"")
+    with open(image, "r+b") as handle:
+        handle.truncate(16 << 20)
+    subprocess.run(["sgdisk", "--new=1:2048:+2M", f"--typecode=1:{layout.TYPE_EFI}",
+                    "--new=3:0:+4M", f"--partition-guid=3:{layout.USR_A_PARTUUID}", "--attributes=3:=:0x0101000000000000",
+                    "--new=4:0:+4M", f"--partition-guid=4:{layout.USR_B_PARTUUID}", str(image)],
+                   check=True, capture_output=True)
+    monkeypatch.setattr(slots, "disks", lambda: [str(tmp_path / "missing"), str(image)])
+    disk, table = slots.find_slot_disk(layout.USR_B_PARTUUID.lower())
+    assert disk == str(image)
+    bits = {key: part.boot for key, part in slots.slot_partitions(table).items()}
+    assert bits == {"a": BootAttributes(1, 0, True), "b": BootAttributes(0, 0, False)}
 
 
 def test_booted_partuuid_and_slot_lookup():
     cmdline = "root=LABEL=ROOT mount.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c mount.usrflags=ro"
-    partuuid = booted_partuuid(cmdline)
+    partuuid = booted_partuuid(KernelCmdline.parse(cmdline))
     assert slot_by_partuuid(partuuid).label == "USR-B"
-    assert booted_partuuid("console=ttyS0") is None
+    assert booted_partuuid(KernelCmdline.parse("console=ttyS0")) is None
 
 
 def test_find_slot_disk_names_the_disks_it_could_not_read(monkeypatch, tmp_path):
@@ -80,3 +90,9 @@ def test_find_slot_disk_names_the_disks_it_could_not_read(monkeypatch, tmp_path)
     message = str(info.value)
     assert message.startswith(f"no disk has a partition with PARTUUID {slots.USR_A_PARTUUID}")
     assert f"could not read {tmp_path / 'missing'}:" in message and "\n" not in message
+
+
+def test_a_wrong_verb_is_one_usage_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "provisioner.node.slots", "bogus"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "provisioner-slots: error: usage: python3 -m provisioner.node.slots mark-success|show\n"

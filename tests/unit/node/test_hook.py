@@ -1,0 +1,40 @@
+"""The live image's kernel command-line hook (pure parts)."""
+
+import pytest
+
+from provisioner.errors import UsageError
+from provisioner.node.hook import hook_commands
+from provisioner.node.kernel_cmdline import KernelCmdline
+
+
+def commands(text: str, release_key: str | None = None):
+    return hook_commands(KernelCmdline.parse(text), release_key)
+
+
+def test_hook_install_gets_release_key_yes_and_json_progress():
+    found, after = commands('console=ttyS0 provisioner.install="-d /dev/vda -b http://10.0.2.2:8080/stable" '
+                            "provisioner.after=reboot", "/k.asc")
+    (argv,) = found
+    assert argv[1:] == ["-m", "provisioner.install", "-d", "/dev/vda", "-b", "http://10.0.2.2:8080/stable",
+                        "-k", "/k.asc", "--yes", "--progress", "json"]
+    assert after == ["systemctl", "reboot"]
+
+
+def test_hook_keeps_a_given_key_and_runs_a_command():
+    found, after = commands('provisioner.install="-d /dev/sda -k /my.asc --yes" provisioner.run="echo hi"', "/k.asc")
+    assert found[0].count("-k") == 1 and "/my.asc" in found[0]
+    assert found[1] == ["echo", "hi"]
+    assert after is None
+
+
+def test_hook_nothing_and_bad_after():
+    assert commands("root=LABEL=ROOT quiet") == ([], None)
+    with pytest.raises(UsageError, match="provisioner.after='later'"):
+        commands("provisioner.after=later")
+
+
+def test_hook_words_inside_a_value_split_as_a_shell_would():
+    found, _ = commands("""provisioner.run="sh -c 'echo a b'" """)
+    assert found == [["sh", "-c", "echo a b"]]
+    with pytest.raises(UsageError, match="^provisioner.install: No closing quotation"):
+        commands("""provisioner.install="-d '/dev/sda" """)
