@@ -26,7 +26,7 @@ EXAMPLES = REPO / "examples" / "cluster"
 SERVER = "http://10.77.0.1:8080"
 ADMIN = "http://10.77.0.1:8081"
 INSTALLED, INSTALLING, EXPIRING = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
-TTL = 4.0
+TTL = 6.0   # long enough for the machines' own flow on a busy host, short enough to wait for
 ERROR = json.dumps({"event": "error", "stage": "write", "message": "forged"})
 START = json.dumps({"event": "start", "stage": "source"})
 

@@ -138,16 +138,17 @@ def test_the_operator_acts_through_the_admin_api_with_its_token(cluster_server):
 
 
 def test_live_secrets_survive_a_restart_and_then_expire(tmp_path):
-    with loopback_server(tmp_path, "--no-tftp", "--boot-secret-ttl", "3", data_dir=EXAMPLES) as server:
+    with loopback_server(tmp_path, "--no-tftp", data_dir=EXAMPLES) as server:
+        secret = install_boot(server.url, MAC)                     # expires in 2 h (the default)
+    with loopback_server(tmp_path, "--no-tftp", "--boot-secret-ttl", "2", data_dir=EXAMPLES) as server:
+        assert http("POST", f"{server.url}/report?mac={MAC}", bearer(secret), START) == (200, "ok\n")
         issued = time.monotonic()
-        secret = install_boot(server.url, MAC)
-    with loopback_server(tmp_path, "--no-tftp", "--boot-secret-ttl", "3", data_dir=EXAMPLES) as server:
-        report = f"{server.url}/report?mac={MAC}"
-        assert http("POST", report, bearer(secret), START) == (200, "ok\n")
-        time.sleep(max(0.0, 3.2 - (time.monotonic() - issued)))
-        assert http("POST", report, bearer(secret), START) == (403, "/report: boot secret expired\n")
-        assert http("POST", f"{server.url}/installed?mac={MAC}", bearer(secret))[0] == 403
-        assert "kernel " in http("GET", f"{server.url}/ipxe?mac={MAC}")[1]
+        short = install_boot(server.url, MAC2)                     # this server's secrets live 2 s
+        report = f"{server.url}/report?mac={MAC2}"
+        time.sleep(max(0.0, 2.2 - (time.monotonic() - issued)))
+        assert http("POST", report, bearer(short), START) == (403, "/report: boot secret expired\n")
+        assert http("POST", f"{server.url}/installed?mac={MAC2}", bearer(short))[0] == 403
+        assert "kernel " in http("GET", f"{server.url}/ipxe?mac={MAC2}")[1]
 
 
 def test_a_flood_of_writes_is_slowed_and_big_bodies_are_refused(cluster_server):
