@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.install.progress import EventKind, ProgressEvent
+from provisioner.node import hook
+from tests.fixtures.system import free_port
 from tests.integration.pxe.conftest import loopback_server
 from tests.integration.pxe.machine_client import bearer, boot_secret, http
 
@@ -164,3 +167,62 @@ def test_a_flood_of_writes_is_slowed_and_big_bodies_are_refused(cluster_server):
     limited = int(next(line.split()[1] for line in metrics.splitlines()
                        if line.startswith("provisioner_write_rate_limited_total ")))
     assert limited >= statuses.count(429)
+
+
+FAKE_INSTALLER = r'''
+import json, sys
+for event in ({"event": "start", "stage": "source"},
+              *({"event": "progress", "stage": "write", "bytes": n, "total": 1000} for n in range(0, 1001, 50)),
+              {"event": "verify", "stage": "verify"}):
+    print(json.dumps(event), flush=True)
+if sys.argv[1] == "fail":
+    print(json.dumps({"event": "error", "stage": "write", "message": "no space left on /dev/vda"}), flush=True)
+    sys.exit(1)
+print("not json: the installer's own words", flush=True)
+print(json.dumps({"event": "done", "stage": "done", "bytes": 1000, "total": 1000}), flush=True)
+'''
+
+
+def test_the_hook_reports_with_its_boot_secret_and_marks_the_machine_installed(cluster_server, capsys):
+    url = cluster_server.url
+    report_url = f"{url}/report?mac=52-54-00-00-00-01"
+    # A hook without the secret (an image older than the server, a profile that strips it): refused, and
+    # the install is not marked, so the machine would install again.
+    stranger = hook.Reporter(report_url, None)
+    assert hook.run_streaming([sys.executable, "-c", FAKE_INSTALLER, "ok"], stranger) == 0
+    assert stranger.failures == hook.MAX_REPORT_FAILURES and "HTTP Error 403" in capsys.readouterr().out
+    assert stranger.installed(pause=0) is False
+    assert "kernel " in http("GET", f"{url}/ipxe?mac={MAC}")[1]
+
+    secret = install_boot(url, MAC)
+    failing = hook.Reporter(report_url, secret)
+    assert hook.run_streaming([sys.executable, "-c", FAKE_INSTALLER, "fail"], failing) == 1
+    assert failing.sent_error and failing.failures == 0
+
+    # Lines 1 s apart: the hook sends every other progress line (REPORT_INTERVAL), 5 % apart, and all
+    # of this stays under the server's write rate for one address.
+    reporter = hook.Reporter(report_url, secret, clock=iter(range(10_000)).__next__)
+    assert hook.run_streaming([sys.executable, "-c", FAKE_INSTALLER, "ok"], reporter) == 0
+    assert reporter.failures == 0 and "not json: the installer's own words" in capsys.readouterr().out
+    assert reporter.installed() is True
+    assert "exit 1" in http("GET", f"{url}/ipxe?mac={MAC}")[1].splitlines()
+    time.sleep(1.2)                                                       # machines.json: once a second
+    record = machine(cluster_server, MAC)
+    error = [h for h in record["history"] if h["stage"] == "install-error"][-1]
+    assert error["message"] == "no space left on /dev/vda"
+    percents = [h["percent"] for h in record["history"]
+                if h["stage"] == "install" and h["event"] == "progress"][-11:]
+    assert percents == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]      # 21 progress lines, 11 sent
+    assert "installed" in record["stages"] and "install-done" in record["stages"]
+    # The secret is spent: a late report of that boot is refused, and the mark stays.
+    reporter.post(ProgressEvent(EventKind.ERROR, "late", message="x"))
+    assert reporter.failures == 1 and "exit 1" in http("GET", f"{url}/ipxe?mac={MAC}")[1].splitlines()
+
+
+def test_reports_to_a_dead_server_never_stop_the_install(capsys):
+    reporter = hook.Reporter(f"http://127.0.0.1:{free_port()}/report?mac={MAC}", "0" * 32)
+    assert hook.run_streaming([sys.executable, "-c", FAKE_INSTALLER, "ok"], reporter) == 0
+    assert reporter.failures == hook.MAX_REPORT_FAILURES
+    assert capsys.readouterr().out.count("failed (") == hook.MAX_REPORT_FAILURES
+    assert reporter.installed(pause=0) is False
+    assert capsys.readouterr().out.count("failed (") == hook.INSTALLED_ATTEMPTS
