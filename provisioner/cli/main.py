@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 partial/degraded. Errors print as one line
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -77,6 +78,10 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("demo_cmd", "Render and validate every machine, then boot one VM from blank disk to an installed "
                              "system (root)."),
     "registry": Command("registry_cmd", "The container registry nodes use as their Docker Hub mirror."),
+    "node": Command("node_cmd", "On a node: apply the cloud-config, show what was applied, check etcd."),
+    "fleetd": Command("fleet_cmd", "Run this machine's fleet agent and engine (configured by /etc/fleet/fleet.conf "
+                                   "and FLEET_* variables, as fleet's fleetd was)."),
+    "fleet": Command("fleet_cmd", "fleetctl: the cluster's units and machines (`provisioner fleet help`)."),
 }
 _GLOBAL_OPTIONS_WITH_VALUE = {"--log-format"}
 
@@ -100,7 +105,9 @@ def _register(args: list[str]) -> None:
         importlib.import_module(f"provisioner.cli.{COMMANDS[command].module}").register(app)
         return
     for name, entry in COMMANDS.items():
-        app.command(name, help=entry.summary, short_help=entry.summary, add_help_option=False)(_listed_only)
+        # The OS image ships only the node's command modules (recipe python_packages): list what is there.
+        if importlib.util.find_spec(f"provisioner.cli.{entry.module}") is not None:
+            app.command(name, help=entry.summary, short_help=entry.summary, add_help_option=False)(_listed_only)
 
 
 def _listed_only() -> None:

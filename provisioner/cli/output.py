@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from provisioner.errors import ProvisionerError, UsageError
+from provisioner.errors import EXIT_OK, EXIT_PARTIAL, PartialError, ProvisionerError, UsageError
 
 
 class CheckFailed(ProvisionerError):
@@ -28,6 +28,14 @@ class CheckFailed(ProvisionerError):
 
 class Declined(ProvisionerError):
     """The operator answered no at the confirmation prompt; nothing was changed."""
+
+
+def finish(exit_code: int, failure: str) -> None:
+    """End a command whose report is already on stdout with `exit_code` (errors.py's codes): 0 returns,
+    3 raises PartialError(failure), anything else CheckFailed(failure)."""
+    if exit_code == EXIT_OK:
+        return
+    raise (PartialError if exit_code == EXIT_PARTIAL else CheckFailed)(failure)
 
 
 def emit(text: str, *, newline: bool = True) -> None:

@@ -149,3 +149,41 @@ def decode_content(content: str | bytes, encoding: str) -> bytes:
             raise ValueError("Unable to decode gzip")
         return decoded
     raise ValueError(f"Unsupported encoding {go_quote(encoding)}")
+
+
+def go_format_float(value: float) -> str:
+    """fmt's %v for a float64 (how coreos-cloudinit writes float options into drop-ins): strconv's 'g'
+    with the shortest digits, in %e form when the exponent is < -4 or >= 6 ('2', '0.5', '1e+06')."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    digits, exponent = _shortest_digits(abs(value))
+    sign = "-" if value < 0 or (value == 0 and str(value).startswith("-")) else ""
+    if exponent < -4 or exponent >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    if exponent < 0:
+        return f"{sign}0.{'0' * (-exponent - 1)}{digits}"
+    whole = digits[: exponent + 1].ljust(exponent + 1, "0")
+    fraction = digits[exponent + 1:]
+    return f"{sign}{whole}{'.' + fraction if fraction else ''}"
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """(significant digits, decimal exponent of the first one) of repr(value): Python and Go both
+    print the shortest digits that read back as the same float."""
+    if value == 0:
+        return "0", 0
+    text = repr(value)
+    if "e" in text:
+        mantissa, _, exp = text.partition("e")
+    else:
+        int_part, _, frac = text.partition(".")
+        frac = frac.rstrip("0")
+        if int_part != "0":
+            return (int_part + frac).rstrip("0") or "0", len(int_part) - 1
+        stripped = frac.lstrip("0")
+        return stripped, -(len(frac) - len(stripped)) - 1
+    digits = mantissa.replace(".", "").rstrip("0") or "0"
+    return digits, int(exp)

@@ -47,6 +47,7 @@ class Recipe:
     factory_dirs: tuple[str, ...]
     python_packages: tuple[str, ...]
     enable_units: tuple[str, ...]
+    unit_aliases: dict[str, str]
     mask_units: tuple[str, ...]
     disable_units: tuple[str, ...]
     default_target: str
@@ -131,6 +132,7 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
         factory_dirs=_strings(doc, "factory_dirs", where),
         python_packages=_python_packages(doc, where),
         enable_units=_strings(doc, "enable_units", where),
+        unit_aliases=_unit_aliases(doc, where),
         mask_units=_strings(doc, "mask_units", where),
         disable_units=_strings(doc, "disable_units", where),
         default_target=_need(doc, "default_target", str, where),
@@ -147,12 +149,28 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
 
 
 def _python_packages(doc: dict, where: str) -> tuple[str, ...]:
-    """python_packages: subpackages of provisioner/ (plain names of existing directories)."""
+    """python_packages: subpackages of provisioner/ (`node`) or single modules of one (`cli/node_cmd.py`)."""
     names = _strings(doc, "python_packages", where)
     for name in names:
-        if not re.fullmatch(r"[a-z_]+", name) or not (PACKAGE_DIR / name / "__init__.py").is_file():
-            raise ConfigError(f"{where}: python_packages: {name!r} is not a subpackage of provisioner/")
+        if re.fullmatch(r"[a-z_]+", name) and (PACKAGE_DIR / name / "__init__.py").is_file():
+            continue
+        if re.fullmatch(r"[a-z_]+/[a-z_]+\.py", name) and (PACKAGE_DIR / name).is_file():
+            continue
+        raise ConfigError(f"{where}: python_packages: {name!r} is not a subpackage or module of provisioner/")
     return names
+
+
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+\.(service|socket|target|timer|path|mount)")
+
+
+def _unit_aliases(doc: dict, where: str) -> dict[str, str]:
+    """unit_aliases: {alias: unit} (alias symlinks next to the unit in /usr/lib/systemd/system)."""
+    aliases = _need(doc, "unit_aliases", dict, where)
+    for alias, unit in aliases.items():
+        for name in (alias, unit):
+            if not isinstance(name, str) or not _UNIT_NAME.fullmatch(name):
+                raise ConfigError(f"{where}: unit_aliases.{alias}: {name!r} is not a unit name")
+    return dict(aliases)
 
 
 def load_recipe(directory: Path = DEFAULT_RECIPE_DIR) -> Recipe:
@@ -182,5 +200,11 @@ def tree_digest(paths: list[Path], root: Path) -> str:
 
 
 def image_package_paths(recipe: Recipe) -> list[Path]:
-    """The files and directories of the provisioner package that go into the image."""
-    return [PACKAGE_DIR / name for name in PACKAGE_BASE_FILES] + [PACKAGE_DIR / name for name in recipe.python_packages]
+    """The files and directories of the provisioner package that go into the image (a single module
+    brings its package's __init__.py)."""
+    paths = [PACKAGE_DIR / name for name in PACKAGE_BASE_FILES]
+    for name in recipe.python_packages:
+        if name.endswith(".py"):
+            paths.append(PACKAGE_DIR / name.split("/")[0] / "__init__.py")
+        paths.append(PACKAGE_DIR / name)
+    return list(dict.fromkeys(paths))

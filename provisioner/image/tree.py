@@ -13,11 +13,20 @@ from pathlib import Path
 from provisioner import __version__
 from provisioner.core.commands import run
 from provisioner.errors import ImageBuildError
-from provisioner.image.recipe import Recipe, image_package_paths
+from provisioner.image.recipe import PACKAGE_DIR, Recipe, image_package_paths
 
 log = logging.getLogger("provisioner.image.tree")
 
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
+# The console script pip would generate for pyproject's [project.scripts].
+# The image's commands, as pyproject's [project.scripts] defines them for a pip install.
+ENTRY_SCRIPTS = {"provisioner": "provisioner.cli.main", "fleetctl": "provisioner.cli.fleetctl"}
+
+
+def entry_script(module: str) -> str:
+    """A /usr/bin script that runs `module`'s main(), as pip's console scripts do (pure)."""
+    return f"#!/usr/bin/python3\nimport sys\n\nfrom {module} import main\n\nsys.exit(main())\n"
+
 UNIT_DIR = "usr/lib/systemd/system"
 # Machine identity and host leftovers that must not be baked into every install.
 REMOVE = ["etc/resolv.conf", "etc/hostname", "etc/ssh/ssh_host_*", "var/lib/dbus/machine-id", "boot/*",
@@ -77,9 +86,18 @@ def overlay_files(tree: Path, files: Path) -> None:
 
 
 def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[str, ...], target: str,
-                  disable: tuple[str, ...] = ()) -> None:
+                  disable: tuple[str, ...] = (), aliases: dict[str, str] | None = None) -> None:
     for unit in sorted(units.glob("*")):
         shutil.copyfile(unit, tree / UNIT_DIR / unit.name)
+    for alias, unit_name in (aliases or {}).items():
+        # A symlink next to the unit is an alias systemd knows without enabling it; the alias's drop-ins
+        # (<alias>.d/) apply to the unit too.
+        if not (tree / UNIT_DIR / unit_name).is_file():
+            raise ImageBuildError(f"tree: unit_aliases: {unit_name} is not in /{UNIT_DIR}")
+        link = tree / UNIT_DIR / alias
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(unit_name)
     run(["systemctl", f"--root={tree}", "enable", *enable])
     if disable:
         run(["systemctl", f"--root={tree}", "disable", *disable])
@@ -90,20 +108,26 @@ def install_units(tree: Path, units: Path, enable: tuple[str, ...], mask: tuple[
 
 def install_package(tree: Path, sources: list[Path], release_key: bytes, version_txt: str) -> None:
     """The node-side parts of the provisioner package (`sources`: recipe python_packages and the
-    package base files of this checkout), byte-compiled by the image's python3.
+    package base files of this checkout), byte-compiled by the image's python3, and the /usr/bin scripts.
 
     Installed as Debian installs Python modules (dist-packages + a .dist-info), with its runtime
-    dependencies from Debian packages (python3-yaml, python3-jinja2): no pip in the image."""
+    dependencies from Debian packages (python3-yaml, python3-typer, ...): no pip in the image."""
     site = tree / SITE_PACKAGES
     target = site / "provisioner"
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for source in sources:
+        dest = target / source.relative_to(PACKAGE_DIR)
         if source.is_dir():
-            shutil.copytree(source, target / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
-            shutil.copyfile(source, target / source.name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+    for name, module in ENTRY_SCRIPTS.items():
+        script = tree / "usr/bin" / name
+        script.write_text(entry_script(module))
+        script.chmod(0o755)
     info = site / f"provisioner-{__version__}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: provisioner\nVersion: {__version__}\n")
@@ -156,7 +180,7 @@ def customise(recipe: Recipe, tree: Path, release_key: bytes, version_txt: str) 
     prune_modules(tree, version, recipe.kernel_prune)
     overlay_files(tree, recipe.file("files"))
     install_units(tree, recipe.file("units"), recipe.enable_units, recipe.mask_units, recipe.default_target,
-                  recipe.disable_units)
+                  recipe.disable_units, recipe.unit_aliases)
     install_package(tree, image_package_paths(recipe), release_key, version_txt)
     add_core_user(tree)
     return version

@@ -66,7 +66,11 @@ class Renderer:
         return Selection(match.group, match.profile)
 
     def context(self, query: MachineQuery) -> dict[str, Any]:
-        return host_context(self.select(query), query, self.server_url, self.registry_url)
+        return self._context(self.select(query), query)
+
+    def _context(self, selection: Selection, query: MachineQuery) -> dict[str, Any]:
+        return host_context(selection, query, self.server_url, registry_url=self.registry_url,
+                            groups=self.inventory.groups)
 
     def ipxe(self, query: MachineQuery) -> str:
         """The iPXE script for the machine's profile (`kernel ... args`, `initrd ...`, `boot`)."""
@@ -79,7 +83,7 @@ class Renderer:
             # processing BootOrder and show its boot manager (UEFI spec 2.x §3.1.1; OVMF opens UiApp),
             # an error makes it try the next option, the disk. SeaBIOS goes on to the disk either way.
             return f"#!ipxe\necho provisioner: profile {match.profile.id} boots from the local disk\nexit 1\n"
-        context = host_context(match, query, self.server_url, self.registry_url)
+        context = self._context(match, query)
         what = f"group {match.group.id}"
         # Matchbox passes boot fields through verbatim; we also expand {{ }} in them (matchbox#92).
         expand = lambda text: (  # noqa: E731
@@ -140,7 +144,7 @@ class Renderer:
         if not template_id:
             raise NoMatch(f"{match.profile.source}: {id_field}: profile {match.profile.id!r} has no {kind} template")
         name = f"{kind}/{template_id}"
-        context = host_context(match, query, self.server_url, self.registry_url)
+        context = self._context(match, query)
         return match, self.templates.render(name, context, what=f"group {match.group.id}"), name
 
 

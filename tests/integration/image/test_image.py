@@ -90,11 +90,20 @@ def test_usr_is_the_os_and_root_state_is_in_the_factory(built_image, tmp_path):
     for path in ("/lib/systemd/systemd", "/sbin/sgdisk", "/bin/etcd", "/bin/python3",
                  "/lib/python3/dist-packages/provisioner/node/slots.py",
                  "/share/factory/etc/systemd/system/multi-user.target.wants/provisioner-disk.service",
-                 "/share/provisioner/release-key.asc", "/lib/systemd/system/provisioner-hook.service"):
+                 "/share/factory/etc/systemd/system/multi-user.target.wants/provisioner-cloudinit.service",
+                 "/share/provisioner/release-key.asc", "/lib/systemd/system/provisioner-hook.service",
+                 # `provisioner node ...`: the console script, the node commands, Debian's typer
+                 "/bin/provisioner", "/lib/python3/dist-packages/provisioner/cli/node_cmd.py",
+                 "/lib/python3/dist-packages/provisioner/cloudconfig/model.py",
+                 "/lib/python3/dist-packages/typer/main.py", "/lib/systemd/system/etcd2.service"):
         assert path in names, path
     assert not any(n.startswith("/share/man/") or n.startswith("/share/locale/de") for n in names)
     assert not any("/share/factory/etc/ssh/ssh_host_" in n for n in names)  # made on each machine
-    assert not any(n.startswith("/lib/python3/dist-packages/typer") for n in names)  # node runtime needs no typer
+    # The server side stays off the image: no other commands, no pxe, no rich/aiohttp/paramiko.
+    site = "/lib/python3/dist-packages"
+    for absent in (f"{site}/provisioner/cli/serve_cmd.py", f"{site}/provisioner/pxe", f"{site}/rich",
+                   f"{site}/aiohttp", f"{site}/paramiko"):
+        assert absent not in names, absent
 
 
 def test_docker_is_in_the_image_and_starts_on_demand(built_image, tmp_path):

@@ -81,7 +81,8 @@ def test_examples_cluster_every_machine_renders():
         assert "provisioner_production_pxe.vmlinuz" in renderer.ipxe(MachineQuery(mac=mac))
         installed = renderer.cloud_config(MachineQuery(mac=mac, labels={"os": "installed"}))
         assert f"hostname: node{n}\n" in installed
-        assert "discovery: http://10.99.0.1:8080/discovery/cluster-1" in installed
+        assert ("initial-cluster: node1=http://10.99.0.11:2380,node2=http://10.99.0.12:2380,"
+                "node3=http://10.99.0.13:2380\n") in installed
         assert renderer.ipxe(MachineQuery(mac=mac, labels={"os": "installed"})).endswith("exit 1\n")
 
 
@@ -111,3 +112,24 @@ def test_uefi_initrd_argument_added_only_when_missing(tmp_path):
     problems = [str(p) for p in check_inventory(load_inventory(tmp_path))]
     assert problems == ["warning: profiles/p.yaml:5: profile 'p': boot.args lacks initrd=b.cpio.gz; the server adds it, "
                         "since UEFI machines find no initrd without it (Linux's EFI stub reads it)"]
+
+
+def test_cluster_members_are_the_groups_sharing_the_token(tmp_path):
+    from provisioner.render.cluster import cluster_members
+
+    groups = load_inventory(EXAMPLES).groups
+    members = cluster_members(groups, "cluster-1")
+    assert [(m["id"], m["hostname"], m["ip"]) for m in members] == [
+        ("node1", "node1", "10.99.0.11"), ("node2", "node2", "10.99.0.12"), ("node3", "node3", "10.99.0.13")]
+    assert cluster_members(groups, "other") == []
+
+
+def test_a_member_without_the_key_a_template_needs_is_a_template_error(tmp_path):
+    import shutil
+
+    shutil.copytree(EXAMPLES, tmp_path / "data")
+    group = tmp_path / "data" / "groups" / "node3.yaml"
+    group.write_text(group.read_text().replace("  ip: 10.99.0.13", "  address: 10.99.0.13"))
+    renderer = Renderer(load_inventory(tmp_path / "data"), server_url="http://10.99.0.1:8080")
+    with pytest.raises(TemplateError, match=r"^cloud/node.yaml.j2:\d+: undefined variable.*'ip'"):
+        renderer.cloud_config(MachineQuery(mac="52:54:00:00:00:01", labels={"os": "installed"}))

@@ -115,7 +115,8 @@ def test_pxe_kernel_and_initrd_boot_diskless(built_image, tmp_path):
                              initrd=built_image.pxe_initrd, append=append,
                              nic=TapNic(netns=netns, tap="tap0", mac=mac))) as vm:
             vm.wait_for_serial(r"provisioner-initrd: live system", 180)
-            vm.wait_for_serial(r"provisioner-bootconfig: applied hostname node-pxe", BOOT_TIMEOUT)
+            vm.wait_for_serial(r"applied cloud-config-url=http://10.75.0.1:8080/assets/cc.yml: \d+ module\(s\) ok, "
+                               r"0 failed", BOOT_TIMEOUT)
             vm.wait_for_serial(r"PXE-HOOK-RAN", 120)
             leases = json.loads((server.state_dir / "leases.json").read_text())
             ip = next(lease["ip"] for lease in leases["leases"] if lease["mac"] == mac)

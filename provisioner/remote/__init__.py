@@ -1,0 +1,1 @@
+"""Remote hosts over SSH: sessions and host keys (paramiko), rescue-system installs."""
