@@ -111,7 +111,7 @@ def bench_http(work: Path) -> dict:
     for workers in (1, 2):
         port = _free_port()
         server = _serve(work, "--dhcp", "off", "--no-tftp", "--http-addr", f"127.0.0.1:{port}",
-                        "--http-workers", str(workers))
+                        "--http-workers", str(workers), "--admin-addr", "127.0.0.1:0")
         try:
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             time.sleep(1.0)   # let the workers start

@@ -30,6 +30,11 @@ class Selection:
     group: Group
     profile: Profile
 
+    @property
+    def requires_boot_secret(self) -> bool:
+        """Are this machine's configs only for a request with its boot's secret? (either record says so)"""
+        return self.group.require_boot_secret or self.profile.require_boot_secret
+
 
 class Inventory:
     def __init__(self, root: Path, profiles: dict[str, Profile], groups: list[Group]):

@@ -23,8 +23,8 @@ from provisioner.inventory.model import RESERVED_SELECTORS, Boot, Group, Profile
 
 _EXTENSIONS = (".json", ".yaml", ".yml")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
-_PROFILE_KEYS = {"id", "name", "boot", "cloud_id", "ignition_id", "generic_id"}
-_GROUP_KEYS = {"id", "name", "profile", "selector", "metadata"}
+_PROFILE_KEYS = {"id", "name", "boot", "cloud_id", "ignition_id", "generic_id", "require_boot_secret"}
+_GROUP_KEYS = {"id", "name", "profile", "selector", "metadata", "require_boot_secret"}
 _BOOT_KEYS = {"kernel", "initrd", "args"}
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Spellings people reach for that matchbox would silently treat as labels no machine ever sends.
@@ -126,6 +126,13 @@ def _required_string(record: dict, key: str, where: str) -> str:
     return value
 
 
+def _flag(record: dict, key: str, where: str) -> bool:
+    value = record.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key}: want true or false, found {value!r}")
+    return value
+
+
 def _string_list(value: Any, field_path: str, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -159,6 +166,7 @@ def _parse_profile(document: Any, where: str) -> Profile:
         cloud_id=_string(record, "cloud_id", where),
         ignition_id=_string(record, "ignition_id", where),
         generic_id=_string(record, "generic_id", where),
+        require_boot_secret=_flag(record, "require_boot_secret", where),
     )
 
 
@@ -180,6 +188,7 @@ def _parse_group(document: Any, where: str) -> Group:
         source=where,
         selector=tuple(sorted(selector.items())),
         metadata=MappingProxyType(metadata),
+        require_boot_secret=_flag(record, "require_boot_secret", where),
     )
 
 

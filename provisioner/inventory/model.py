@@ -1,7 +1,9 @@
 """The inventory's records, parsed once at the boundary (loader.py) into frozen dataclasses.
 
 Compatible with matchbox's data directory: profiles (`boot`, `cloud_id`, `ignition_id`,
-`generic_id`) and groups (`profile`, `selector`, `metadata`).
+`generic_id`) and groups (`profile`, `selector`, `metadata`). One key of our own on either:
+`require_boot_secret: true` gives the configs a machine gets through that group or profile only to
+a request carrying its boot's secret (provisioner/pxe/boot_secrets.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Profile:
     cloud_id: str | None = None
     ignition_id: str | None = None
     generic_id: str | None = None
+    require_boot_secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Group:
     source: str
     selector: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs, MAC/UUID normalised
     metadata: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    require_boot_secret: bool = False
 
     @property
     def selector_text(self) -> str:

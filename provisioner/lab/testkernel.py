@@ -7,6 +7,7 @@ console, then powers off:
     TESTKERNEL-INIT
     TESTKERNEL-IP=<address>
     TESTKERNEL-URL=<cloud-config url>
+    TESTKERNEL-SECRET=<provisioner.boot_secret= as the kernel got it>
     TESTKERNEL-FETCHED bytes=<n> first=<first line>
     TESTKERNEL-DONE
 
@@ -33,7 +34,7 @@ log = logging.getLogger("provisioner.lab.testkernel")
 DEFAULT_CACHE = Path("build/lab")
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 NIC_MODULES = ("virtio_pci", "virtio_net")  # plus their dependencies from modules.dep
-INITRD_VERSION = "5"  # bump when INIT_SCRIPT changes, so cached initrds are rebuilt
+INITRD_VERSION = "6"  # bump when INIT_SCRIPT changes, so cached initrds are rebuilt
 
 INIT_SCRIPT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -53,10 +54,15 @@ echo TESTKERNEL-IFACE=$iface
 udhcpc -i "$iface" -n -q -t 8 -T 2 -s /etc/udhcpc.script
 echo TESTKERNEL-IP=$(cat /tmp/ip 2>/dev/null)
 url=""
+secret=""
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in cloud-config-url=*) url=${arg#cloud-config-url=} ;; esac
+  case "$arg" in
+    cloud-config-url=*) url=${arg#cloud-config-url=} ;;
+    provisioner.boot_secret=*) secret=${arg#provisioner.boot_secret=} ;;
+  esac
 done
 echo TESTKERNEL-URL=$url
+echo TESTKERNEL-SECRET=$secret
 # busybox 1.35 wget -T segfaults (static build), so no -T here.
 if [ -n "$url" ] && wget -q -O /tmp/cloud-config "$url"; then
   echo "TESTKERNEL-FETCHED bytes=$(wc -c < /tmp/cloud-config) first=$(head -n 1 /tmp/cloud-config)"

@@ -4,6 +4,7 @@
     provisioner.run="/usr/bin/some-command arg"                          run any command
     provisioner.after=reboot|poweroff|none                               then (default: none)
     provisioner.report="http://10.0.0.1:8080/report?mac=52-54-00-00-00-01"  POST the installer's progress
+    provisioner.boot_secret=0f1e...                                       this boot's proof (the server adds it)
 
 `provisioner.install=` runs `python3 -m provisioner.install ARGS --yes --progress json`, adding
 `-k /usr/share/provisioner/release-key.asc` (the key of the build that made this image) unless
@@ -15,7 +16,13 @@ With `provisioner.report=`, every JSON progress line of the installer (install/p
 also POSTed to that URL (the boot server's `/report`, provisioner/pxe/reports.py): lifecycle events
 always, progress at most every REPORT_INTERVAL s and when it reaches 100 %. A server that does not
 answer never stops the install: after MAX_REPORT_FAILURES failed posts the hook stops reporting.
-An installer that dies without an `error` event gets one posted for it.
+An installer that dies without an `error` event gets one posted for it. Once the installer has
+succeeded, the hook POSTs `/installed` with the same query (`installed_url`): the server then boots
+the machine from its disk (provisioner/pxe/installed.py).
+
+Every POST carries the boot's secret from `provisioner.boot_secret=` as `Authorization: Bearer
+<secret>`: the server refuses writes without it (provisioner/pxe/boot_secrets.py). A header rather
+than the query string keeps it out of URLs, which end up in logs and on the console.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -40,6 +48,8 @@ AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"
 REPORT_INTERVAL = 2.0
 REPORT_TIMEOUT = 5.0
 MAX_REPORT_FAILURES = 3
+INSTALLED_ATTEMPTS = 3      # the mark decides the next boot: worth a retry, 2 s apart
+SECRET_PARAMETER = "provisioner.boot_secret"
 
 
 def _words(cmdline: KernelCmdline, name: str) -> list[str]:
@@ -73,11 +83,20 @@ def hook_commands(cmdline: KernelCmdline,
     return commands, AFTER[after]
 
 
+def installed_url(report_url: str) -> str | None:
+    """The server's /installed URL beside its /report URL, same query (pure); None for another path."""
+    parts = urllib.parse.urlsplit(report_url)
+    if not parts.path.endswith("/report"):
+        return None
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path[: -len("report")] + "installed"))
+
+
 class Reporter:
     """POSTs installer progress lines to the boot server's /report URL (see the module docstring)."""
 
-    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, url: str, secret: str | None = None, clock: Callable[[], float] = time.monotonic):
         self.url = url
+        self.secret = secret
         self.clock = clock
         self.failures = 0
         self.last_progress = float("-inf")
@@ -95,20 +114,43 @@ class Reporter:
         self.sent_error = self.sent_error or event.kind is EventKind.ERROR
         self.post(event)
 
+    def _send(self, url: str, body: bytes) -> str | None:
+        """POST `body` with the boot secret; None when the server took it, else why not."""
+        headers = {"Content-Type": "application/json"}
+        if self.secret:
+            headers["Authorization"] = f"Bearer {self.secret}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=headers),
+                                        timeout=REPORT_TIMEOUT) as response:
+                response.read()
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def post(self, event: ProgressEvent) -> None:
         if self.failures >= MAX_REPORT_FAILURES:
             return
         # Only what the server reads (pxe/reports.py): the `done` line's summary can be long.
-        body = event.to_dict(details=False)
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=REPORT_TIMEOUT) as response:
-                response.read()
-        except (OSError, ValueError) as exc:
+        failed = self._send(self.url, json.dumps(event.to_dict(details=False)).encode())
+        if failed is not None:
             self.failures += 1
-            print(f"{PROG}: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {exc}",
+            print(f"{PROG}: report to {self.url} failed ({self.failures}/{MAX_REPORT_FAILURES}): {failed}",
                   flush=True)
+
+    def installed(self, pause: float = 2.0) -> bool:
+        """Tell the server the install succeeded (POST /installed); False when it never took it."""
+        url = installed_url(self.url)
+        if url is None:
+            print(f"{PROG}: {self.url} is not a /report URL: cannot tell the server the install is done", flush=True)
+            return False
+        for attempt in range(1, INSTALLED_ATTEMPTS + 1):
+            failed = self._send(url, b"")
+            if failed is None:
+                return True
+            print(f"{PROG}: {url} failed ({attempt}/{INSTALLED_ATTEMPTS}): {failed}", flush=True)
+            if attempt < INSTALLED_ATTEMPTS:
+                time.sleep(pause)
+        return False
 
 
 def run_streaming(argv: list[str], reporter: Reporter | None) -> int:
@@ -135,8 +177,8 @@ def run_hook() -> int:
     cmdline = read_kernel_cmdline()
     commands, after = hook_commands(cmdline)
     url = cmdline.get("provisioner.report")
-    reporter = Reporter(url) if url else None
-    for argv in commands:
+    reporter = Reporter(url, cmdline.get(SECRET_PARAMETER)) if url else None
+    for index, argv in enumerate(commands):
         print(f"{PROG}: running {shlex.join(argv)}", flush=True)
         code = run_streaming(argv, reporter)
         print(f"{PROG}: exit {code}: {shlex.join(argv)}", flush=True)
@@ -145,6 +187,8 @@ def run_hook() -> int:
                 failed = f"exit {code}: {shlex.join(argv)[:120]}"
                 reporter.post(ProgressEvent(EventKind.ERROR, "hook", message=failed))
             return code
+        if index == 0 and cmdline.has("provisioner.install") and reporter is not None:
+            reporter.installed()   # hook_commands puts the installer first
     if after:
         run(after, check=False, capture=False)
     return 0

@@ -4,7 +4,8 @@ DHCP knows the client's MAC; TFTP and asset requests know only its address (the 
 to a MAC, machines.py); HTTP requests that name the machine (`?mac=`) know both. The server records
 every event in the machine state, whichever service, or HTTP worker process, saw it. Counts go to
 the server's one `Counters` dict (exported on /metrics), each service's keys prefixed with its name:
-`dhcp_replies`, `tftp_bytes`, `ra_sent`, `http_requests{...}`.
+`dhcp_replies`, `tftp_bytes`, `ra_sent`, `http_requests{...}`. A refused write (REFUSED, machines.py)
+is an event too: it goes into the named machine's history and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class EventSource(StrEnum):
     DHCP = "dhcp"
     TFTP = "tftp"
     HTTP = "http"
+    ADMIN = "admin"    # the operator, through the admin API (admin.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,3 +51,12 @@ class BootEvent:
 
 EventSink = Callable[[BootEvent], None]
 Counters = dict[str, int]
+
+
+def count(counters: Counters, key: str, value: int = 1) -> None:
+    """Add to one counter (/metrics: `provisioner_<name>_total{labels}`)."""
+    counters[key] = counters.get(key, 0) + value
+
+
+def count_request(counters: Counters, path: str, status: int) -> None:
+    count(counters, f'http_requests{{path="{path}",code="{status}"}}')

@@ -2,8 +2,15 @@
 
 Paths: /boot.ipxe (and /boot.ipxe.0), /ipxe, /cloud-config (and matchbox's /cloud), /ignition,
 /generic, /metadata, /assets/<path> (sendfile, Range, HEAD via aiohttp's FileResponse),
-/boot/<ipxe binary> (for UEFI HTTP boot), /healthz, /metrics, and the etcd discovery service
-under /discovery/.
+/boot/<ipxe binary> (for UEFI HTTP boot), /healthz, /metrics, the etcd discovery service
+under /discovery/, and the machines' own writes /report and /installed (writes.py). Operator
+actions are not here: they are on the admin address only (admin.py).
+
+Boot secrets (boot_secrets.py): an /ipxe script that boots a kernel, for a MAC that is not marked
+installed, carries a fresh secret for that boot (`set boot_secret ...` in front of the cached
+script, whose kernel line passes `provisioner.boot_secret=${boot_secret}`). The configs of a
+group or profile with `require_boot_secret: true` go only to a request carrying that secret (its
+`boot_secret` query parameter is taken out of the query before rendering: it is no label).
 
 Hot path (/ipxe?mac=...): rendered answers are cached per query string; the data dir is checked
 for changes at most once a second (file mtimes), and a change reloads the inventory and empties
@@ -21,19 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import MachineQuery, load_inventory
 from provisioner.inventory.identifiers import normalize_mac_or_none
-from provisioner.pxe import ipxe, reports
-from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource
-from provisioner.pxe.installed import (
-    InstalledMachines,
-    marks_installed,
-    rewritten_query,
-    with_installed_label,
-)
+from provisioner.pxe import ipxe
+from provisioner.pxe.boot_secrets import QUERY_PARAMETER
+from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, count, count_request
+from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
+from provisioner.pxe.limits import MAX_SOURCES, RecentMap
+from provisioner.pxe.state import BootSecrets, InstalledMarks
+from provisioner.pxe.writes import MachineWrites
 from provisioner.render import NoMatch, Renderer
 
 log = logging.getLogger("provisioner.pxe.http")
@@ -69,6 +76,24 @@ def data_dir_signature(data_dir: Path) -> tuple:
     return tuple(sorted(entries, key=repr))
 
 
+class MalformedRequests(logging.Filter):
+    """Attached to aiohttp's `aiohttp.server` logger: a request aiohttp cannot parse is answered 400 and
+    logged with a full traceback at ERROR (web_protocol.handle_error). That is the client's fault, and
+    anyone on the boot network could fill the log with it: one debug line and a count instead."""
+
+    def __init__(self, counters: Counters):
+        super().__init__()
+        self.counters = counters
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and error.code < 500:
+            count(self.counters, "http_malformed")
+            log.debug("malformed request: %s", " ".join(str(error).split())[:200])
+            return False
+        return True
+
+
 @dataclass
 class Rendered:
     status: int
@@ -77,6 +102,8 @@ class Rendered:
     mac: str | None
     boot_assets: tuple[tuple[str, str], ...] = ()   # (asset path, "kernel"/"initrd") from the profile
     reason: str | None = None
+    boots_kernel: bool = False      # an iPXE script that starts a kernel: it gets a boot secret
+    needs_secret: bool = False      # a config of a group/profile with require_boot_secret
 
 
 class BootData:
@@ -137,15 +164,17 @@ class BootData:
             return self._refusal(endpoint, 503, f"inventory not loaded: {self.load_error}", query.mac)
         try:
             text = getattr(self.renderer, method)(query)
+            needs_secret = endpoint != "ipxe" and self.renderer.select(query).requires_boot_secret
         except NoMatch as exc:
             return self._refusal(endpoint, 404, str(exc), query.mac)
         except ProvisionerError as exc:
             log.error("%s for %s: %s", endpoint, query.mac or query_string, exc)
             return self._refusal(endpoint, 500, str(exc), query.mac)
-        assets: tuple[tuple[str, str], ...] = ()
-        if endpoint == "ipxe":
-            assets = _boot_assets(text, self.server_url)
-        return Rendered(200, text.encode(), content_type, query.mac, assets)
+        if endpoint != "ipxe" or not ipxe.boots_kernel(text):
+            return Rendered(200, text.encode(), content_type, query.mac, needs_secret=needs_secret)
+        text = ipxe.with_secret_argument(text)
+        return Rendered(200, text.encode(), content_type, query.mac, _boot_assets(text, self.server_url),
+                        boots_kernel=True)
 
     def _refusal(self, endpoint: str, status: int, reason: str, mac: str | None) -> Rendered:
         if endpoint == "ipxe":
@@ -182,12 +211,13 @@ class BootHttp:
     """Builds the aiohttp Application. Boot events go to `on_event`, request counts to `counters`."""
 
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
-                 counters: Counters, metrics_text: Callable[[], str], extra_routes=(),
-                 forward_state: bool = False, installed: InstalledMachines | None = None,
+                 counters: Counters, metrics_text: Callable[[], str], *, installed: InstalledMarks,
+                 secrets: BootSecrets, extra_routes=(), forward_state: bool = False,
                  health_checks: Sequence[Callable[[], tuple[bool, str]]] = ()):
         self.data = data
         self.health_checks = health_checks   # more parts of the server: (healthy, one line) each
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
+        self.secrets = secrets
         self.assets_dir = Path(os.path.realpath(assets_dir)) if assets_dir else None
         self.ipxe_dir = ipxe_dir
         self.on_event = on_event
@@ -195,10 +225,10 @@ class BootHttp:
         self.metrics_text = metrics_text
         self.extra_routes = extra_routes
         self.forward_state = forward_state   # a worker: /healthz and /metrics come via extra_routes
+        self.writes = MachineWrites(installed, secrets, on_event, counters)
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
-        self.expected_assets: dict[str, dict[str, str]] = {}
+        self.expected_assets: RecentMap[str, dict[str, str]] = RecentMap(MAX_SOURCES)
         self._boot_body = ipxe.boot_script(data.server_url).encode()
-        self._reported_percent: dict[str, int | None] = {}   # MAC -> last recorded install percent
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -214,17 +244,12 @@ class BootHttp:
         if not self.forward_state:
             r.add_get("/healthz", self.healthz)
             r.add_get("/metrics", self.metrics_handler)
-        if self.installed is not None:
-            r.add_post("/installed", self.installed_handler)
-            r.add_delete("/installed", self.installed_handler)
-        r.add_post("/report", self.report_handler)
-        for method, path, handler in self.extra_routes:
+        for method, path, handler in (*self.writes.routes(), *self.extra_routes):
             r.add_route(method, path, handler)
         return app
 
     def _count(self, path: str, status: int) -> None:
-        key = f"http_requests{{path=\"{path}\",code=\"{status}\"}}"
-        self.counters[key] = self.counters.get(key, 0) + 1
+        count_request(self.counters, path, status)
 
     def _event(self, stage: str, remote: str | None, mac: str | None = None,
                detail: Mapping[str, Any] | None = None) -> None:
@@ -245,98 +270,51 @@ class BootHttp:
 
         async def handler(request: web.Request) -> web.Response:
             self.data.maybe_reload(time.monotonic())
-            params, query_string = request.query, request.query_string
-            if self.installed is not None:
-                params, query_string = self._installed_view(endpoint, params, query_string)
+            params, query_string = self._machine_view(request)
             result = self.data.render(endpoint, query_string, params)
+            body = result.body
+            if result.needs_secret:
+                refused = self.writes.refusal(request, result.mac, path)
+                if refused is not None:
+                    return refused
+            elif result.boots_kernel and result.mac and not self.installed.is_installed(result.mac):
+                body = self._with_secret(result, request.remote)
             self._count(path, result.status)
-            if result.status == 200 and self.installed is not None and marks_installed(endpoint, params):
-                self._mark_installed(normalize_mac_or_none(params.get("mac")), path, request.remote)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
                     self.expected_assets[request.remote] = dict(result.boot_assets)
                 self._event(stage, request.remote, result.mac)
             elif result.reason:
                 self._event(f"{stage}-refused", request.remote, result.mac, {"reason": result.reason})
-            return web.Response(body=result.body, status=result.status, content_type=result.content_type)
+            return web.Response(body=body, status=result.status, content_type=result.content_type)
 
         return handler
 
-    def _installed_view(self, endpoint: str, params, query_string: str):
-        """(params, query string) with os=installed added for an installed machine (installed.py)."""
-        assert self.installed is not None
+    def _machine_view(self, request: web.Request) -> tuple[Mapping[str, str], str]:
+        """(params, query string) to render for: the boot secret taken out (it is no label), and os=installed
+        added for an installed machine (installed.py)."""
+        params: Mapping[str, str] = request.query
+        query_string = request.query_string
+        plain = {k: params.get(k, "") for k in params}
+        if QUERY_PARAMETER in plain:
+            del plain[QUERY_PARAMETER]
+            params, query_string = plain, rewritten_query(plain)
         self.installed.refresh(time.monotonic())
-        plain = {k: params.get(k) for k in params}
         extra = with_installed_label(plain, self.installed.is_installed(normalize_mac_or_none(plain.get("mac"))))
         if extra is None:
             return params, query_string
         return extra, rewritten_query(extra)
 
-    def _mark_installed(self, mac: str | None, via: str, remote: str | None) -> None:
-        assert self.installed is not None
-        if mac is None:
-            return
+    def _with_secret(self, result: Rendered, remote: str | None) -> bytes:
+        """The script with this boot's secret; without one (logged) when it cannot be stored: the machine
+        boots, and its writes are refused."""
+        assert result.mac is not None
         try:
-            if self.installed.mark(mac):
-                self._event("installed", remote, mac, {"via": via})
+            secret = self.secrets.issue(result.mac, remote, time.time())
         except OSError as exc:
-            log.error("installed: cannot record %s: %s", mac, exc)
-
-    def _forget_installed(self, mac: str, via: str, remote: str | None) -> bool:
-        """Drop the installed mark (the next PXE boot installs again); False when it cannot be written."""
-        assert self.installed is not None
-        try:
-            if self.installed.forget(mac):
-                log.info("installed: %s forgotten (%s): its next boot installs again", mac, via)
-                self._event("reinstall", remote, mac, {"via": via})
-        except OSError as exc:
-            log.error("installed: cannot forget %s: %s", mac, exc)
-            return False
-        return True
-
-    async def installed_handler(self, request: web.Request) -> web.Response:
-        """POST /installed?mac=M marks M installed; DELETE forgets it (reinstall on the next boot)."""
-        mac = normalize_mac_or_none(request.query.get("mac"))
-        if mac is None:
-            self._count("/installed", 400)
-            return web.Response(status=400, text="/installed: give ?mac=<MAC address>\n")
-        assert self.installed is not None
-        if request.method == "POST":
-            self._mark_installed(mac, "POST /installed", request.remote)
-            text = f"{mac} installed\n"
-        else:
-            if not self._forget_installed(mac, "DELETE /installed", request.remote):
-                return web.Response(status=500, text=f"/installed: cannot write {self.installed.path}\n")
-            text = f"{mac} will be installed again on its next boot\n"
-        self._count("/installed", 200)
-        return web.Response(text=text)
-
-    async def report_handler(self, request: web.Request) -> web.Response:
-        """POST /report?mac=M: one install progress report (provisioner/pxe/reports.py)."""
-        mac = normalize_mac_or_none(request.query.get("mac"))
-        if mac is None:
-            self._count("/report", 400)
-            return web.Response(status=400, text="/report: give ?mac=<MAC address>\n")
-        if request.content_length is None or request.content_length > reports.MAX_BODY:
-            self._count("/report", 400)
-            return web.Response(status=400, text=f"/report: send one JSON object of at most {reports.MAX_BODY} "
-                                                 f"bytes with a Content-Length\n")
-        body = await request.read()
-        try:
-            report = reports.parse_report(body)
-        except ValueError as exc:
-            self._count("/report", 400)
-            return web.Response(status=400, text=f"/report: {exc}\n")
-        if report.event == "start":
-            self._reported_percent.pop(mac, None)
-        if reports.worth_recording(report, self._reported_percent.get(mac)):
-            if report.percent is not None:
-                self._reported_percent[mac] = report.percent
-            self._event(report.machine_stage, request.remote, mac, report.detail())
-        if report.event == "error" and self.installed is not None:
-            self._forget_installed(mac, "install error", request.remote)
-        self._count("/report", 200)
-        return web.Response(text="ok\n")
+            log.error("boot secrets: cannot store a secret for %s: %s", result.mac, exc)
+            return result.body
+        return ipxe.with_secret_setting(result.body.decode(), secret).encode()
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         if self.assets_dir is None:

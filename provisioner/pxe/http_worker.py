@@ -2,10 +2,13 @@
 
 Python serves one core per process; the boot-script and asset paths are stateless per request,
 so N-1 workers accept on the main process's listening socket (inherited fd; the kernel spreads
-the connections). Each worker has its own inventory, render cache and change check. State stays
-in the main process: workers send boot events and their counters over a datagram socketpair, and
-forward /metrics, /healthz and /discovery/ (long-polls, one registry) to the main process's
-internal loopback listener, so every answer is the same whichever process accepted it.
+the connections). Each worker has its own inventory, render cache and change check. The machine
+log stays in the main process: workers send boot events (refused writes too) and their counters
+over a datagram socketpair, and forward /metrics, /healthz and /discovery/ (long-polls, one
+registry) to the main process's internal loopback listener, so every answer is the same whichever
+process accepted it. Installed marks and boot secrets are files every process reads and writes
+(installed.py, boot_secrets.py): a secret issued by one process is accepted by any other. The admin
+API runs in the main process only.
 
 Run by the main process only: `python -m provisioner.pxe.http_worker` with a JSON config on stdin.
 """
@@ -24,8 +27,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.events import BootEvent, Counters
-from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 
 log = logging.getLogger("provisioner.pxe.worker")
@@ -73,10 +77,14 @@ async def run_worker(config: dict) -> None:
     forwarder = EventForwarder(events, config["worker_id"])
     data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"))
     holder: dict = {}
+    state_dir = Path(config["state_dir"])
     http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
                     Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,
                     lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True,
-                    installed=InstalledMachines(Path(config["state_dir"]) / "installed.json"))
+                    installed=InstalledMachines(state_dir / "installed.json"),
+                    secrets=BootSecretFiles(state_dir / "boot-secrets", config["boot_secret_ttl"],
+                                            counters=forwarder.counters))
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequests(forwarder.counters))
     holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
     runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
     await runner.setup()

@@ -1,18 +1,20 @@
 """Which machines are installed: the server's switch from the `install` profile to the `installed` one.
 
 matchbox leaves this to the operator (edit the group, or boot with `?os=installed`); we do it from
-what the machine itself tells us, so the second PXE boot of a freshly installed machine comes up
+what the machine's install tells us, so the second PXE boot of a freshly installed machine comes up
 from its disk without anyone touching the data dir:
 
-- a machine is marked installed when it fetches a config with `os=installed` and its MAC
-  (`/cloud-config?mac=..&os=installed`: the live installer fetching the installed system's
-  cloud-config, which it does only while installing), or when anything POSTs `/installed?mac=..`;
+- a machine is marked installed when its live system's hook POSTs `/installed?mac=..` with the
+  boot secret of the install boot (after the installer succeeded; boot_secrets.py), which also
+  revokes that secret: one secret, one install. The operator can mark it too (admin API);
 - from then on every query for that MAC that names no `os` gets the label `os=installed` added,
-  so groups selecting `os: installed` match it (examples/cluster: iPXE `exit` -> local disk);
-- `DELETE /installed?mac=..` forgets it (reinstall), and so does deleting `<state dir>/installed.json`.
+  so groups selecting `os: installed` match it (examples/cluster: iPXE `exit 1` -> local disk);
+- only the operator forgets a mark (`provisioner machines reinstall MAC`, the admin API): nothing
+  on the machine-facing port can make an installed machine install again.
 
 The marks live in `<state dir>/installed.json` ({"installed": {mac: unix time}}), written atomically
 and re-read when its mtime changes (at most once a second), so HTTP worker processes see them too.
+This is the InstalledMarks interface of state.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -38,11 +39,6 @@ def with_installed_label(params: dict[str, str], installed: bool) -> dict[str, s
     if not installed or LABEL in params:
         return None
     return {**params, LABEL: VALUE}
-
-
-def marks_installed(endpoint: str, params: Mapping[str, str]) -> bool:
-    """Does this request tell us the machine is being installed? (pure; see the module docstring)"""
-    return endpoint in ("cloud-config", "ignition") and params.get(LABEL) == VALUE and bool(params.get("mac"))
 
 
 class InstalledMachines:

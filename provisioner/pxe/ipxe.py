@@ -66,3 +66,35 @@ def retry_script(reason: str, retry_url: str, seconds: int = RETRY_SECONDS) -> s
         f"sleep {seconds}\n"
         f"chain --replace --autofree {retry_url}\n"
     )
+
+
+# The per-boot secret (boot_secrets.py) travels as an iPXE setting: the cached script names it,
+# `${boot_secret}`, and only the `set` line differs per request. A profile can put it into a URL
+# of its own kernel arguments too (the installer's `-c .../cloud-config?...&boot_secret=${boot_secret}`).
+SECRET_SETTING = "boot_secret"
+SECRET_ARGUMENT = "provisioner.boot_secret"
+
+
+def boots_kernel(script: str) -> bool:
+    """Does this iPXE script start a kernel (and so a system that may write back to us)? (pure)"""
+    return any(line.split(maxsplit=1)[:1] == ["kernel"] for line in script.splitlines())
+
+
+def with_secret_argument(script: str) -> str:
+    """`script` with `provisioner.boot_secret=${boot_secret}` added to its kernel line, unless the
+    profile already passes it (pure)."""
+    lines = script.splitlines()
+    for index, line in enumerate(lines):
+        if line.split(maxsplit=1)[:1] == ["kernel"] and f"{SECRET_ARGUMENT}=" not in line:
+            lines[index] = f"{line} {SECRET_ARGUMENT}=${{{SECRET_SETTING}}}"
+    return "\n".join(lines) + "\n"
+
+
+def with_secret_setting(script: str, secret: str) -> str:
+    """`script` with `set boot_secret <secret>` right after its `#!ipxe` line (pure).
+
+    Raises ValueError for a secret iPXE would expand or split (only [0-9a-f] is issued)."""
+    if not secret or not secret.isalnum():
+        raise ValueError("a boot secret is letters and digits only")
+    first, _, rest = script.partition("\n")
+    return f"{first}\nset {SECRET_SETTING} {secret}\n{rest}"

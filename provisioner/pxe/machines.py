@@ -3,25 +3,38 @@
 Stages, in boot order: dhcp-offer, dhcp-ack, dhcp-boot-server (port 4011), tftp, tftp-done,
 boot-script (/boot.ipxe), ipxe-script (/ipxe), kernel, initrd, asset, cloud-config, ignition,
 generic, metadata; then the live installer's reports (reports.py): install (with a percent),
-install-error or install-done; installed / reinstall (installed.py). TFTP and asset requests carry
-no MAC, so the server maps the client IP to a MAC it learned from DHCP, from `/ipxe?mac=` requests,
-or from the kernel's neighbour table.
+install-error or install-done; installed (the install's `POST /installed`, or the operator) and
+reinstall (the operator, admin.py). TFTP and asset requests carry no MAC, so the server maps the
+client IP to a MAC it learned from DHCP, from `/ipxe?mac=` requests, or from the kernel's
+neighbour table.
+
+A write the server refused (no or a wrong boot secret, boot_secrets.py) goes into the history of the
+machine it named as a `refused` entry (path, reason, the sender's address) and changes nothing else:
+not the machine's last stage, not its address. A refused write about a MAC the server never saw is
+only counted: a forger must not be able to create records.
+
+Bounds (limits.py): HISTORY events per machine, at most `max_machines` machines (the one seen
+longest ago is dropped first); both count what they drop for /metrics.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
+from provisioner.pxe.limits import MAX_MACHINES, RecentMap
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
                "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata",
                "install", "install-error", "install-done", "installed", "reinstall")
 HISTORY = 64   # events kept per machine (a PXE install + first disk boot records ~35)
+REFUSED = "refused"   # a history entry for a write the server refused (not a boot stage)
 
 
 @dataclass
@@ -47,13 +60,19 @@ def parse_neighbours(text: str) -> dict[str, str]:
 
 
 class MachineStates:
-    """In-memory records plus a debounced JSON file; `record()` is called from the event loop only."""
+    """In-memory records plus a debounced JSON file; `record()` is called from the event loop only.
 
-    def __init__(self, path: Path | None):
+    The MachineLog interface (state.py) on `<state dir>/machines.json`."""
+
+    def __init__(self, path: Path | None, max_machines: int = MAX_MACHINES):
         self.path = path
-        self.machines: dict[str, MachineRecord] = load_machines(path) if path else {}
+        self.machines: RecentMap[str, MachineRecord] = RecentMap(max_machines)
+        for record in sorted((load_machines(path) if path else {}).values(), key=lambda m: m.last_seen):
+            self.machines[record.mac] = record
         self.ip_to_mac: dict[str, str] = {m.ip: m.mac for m in self.machines.values() if m.ip}
         self.stage_counts: dict[str, int] = {}
+        self.history_dropped = 0
+        self.refusals_unknown = 0   # refused writes naming a MAC we never saw
         self.dirty = False
 
     def mac_for_ip(self, ip: str) -> str | None:
@@ -67,28 +86,61 @@ class MachineStates:
                 self.ip_to_mac[ip] = mac
         return mac
 
+    def _learn_ip(self, ip: str, mac: str) -> None:
+        self.ip_to_mac[ip] = mac
+        if len(self.ip_to_mac) > 2 * self.machines.limit:   # addresses of dropped machines linger otherwise
+            known = {m.ip for m in self.machines.values()}
+            self.ip_to_mac = {a: m for a, m in self.ip_to_mac.items() if a in known}
+
+    def _append(self, rec: MachineRecord, entry: dict) -> None:
+        rec.history.append(entry)
+        if len(rec.history) > HISTORY:
+            self.history_dropped += len(rec.history) - HISTORY
+            del rec.history[:-HISTORY]
+        self.dirty = True
+
     def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
                now: float | None = None) -> MachineRecord:
         now = time.time() if now is None else now
         detail = {k: v for k, v in (detail or {}).items() if v is not None}
         rec = self.machines.get(mac)
         if rec is None:
-            rec = self.machines[mac] = MachineRecord(mac=mac, first_seen=now, last_seen=now, last_stage=stage)
+            rec = MachineRecord(mac=mac, first_seen=now, last_seen=now, last_stage=stage)
+        self.machines[mac] = rec          # the most recently seen: dropped last
         rec.last_seen, rec.last_stage = now, stage
         rec.stages[stage] = now
         if ip and ip != "0.0.0.0":
             rec.ip = ip
-            self.ip_to_mac[ip] = mac
+            self._learn_ip(ip, mac)
         if detail.get("ip"):
             rec.ip = detail["ip"]
-            self.ip_to_mac[detail["ip"]] = mac
+            self._learn_ip(detail["ip"], mac)
         if detail.get("arch") is not None:
             rec.arch = str(detail["arch"])
-        rec.history.append({"at": round(now, 3), "stage": stage, **detail})
-        del rec.history[:-HISTORY]
+        self._append(rec, {"at": round(now, 3), "stage": stage, **detail})
         self.stage_counts[stage] = self.stage_counts.get(stage, 0) + 1
-        self.dirty = True
         return rec
+
+    def record_refusal(self, mac: str, detail: Mapping[str, Any], now: float | None = None) -> bool:
+        """Add a refused write to `mac`'s history, nothing else; False (counted) for a MAC never seen."""
+        rec = self.machines.get(mac)
+        if rec is None:
+            self.refusals_unknown += 1
+            return False
+        now = time.time() if now is None else now
+        self._append(rec, {"at": round(now, 3), "stage": REFUSED,
+                           **{k: v for k, v in detail.items() if v is not None}})
+        self.stage_counts[REFUSED] = self.stage_counts.get(REFUSED, 0) + 1
+        return True
+
+    def forget(self, mac: str) -> bool:
+        """Drop everything recorded about `mac`; False when there was nothing."""
+        rec = self.machines.pop(mac, None)
+        if rec is None:
+            return False
+        self.ip_to_mac = {a: m for a, m in self.ip_to_mac.items() if m != mac}
+        self.dirty = True
+        return True
 
     def save(self) -> None:
         if self.path is None or not self.dirty:
@@ -112,11 +164,12 @@ def load_machines(path: Path) -> dict[str, MachineRecord]:
         raise ConfigError(f"{path}: malformed machine record: {exc}") from None
 
 
-def machine_rows(machines: dict[str, MachineRecord]) -> list[dict]:
+def machine_rows(machines: Mapping[str, MachineRecord], installed: Collection[str] = ()) -> list[dict]:
     """What `provisioner machines` prints: one row per MAC, most recent first (pure)."""
     rows = []
     for rec in sorted(machines.values(), key=lambda m: m.last_seen, reverse=True):
         rows.append({"mac": rec.mac, "ip": rec.ip, "arch": rec.arch, "last_stage": rec.last_stage,
+                     "installed": rec.mac in installed,
                      "last_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.last_seen)),
                      "last_seen_unix": rec.last_seen,
                      "stages": [s for s in STAGE_ORDER if s in rec.stages],

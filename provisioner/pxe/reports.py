@@ -7,8 +7,9 @@ the event and its percent (`written`/`mapped` for a bmap install, else `bytes`/`
 The server keeps them in the machine state (`provisioner machines`, machines.json) as the stages
 `install` (start, verify, and progress in steps of PROGRESS_STEP percent, so a chatty installer
 cannot push the boot events out of the bounded history), `install-done` and `install-error`.
-An `error` report also forgets the machine's installed mark (installed.py): its next PXE boot
-installs again instead of booting a half-written disk.
+A report changes nothing else: a machine is marked installed only by its hook's `POST /installed`
+after the installer succeeded (installed.py), so a failed install simply installs again at the next
+PXE boot. Each report must carry the boot's secret (writes.py, boot_secrets.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from pathlib import Path
 from provisioner.core.commands import run
 from provisioner.errors import CommandError, UsageError
 from provisioner.inventory import load_inventory
+from provisioner.pxe.admin_access import LOOPBACK, IpNetwork
+from provisioner.pxe.boot_secrets import DEFAULT_TTL
 from provisioner.pxe.dhcp_leases import DhcpRange, parse_dhcp_range
 from provisioner.pxe.ipxe import find_ipxe_dir
 from provisioner.registry.process import RegistrySettings, node_registry_url, storage_dir
@@ -80,6 +82,9 @@ class ServeOptions:
     state_dir: Path | None
     assets_dir: Path | None
     registry_addr: str | None = None
+    admin_addr: str = "127.0.0.1:8081"
+    admin_allow: tuple[str, ...] = ()
+    boot_secret_ttl: float = DEFAULT_TTL
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class ServeConfig:
     ipv6_ra: bool = False               # answer IPv6 router solicitations (full DHCP only, router_advert_service.py)
     registry: RegistrySettings | None = None   # the container registry child (provisioner/registry)
     registry_url: str | None = None            # ... as nodes reach it (templates' registry_url)
+    admin_addr: ListenAddress = ListenAddress("127.0.0.1", 8081)   # the admin API (admin.py)
+    admin_allow: tuple[IpNetwork, ...] = LOOPBACK                   # who may use it
+    boot_secret_ttl: float = DEFAULT_TTL                            # boot_secrets.py
 
     @classmethod
     def from_options(cls, options: ServeOptions) -> ServeConfig:
@@ -147,6 +155,14 @@ class ServeConfig:
                                     options.lease_time)
         if options.tftp_root is not None and not Path(options.tftp_root).is_dir():
             raise UsageError(f"--tftp-root {options.tftp_root}: not a directory")
+        admin_addr = ListenAddress.parse(options.admin_addr, "--admin-addr")
+        if admin_addr.port != 0 and admin_addr.port == http_addr.port and (
+                "0.0.0.0" in (admin_addr.host, http_addr.host) or admin_addr.host == http_addr.host):
+            raise UsageError(f"--admin-addr {admin_addr}: the admin API never shares the machine-facing "
+                             f"--http-addr {http_addr}")
+        admin_allow = LOOPBACK + tuple(_network(text, "--admin-allow") for text in options.admin_allow)
+        if not options.boot_secret_ttl > 0:
+            raise UsageError(f"--boot-secret-ttl: {options.boot_secret_ttl} is not a positive number of seconds")
         registry = registry_url = None
         if options.registry_addr:
             registry_addr = ListenAddress.parse(options.registry_addr, "--registry-addr")
@@ -163,7 +179,16 @@ class ServeConfig:
             chain_ipxe_roms=options.chain_ipxe_roms, http_workers=options.http_workers,
             ipv6_ra=options.ipv6_ra and mode == DhcpMode.FULL,
             registry=registry, registry_url=registry_url,
+            admin_addr=admin_addr, admin_allow=admin_allow, boot_secret_ttl=options.boot_secret_ttl,
         )
+
+
+def _network(text: str, option: str) -> IpNetwork:
+    """An address or a network ('10.0.5.0/24', '10.0.5.7'); raises UsageError naming `option`."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not an address or a network (e.g. 10.0.5.0/24)") from None
 
 
 def interface_address(interface: str) -> ipaddress.IPv4Interface:

@@ -1,4 +1,5 @@
-"""`provisioner serve`: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) in one asyncio process.
+"""`provisioner serve`: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) in one asyncio process,
+and the admin API (admin.py) on its own address.
 
 `run_server(config)` (a ServeConfig, serve_config.py) runs until SIGTERM/SIGINT and then shuts down
 cleanly: sockets closed, machine state and discovery tokens written.
@@ -22,15 +23,18 @@ from provisioner.core.files import write_atomic
 from provisioner.discovery.http import DiscoveryHttp
 from provisioner.discovery.store import DiscoveryStore
 from provisioner.errors import NetworkError
+from provisioner.pxe.admin import AdminApi
+from provisioner.pxe.admin_access import ensure_token, write_address
+from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.dhcp_leases import LeaseStore
 from provisioner.pxe.dhcp_policy import DhcpPolicy
 from provisioner.pxe.dhcp_reply import BootFiles, ServerIdentity
 from provisioner.pxe.dhcp_service import DhcpService
 from provisioner.pxe.events import BootEvent, Counters
-from provisioner.pxe.http import BootData, BootHttp
+from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.ipxe import ipxe_binary_name
-from provisioner.pxe.machines import MachineStates
+from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
@@ -42,24 +46,26 @@ FLUSH_INTERVAL = 1.0
 
 
 def metrics_text(counters: Counters, states: MachineStates, *more: Counters) -> str:
-    """Prometheus text exposition (version 0.0.4) of our counters, summed with `more` (pure)."""
-    if more:
-        total = dict(counters)
-        for extra in more:
-            for key, value in extra.items():
-                total[key] = total.get(key, 0) + value
-        counters = total
-    lines = ["# TYPE provisioner_http_requests_total counter"]
-    for key, value in sorted(counters.items()):
-        if key.startswith("http_requests{"):
-            lines.append(f"provisioner_{key.replace('http_requests', 'http_requests_total', 1)} {value}")
-    lines.append("# TYPE provisioner_boot_events_total counter")
-    for stage, value in sorted(states.stage_counts.items()):
-        lines.append(f'provisioner_boot_events_total{{stage="{stage}"}} {value}')
-    for key, value in sorted(counters.items()):
-        if not key.startswith("http_requests{"):
-            lines.append(f"# TYPE provisioner_{key}_total counter")
-            lines.append(f"provisioner_{key}_total {value}")
+    """Prometheus text exposition (version 0.0.4) of our counters, summed with `more` (pure).
+
+    A counter key `name` or `name{labels}` becomes `provisioner_name_total[{labels}]`."""
+    total = dict(counters)
+    for extra in more:
+        for key, value in extra.items():
+            total[key] = total.get(key, 0) + value
+    for stage, value in states.stage_counts.items():
+        total[f'boot_events{{stage="{stage}"}}'] = value
+    total["machines_dropped"] = states.machines.dropped          # limits: the oldest unseen MAC
+    total["history_dropped"] = states.history_dropped            # limits: events beyond machines.HISTORY
+    total["refused_unknown_mac"] = states.refusals_unknown
+    lines: list[str] = []
+    typed: set[str] = set()
+    for key, value in sorted(total.items()):
+        name, brace, labels = key.partition("{")
+        if name not in typed:
+            typed.add(name)
+            lines.append(f"# TYPE provisioner_{name}_total counter")
+        lines.append(f"provisioner_{name}_total{brace}{labels} {value}")
     lines.append("# TYPE provisioner_machines gauge")
     lines.append(f"provisioner_machines {len(states.machines)}")
     return "\n".join(lines) + "\n"
@@ -87,6 +93,9 @@ class BootServer:
         self.config = config
         self.counters: Counters = {}
         self.states = MachineStates(config.state_dir / "machines.json")
+        self.installed = InstalledMachines(config.state_dir / "installed.json")
+        self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
+                                       counters=self.counters)
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
         self._discovery_dirty = False
@@ -94,6 +103,8 @@ class BootServer:
         self.tftp: TftpService | None = None
         self.ra: RouterAdvertService | None = None
         self.runner: web.AppRunner | None = None
+        self.admin_runner: web.AppRunner | None = None
+        self._malformed = MalformedRequests(self.counters)
         self._flusher: asyncio.Task | None = None
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
         self.workers: list[subprocess.Popen] = []
@@ -105,6 +116,10 @@ class BootServer:
     def record_event(self, event: BootEvent) -> None:
         """Record what a service saw in the machine state, under the MAC (known, or learned for the
         client's address), else under "ip:<address>"."""
+        if event.stage == REFUSED:   # goes into the named machine's history, nothing else (machines.py)
+            if event.mac:
+                self.states.record_refusal(event.mac, event.detail)
+            return
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
         log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
         self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
@@ -115,6 +130,7 @@ class BootServer:
 
     async def start(self) -> None:
         config = self.config
+        logging.getLogger("aiohttp.server").addFilter(self._malformed)
         if self.registry is not None:
             await self.registry.start()
         if self._discovery_path.exists():
@@ -128,8 +144,7 @@ class BootServer:
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
                         lambda: metrics_text(self.counters, self.states, *self.worker_counters.values())
                         + (registry.metrics_text() if registry is not None else ""),
-                        extra_routes=discovery_http.routes(),
-                        installed=InstalledMachines(config.state_dir / "installed.json"),
+                        extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
                         health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -143,6 +158,7 @@ class BootServer:
         log.info("http: %s (listening on %s)", config.server_url, config.http_addr)
         if config.http_workers > 1:
             await self._start_workers(self.runner, listen)
+        await self._start_admin(data)
         if config.tftp:
             files = TftpFiles(config.tftp_root, config.ipxe_dir)
             if files.ipxe_dir is None:
@@ -177,6 +193,29 @@ class BootServer:
                 self.ra = None
         self._flusher = asyncio.create_task(self._flush_loop())
 
+    async def _start_admin(self, data: BootData) -> None:
+        """The admin API on its own address (admin.py), its token created at the first start."""
+        config = self.config
+        try:
+            tokens = ensure_token(config.state_dir)
+        except OSError as exc:
+            raise NetworkError(f"admin: cannot create {config.state_dir}/admin-token: {exc.strerror}") from None
+        admin = AdminApi(tokens, config.admin_allow, self.states, self.installed, self.secrets, data,
+                         self.record_event)
+        self.admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
+        await self.admin_runner.setup()
+        try:
+            sock = _listen_socket(config.admin_addr.host, config.admin_addr.port)
+        except OSError as exc:
+            raise NetworkError(f"admin: cannot listen on {config.admin_addr}: {exc.strerror}") from None
+        self._sockets.append(sock)
+        await web.SockSite(self.admin_runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        write_address(config.state_dir, url)
+        allowed = ", ".join(str(network) for network in config.admin_allow)
+        log.info("admin: %s (token in %s; allowed from %s)", url, tokens.path, allowed)
+
     def _discovery_changed(self) -> None:
         self._discovery_dirty = True
 
@@ -210,7 +249,8 @@ class BootServer:
                       "state_dir": str(self.config.state_dir), "registry_url": self.config.registry_url,
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
-                      "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel()}
+                      "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel(),
+                      "boot_secret_ttl": self.config.boot_secret_ttl}
             process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
                                        pass_fds=(listen.fileno(), theirs.fileno()))
             assert process.stdin is not None   # stdin=PIPE
@@ -252,8 +292,9 @@ class BootServer:
         for service in (self.dhcp, self.ra, self.tftp):
             if service is not None:
                 await service.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for runner in (self.admin_runner, self.runner):
+            if runner is not None:
+                await runner.cleanup()
         for sock in self._sockets:
             with contextlib.suppress(OSError, ValueError):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -261,6 +302,7 @@ class BootServer:
         if self.registry is not None:
             await self.registry.stop()
         self.flush()
+        logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         log.info("serve: stopped")
 
 

@@ -67,6 +67,9 @@ def start_server(tmp_path: Path, *args: str, data_dir: Path = DATA_DIR, netns: s
                  url: str | None = None) -> ServerProcess:
     state_dir = tmp_path / "state"
     log_path = tmp_path / f"serve-{time.monotonic_ns()}.log"
+    if netns is None and "--admin-addr" not in args:
+        # The admin API's default port (8081) is one per host: tests running side by side take any free one.
+        args = (*args, "--admin-addr", "127.0.0.1:0")
     argv = serve_argv(data_dir, state_dir, *args)
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]

@@ -16,10 +16,11 @@ import pytest
 
 from tests.fixtures.system import free_port
 from tests.integration.pxe.conftest import DATA_DIR, loopback_server, wait_http
+from tests.integration.pxe.machine_client import bearer, boot_secret
 
 
-def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
+def get(url: str, headers: dict | None = None, method: str = "GET", body: bytes | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {}, method=method, data=body)
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -38,10 +39,12 @@ def test_matchbox_paths(http_server):
     assert status == 200 and body.startswith(b"#!ipxe") and f"{url}/ipxe?uuid=".encode() in body
     status, _, body = get(f"{url}/ipxe?mac=52-54-00-00-00-01&uuid=&hostname=&arch=x86_64")
     assert status == 200
-    assert body.decode().splitlines() == [
+    lines = body.decode().splitlines()
+    assert lines[1].startswith("set boot_secret ") and len(lines[1].split()[2]) == 32    # this boot's own
+    assert lines[:1] + lines[2:] == [
         "#!ipxe",
         f"kernel /assets/testkernel.vmlinuz initrd=initrd.cpio.gz console=ttyS0 panic=-1 "
-        f"cloud-config-url={url}/cloud-config?mac=${{mac:hexhyp}}",
+        f"cloud-config-url={url}/cloud-config?mac=${{mac:hexhyp}} provisioner.boot_secret=${{boot_secret}}",
         "initrd /assets/initrd.cpio.gz", "boot"]
     for path in ("cloud-config", "cloud"):
         status, _, body = get(f"{url}/{path}?mac=52:54:00:00:00:01")
@@ -177,8 +180,16 @@ def test_http_workers_share_the_socket_and_report_to_the_main_process(tmp_path):
             assert time.monotonic() < deadline, metrics
             time.sleep(0.3)
         assert 'provisioner_boot_events_total{stage="ipxe-script"} 60' in metrics
-        # The os=installed switch (installed.json) holds in every process once any of them records it.
-        assert get(f"{url}/installed?mac=52:54:00:00:01:05", method="POST")[0] == 200
+        # Boot secrets and the os=installed switch are files: whichever process issued the secret, any
+        # process accepts it, and the mark holds in every process once any of them records it.
+        # (A process hands an address that asks again the secret it issued a moment ago: at most one each.)
+        secrets = {boot_secret(get(f"{url}/ipxe?mac=52:54:00:00:01:05")[2].decode()) for _ in range(6)}
+        assert None not in secrets and 1 <= len(secrets) <= 3
+        for secret in secrets:
+            for _ in range(3):
+                assert get(f"{url}/report?mac=52:54:00:00:01:05", bearer(secret), "POST",
+                           b'{"event": "start"}')[0] == 200
+        assert get(f"{url}/installed?mac=52:54:00:00:01:05", bearer(secrets.pop()), method="POST")[0] == 200
         time.sleep(1.2)
         for _ in range(8):
             assert b"REQUEST_QUERY_OS=installed" in get(f"{url}/metadata?mac=52:54:00:00:01:05")[2]

@@ -4,7 +4,7 @@
 import pytest
 
 from provisioner.errors import ConfigError
-from provisioner.inventory import MachineQuery, load_inventory, normalize_mac
+from provisioner.inventory import MachineQuery, Selection, load_inventory, normalize_mac
 from provisioner.render.check import check_inventory
 from tests.fixtures.files import write
 
@@ -38,6 +38,21 @@ def test_most_specific_group_wins_and_ties_are_deterministic(data_dir):
     assert any("identical selector region=x" in p for p in problems)
 
 
+def test_require_boot_secret_on_a_group_or_its_profile_gates_the_selection(data_dir):
+    write(data_dir, "profiles/open.yaml", "id: open\n")
+    write(data_dir, "profiles/gated.yaml", "id: gated\nrequire_boot_secret: true\n")
+    write(data_dir, "groups/a.yaml", "id: a\nprofile: open\nselector: {mac: '52:54:00:00:00:01'}\n")
+    write(data_dir, "groups/b.yaml", "id: b\nprofile: open\nrequire_boot_secret: true\nselector: {mac: '52:54:00:00:00:02'}\n")
+    write(data_dir, "groups/c.yaml", "id: c\nprofile: gated\nselector: {mac: '52:54:00:00:00:03'}\n")
+    inventory = load_inventory(data_dir)
+    gated = {}
+    for mac in ("52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"):
+        match = inventory.match(MachineQuery(mac=mac))
+        assert match is not None and match.profile is not None
+        gated[mac[-1]] = Selection(match.group, match.profile).requires_boot_secret
+    assert gated == {"1": False, "2": True, "3": True}
+
+
 def test_no_match_without_default(data_dir):
     write(data_dir, "groups/mac.yaml", "id: mac\nprofile: p\nselector: {mac: '52:54:00:00:00:01'}\n")
     assert load_inventory(data_dir).match(MachineQuery(mac="52:54:00:00:00:02")) is None
@@ -55,6 +70,8 @@ def test_no_match_without_default(data_dir):
     ("groups/g.yaml", "id: g\nselector: {os: a}\n", "groups/g.yaml: profile: missing (required)"),
     ("profiles/q.yaml", "id: q\nboot: {kernel: /k, args: 'a b'}\n", "profiles/q.yaml: boot.args: want a list of strings"),
     ("profiles/q.json", '{"id": "q", "cmdline": {}}', "matchbox removed 'cmdline' in v0.7"),
+    ("profiles/q.yaml", "id: q\nrequire_boot_secret: 'yes'\n", "profiles/q.yaml: require_boot_secret: want true or false"),
+    ("groups/g.yaml", "id: g\nprofile: p\nrequire_boot_secret: 1\n", "groups/g.yaml: require_boot_secret: want true or false"),
 ])
 def test_bad_input_is_one_line_naming_file_and_line_or_field(data_dir, name, text, expected):
     write(data_dir, name, text)

@@ -3,7 +3,7 @@
 import pytest
 
 from provisioner.errors import UsageError
-from provisioner.node.hook import hook_commands
+from provisioner.node.hook import hook_commands, installed_url
 from provisioner.node.kernel_cmdline import KernelCmdline
 
 
@@ -38,3 +38,10 @@ def test_hook_words_inside_a_value_split_as_a_shell_would():
     assert found == [["sh", "-c", "echo a b"]]
     with pytest.raises(UsageError, match="^provisioner.install: No closing quotation"):
         commands("""provisioner.install="-d '/dev/sda" """)
+
+
+def test_the_installed_url_is_the_report_urls_neighbour_with_the_same_query():
+    assert installed_url("http://10.0.0.1:8080/report?mac=52-54-00-00-00-01") == \
+        "http://10.0.0.1:8080/installed?mac=52-54-00-00-00-01"
+    assert installed_url("http://s/prov/report") == "http://s/prov/installed"
+    assert installed_url("http://s/reports?mac=x") is None and installed_url("http://s/?mac=x") is None

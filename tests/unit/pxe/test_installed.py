@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import json
 
-from provisioner.pxe.installed import (
-    InstalledMachines,
-    marks_installed,
-    rewritten_query,
-    with_installed_label,
-)
+from provisioner.pxe.installed import InstalledMachines, rewritten_query, with_installed_label
 
 
 def test_label_added_only_for_installed_machines_without_an_explicit_os():
@@ -17,14 +12,6 @@ def test_label_added_only_for_installed_machines_without_an_explicit_os():
     assert with_installed_label(params, installed=False) is None
     assert with_installed_label(params, installed=True) == {"mac": "52:54:00:00:00:01", "os": "installed"}
     assert with_installed_label({**params, "os": "live"}, installed=True) is None
-
-
-def test_only_config_fetches_with_os_installed_and_a_mac_mark_a_machine():
-    assert marks_installed("cloud-config", {"mac": "52-54-00-00-00-01", "os": "installed"})
-    assert marks_installed("ignition", {"mac": "52-54-00-00-00-01", "os": "installed"})
-    assert not marks_installed("ipxe", {"mac": "52-54-00-00-00-01", "os": "installed"})
-    assert not marks_installed("cloud-config", {"mac": "52-54-00-00-00-01"})
-    assert not marks_installed("cloud-config", {"os": "installed"})
 
 
 def test_rewritten_query_keeps_colons_readable():

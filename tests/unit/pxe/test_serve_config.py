@@ -47,11 +47,25 @@ def test_http_only_on_loopback_resolves_defaults(options, tmp_path):
     ({"http_workers": 0}, "--http-workers: 0 is not between 1 and 64"),
     ({"http_addr": "0.0.0.0:8080"}, "--server-url is required when the server address is unknown"),
     ({"tftp_root": "/nonexistent"}, "--tftp-root /nonexistent: not a directory"),
+    ({"admin_addr": "127.0.0.1:8080"}, "--admin-addr 127.0.0.1:8080: the admin API never shares the machine-facing"),
+    ({"admin_addr": "0.0.0.0:8080"}, "the admin API never shares the machine-facing --http-addr 127.0.0.1:8080"),
+    ({"admin_addr": "8081"}, "--admin-addr: '8081' is not HOST:PORT"),
+    ({"admin_allow": ("10.0.5.0/33",)}, "--admin-allow: '10.0.5.0/33' is not an address or a network"),
+    ({"boot_secret_ttl": 0}, "--boot-secret-ttl: 0 is not a positive number of seconds"),
 ])
 def test_bad_options_are_one_line_naming_the_option(options, change, message):
     with pytest.raises(UsageError) as info:
         ServeConfig.from_options(dataclasses.replace(options, **change))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_admin_api_listens_on_loopback_by_default_and_allows_what_the_operator_adds(options):
+    config = ServeConfig.from_options(options)
+    assert config.admin_addr == ListenAddress("127.0.0.1", 8081)
+    assert [str(n) for n in config.admin_allow] == ["127.0.0.0/8", "::1/128"]
+    site = ServeConfig.from_options(dataclasses.replace(options, admin_addr="10.0.5.1:9000",
+                                                        admin_allow=("10.0.5.7", "fd00::/64")))
+    assert [str(n) for n in site.admin_allow][2:] == ["10.0.5.7/32", "fd00::/64"]
 
 
 def test_a_missing_data_dir_is_named(options, tmp_path):

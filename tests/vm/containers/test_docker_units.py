@@ -105,7 +105,10 @@ def test_the_guides_docker_units_run_unchanged_offline(built_image, tmp_path):
         _until("sshd", lambda: _ssh(netns, key, ip, "true").returncode == 0, 180)
 
         # The node's docker config, from the server's rendered cloud-config (write_files), as the applier writes it.
-        rendered = net.run(["curl", "-sf", f"http://{SERVER}:8080/cloud-config?mac={MAC}&os=installed"]).stdout
+        # (examples/cluster gives the installed config only with a boot's secret: take one as an install boot would.)
+        script = net.run(["curl", "-sf", f"http://{SERVER}:8080/ipxe?mac={MAC}"]).stdout
+        secret = next(line.split()[2] for line in script.splitlines() if line.startswith("set boot_secret "))
+        rendered = net.run(["curl", "-sf", f"http://{SERVER}:8080/cloud-config?mac={MAC}&os=installed&boot_secret={secret}"]).stdout
         files = {entry["path"]: entry for entry in yaml.safe_load(rendered)["write_files"]}
         daemon = json.loads(files["/etc/docker/daemon.json"]["content"])
         assert daemon == {"registry-mirrors": [REGISTRY], "insecure-registries": [f"{SERVER}:5000"]}

@@ -82,6 +82,11 @@ def _check(chain: BootChain, result) -> None:
     assert reports[0]["event"] == "start" and reports[-1]["event"] == "done", reports   # the live system's reports
     assert " MiB written" in reports[-1]["message"], reports[-1]      # the installer's summary line
     history = record["history"]
+    # Boot secrets: the installer's gated config fetch, every report and the installed mark carried this
+    # boot's secret (nothing refused), and the mark spent it.
+    assert not [h for h in history if h["stage"] == "refused"], history
+    assert next(h for h in history if h["stage"] == "installed")["via"] == "POST /installed"
+    assert not (chain.state_dir / "boot-secrets" / f"{MAC.replace(':', '-')}.json").exists()
     marked = next(h["at"] for h in history if h["stage"] == "installed")
     assert any(h["stage"] == "ipxe-script" and h["at"] > marked for h in history), history
     assert not any(h["stage"] in ("kernel", "initrd") and h["at"] > marked for h in history), \

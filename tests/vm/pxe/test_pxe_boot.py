@@ -7,6 +7,7 @@ Network safety: QEMU, the server and dnsmasq all live in namespaces on a bridge 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -14,6 +15,7 @@ import pytest
 
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
 from provisioner.lab.testkernel import ensure_test_kernel
+from provisioner.pxe.boot_secrets import secret_digest
 from tests.integration.pxe.conftest import start_server, wait_ready
 
 BOOT_TIMEOUT = 180
@@ -49,6 +51,15 @@ def _boot(vm: QemuVM, server) -> str:
     return vm.serial_text()
 
 
+def _assert_boot_secret(console: str, state_dir, mac: str) -> None:
+    """iPXE set the script's boot_secret and expanded ${boot_secret} into the kernel's arguments: the kernel
+    got the secret whose hash the server keeps for this MAC."""
+    secret = re.search(r"TESTKERNEL-SECRET=(\S*)", console)
+    assert secret is not None and re.fullmatch(r"[0-9a-f]{32}", secret.group(1)), console[-2000:]
+    stored = json.loads((state_dir / "boot-secrets" / f"{mac.replace(':', '-')}.json").read_text())
+    assert secret_digest(secret.group(1)) in [entry["sha256"] for entry in stored["secrets"]]
+
+
 def test_bios_pxe_boot_over_full_dhcp_tftp_and_http(lab_net, tmp_path, test_kernel):
     lab_net.add_tap("tap0")
     assets = _assets(tmp_path, test_kernel)
@@ -66,6 +77,7 @@ def test_bios_pxe_boot_over_full_dhcp_tftp_and_http(lab_net, tmp_path, test_kern
     assert "TESTKERNEL-URL=http://10.77.0.1:8080/cloud-config?mac=52-54-00-00-00-01" in console
     assert "TESTKERNEL-FETCHED bytes=" in console and "first=#cloud-config" in console
     assert "TESTKERNEL-IP=10.77.0.21" in console      # the kernel's own DHCP: static lease from the inventory
+    _assert_boot_secret(console, server.state_dir, mac)
     record = _machine(server.state_dir, mac)
     for stage in ("dhcp-offer", "dhcp-ack", "tftp", "tftp-done", "boot-script", "ipxe-script", "kernel",
                   "initrd", "cloud-config"):
@@ -103,6 +115,7 @@ def test_uefi_pxe_boot_via_proxy_dhcp_next_to_dnsmasq(lab_net, tmp_path, test_ke
         assert server.stop() == 0, server.log()
     assert "TESTKERNEL-URL=http://10.77.0.1:8080/cloud-config?mac=52-54-00-00-00-77" in console
     assert "first=#cloud-config" in console
+    _assert_boot_secret(console, server.state_dir, mac)
     assert "TESTKERNEL-IP=10.77.0.1" in console     # 10.77.0.1xx from dnsmasq, never from us
     record = _machine(server.state_dir, mac)
     assert record["arch"] == "efi-x64"

@@ -1,0 +1,66 @@
+"""The server's durable state, as the HTTP handlers and the admin API see it: three small interfaces.
+
+Today each has one implementation on files under the state dir (installed.py, boot_secrets.py,
+machines.py); a shared backend (etcd) implements the same methods so several servers agree on what
+a machine is. Everything that changes what a machine boots goes through these methods, nothing
+writes the files directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class SecretCheck(StrEnum):
+    """What a request's boot secret proved (boot_secrets.py)."""
+
+    OK = "ok"
+    MISSING = "no boot secret"                         # the request carried none
+    NONE_ISSUED = "no live boot secret for this MAC"   # never issued, used by the install, revoked, dropped
+    WRONG = "boot secret does not match"               # another machine's, an older boot's, made up
+    EXPIRED = "boot secret expired"
+
+
+class InstalledMarks(Protocol):
+    """Which machines are installed: their queries get `os=installed` (installed.py)."""
+
+    def refresh(self, now: float) -> None:
+        """Pick up changes another process made, at most once per check interval."""
+
+    def is_installed(self, mac: str | None) -> bool: ...
+
+    def mark(self, mac: str) -> bool:
+        """True when the mark is new; raises OSError when it cannot be stored."""
+
+    def forget(self, mac: str) -> bool:
+        """True when there was a mark; raises OSError when it cannot be stored."""
+
+
+class BootSecrets(Protocol):
+    """Per-boot secrets: issued with an install boot's script, proof for that boot's own writes."""
+
+    def issue(self, mac: str, ip: str | None, now: float) -> str:
+        """A secret for this boot of `mac` (the plain text; only its hash is stored); raises OSError."""
+
+    def check(self, mac: str, presented: str | None, now: float) -> SecretCheck: ...
+
+    def revoke(self, mac: str) -> None:
+        """Every live secret of `mac` stops working (its install is done, or the operator acted); raises OSError."""
+
+
+class MachineLog(Protocol):
+    """What the server saw of each machine (machines.py): boot events, refused writes, the operator's forget."""
+
+    @property
+    def machines(self) -> Mapping[str, Any]:
+        """MAC -> its record (machines.MachineRecord), for listing."""
+
+    def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
+               now: float | None = None) -> Any: ...
+
+    def record_refusal(self, mac: str, detail: Mapping[str, Any], now: float | None = None) -> bool:
+        """Add a refused write to a known machine's history only; False for a MAC never seen."""
+
+    def forget(self, mac: str) -> bool: ...
