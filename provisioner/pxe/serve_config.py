@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +24,8 @@ from provisioner.pxe.boot_secrets import DEFAULT_TTL
 from provisioner.pxe.dhcp_leases import DhcpRange, parse_dhcp_range
 from provisioner.pxe.ipxe import find_ipxe_dir
 from provisioner.registry.process import RegistrySettings, node_registry_url, storage_dir
+
+log = logging.getLogger("provisioner.pxe")
 
 MAX_HTTP_WORKERS = 64
 
@@ -175,7 +178,7 @@ class ServeConfig:
             server_ip=server_ip, pool=pool, tftp=options.tftp,
             tftp_root=Path(os.path.realpath(options.tftp_root)) if options.tftp_root else None,
             tftp_addr=tftp_addr, ipxe_dir=find_ipxe_dir(), efi_binary=efi_binary,
-            static_leases=static_leases_from_inventory(data_dir) if mode == DhcpMode.FULL else {},
+            static_leases=static_leases_from_inventory(data_dir, pool.network) if pool is not None else {},
             chain_ipxe_roms=options.chain_ipxe_roms, http_workers=options.http_workers,
             ipv6_ra=options.ipv6_ra and mode == DhcpMode.FULL,
             registry=registry, registry_url=registry_url,
@@ -204,12 +207,28 @@ def interface_address(interface: str) -> ipaddress.IPv4Interface:
     raise UsageError(f"--interface {interface}: has no IPv4 address")
 
 
-def static_leases_from_inventory(data_dir: Path) -> dict[str, str]:
-    """MAC -> IP for groups that select one MAC and carry metadata `ip` (or `ipv4`); raises ConfigError."""
+def static_leases_from_inventory(data_dir: Path, network: ipaddress.IPv4Network | None = None) -> dict[str, str]:
+    """MAC -> IP for groups that select one MAC and carry metadata `ip` (or `ipv4`); raises ConfigError.
+
+    With `network` (the segment serve hands out addresses on), a reservation outside it is left out
+    with a warning naming the group, as dnsmasq uses a dhcp-host address only on a served subnet:
+    the machine gets a pool address it can use rather than one no router on this segment reaches."""
     leases: dict[str, str] = {}
     for group in load_inventory(data_dir).groups:
         mac = dict(group.selector).get("mac")
         ip = group.metadata.get("ip") or group.metadata.get("ipv4")
-        if mac and isinstance(ip, str):
-            leases[mac] = ip
+        if not (mac and isinstance(ip, str)):
+            continue
+        if network is not None and not _in_network(ip, network):
+            log.warning("%s: metadata ip %s is not in the served network %s; %s gets a pool address",
+                        group.source, ip, network, mac)
+            continue
+        leases[mac] = ip
     return leases
+
+
+def _in_network(ip: str, network: ipaddress.IPv4Network) -> bool:
+    try:
+        return ipaddress.IPv4Address(ip) in network
+    except ValueError:
+        return False

@@ -91,7 +91,8 @@ def test_image_packages_hold_everything_they_import():
 # The Debian package that provides each library the node-side modules import (the image has no pip).
 DEBIAN_PYTHON_PACKAGES = {"yaml": "python3-yaml", "jinja2": "python3-jinja2", "typer": "python3-typer",
                           "zstandard": "python3-zstandard", "etcd3gw": "python3-etcd3gw",
-                          "paramiko": "python3-paramiko"}
+                          "paramiko": "python3-paramiko",
+                          "click": "python3-typer"}   # Debian's typer depends on python3-click
 
 
 def test_libraries_the_image_modules_import_are_debian_packages_of_the_recipe():

@@ -71,3 +71,17 @@ def test_the_admin_api_listens_on_loopback_by_default_and_allows_what_the_operat
 def test_a_missing_data_dir_is_named(options, tmp_path):
     with pytest.raises(UsageError, match="--data-dir .*missing: not a directory"):
         ServeConfig.from_options(dataclasses.replace(options, data_dir=tmp_path / "missing"))
+
+
+def test_a_reserved_address_outside_the_served_network_is_left_out_with_a_warning(caplog):
+    import ipaddress
+    from pathlib import Path
+
+    from provisioner.pxe.serve_config import static_leases_from_inventory
+
+    examples = Path(__file__).resolve().parents[3] / "examples" / "cluster"
+    on_segment = static_leases_from_inventory(examples, ipaddress.IPv4Network("10.99.0.0/24"))
+    assert on_segment == {"52:54:00:00:00:01": "10.99.0.11", "52:54:00:00:00:02": "10.99.0.12",
+                          "52:54:00:00:00:03": "10.99.0.13"}
+    assert static_leases_from_inventory(examples, ipaddress.IPv4Network("10.98.0.0/24")) == {}
+    assert "node1.yaml: metadata ip 10.99.0.11 is not in the served network 10.98.0.0/24" in caplog.text
