@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
 from provisioner.cli.fleetctl_flags import Parsed, find_command, parse, tabwrite, usage
+from provisioner.cloudconfig.docker_flags import legacy_docker_flags
 from provisioner.errors import ConfigError, ProvisionerError, RemoteError, UsageError
 from provisioner.scheduler import etcd
 from provisioner.scheduler.model import DesiredState, Machine
@@ -137,7 +138,7 @@ class Fleetctl:
         name = mangle_unit_name(argument)
         path = Path(argument)
         if path.exists():
-            return UnitFile.parse(_read(path), str(path))
+            return _local_unit(path)
         info = UnitName.of(name)
         if info is None:
             raise ConfigError(f"error extracting information from unit name {name}")
@@ -150,7 +151,7 @@ class Fleetctl:
         template_path = path.parent / info.template
         if not template_path.exists():
             raise ConfigError(f"unable to find template Unit({info.template}) in Registry or on filesystem")
-        return UnitFile.parse(_read(template_path), str(template_path))
+        return _local_unit(template_path)
 
     def warn_if_different(self, argument: str, stored: UnitFile, name: str) -> bool:
         """fleetctl's isLocalUnitDifferent: compare the local file (or template file) with the stored one."""
@@ -636,6 +637,16 @@ def find_machine(machines: dict[str, Machine], lookup: str) -> Machine:
     if not found:
         raise RemoteError("machine does not exist")
     return found[0]
+
+
+def _local_unit(path: Path) -> UnitFile:
+    """A unit file from disk, warning (file:line) about docker flags today's docker rejects; raises ConfigError.
+
+    The guides' `docker run -rm` fails on docker >= 1.10; the warning names the fix rather than shimming docker."""
+    text = _read(path)
+    for line, message in legacy_docker_flags(text):
+        _stderr(f"{path}:{line}: warning: {message}")
+    return UnitFile.parse(text, str(path))
 
 
 def _read(path: Path) -> str:

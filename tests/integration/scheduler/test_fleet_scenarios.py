@@ -26,6 +26,12 @@ def test_guides_hello_and_nginx_template(fleet_cluster):
     assert started.stdout.startswith("Unit hello.service inactive\n")
 
     cluster.fleetctl("submit", "nginx@.service")
+    # The guides' spelling for docker before 1.10: submitted as written, with a warning naming file, line and fix.
+    write_unit(cluster.workdir, "guide.service", "[Service]\nExecStartPre=-/usr/bin/docker rm hello\n"
+                                                 "ExecStart=/usr/bin/docker run -rm --name hello busybox true\n")
+    submitted = cluster.fleetctl("submit", "guide.service")
+    assert "guide.service:3: warning: docker run: \"-rm\"" in submitted.stderr and "--rm" in submitted.stderr
+    assert submitted.stderr.count("\n") == 1, submitted.stderr
     started = cluster.fleetctl("start", "nginx@1", "nginx@2")
     hosts = re.findall(r"^Unit nginx@\d\.service launched on (\w{8})\.\.\./", started.stdout, re.M)
     assert len(hosts) == 2 and hosts[0] != hosts[1], started.stdout  # Conflicts: two machines
