@@ -58,6 +58,7 @@ class BootFiles:
     bios: str = "undionly.kpxe"
     efi_x64: str = "ipxe.efi"
     http_base: str = "http://127.0.0.1:8080"   # no trailing slash
+    tftp: bool = True                          # False (serve --no-tftp): no TFTP file is ever offered
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ def boot_choice(client: ClientInfo, files: BootFiles) -> BootChoice | None:
             return None
         # UEFI HTTP boot: the firmware ignores offers without option 60 = HTTPClient (EDK2 wiki).
         return BootChoice(f"{files.http_base}/boot/{files.efi_x64}", "HTTPClient")
+    if not files.tftp:
+        # A TFTP file name nobody serves only delays the machine: without one, UEFI firmware gives up its
+        # PXE attempt and tries HTTP boot (EDK2 orders PXEv4, PXEv6, HTTPv4, HTTPv6 per NIC).
+        return None
     if client.arch in (None, ARCH_BIOS):
         return BootChoice(files.bios, "PXEClient")
     if client.arch in (ARCH_EFI_X64, ARCH_EFI_BC):

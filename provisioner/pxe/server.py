@@ -173,7 +173,8 @@ class BootServer:
         if config.dhcp_mode != DhcpMode.OFF:
             assert config.interface and config.server_ip
             identity = ServerIdentity(config.server_ip, BootFiles(efi_x64=config.efi_binary.value,
-                                                                  http_base=config.server_url))
+                                                                  http_base=config.server_url,
+                                                                  tftp=config.tftp))
             policy = DhcpPolicy(identity, config.pool, config.static_leases, config.chain_ipxe_roms)
             leases = LeaseStore(config.state_dir / "leases.json") if config.pool else None
             self.dhcp = DhcpService(policy, config.interface, leases, self.counters, self.record_event,

@@ -28,6 +28,19 @@ def test_boot_choice_per_architecture(arch, ipxe, vendor, expected):
     assert (choice.filename, choice.vendor_class) == expected if expected else choice is None
 
 
+@pytest.mark.parametrize("arch, ipxe, vendor, expected", [
+    (0, False, "PXEClient", None),
+    (7, False, "PXEClient", None),
+    (16, False, "HTTPClient", ("http://10.9.0.1:8080/boot/ipxe.efi", "HTTPClient")),
+    (7, True, "PXEClient", ("http://10.9.0.1:8080/boot.ipxe", "PXEClient")),
+])
+def test_without_tftp_only_http_answers_are_offered(arch, ipxe, vendor, expected):
+    info = wire.client_info(request(wire.DISCOVER, arch=arch, vendor=vendor.encode() + b":Arch:x",
+                                    user_class=b"iPXE" if ipxe else None))
+    choice = boot_choice(info, BootFiles(http_base="http://10.9.0.1:8080", tftp=False))
+    assert (choice.filename, choice.vendor_class) == expected if expected else choice is None
+
+
 def test_proxy_offer_for_bios_has_option_43_60_54_97_and_no_address():
     packet = request(wire.DISCOVER)
     client = wire.client_info(packet)

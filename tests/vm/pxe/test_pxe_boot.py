@@ -39,10 +39,10 @@ def _machine(state_dir, mac: str) -> dict:
     return next(m for m in machines if m["mac"] == mac)
 
 
-def _boot(vm: QemuVM, server) -> str:
+def _boot(vm: QemuVM, server, timeout: float = BOOT_TIMEOUT) -> str:
     try:
         vm.start()
-        vm.wait_for_serial(r"TESTKERNEL-DONE", BOOT_TIMEOUT)
+        vm.wait_for_serial(r"TESTKERNEL-DONE", timeout)
     except Exception:
         print(server.log()[-4000:])
         raise
@@ -123,3 +123,34 @@ def test_uefi_pxe_boot_via_proxy_dhcp_next_to_dnsmasq(lab_net, tmp_path, test_ke
                   "cloud-config"):
         assert stage in record["stages"], (stage, record)
     assert not (server.state_dir / "leases.json").exists()   # proxy mode hands out no address
+
+
+def test_uefi_http_boot_without_tftp(lab_net, tmp_path, test_kernel):
+    """OVMF's own HTTP boot (no iPXE ROM, no TFTP at all): with `--no-tftp` the server offers PXE clients no
+    file, so the firmware's PXE attempts end and its HTTPv4 attempt asks with vendor class HTTPClient; it gets
+    http://server/boot/ipxe.efi, which chains to the machine's script over HTTP."""
+    lab_net.add_tap("tap0")
+    assets = _assets(tmp_path, test_kernel)
+    server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080", "--no-tftp",
+                          "--dhcp-range", "10.77.0.100,10.77.0.150", "--assets-dir", str(assets),
+                          netns=lab_net.name)
+    mac = "52:54:00:00:00:78"   # default group
+    vm = QemuVM(VMConfig(name="uefi-http", workdir=tmp_path, firmware="uefi",
+                         nic=TapNic(netns=lab_net.name, tap="tap0", mac=mac, romfile=""), boot="n"))
+    try:
+        wait_ready(server)
+        console = _boot(vm, server, timeout=2 * BOOT_TIMEOUT)   # after the firmware's PXEv4 and PXEv6 attempts
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Start HTTP Boot over IPv4" in console, console[-3000:]
+    assert "TESTKERNEL-URL=http://10.77.0.1:8080/cloud-config?mac=52-54-00-00-00-78" in console
+    assert "first=#cloud-config" in console
+    _assert_boot_secret(console, server.state_dir, mac)
+    record = _machine(server.state_dir, mac)
+    http_boot = [h for h in record["history"] if h["stage"] == "http-boot"]
+    assert http_boot and http_boot[0]["file"] == "ipxe.efi", record
+    offers = [h for h in record["history"] if h["stage"] == "dhcp-offer"]
+    assert any(h.get("file") == "http://10.77.0.1:8080/boot/ipxe.efi" for h in offers), offers
+    assert "tftp" not in record["stages"] and "tftp-done" not in record["stages"]
+    for stage in ("boot-script", "ipxe-script", "kernel", "initrd", "cloud-config"):
+        assert stage in record["stages"], (stage, record)
