@@ -33,7 +33,7 @@ def test_kill_during_shrink_root_then_rerun(disk, fault):
     disk.attach()  # a real block device, as /dev/sdX would be
     killed = disk.cli(*shrink_args(disk), fault=fault)
     assert killed.returncode == -signal.SIGKILL, f"{fault}: not killed: {killed.returncode} {killed.stderr}"
-    journal = list(disk.state.glob("*/journal.json"))
+    journal = list(disk.state.glob("*/job/journal.json"))
     assert journal, f"{fault}: no journal left behind"
 
     if fault == "after:write-table":
@@ -49,7 +49,7 @@ def test_kill_during_shrink_root_then_rerun(disk, fault):
     again = disk.cli(*shrink_args(disk))
     assert again.returncode == 0, f"{fault}: re-run failed: {again.stderr}"
     assert "resumed an interrupted run" in again.stdout, again.stdout
-    assert not list(disk.state.glob("*/journal.json"))
+    assert not list(disk.state.glob("*/job/journal.json"))
     disk.detach()
     check_disk(disk, SHRUNK)
     assert root_uuid(disk) == uuid

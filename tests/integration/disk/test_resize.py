@@ -88,7 +88,7 @@ def test_grow_online_mounted_ext4_root(disk):
     else:
         assert result["returncode"] == 1, result
         assert result["stderr"].count("\n") == 1 and "CAP_SYS_RESOURCE" in result["stderr"], result["stderr"]
-        assert list(disk.state.glob("*/journal.json")), "the interrupted grow must stay journaled"
+        assert list(disk.state.glob("*/job/journal.json")), "the interrupted grow must stay journaled"
         finish = disk.cli("disk", "grow", loop)
         assert finish.returncode == 0, finish.stderr
         assert "resumed an interrupted run" in finish.stdout, finish.stdout
