@@ -268,6 +268,17 @@ def disk(template, tmp_path) -> ScratchDisk:
     detach_all(test_disk.image)
 
 
+def btrfs_root(disk: ScratchDisk) -> tuple[str, str, Path]:
+    """Attach the disk and reformat its ROOT as btrfs (Ignition can do that); returns the loop
+    device, ROOT's partition and an empty directory to mount it on."""
+    loop = disk.attach()
+    root = blockdev.partition_path(loop, 9)
+    run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
+    mnt = disk.work / "root"
+    mnt.mkdir()
+    return loop, root, mnt
+
+
 def check_disk(disk: ScratchDisk, expected: dict[int, tuple[int, int]], *, fs_check: bool = True) -> None:
     """After an operation: table as planned (our reader), sgdisk -v clean with the backup at the end,
     e2fsck -fn clean on ROOT, every file's sha256 unchanged."""

@@ -29,6 +29,7 @@ from tests.integration.disk.conftest import (
     MiB,
     ScratchDisk,
     Template,
+    btrfs_root,
     check_disk,
     cli_env,
     detach_all,
@@ -169,11 +170,7 @@ def test_online_grow_killed_at_any_moment(small_template, tmp_path):
     def grow_mounted(disk: ScratchDisk, delay: float | None) -> tuple[bool, float]:
         """mkfs.btrfs and files, then the grow (killed after `delay` s first) while mounted in a
         namespace of our own; checks the result. Returns (whether the kill came first, grow seconds)."""
-        loop = disk.attach()
-        root = blockdev.partition_path(loop, 9)
-        run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
-        mnt = disk.work / "root"
-        mnt.mkdir()
+        loop, root, mnt = btrfs_root(disk)
         env = {"PROVISIONER_STATE_DIR": str(disk.state)}
         kill = [["cli_killed", env, delay, "disk", "grow", loop]] if delay is not None else []
         *_, code, grown, found, size, _ = in_private_mount_ns([

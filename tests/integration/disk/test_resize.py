@@ -12,6 +12,7 @@ from tests.integration.disk.conftest import (
     LAYOUT,
     ROOT_START,
     MiB,
+    btrfs_root,
     check_disk,
     check_root_fs,
     disk_table,
@@ -100,11 +101,7 @@ def test_grow_online_mounted_ext4_root(disk):
 
 def test_grow_online_mounted_btrfs_root(disk):
     """ROOT reformatted as btrfs (Ignition can do that): grown while mounted, files intact."""
-    loop = disk.attach()
-    root = blockdev.partition_path(loop, 9)
-    run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
-    mnt = disk.work / "root"
-    mnt.mkdir()
+    loop, root, mnt = btrfs_root(disk)
     env = {"PROVISIONER_STATE_DIR": str(disk.state)}
     _, written, result, size, found, _ = in_private_mount_ns([
         ["mount", root, str(mnt), "rw"],
