@@ -76,17 +76,28 @@ def _is_image_file(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def attached(path: str, *, read_only: bool = False) -> Iterator[str]:
+def attached(path: str, *, read_only: bool = False, wait: float | None = None) -> Iterator[str]:
     """Yield a whole-disk block device for `path`: the disk itself, or a loop device for an image file.
 
-    Raises DiskError for a missing path or a partition (the operator must name the whole disk).
+    `wait`: first wait up to that many seconds until no other process holds the disk (see
+    wait_until_free). Raises DiskError for a missing path or a partition (the operator must name
+    the whole disk), and when the disk stays held.
     """
     blockdev.resolve_disk_argument(path)
-    if not _is_image_file(path):
-        if not blockdev.is_block_device(path):
-            raise DiskError(f"{path}: not a block device or an image file")
+    image = _is_image_file(path)
+    if not image and not blockdev.is_block_device(path):
+        raise DiskError(f"{path}: not a block device or an image file")
+    if wait is not None:
+        wait_until_free(path, wait)
+    if not image:
         yield path
         return
+    if blockdev.loops_backed_by(path):
+        # A killed run's loop device may still hold what its tools wrote in its own page cache;
+        # a new loop device reads the file underneath: write that back first (sync covers the
+        # loop's partitions too, whose nodes may not even exist).
+        log.info("%s: flushing the loop devices a previous run left attached", path)
+        os.sync()
     argv = ["losetup", "--find", "--show", "--partscan"] + (["--read-only"] if read_only else []) + [path]
     loop = run(argv).stdout.strip()
     try:
@@ -117,21 +128,21 @@ def disk_lock(device: str, timeout: float = 10.0) -> Iterator[None]:
         os.close(fd)
 
 
-def _openers(device: str, path: str) -> list[blockdev.Opener]:
-    if _is_image_file(path):  # a killed run's loop device on the same file counts too
-        return blockdev.openers(sorted({device, *blockdev.loops_backed_by(path)}), (path,))
-    return blockdev.openers([device])
+def _openers(path: str) -> list[blockdev.Opener]:
+    if _is_image_file(path):  # through the file, or a loop device a killed run left on it
+        return blockdev.openers(blockdev.loops_backed_by(path), (path,))
+    return blockdev.openers([path])
 
 
-def wait_until_free(device: str, path: str, timeout: float) -> None:
-    """Wait up to `timeout` s until no other process has the disk open.
+def wait_until_free(path: str, timeout: float) -> None:
+    """Wait up to `timeout` s until no other process has the disk (or image file) `path` open.
 
     A run killed by itself (not with its process group) leaves its e2fsck or resize2fs running on
     the disk; starting another one under it would corrupt the filesystem. Raises DiskError naming
     each such process when they are still there after `timeout`.
     """
     deadline = time.monotonic() + timeout
-    held = _openers(device, path)
+    held = _openers(path)
     if held:
         log.warning("%s; waiting up to %g s for it to finish", "; ".join(o.describe() for o in held), timeout)
     while held:
@@ -141,7 +152,7 @@ def wait_until_free(device: str, path: str, timeout: float) -> None:
                 f"{running} after {timeout:g} s: let it finish (or kill it), then run the same command again"
             )
         time.sleep(0.2)
-        held = _openers(device, path)
+        held = _openers(path)
 
 
 def _read_table(device: str) -> DiskTable:
@@ -340,9 +351,7 @@ def _execute(
     dry_run: bool,
     wait: float,
 ) -> Outcome:
-    with attached(path, read_only=dry_run) as device:
-        if not dry_run:
-            wait_until_free(device, path, wait)
+    with attached(path, read_only=dry_run, wait=None if dry_run else wait) as device:
         table = _read_table(device)
         root = state_dir(state)
         journal = Journal.load(root, table.disk_guid)
@@ -485,8 +494,7 @@ def restore(path: str, *, state: str | None = None, wait: float = DEFAULT_WAIT) 
     whose filesystem step has not run); otherwise refuses and says to finish the job instead.
     Returns a one-line summary. Raises DiskError (no job, unsafe, failed).
     """
-    with attached(path) as device:
-        wait_until_free(device, path, wait)
+    with attached(path, wait=wait) as device:
         table = _read_table(device)
         journal = Journal.load(state_dir(state), table.disk_guid)
         if journal is None:
