@@ -1,13 +1,15 @@
-"""Crash safety at any moment, not only between steps (docs/resize.md, "What a kill leaves").
+"""Crash safety at any moment, not only between steps (docs/resize.md, "What a kill in the middle
+of a step leaves").
 
 The whole process group of a real job is SIGKILLed (a power cut for the job, or a dying SSH session
 taking its e2fsck/resize2fs along) at moments spread over it: every 0.25 s from the start until the
-job would have finished. Then the same command is run again. After each moment: the re-run
+job would have finished (on a slow machine at most MAX_GRID moments, spread evenly), plus the
+middle of every step, so each step is killed inside. Then the same command is run again. After each moment: the re-run
 finished (exit 0), no job is left in the journal, the table is exactly as planned with the backup
 GPT at the end (our reader and sgdisk -v), e2fsck -fn is clean and every file's sha256 is unchanged.
 
-How long a job takes is measured by a first, uninterrupted run on its own copy (checked the same
-way). Every moment starts from a fresh sparse copy of `small_template` (ROOT 2 GiB with ~45 MiB of
+How long a job and each of its steps take is measured by a first, uninterrupted run on its own
+copy (its JSON logs time every step; the result is checked the same way). Every moment starts from a fresh sparse copy of `small_template` (ROOT 2 GiB with ~45 MiB of
 files above 1 GiB, so the shrink to 1 GiB moves all of them). One job at a time, a handful of
 processes each: the machine is shared.
 """
@@ -15,6 +17,7 @@ processes each: the machine is shared.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -42,6 +45,7 @@ from tests.integration.disk.conftest import (
 
 STEP = 0.25  # seconds between two kill moments
 MIN_MOMENTS = 6  # a job shorter than MIN_MOMENTS * STEP gets this many, spread evenly
+MAX_GRID = 16  # a longer job (a slow machine) gets this many, spread evenly: the suite's time budget
 BEFORE = {number: (start, start + size // 512 - 1) for number, _l, _t, start, size, _u, _a in LAYOUT}
 SHRUNK = {**BEFORE, 9: (ROOT_START, ROOT_START + (1 << 30) // 512 - 1)}
 LAST_USABLE = DISK_SIZE // 512 - 34
@@ -49,12 +53,38 @@ GROWN = {**BEFORE, 9: (ROOT_START, ROOT_START + (LAST_USABLE - ROOT_START + 1) *
 DATA = {**BEFORE, 10: (BEFORE[9][1] + 1, BEFORE[9][1] + 256 * MiB // 512)}
 
 
-def kill_moments(duration: float) -> list[float]:
-    """Every STEP seconds until the job would have finished; at least MIN_MOMENTS spread evenly."""
+def kill_moments(duration: float, steps: dict[str, tuple[float, float]] | None = None) -> list[float]:
+    """Every STEP seconds until the job would have finished (at least MIN_MOMENTS spread evenly,
+    at most MAX_GRID), plus the middle of every step of the job, so each step is killed inside
+    however the grid falls. `steps`: step -> (start, end), seconds after the command started."""
     count = int(duration / STEP)
-    if count >= MIN_MOMENTS:
-        return [round(STEP * k, 3) for k in range(1, count + 1)]
-    return [round(duration * k / (MIN_MOMENTS + 1), 3) for k in range(1, MIN_MOMENTS + 1)]
+    if MIN_MOMENTS <= count <= MAX_GRID:
+        grid = [STEP * k for k in range(1, count + 1)]
+    else:
+        spread = min(max(count, MIN_MOMENTS), MAX_GRID)
+        grid = [duration * k / (spread + 1) for k in range(1, spread + 1)]
+    middles = [(start + end) / 2 for start, end in (steps or {}).values()]
+    return sorted({round(moment, 2) for moment in grid + middles})
+
+
+def timed_run(disk: ScratchDisk, args: list[str]) -> tuple[float, dict[str, tuple[float, float]]]:
+    """Run the job uninterrupted with JSON logs; returns its duration and when each step ran."""
+    start = time.time()
+    result = disk.cli("-v", "--log-format", "json", *args)
+    duration = time.time() - start
+    assert result.returncode == 0, result.stderr
+    starts: dict[str, float] = {}
+    steps: dict[str, tuple[float, float]] = {}
+    for line in result.stderr.splitlines():
+        event = json.loads(line)
+        message, at = event["message"], event["time"] - start
+        name = message.partition(": ")[2].split(" ")[0]
+        if message.endswith(" ..."):
+            starts[name] = at
+        elif " done in " in message and name in starts:
+            steps[name] = (starts[name], at)
+    assert steps, result.stderr
+    return duration, steps
 
 
 @dataclass
@@ -88,17 +118,14 @@ def sweep(
     reference = scratch_disk(template, work / "reference")
     try:
         target = reference.attach() if attach else None
-        start = time.monotonic()
-        first = reference.cli(*args(reference))
-        duration = time.monotonic() - start
-        assert first.returncode == 0, first.stderr
+        duration, steps = timed_run(reference, args(reference))
         assert target is None or reference.target == target
         reference.detach()
         check(reference)
     finally:
         discard(reference)
     killed: list[Killed] = []
-    for delay in kill_moments(duration):
+    for delay in kill_moments(duration, steps):
         disk = scratch_disk(template, work / f"killed-after-{delay}s")
         try:
             if attach:
