@@ -25,6 +25,7 @@ from tests.integration.disk.conftest import (
     MiB,
     check_disk,
     cli_env,
+    in_private_mount_ns,
     kill_group_after,
     root_uuid,
     run,
@@ -218,3 +219,31 @@ def test_wait_gives_up_and_names_the_program_holding_the_disk(disk):
         "let it finish (or kill it), then run the same command again\n"
     )
     assert disk.table_bytes() == before and not list(disk.state.glob("*/job/journal.json"))
+
+
+def test_a_step_that_fails_keeps_the_job_and_says_what_restore_would_do(disk):
+    """Resumed while ROOT is mounted, shrink-fs fails: one line with the cause, where the job is
+    kept and what 'disk restore' would do now; restore then does exactly that."""
+    loop = disk.attach()
+    killed = disk.cli(*shrink_args(disk), fault="before:shrink-fs")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    mnt = disk.work / "root"
+    mnt.mkdir()
+    env = {"PROVISIONER_STATE_DIR": str(disk.state)}
+    _, failed, _ = in_private_mount_ns([
+        ["mount", blockdev.partition_path(loop, 9), str(mnt), "rw"],
+        ["cli", env, *shrink_args(disk)],
+        ["umount", str(mnt)],
+    ])
+    assert failed["returncode"] == 1, failed
+    error = failed["stderr"].splitlines()[-1]
+    job = next(disk.state.glob("*/job"))
+    assert error.startswith("provisioner: error: ") and "is mounted on" in error, error
+    assert f"; the job is kept in {job}: run the same command again once that is fixed, or " in error, error
+    assert error.endswith(
+        "'disk restore --yes' would put back the partition table from before 'shrink-root --size 1073741824'"
+    ), error
+    restored = disk.cli("disk", "restore", loop, "--yes")
+    assert restored.returncode == 0, restored.stderr
+    disk.detach()
+    check_disk(disk, BEFORE)
