@@ -247,3 +247,16 @@ def test_a_step_that_fails_keeps_the_job_and_says_what_restore_would_do(disk):
     assert restored.returncode == 0, restored.stderr
     disk.detach()
     check_disk(disk, BEFORE)
+
+
+def test_a_rerun_after_the_job_finished_says_so(disk):
+    """A kill after the journal moved to history (the job had finished, its output was lost): the
+    same command again says so and exits 0 instead of refusing a size ROOT already has."""
+    disk.attach()
+    assert disk.cli(*shrink_args(disk)).returncode == 0
+    before = disk.table_bytes()
+    again = disk.cli(*shrink_args(disk))
+    assert again.returncode == 0, again.stderr
+    history = next(disk.state.glob("*/history/*-shrink-root"))
+    assert again.stdout == f"nothing to do: 'shrink-root --size 1073741824' already finished (journal in {history})\n"
+    assert disk.table_bytes() == before
