@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ def sweep(
     finally:
         discard(reference)
     killed: list[Killed] = []
-    for delay in kill_moments(duration, steps):
+    moments = kill_moments(duration, steps)
+    for delay in moments:
         disk = scratch_disk(template, work / f"killed-after-{delay}s")
         try:
             if attach:
@@ -143,6 +145,9 @@ def sweep(
         finally:
             discard(disk)
     assert len(killed) >= MIN_MOMENTS // 2, f"only {len(killed)} runs were killed before they finished"
+    # For the test report (pytest -s): how much of the job the moments covered.
+    print(f"{' '.join(args(reference)[:2])}: {duration:.2f} s, killed at {len(killed)} of {len(moments)} moments;"
+          f" {sum('interrupted' in k.undo.values() for k in killed)} inside resize2fs (undo replayed)", file=sys.stderr)
     return killed
 
 
@@ -231,3 +236,4 @@ def test_online_grow_killed_at_any_moment(small_template, tmp_path):
         finally:
             discard(disk)
     assert killed >= MIN_MOMENTS // 2, f"only {killed} runs were killed before they finished"
+    print(f"online grow: {duration:.2f} s, killed at {killed} moments", file=sys.stderr)
