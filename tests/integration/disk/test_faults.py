@@ -214,7 +214,8 @@ def test_wait_gives_up_and_names_the_program_holding_the_disk(disk):
         holder.kill()
         holder.wait()
     assert refused.returncode == 1, refused.stderr
-    assert refused.stderr == (
+    assert refused.stderr == (  # the progress line while it waits, then the one error line
+        f"sleep (pid {holder.pid}) is still running on {part}; waiting up to 1 s for it to finish\n"
         f"provisioner: error: sleep (pid {holder.pid}) is still running on {part} after 1 s: "
         "let it finish (or kill it), then run the same command again\n"
     )
