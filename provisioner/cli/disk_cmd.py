@@ -25,6 +25,7 @@ plan_app = typer.Typer(help="Print what grow/shrink-root/add would do, step by s
 
 DISK_HELP = "The whole disk (/dev/sda, /dev/nvme0n1, /dev/loop0) or a disk image file."
 STATE_HELP = "Journal directory (default $PROVISIONER_STATE_DIR or /var/lib/provisioner/disk-journal)."
+WAIT_HELP = "Seconds to wait for a program still using the disk (an interrupted run's e2fsck or resize2fs)."
 
 
 def _size(text: str, option: str, *, allow_rest: bool = False) -> int:
@@ -93,32 +94,34 @@ def restore_cmd(
     disk: str = typer.Argument(..., help=DISK_HELP),
     yes: bool = typer.Option(False, "--yes", help="Apply without asking."),
     state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
+    wait: float = typer.Option(resize.DEFAULT_WAIT, "--wait", min=0, help=WAIT_HELP),
 ) -> None:
     """Roll back an interrupted grow/shrink-root/add: put back the table saved before it (when safe)."""
     confirm("put back the partition table saved before the unfinished job?", yes=yes,
             refusal="restore rewrites the partition table: pass --yes")
-    emit(resize.restore(disk, state=state_dir))
+    emit(resize.restore(disk, state=state_dir, wait=wait))
 
 
-def _grow(disk: str, state_dir: str | None, dry_run: bool, as_json: bool) -> None:
-    _print(resize.grow(disk, state=state_dir, dry_run=dry_run), as_json)
+def _grow(disk: str, state_dir: str | None, dry_run: bool, as_json: bool, wait: float) -> None:
+    _print(resize.grow(disk, state=state_dir, dry_run=dry_run, wait=wait), as_json)
 
 
-def _shrink(disk: str, size: str, state_dir: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+def _shrink(disk: str, size: str, state_dir: str | None, dry_run: bool, yes: bool, as_json: bool,
+            wait: float) -> None:
     nbytes = _size(size, "--size")
     if _confirm("shrink-root", yes, dry_run,
                 lambda: resize.shrink_root(disk, nbytes, state=state_dir, dry_run=True)):
-        _print(resize.shrink_root(disk, nbytes, state=state_dir, dry_run=dry_run), as_json)
+        _print(resize.shrink_root(disk, nbytes, state=state_dir, dry_run=dry_run, wait=wait), as_json)
 
 
 def _add(disk: str, label: str, size: str, fs: Filesystem, type_name: str | None, number: int | None,
-         state_dir: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+         state_dir: str | None, dry_run: bool, yes: bool, as_json: bool, wait: float) -> None:
     nbytes = _size(size, "--size", allow_rest=True)
 
     def call(dry: bool) -> resize.Outcome:
         return resize.add(
             disk, label=label, size=nbytes, fstype=fs.value, type_name=type_name, number=number,
-            state=state_dir, dry_run=dry,
+            state=state_dir, dry_run=dry, wait=wait,
         )
 
     if _confirm("add", yes, dry_run, lambda: call(True)):
@@ -134,9 +137,10 @@ def _make_commands(dry_run_only: bool):
                                      hidden=dry_run_only),
         state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
+        wait: float = typer.Option(resize.DEFAULT_WAIT, "--wait", min=0, help=WAIT_HELP, hidden=dry_run_only),
     ) -> None:
         """Grow ROOT (9) up to the next partition or the disk end, then its filesystem (online or offline)."""
-        _grow(disk, state_dir, dry_run or dry_run_only, as_json)
+        _grow(disk, state_dir, dry_run or dry_run_only, as_json, wait)
 
     def shrink_cmd(
         disk: str = typer.Argument(..., help=DISK_HELP),
@@ -146,9 +150,10 @@ def _make_commands(dry_run_only: bool):
         yes: bool = typer.Option(False, "--yes", help="Apply without asking.", hidden=dry_run_only),
         state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
+        wait: float = typer.Option(resize.DEFAULT_WAIT, "--wait", min=0, help=WAIT_HELP, hidden=dry_run_only),
     ) -> None:
         """Shrink ROOT's ext4 and partition 9 (offline only), keeping start, type, PARTUUID, label, attributes."""
-        _shrink(disk, size, state_dir, dry_run or dry_run_only, yes, as_json)
+        _shrink(disk, size, state_dir, dry_run or dry_run_only, yes, as_json, wait)
 
     def add_cmd(
         disk: str = typer.Argument(..., help=DISK_HELP),
@@ -163,9 +168,10 @@ def _make_commands(dry_run_only: bool):
         yes: bool = typer.Option(False, "--yes", help="Apply without asking.", hidden=dry_run_only),
         state_dir: str | None = typer.Option(None, "--state-dir", help=STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the plan/result as JSON."),
+        wait: float = typer.Option(resize.DEFAULT_WAIT, "--wait", min=0, help=WAIT_HELP, hidden=dry_run_only),
     ) -> None:
         """Add a partition in the free space right after ROOT, optionally with a filesystem."""
-        _add(disk, label, size, fs, type_name, number, state_dir, dry_run or dry_run_only, yes, as_json)
+        _add(disk, label, size, fs, type_name, number, state_dir, dry_run or dry_run_only, yes, as_json, wait)
 
     return grow_cmd, shrink_cmd, add_cmd
 

@@ -228,6 +228,74 @@ def kernel_partitions(disk: str) -> dict[int, tuple[int, int]]:
     return result
 
 
+@dataclass(frozen=True)
+class Opener:
+    """A process that has a disk, one of its partitions or its image file open."""
+
+    pid: int
+    command: str  # /proc/PID/comm: e2fsck, resize2fs, ...
+    path: str  # what it has open, as its /proc/PID/fd link names it
+
+    def describe(self) -> str:
+        return f"{self.command} (pid {self.pid}) is still running on {self.path}"
+
+
+def loops_backed_by(image: str) -> list[str]:
+    """The loop devices attached to the file `image` (sysfs backing_file), e.g. left by a killed run."""
+    wanted = os.path.realpath(image)
+    found = []
+    for name in _listdir("/sys/block"):
+        lines = _read_lines(f"/sys/block/{name}/loop/backing_file")
+        if lines and lines[0].removesuffix(" (deleted)") == wanted:
+            found.append(f"/dev/{name}")
+    return found
+
+
+def openers(disks: list[str], files: tuple[str, ...] = ()) -> list[Opener]:
+    """Processes other than this one holding `disks` (or their partitions) or `files` open.
+
+    Read from /proc/*/fd like fuser(1): block devices match by device number, files by inode. Only
+    links under /dev and the files themselves are stat'ed, so a hung network mount elsewhere cannot
+    stall the scan. Processes that vanish or that we may not inspect are skipped.
+    """
+    numbers = set()
+    for disk in disks:
+        name = os.path.basename(os.path.realpath(disk))
+        entries = [f"/sys/block/{name}"] + [f"/sys/block/{name}/{p}" for p in _sys_partitions(f"/sys/block/{name}")]
+        for entry in entries:
+            lines = _read_lines(f"{entry}/dev")
+            if lines:
+                major, minor = (int(x) for x in lines[0].split(":"))
+                numbers.add(os.makedev(major, minor))
+    inodes = set()
+    for path in files:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        inodes.add((info.st_dev, info.st_ino))
+    real_files = {os.path.realpath(path) for path in files}
+    found = []
+    for pid_text in _listdir("/proc"):
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        fd_dir = f"/proc/{pid_text}/fd"
+        for fd in _listdir(fd_dir):
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+                if not (target.startswith("/dev/") or target in real_files):
+                    continue
+                info = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            held = info.st_rdev in numbers if stat.S_ISBLK(info.st_mode) else (info.st_dev, info.st_ino) in inodes
+            if held:
+                command = (_read_lines(f"/proc/{pid_text}/comm") or ["?"])[0]
+                found.append(Opener(int(pid_text), command, target))
+                break
+    return found
+
+
 def _blkrrpart(disk: str) -> bool:
     fd = os.open(disk, os.O_RDONLY)
     try:

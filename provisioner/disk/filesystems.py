@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from provisioner.core.commands import run
 from provisioner.disk.plan import FsInfo
@@ -121,10 +122,13 @@ def check_ext4(device: str) -> None:
         )
 
 
-def resize(device: str, fstype: str, size_bytes: int | None, mountpoint: str | None) -> None:
-    """Resize a filesystem to `size_bytes` (None: fill its partition). Raises CommandError."""
+def resize(device: str, fstype: str, size_bytes: int | None, mountpoint: str | None, *,
+           undo: Path | None = None) -> None:
+    """Resize a filesystem to `size_bytes` (None: fill its partition). Raises CommandError.
+
+    `undo`: resize2fs's undo file (`-z`, offline ext only; see provisioner/disk/e2undo.py)."""
     if fstype in ("ext2", "ext3", "ext4"):
-        argv = ["resize2fs", device]
+        argv = ["resize2fs"] + (["-z", str(undo)] if undo is not None and not mountpoint else []) + [device]
         if size_bytes is not None:
             argv.append(f"{size_bytes // 1024}K")
         try:

@@ -1,15 +1,17 @@
 """A crash-safe journal of disk steps, so every `provisioner disk` command can be resumed.
 
-Layout: `<state-dir>/<disk-guid>/journal.json` is the unfinished job of that disk (at most one),
-next to `gpt-before.bin` (`sgdisk --backup` taken before the first change) and `steps.log`.
-journal.json holds the command key, the whole plan as it was made and the table before; it is
-written once, atomically and durably (core/files.write_atomic), before the disk is touched.
-steps.log gets one line per finished step. It is appended without fsync on purpose: every step
-is idempotent (see resize.apply_step), so a mark lost to a power cut only means the re-run
-repeats one step, and the disk work is not slowed by two fsyncs per step.
+Layout: `<state-dir>/<disk-guid>/job/` is the unfinished job of that disk (at most one):
+`journal.json` (the command key, the whole plan as it was made and the table before; written once,
+atomically and durably with core/files.write_atomic, before the disk is touched), `gpt-before.bin`
+(`sgdisk --backup` taken before the first change), `steps.log`, and `<step>.e2undo` while an
+offline resize2fs runs (provisioner/disk/e2undo.py). steps.log gets one line per finished step. It is
+appended without fsync on purpose: every step is idempotent (see resize.apply_step), so a mark lost
+to a power cut only means the re-run repeats one step, and the disk work is not slowed by two fsyncs
+per step.
 
-When a job finishes, its journal and backup move to `<disk-guid>/history/<time>-<command>/`
-(the backup stays there for `sgdisk --load-backup` by hand).
+When a job finishes, its directory is renamed to `<disk-guid>/history/<time>-<command>/` in one
+rename, so a kill at any moment leaves either the whole unfinished job or none (the backup stays
+there for `sgdisk --load-backup` by hand; undo files are deleted first, they can be large).
 
 State dir: `--state-dir`, else $PROVISIONER_STATE_DIR, else /var/lib/provisioner/disk-journal.
 
@@ -36,9 +38,12 @@ from provisioner.errors import DiskError
 STATE_ENV = "PROVISIONER_STATE_DIR"
 FAULT_ENV = "PROVISIONER_FAULT"
 DEFAULT_STATE_DIR = "/var/lib/provisioner/disk-journal"
+JOB_DIR = "job"
+HISTORY_DIR = "history"
 JOURNAL_NAME = "journal.json"
 STEPS_NAME = "steps.log"
 BACKUP_NAME = "gpt-before.bin"
+UNDO_SUFFIX = ".e2undo"
 
 
 def state_dir(override: str | None = None) -> Path:
@@ -74,6 +79,10 @@ class Journal:
     def steps_path(self) -> Path:
         return self.directory / STEPS_NAME
 
+    def undo_path(self, step: str) -> Path:
+        """Where the offline resize2fs of `step` keeps its undo file."""
+        return self.directory / f"{step}{UNDO_SUFFIX}"
+
     @property
     def done(self) -> list[str]:
         """Names of finished steps (a torn last line, from a crash mid-append, is ignored)."""
@@ -91,7 +100,7 @@ class Journal:
     @classmethod
     def load(cls, root: Path, disk_guid: str) -> Journal | None:
         """The unfinished journal of the disk, or None. Raises DiskError if it is unreadable."""
-        directory = root / disk_guid.upper()
+        directory = root / disk_guid.upper() / JOB_DIR
         path = directory / JOURNAL_NAME
         try:
             text = path.read_text()
@@ -108,9 +117,24 @@ class Journal:
         return cls(directory, data)
 
     @classmethod
+    def last_finished(cls, root: Path, disk_guid: str) -> Journal | None:
+        """The newest job in the disk's history/ (finished or rolled back), or None."""
+        history = root / disk_guid.upper() / HISTORY_DIR
+        try:
+            names = sorted(os.listdir(history))  # <UTC time>-<command>: sorts by when it finished
+        except OSError:
+            return None
+        for name in reversed(names):
+            try:
+                return cls(history / name, json.loads((history / name / JOURNAL_NAME).read_text()))
+            except (OSError, ValueError):
+                continue
+        return None
+
+    @classmethod
     def start(cls, root: Path, table: DiskTable, plan: Plan, device: str) -> Journal:
         """Write a new journal for `plan`. Raises DiskError when the state dir is not writable."""
-        directory = root / table.disk_guid.upper()
+        directory = root / table.disk_guid.upper() / JOB_DIR
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,9 +148,8 @@ class Journal:
             "table_before": [p.to_dict() for p in table.partitions],
         }
         journal = cls(directory, data)
-        for stale in (journal.steps_path, journal.backup_path):
-            if stale.exists():  # left by a job whose journal.json never got written
-                stale.unlink()
+        for stale in directory.iterdir():  # left by a job whose journal.json never got written
+            stale.unlink()
         write_atomic(journal.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
         return journal
 
@@ -135,21 +158,22 @@ class Journal:
             handle.write(step + "\n")
 
     def finish(self, outcome: str = "") -> Path:
-        """Move the journal and the table backup into history/; returns that directory.
+        """Move the job into history/ (one rename); returns that directory.
 
         `outcome` tags the directory name (e.g. 'restored' when the job was rolled back).
         """
+        for undo in self.directory.glob(f"*{UNDO_SUFFIX}"):
+            undo.unlink()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{self.data['plan']['command']}" + (f"-{outcome}" if outcome else "")
-        target = self.directory / "history" / name
+        history = self.directory.parent / HISTORY_DIR
+        history.mkdir(exist_ok=True)
+        target = history / name
         suffix = 1
         while target.exists():
             suffix += 1
             target = target.with_name(f"{name}-{suffix}")
-        target.mkdir(parents=True)
-        for name in (BACKUP_NAME, STEPS_NAME):
-            if (self.directory / name).exists():
-                os.replace(self.directory / name, target / name)
-        os.replace(self.path, target / JOURNAL_NAME)
-        fsync_path(self.directory)
+        os.replace(self.directory, target)
+        fsync_path(self.directory.parent)
+        fsync_path(history)
         return target

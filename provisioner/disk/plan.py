@@ -37,6 +37,16 @@ CGPT_MIN_RESIZE = 2 * MiB
 MIN_GAIN = MiB  # below this, grow says "nothing to do" (growpart's default fudge is 1 MiB too)
 
 
+def shrink_undo_bytes(fs: FsInfo, target: int) -> int:
+    """Room resize2fs's undo file may need for a shrink to `target` bytes.
+
+    The file keeps the old contents of every block resize2fs writes (e2fsprogs undo_io.c): the
+    blocks it moves data into (at most the used space, at most what lies past the new end) plus the
+    metadata it rewrites (group descriptors, bitmaps, moved inodes and extent blocks), bounded here
+    by 1/512 of the filesystem and 16 MiB."""
+    return min(fs.used_bytes, max(fs.size_bytes - target, 0)) + fs.size_bytes // 512 + 16 * MiB
+
+
 def shrink_margin(used: int) -> int:
     """Free space kept above what ROOT uses when shrinking: 10% of the used space, at least 128 MiB."""
     return max(128 * MiB, align_up(used // 10, MiB))
@@ -94,11 +104,16 @@ class ResizeFilesystem(Step):
     fstype: str = "ext4"
     size_bytes: int | None = None  # None: fill the partition
     mountpoint: str | None = None  # set for an online grow
+    undo_bytes: int = 0  # room resize2fs's undo file may need in the state dir (checked before a shrink)
 
     def describe(self) -> str:
         target = "to fill the partition" if self.size_bytes is None else f"to {format_size(self.size_bytes)}"
         where = f"online, mounted on {self.mountpoint}" if self.mountpoint else "offline"
         tool = {"ext4": "resize2fs", "xfs": "xfs_growfs", "btrfs": "btrfs filesystem resize"}.get(self.fstype, "?")
+        if self.fstype == "ext4" and not self.mountpoint:
+            tool += " -z, its undo file in the journal"
+            if self.undo_bytes:
+                tool += f" (up to {format_size(self.undo_bytes)})"
         return f"resize the {self.fstype} filesystem on partition {self.number} {target} ({tool}, {where})"
 
 
@@ -174,6 +189,11 @@ class Plan:
     expected: tuple[Partition, ...]  # the table once the plan is applied
     notes: tuple[str, ...] = field(default=())  # warnings and explanations for the operator
     nothing_to_do: str = ""  # set (with no steps) when the disk already is as asked
+
+    @property
+    def undo_bytes(self) -> int:
+        """Room the plan's resize2fs undo files may need in the state dir."""
+        return sum(step.undo_bytes for step in self.steps if isinstance(step, ResizeFilesystem))
 
     def render(self) -> str:
         lines = [f"plan: {self.key}"]
@@ -355,7 +375,7 @@ def plan_shrink_root(table: DiskTable, fs: FsInfo, size: int) -> Plan:
     steps = (
         BackupTable("backup-gpt"),
         CheckFilesystem("check-fs", ROOT, "ext4"),
-        ResizeFilesystem("shrink-fs", ROOT, "ext4", target, None),
+        ResizeFilesystem("shrink-fs", ROOT, "ext4", target, None, shrink_undo_bytes(fs, target)),
         WritePartition("write-table", new_root, replace=True, relocate_backup=True),
         _reread("reread-table", expected),
         CheckFilesystem("check-fs-after", ROOT, "ext4"),

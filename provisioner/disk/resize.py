@@ -1,11 +1,13 @@
 """The I/O shell of `provisioner disk`: read the disk, plan, then apply the plan under a journal.
 
 Every command follows the same path (`_execute`): resolve the argument (a whole disk or an
-image file, attached with `losetup --partscan` for the duration), read the table, look for an
-unfinished journal of this disk, and then either resume that job or plan a new one. Applying
-takes an exclusive flock on the disk (systemd's BLOCK_DEVICE_LOCKING convention, which udev
-honours, as growpart does), runs each step, records it, and at the end checks that the table on
-disk is exactly the planned one and that both GPT headers are valid.
+image file, attached with `losetup --partscan` for the duration), wait until no other process
+holds the disk (a killed run's e2fsck or resize2fs goes on without its parent), read the table,
+look for an unfinished journal of this disk, and then either resume that job or plan a new one.
+Applying takes an exclusive flock on the disk (systemd's BLOCK_DEVICE_LOCKING convention, which
+udev honours, as growpart does), runs each step, records it, and at the end checks that the table
+on disk is exactly the planned one and that both GPT headers are valid. docs/resize.md says what
+each step leaves behind when the process is killed in the middle of it.
 """
 
 from __future__ import annotations
@@ -15,27 +17,32 @@ import dataclasses
 import fcntl
 import logging
 import os
+import shutil
 import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from provisioner.core.commands import run
 from provisioner.core.files import fsync_path
 from provisioner.core.logs import step as timed_step
 from provisioner.core.sizes import format_size
-from provisioner.disk import blockdev, filesystems, layout
+from provisioner.disk import blockdev, e2undo, filesystems, layout
 from provisioner.disk import plan as planner
 from provisioner.disk.gpt import Partition, partition_layout, read_gpt
 from provisioner.disk.journal import Journal, fault_point, state_dir
 from provisioner.disk.plan import Plan
 from provisioner.disk.table import DiskTable
-from provisioner.errors import DiskError
+from provisioner.errors import DiskError, ProvisionerError
 
 log = logging.getLogger("provisioner.disk")
 
 TYPE_NAMES = {guid: name for name, guid in layout.TYPE_BY_NAME.items()}
+# How long a command waits for another program to let go of the disk (e2fsck of a 2 TB ROOT takes
+# minutes, so this only bounds the wait; --wait changes it).
+DEFAULT_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,17 +76,28 @@ def _is_image_file(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def attached(path: str, *, read_only: bool = False) -> Iterator[str]:
+def attached(path: str, *, read_only: bool = False, wait: float | None = None) -> Iterator[str]:
     """Yield a whole-disk block device for `path`: the disk itself, or a loop device for an image file.
 
-    Raises DiskError for a missing path or a partition (the operator must name the whole disk).
+    `wait`: first wait up to that many seconds until no other process holds the disk (see
+    wait_until_free). Raises DiskError for a missing path or a partition (the operator must name
+    the whole disk), and when the disk stays held.
     """
     blockdev.resolve_disk_argument(path)
-    if not _is_image_file(path):
-        if not blockdev.is_block_device(path):
-            raise DiskError(f"{path}: not a block device or an image file")
+    image = _is_image_file(path)
+    if not image and not blockdev.is_block_device(path):
+        raise DiskError(f"{path}: not a block device or an image file")
+    if wait is not None:
+        wait_until_free(path, wait)
+    if not image:
         yield path
         return
+    if blockdev.loops_backed_by(path):
+        # A killed run's loop device may still hold what its tools wrote in its own page cache;
+        # a new loop device reads the file underneath: write that back first (sync covers the
+        # loop's partitions too, whose nodes may not even exist).
+        log.info("%s: flushing the loop devices a previous run left attached", path)
+        os.sync()
     argv = ["losetup", "--find", "--show", "--partscan"] + (["--read-only"] if read_only else []) + [path]
     loop = run(argv).stdout.strip()
     try:
@@ -108,6 +126,33 @@ def disk_lock(device: str, timeout: float = 10.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _openers(path: str) -> list[blockdev.Opener]:
+    if _is_image_file(path):  # through the file, or a loop device a killed run left on it
+        return blockdev.openers(blockdev.loops_backed_by(path), (path,))
+    return blockdev.openers([path])
+
+
+def wait_until_free(path: str, timeout: float) -> None:
+    """Wait up to `timeout` s until no other process has the disk (or image file) `path` open.
+
+    A run killed by itself (not with its process group) leaves its e2fsck or resize2fs running on
+    the disk; starting another one under it would corrupt the filesystem. Raises DiskError naming
+    each such process when they are still there after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    held = _openers(path)
+    if held:
+        log.warning("%s; waiting up to %g s for it to finish", "; ".join(o.describe() for o in held), timeout)
+    while held:
+        if time.monotonic() >= deadline:
+            running = "; ".join(o.describe() for o in held)
+            raise DiskError(
+                f"{running} after {timeout:g} s: let it finish (or kill it), then run the same command again"
+            )
+        time.sleep(0.2)
+        held = _openers(path)
 
 
 def _read_table(device: str) -> DiskTable:
@@ -162,8 +207,32 @@ def _same(a: Partition | None, b: Partition) -> bool:
     return a is not None and dataclasses.asdict(a) == dataclasses.asdict(b)
 
 
-def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
-    """Apply one step. Every step is idempotent: a re-run after a crash may repeat the last one."""
+def _resize_ext4_offline(
+    partition: str, step: planner.ResizeFilesystem, journal: Journal, *, check_first: bool,
+) -> None:
+    """resize2fs with its undo file in the journal; a previous, interrupted resize2fs is undone first.
+
+    After e2undo the filesystem is the one from before that resize2fs, which wants a fresh
+    e2fsck -f before it resizes again (resize/main.c refuses otherwise), so it is checked first.
+    """
+    undo = journal.undo_path(step.name)
+    record = e2undo.replay(undo, partition)
+    if record.state is e2undo.UndoState.INTERRUPTED:
+        log.warning("%s: resize2fs was interrupted; replayed its undo file (%d records) to put the "
+                    "filesystem back as it was before, then resizing again", partition, record.keys)
+    e2undo.discard(undo)
+    if check_first or record.state is not e2undo.UndoState.EMPTY:
+        filesystems.check_ext4(partition)
+    filesystems.resize(partition, step.fstype, step.size_bytes, None, undo=undo)
+    e2undo.discard(undo)
+
+
+def apply_step(device: str, step: planner.Step, journal: Journal, *, interrupted: bool = False) -> None:
+    """Apply one step. Every step is idempotent: a re-run after a crash may repeat the last one.
+
+    `interrupted`: a previous run may have been killed inside this step (the first step left in a
+    resumed job), so a filesystem step checks the filesystem before it changes it again.
+    Raises DiskError and CommandError."""
     if isinstance(step, planner.BackupTable):
         # Taken once: a repeat after a crash must not replace the copy of the untouched table.
         if not journal.backup_path.exists():
@@ -179,14 +248,19 @@ def apply_step(device: str, step: planner.Step, journal: Journal) -> None:
         mountpoint = filesystems.mountpoint_of(partition)
         if step.size_bytes is not None and mountpoint:
             raise DiskError(f"{partition} is mounted on {mountpoint}: ext4 cannot shrink online; unmount it")
-        if step.mountpoint and not mountpoint and step.fstype == "ext4":
-            # Planned online, resumed offline: resize2fs wants a fresh e2fsck -f first.
-            filesystems.check_ext4(partition)
-        filesystems.resize(partition, step.fstype, step.size_bytes, mountpoint)
+        if step.fstype == "ext4" and not mountpoint:
+            # Planned online but resumed offline: resize2fs wants a fresh e2fsck -f first too.
+            _resize_ext4_offline(partition, step, journal, check_first=interrupted or bool(step.mountpoint))
+        else:
+            # Online growth is the kernel's, journaled by the filesystem itself: a kill leaves it
+            # consistent at some size in between, and running the tool again finishes it.
+            filesystems.resize(partition, step.fstype, step.size_bytes, mountpoint)
     elif isinstance(step, planner.WritePartition):
         table = _read_table(device)
         current = table.partition(step.partition.number)
-        if _same(current, step.partition) and (table.backup_at_end or not step.relocate_backup):
+        # sgdisk writes the backup table first and the primary last: a kill in between leaves one
+        # copy new and the other stale or torn (table.problems), and the write is simply repeated.
+        if _same(current, step.partition) and not table.problems and (table.backup_at_end or not step.relocate_backup):
             log.info("partition %d is already as planned", step.partition.number)
             return
         if step.replace and (current is None or current.start != step.partition.start):
@@ -230,6 +304,44 @@ def _check_journal_matches(device: str, table: DiskTable, journal: Journal) -> N
             )
 
 
+def _check_room_for_undo(root: Path, plan: Plan) -> None:
+    """Refuse before any change when the state dir cannot hold the plan's resize2fs undo files."""
+    need = plan.undo_bytes
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise DiskError(
+            f"{root}: {format_size(free)} free, but resize2fs's undo file may need up to {format_size(need)} "
+            "(the old contents of every block it moves); free space there or pass --state-dir on a larger filesystem"
+        )
+
+
+def _restore_outlook(device: str, journal: Journal) -> str:
+    """What `disk restore` would do now: the end of the error line of a job that stopped."""
+    if not journal.backup_path.exists():
+        return f"'disk restore --yes' would drop the job ('{journal.plan.key}' changed nothing yet)"
+    try:
+        refusal = _restore_refusal(device, _read_table(device), journal)
+    except ProvisionerError as exc:
+        refusal = str(exc)
+    if refusal:
+        return f"'disk restore' would refuse ({refusal})"
+    undo = " after replaying resize2fs's undo file" if _interrupted_undo_steps(journal) else ""
+    return f"'disk restore --yes' would put back the partition table from before '{journal.plan.key}'{undo}"
+
+
+def _finished_already(root: Path, table: DiskTable, key: str) -> Plan | None:
+    """An empty plan when the disk's last job was this same command and the table is still what it
+    made: a run killed after its journal moved to history (it had finished) is then run again."""
+    last = Journal.last_finished(root, table.disk_guid)
+    if last is None or last.plan.key != key or last.plan.expected != table.partitions:
+        return None
+    done = f"'{key}' already finished (journal in {last.directory})"
+    return dataclasses.replace(last.plan, steps=(), nothing_to_do=done)
+
+
 def _execute(
     path: str,
     key: str,
@@ -237,8 +349,9 @@ def _execute(
     *,
     state: str | None,
     dry_run: bool,
+    wait: float,
 ) -> Outcome:
-    with attached(path, read_only=dry_run) as device:
+    with attached(path, read_only=dry_run, wait=None if dry_run else wait) as device:
         table = _read_table(device)
         root = state_dir(state)
         journal = Journal.load(root, table.disk_guid)
@@ -254,7 +367,7 @@ def _execute(
             log.warning("%s: resuming '%s' after steps: %s", path, key, ", ".join(done) or "none")
         else:
             ensure_partition_nodes(device, table)
-            plan, done = make_plan(device, table), []
+            plan, done = _finished_already(root, table, key) or make_plan(device, table), []
         if dry_run or plan.nothing_to_do:
             if done:
                 remaining = [s for s in plan.steps if s.name not in done]
@@ -263,18 +376,24 @@ def _execute(
             return Outcome(plan, applied=False, resumed_after=tuple(done), resumed=journal is not None)
         resumed = journal is not None
         if journal is None:
+            _check_room_for_undo(root, plan)
             journal = Journal.start(root, table, plan, path)
         else:
             ensure_partition_nodes(device, table)
         for note in plan.notes:
             log.warning("%s", note)
+        pending = [step for step in plan.steps if step.name not in done]
         with disk_lock(device):
-            for step in plan.steps:
-                if step.name in done:
-                    continue
+            for step in pending:
                 fault_point("before", step.name)
                 with timed_step(f"{plan.command}: {step.name}", log):
-                    apply_step(device, step, journal)
+                    try:
+                        apply_step(device, step, journal, interrupted=resumed and step is pending[0])
+                    except ProvisionerError as exc:
+                        raise DiskError(
+                            f"{exc}; the job is kept in {journal.directory}: run the same command again once "
+                            f"that is fixed, or {_restore_outlook(device, journal)}"
+                        ) from None
                 fault_point("after", step.name)
                 journal.mark_done(step.name)
             verify_result(device, plan)
@@ -285,7 +404,7 @@ def _execute(
 # ------------------------------------------------------------------------------ commands
 
 
-def grow(path: str, *, state: str | None = None, dry_run: bool = False) -> Outcome:
+def grow(path: str, *, state: str | None = None, dry_run: bool = False, wait: float = DEFAULT_WAIT) -> Outcome:
     """Grow ROOT to the next partition or the disk end, and its filesystem (online or offline).
 
     Raises DiskError (refusals, failed steps) and CommandError (a tool failed).
@@ -293,10 +412,12 @@ def grow(path: str, *, state: str | None = None, dry_run: bool = False) -> Outco
     def make_plan(device: str, table: DiskTable) -> Plan:
         return planner.plan_grow(table, root_fs(device, table))
 
-    return _execute(path, planner.grow_key(), make_plan, state=state, dry_run=dry_run)
+    return _execute(path, planner.grow_key(), make_plan, state=state, dry_run=dry_run, wait=wait)
 
 
-def shrink_root(path: str, size: int, *, state: str | None = None, dry_run: bool = False) -> Outcome:
+def shrink_root(
+    path: str, size: int, *, state: str | None = None, dry_run: bool = False, wait: float = DEFAULT_WAIT,
+) -> Outcome:
     """Shrink ROOT's ext4 and partition 9 to `size` bytes (offline only).
 
     Raises DiskError (mounted, not ext4, below used space, failed steps), UsageError (not smaller).
@@ -304,7 +425,7 @@ def shrink_root(path: str, size: int, *, state: str | None = None, dry_run: bool
     def make_plan(device: str, table: DiskTable) -> Plan:
         return planner.plan_shrink_root(table, root_fs(device, table, minimum=True), size)
 
-    return _execute(path, planner.shrink_key(size), make_plan, state=state, dry_run=dry_run)
+    return _execute(path, planner.shrink_key(size), make_plan, state=state, dry_run=dry_run, wait=wait)
 
 
 def add(
@@ -317,6 +438,7 @@ def add(
     number: int | None = None,
     state: str | None = None,
     dry_run: bool = False,
+    wait: float = DEFAULT_WAIT,
 ) -> Outcome:
     """Add a partition after ROOT, optionally with a filesystem.
 
@@ -333,17 +455,46 @@ def add(
         )
 
     key = planner.add_key(label=label, size=size, fstype=fstype, type_name=type_name, number=number)
-    return _execute(path, key, make_plan, state=state, dry_run=dry_run)
+    return _execute(path, key, make_plan, state=state, dry_run=dry_run, wait=wait)
 
 
-def restore(path: str, *, state: str | None = None) -> str:
+def _interrupted_undo_steps(journal: Journal) -> list[planner.ResizeFilesystem]:
+    """The plan's offline resizes whose resize2fs was killed before it finished (its undo file says so)."""
+    return [
+        step for step in journal.plan.steps
+        if isinstance(step, planner.ResizeFilesystem)
+        and e2undo.read_record(journal.undo_path(step.name)).state is e2undo.UndoState.INTERRUPTED
+    ]
+
+
+def _restore_refusal(device: str, table: DiskTable, journal: Journal) -> str:
+    """Why the table from before the job cannot be put back ('' when it can): a filesystem that
+    already outgrew its old partition would be cut. A filesystem whose resize2fs was interrupted is
+    measured as its undo file will leave it (as it was before)."""
+    undone = {step.number for step in _interrupted_undo_steps(journal)}
+    ss = table.sector_size
+    for old in journal.table_before:
+        current = table.partition(old.number)
+        if current is None or current.end <= old.end or old.number in undone:
+            continue
+        fs = filesystems.probe(blockdev.partition_path(device, old.number))
+        if fs.size_bytes > old.sectors * ss:
+            return (
+                f"partition {old.number}'s {fs.fstype} is already {format_size(fs.size_bytes)}, larger than the "
+                f"partition was ({format_size(old.sectors * ss)}): the old table would cut it"
+            )
+    return ""
+
+
+def restore(path: str, *, state: str | None = None, wait: float = DEFAULT_WAIT) -> str:
     """Roll back the unfinished job of a disk: load the GPT saved before it and drop the job.
 
+    A resize2fs the job was running when it was killed is undone first (e2undo with its undo file).
     Safe only while every filesystem still fits in its old partition (a shrink, an add, a grow
     whose filesystem step has not run); otherwise refuses and says to finish the job instead.
     Returns a one-line summary. Raises DiskError (no job, unsafe, failed).
     """
-    with attached(path) as device:
+    with attached(path, wait=wait) as device:
         table = _read_table(device)
         journal = Journal.load(state_dir(state), table.disk_guid)
         if journal is None:
@@ -354,27 +505,24 @@ def restore(path: str, *, state: str | None = None) -> str:
             history = journal.finish("dropped")
             return f"dropped '{key}': it had changed nothing; journal in {history}"
         ensure_partition_nodes(device, table)
-        ss = table.sector_size
-        for old in journal.table_before:
-            current = table.partition(old.number)
-            if current is None or current.end <= old.end:
-                continue
-            fs = filesystems.probe(blockdev.partition_path(device, old.number))
-            if fs.size_bytes > old.sectors * ss:
-                raise DiskError(
-                    f"{path}: partition {old.number}'s {fs.fstype} is already {format_size(fs.size_bytes)}, larger "
-                    f"than the partition was ({format_size(old.sectors * ss)}): the old table would cut it; "
-                    f"run '{key}' again to finish instead"
-                )
+        refusal = _restore_refusal(device, table, journal)
+        if refusal:
+            raise DiskError(f"{path}: {refusal}; run '{key}' again to finish instead")
         before = {p.number: (p.start, p.sectors) for p in journal.table_before}
         with disk_lock(device):
+            replayed = _interrupted_undo_steps(journal)
+            for step in replayed:
+                undo = journal.undo_path(step.name)
+                e2undo.replay(undo, blockdev.partition_path(device, step.number))
+                e2undo.discard(undo)
             run(["sgdisk", f"--load-backup={journal.backup_path}", device])
             blockdev.reread_partitions(device, before, attempts=1 if _busy(device) else 5)
         restored = _read_table(device)
         if restored.partitions != journal.table_before:
             raise DiskError(f"{path}: the table after --load-backup differs from the saved one; journal kept")
         history = journal.finish("restored")
-        return f"restored the table from before '{key}'; journal and backup in {history}"
+        undone = " and undid its interrupted resize2fs (e2undo)" if replayed else ""
+        return f"restored the table from before '{key}'{undone}; journal and backup in {history}"
 
 
 def show(path: str, *, state: str | None = None) -> dict:

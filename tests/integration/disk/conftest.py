@@ -1,11 +1,12 @@
 """Fixtures for the resize helper: CoreOS-layout disks built with the real sgdisk, a real ext4
 ROOT (written through the kernel, so resize2fs has to move real blocks) and a sha256 manifest.
 
-The template image is made once per session: a 2 GiB ROOT whose low half was taken by a
+The template images are made once per session: a 2 GiB ROOT whose low half was taken by a
 preallocated filler while the data files were written (then the filler was deleted), so the
-data lives above 1 GiB and a shrink to 1 GiB must relocate it. Each test gets a sparse copy,
-extended to a bigger "disk" as when an image is written to a larger drive (the backup GPT then
-sits mid-disk, as flatcar-install leaves it).
+data lives above 1 GiB and a shrink to 1 GiB must relocate it. `template` holds ~200 MiB of
+files; `small_template` ~45 MiB, for the tests that repeat a whole job many times. Each test gets
+a sparse copy, extended to a bigger "disk" as when an image is written to a larger drive (the
+backup GPT then sits mid-disk, as flatcar-install leaves it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -58,16 +60,40 @@ def run(*argv, check: bool = True, env: dict | None = None, timeout: float = 120
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check, env=env, timeout=timeout)
 
 
-def provisioner(*args: str, state: Path, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real CLI in a child process (so a fault-injected SIGKILL kills only it)."""
+def cli_env(state: Path, fault: str | None = None) -> dict[str, str]:
     env = dict(os.environ, PROVISIONER_STATE_DIR=str(state))
     env.pop("PROVISIONER_FAULT", None)
     if fault:
         env["PROVISIONER_FAULT"] = fault
+    return env
+
+
+def provisioner(*args: str, state: Path, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real CLI in a child process (so a fault-injected SIGKILL kills only it)."""
     return subprocess.run(
         [sys.executable, "-m", "provisioner.cli.main", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True, text=True, env=cli_env(state, fault), timeout=timeout,
     )
+
+
+def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """Start the real CLI as the leader of a process group of its own (what a login session or a
+    service is), so the test can kill it together with its e2fsck/resize2fs children."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli.main", *map(str, args)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def kill_group_after(process: subprocess.Popen, delay: float) -> int | None:
+    """SIGKILL the whole process group of `process` after `delay` s (a power cut for the job, or a dying
+    SSH session taking its children along). Returns the exit code if it finished before, else None."""
+    try:
+        return process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return None
 
 
 def in_private_mount_ns(actions: list) -> list:
@@ -112,11 +138,14 @@ def detach_all(image: Path) -> None:
         detach(loop)
 
 
-def write_files(root: Path, seed: int = 9) -> dict[str, str]:
-    """About 200 MiB of incompressible files in nested dirs; returns the sha256 manifest."""
+def write_files(root: Path, seed: int = 9, small: bool = False) -> dict[str, str]:
+    """About 200 MiB (small: 45 MiB) of incompressible files in nested dirs; returns the sha256 manifest."""
     rng = random.Random(seed)
     manifest = {}
-    sizes = [64 * MiB, 32 * MiB] + [4 * MiB] * 20 + [rng.randrange(1, 200_000) for _ in range(150)]
+    if small:
+        sizes = [16 * MiB, 8 * MiB] + [2 * MiB] * 8 + [rng.randrange(1, 200_000) for _ in range(60)]
+    else:
+        sizes = [64 * MiB, 32 * MiB] + [4 * MiB] * 20 + [rng.randrange(1, 200_000) for _ in range(150)]
     for index, size in enumerate(sizes):
         rel = f"d{index % 7}/sub{index % 3}/file{index:03d}.bin"
         path = root / rel
@@ -141,13 +170,11 @@ class Template:
     manifest: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def template(tmp_path_factory) -> Template:
+def build_template(directory: Path, *, small: bool) -> Template:
     need_root()
-    for tool in ("sgdisk", "e2fsck", "resize2fs", "mkfs.ext4", "mkfs.btrfs", "partx", "losetup"):
+    for tool in ("sgdisk", "e2fsck", "resize2fs", "e2undo", "mkfs.ext4", "mkfs.btrfs", "partx", "losetup"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: run 'make setup'", pytrace=False)
-    directory = tmp_path_factory.mktemp("disk-template")
     image = directory / "coreos.img"
     with open(image, "wb") as handle:
         handle.truncate(IMAGE_SIZE)
@@ -162,7 +189,7 @@ def template(tmp_path_factory) -> Template:
         _, _, manifest, _, _ = in_private_mount_ns([
             ["mount", root, str(mnt), "rw"],
             ["fallocate", str(mnt / "filler"), 1100 * MiB],
-            ["write_files", str(mnt), 9],
+            ["write_files", str(mnt), 9, small],
             ["rm", str(mnt / "filler")],
             ["umount", str(mnt)],
         ])
@@ -172,6 +199,16 @@ def template(tmp_path_factory) -> Template:
     with open(image, "rb") as handle:
         os.fsync(handle.fileno())
     return Template(image, manifest)
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory) -> Template:
+    return build_template(tmp_path_factory.mktemp("disk-template"), small=False)
+
+
+@pytest.fixture(scope="session")
+def small_template(tmp_path_factory) -> Template:
+    return build_template(tmp_path_factory.mktemp("disk-template-small"), small=True)
 
 
 @dataclass
@@ -212,17 +249,34 @@ class ScratchDisk:
         return head + backup + tail
 
 
-@pytest.fixture
-def disk(template, tmp_path) -> ScratchDisk:
-    """A copy of the template on a bigger disk (sparse file); detached in teardown."""
-    image = tmp_path / "disk.img"
+def scratch_disk(template: Template, directory: Path) -> ScratchDisk:
+    """A copy of the template on a bigger disk (sparse file) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image = directory / "disk.img"
     run("cp", "--sparse=always", template.image, image)
     with open(image, "r+b") as handle:
         handle.truncate(DISK_SIZE)
-    test_disk = ScratchDisk(image, template.manifest, tmp_path / "state", tmp_path)
+    return ScratchDisk(image, dict(template.manifest), directory / "state", directory)
+
+
+@pytest.fixture
+def disk(template, tmp_path) -> ScratchDisk:
+    """A scratch disk for one test; detached in teardown."""
+    test_disk = scratch_disk(template, tmp_path)
     yield test_disk
     test_disk.detach()
-    detach_all(image)
+    detach_all(test_disk.image)
+
+
+def btrfs_root(disk: ScratchDisk) -> tuple[str, str, Path]:
+    """Attach the disk and reformat its ROOT as btrfs (Ignition can do that); returns the loop
+    device, ROOT's partition and an empty directory to mount it on."""
+    loop = disk.attach()
+    root = blockdev.partition_path(loop, 9)
+    run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
+    mnt = disk.work / "root"
+    mnt.mkdir()
+    return loop, root, mnt
 
 
 def check_disk(disk: ScratchDisk, expected: dict[int, tuple[int, int]], *, fs_check: bool = True) -> None:

@@ -8,9 +8,10 @@ namespace of our own keeps our mounts invisible to everybody else; they vanish w
 Input (stdin, JSON): a list of actions; output (stdout, JSON): one result per action.
   ["mount", device, target, options]     ["umount", target]
   ["statvfs", target] -> size in bytes    ["write", path, text]
-  ["hash", root] -> {relpath: sha256}     ["write_files", root, seed] -> manifest (see conftest)
+  ["hash", root] -> {relpath: sha256}     ["write_files", root, seed, small] -> manifest (conftest)
   ["rm", path]                            ["fallocate", path, bytes]
-  ["cli", env, *args] -> {returncode, stdout, stderr}  (the provisioner CLI, seeing our mounts)
+  ["cli", env, *args] -> {returncode, stdout, stderr, seconds}  (the provisioner CLI, seeing our mounts)
+  ["cli_killed", env, delay, *args] -> exit code, or None when its process group was SIGKILLed first
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 def main() -> None:
     from pathlib import Path
 
-    from tests.integration.disk.conftest import hash_tree, write_files
+    from tests.integration.disk.conftest import hash_tree, kill_group_after, start_cli, write_files
 
     results = []
     for action in json.load(sys.stdin):
@@ -51,14 +53,19 @@ def main() -> None:
         elif verb == "hash":
             results.append(hash_tree(Path(args[0])))
         elif verb == "write_files":
-            results.append(write_files(Path(args[0]), args[1]))
+            results.append(write_files(Path(args[0]), *args[1:]))
         elif verb == "cli":
             env = dict(os.environ, **args[0])
+            start = time.monotonic()
             proc = subprocess.run(
                 [sys.executable, "-m", "provisioner.cli.main", *args[1:]],
                 capture_output=True, text=True, env=env, timeout=300,
             )
-            results.append({"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
+            results.append({"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+                            "seconds": time.monotonic() - start})
+        elif verb == "cli_killed":
+            env, delay, *cli_args = args
+            results.append(kill_group_after(start_cli(*cli_args, env=dict(os.environ, **env)), delay))
         else:
             raise SystemExit(f"nsrun: unknown action {verb!r}")
     json.dump(results, sys.stdout)

@@ -15,7 +15,7 @@ def refused(disk, args, exit_code: int, *words: str) -> str:
         assert word in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert disk.table_bytes() == before, "the partition table changed"
-    assert not list(disk.state.glob("*/journal.json")), "a refused command left a journal"
+    assert not list(disk.state.glob("*/job/journal.json")), "a refused command left a journal"
     return result.stderr
 
 
@@ -39,7 +39,7 @@ def test_shrink_mounted_root(disk):
     stderr = result["stderr"]
     assert stderr.count("\n") == 1 and "is mounted on" in stderr and "unmount" in stderr, stderr
     assert disk.table_bytes() == before
-    assert not list(disk.state.glob("*/journal.json"))
+    assert not list(disk.state.glob("*/job/journal.json"))
 
 
 def test_partition_path_instead_of_disk(disk):

@@ -12,6 +12,7 @@ from tests.integration.disk.conftest import (
     LAYOUT,
     ROOT_START,
     MiB,
+    btrfs_root,
     check_disk,
     check_root_fs,
     disk_table,
@@ -88,7 +89,7 @@ def test_grow_online_mounted_ext4_root(disk):
     else:
         assert result["returncode"] == 1, result
         assert result["stderr"].count("\n") == 1 and "CAP_SYS_RESOURCE" in result["stderr"], result["stderr"]
-        assert list(disk.state.glob("*/journal.json")), "the interrupted grow must stay journaled"
+        assert list(disk.state.glob("*/job/journal.json")), "the interrupted grow must stay journaled"
         finish = disk.cli("disk", "grow", loop)
         assert finish.returncode == 0, finish.stderr
         assert "resumed an interrupted run" in finish.stdout, finish.stdout
@@ -100,11 +101,7 @@ def test_grow_online_mounted_ext4_root(disk):
 
 def test_grow_online_mounted_btrfs_root(disk):
     """ROOT reformatted as btrfs (Ignition can do that): grown while mounted, files intact."""
-    loop = disk.attach()
-    root = blockdev.partition_path(loop, 9)
-    run("mkfs.btrfs", "-q", "-f", "-L", "ROOT", root)
-    mnt = disk.work / "root"
-    mnt.mkdir()
+    loop, root, mnt = btrfs_root(disk)
     env = {"PROVISIONER_STATE_DIR": str(disk.state)}
     _, written, result, size, found, _ = in_private_mount_ns([
         ["mount", root, str(mnt), "rw"],

@@ -25,18 +25,32 @@ def make_journal(tmp_path):
 
 def test_start_mark_load_finish(tmp_path):
     table, plan, journal = make_journal(tmp_path)
-    assert journal.path == tmp_path / table.disk_guid / "journal.json"
+    assert journal.path == tmp_path / table.disk_guid / "job" / "journal.json"
     journal.mark_done("backup-gpt")
     journal.backup_path.write_bytes(b"gpt")
+    journal.undo_path("shrink-fs").write_bytes(b"undo")
     loaded = Journal.load(tmp_path, table.disk_guid.lower())
     assert loaded.plan == plan and loaded.done == ["backup-gpt"]
     assert loaded.table_before == table.partitions
     assert not list(journal.directory.glob("*.tmp"))
     history = loaded.finish()
+    assert history.parent == tmp_path / table.disk_guid / "history"
     assert (history / "gpt-before.bin").read_bytes() == b"gpt"
     assert (history / "steps.log").read_text() == "backup-gpt\n"
     assert json.loads((history / "journal.json").read_text())["plan"]["key"] == plan.key
+    assert sorted(p.name for p in history.iterdir()) == ["gpt-before.bin", "journal.json", "steps.log"]  # no undo
+    assert not journal.directory.exists()  # the job moved in one rename: nothing half-moved is left
     assert Journal.load(tmp_path, table.disk_guid) is None
+
+
+def test_start_clears_what_an_unwritten_journal_left(tmp_path):
+    table, _plan, journal = make_journal(tmp_path)
+    journal.path.unlink()  # killed after the backup, before journal.json was durable
+    journal.backup_path.write_bytes(b"stale")
+    journal.undo_path("shrink-fs").write_bytes(b"stale")
+    assert Journal.load(tmp_path, table.disk_guid) is None
+    again = Journal.start(tmp_path, table, planner.plan_shrink_root(table, ext4(2 * GiB), GiB), "/dev/sdz")
+    assert sorted(p.name for p in again.directory.iterdir()) == ["journal.json"]
 
 
 def test_torn_last_step_line_is_ignored(tmp_path):

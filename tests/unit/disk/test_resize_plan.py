@@ -116,6 +116,18 @@ def test_shrink_plan_order_and_sizes():
     assert any("first-boot growth" in note for note in plan.notes)
 
 
+def test_shrink_reserves_room_for_the_undo_file():
+    # The used space (all of it may move, being at most what lies past the new end) plus
+    # 1/512 of the filesystem and 16 MiB for the metadata resize2fs rewrites.
+    plan = planner.plan_shrink_root(coreos_table(), ext4(2 * GiB, used=300 * MiB), GiB)
+    assert plan.undo_bytes == 300 * MiB + 4 * MiB + 16 * MiB
+    assert "resize2fs -z, its undo file in the journal (up to 320 MiB)" in plan.steps[2].describe()
+    # A shrink cannot move more than what lies past the new end.
+    assert planner.shrink_undo_bytes(ext4(2 * GiB, used=1800 * MiB), 1900 * MiB) == 148 * MiB + 4 * MiB + 16 * MiB
+    grow = planner.plan_grow(coreos_table(), ext4(2 * GiB))
+    assert grow.undo_bytes == 0 and "resize2fs -z, its undo file in the journal," in grow.steps[-2].describe()
+
+
 def test_shrink_size_rounded_up_to_mib():
     plan = planner.plan_shrink_root(coreos_table(), ext4(2 * GiB), GiB - 4096)
     assert plan.steps[2].size_bytes == GiB
