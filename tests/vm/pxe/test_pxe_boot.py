@@ -12,11 +12,12 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
 from provisioner.lab.testkernel import ensure_test_kernel
 from provisioner.pxe.boot_secrets import secret_digest
-from tests.integration.pxe.conftest import start_server, wait_ready
+from tests.integration.pxe.conftest import DATA_DIR, start_server, wait_ready
 
 BOOT_TIMEOUT = 180
 
@@ -126,7 +127,7 @@ def test_uefi_pxe_boot_via_proxy_dhcp_next_to_dnsmasq(lab_net, tmp_path, test_ke
 
 
 def test_uefi_http_boot_without_tftp(lab_net, tmp_path, test_kernel):
-    """OVMF's own HTTP boot (no iPXE ROM, no TFTP at all): with `--no-tftp` the server offers PXE clients no
+    """OVMF's own HTTP boot (no iPXE ROM, no TFTP at all), with a profile that lacks initrd=: with `--no-tftp` the server offers PXE clients no
     file, so the firmware's PXE attempts end and its HTTPv4 attempt asks with vendor class HTTPClient; it gets
     http://server/boot/ipxe.efi, which chains to the machine's script over HTTP."""
     lab_net.add_tap("tap0")
@@ -134,7 +135,7 @@ def test_uefi_http_boot_without_tftp(lab_net, tmp_path, test_kernel):
     server = start_server(tmp_path, "--interface", "br0", "--http-addr", "10.77.0.1:8080", "--no-tftp",
                           "--dhcp-range", "10.77.0.100,10.77.0.150", "--assets-dir", str(assets),
                           netns=lab_net.name)
-    mac = "52:54:00:00:00:78"   # default group
+    mac = "52:54:00:00:00:78"   # group uefi-http: its profile has no initrd= argument, the server adds it
     vm = QemuVM(VMConfig(name="uefi-http", workdir=tmp_path, firmware="uefi",
                          nic=TapNic(netns=lab_net.name, tap="tap0", mac=mac, romfile=""), boot="n"))
     try:
@@ -147,6 +148,10 @@ def test_uefi_http_boot_without_tftp(lab_net, tmp_path, test_kernel):
     assert "first=#cloud-config" in console
     _assert_boot_secret(console, server.state_dir, mac)
     record = _machine(server.state_dir, mac)
+    # The EFI stub found the initrd (the test kernel's init is in it) through the initrd= the server added.
+    profile = yaml.safe_load((DATA_DIR / "profiles" / "testkernel-no-initrd-arg.yaml").read_text())
+    assert not [arg for arg in profile["boot"]["args"] if arg.startswith("initrd=")]
+    assert re.search(r"Command line: .*initrd=initrd\.cpio\.gz", console), console[-3000:]
     http_boot = [h for h in record["history"] if h["stage"] == "http-boot"]
     assert http_boot and http_boot[0]["file"] == "ipxe.efi", record
     offers = [h for h in record["history"] if h["stage"] == "dhcp-offer"]
