@@ -118,8 +118,8 @@ def locked(work: Path) -> Iterator[None]:
 
 def rootfs_key(recipe: Recipe, sources: list[str]) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([recipe.suite, recipe.variant, recipe.packages, recipe.path_exclude,
-                              recipe.path_include]).encode())
+    digest.update(json.dumps([recipe.suite, recipe.variant, recipe.packages, recipe.efi_packages,
+                              recipe.path_exclude, recipe.path_include]).encode())
     for source in sources:
         digest.update(source.encode() + b"\0" + Path(source).read_bytes())
     return digest.hexdigest()
@@ -245,12 +245,12 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
         pxe_initrd = initramfs.write_initrd(pxe_entries, out / names["pxe_initrd"], parallel_gzip=True)
     shutil.rmtree(root)
     with build_step("ESP and GRUB"):
-        core, efi = grub.make_core_images(work / "grub")
+        core = grub.make_bios_core_image(work / "grub")
         cfg = grub.render_grub_cfg(recipe.file("grub.cfg.j2"), os_name=recipe.os_name,
                                    cmdline=recipe.kernel_cmdline)
         attrs = {slot.key: decode_boot_attributes(table.by_label(slot.label).attributes) for slot in SLOTS}
         files: dict[str, Path | bytes] = {
-            "/EFI/BOOT/BOOTX64.EFI": efi,
+            **grub.signed_efi_files(rootfs_dir / rootfs.EFI_DEBS_DIR, work / "efi-packages"),
             "/grub/grub.cfg": cfg.encode(),
             "/grub/grubenv": encode_grubenv(env_from_attributes(attrs)),
             "/flatcar/first_boot": b"",

@@ -1,13 +1,23 @@
-"""GRUB for the image: grub.cfg from images/<recipe>/grub.cfg.j2, BIOS core.img in BIOS-BOOT, BOOTX64.EFI.
+"""GRUB for the image: grub.cfg from images/<recipe>/grub.cfg.j2, BIOS core.img in BIOS-BOOT, and the
+signed UEFI chain on the ESP.
 
-Nothing is mounted: grub-mkimage builds both core images from the build host's GRUB modules
-(grub-pc-bin, grub-efi-amd64-bin) with the prefix `(,gpt1)/grub` (the ESP of the disk GRUB was
-loaded from); boot.img goes into the protective MBR's code area and core.img into the
-BIOS-BOOT partition, as grub-bios-setup does (see install_bios_boot).
+BIOS: nothing is mounted; grub-mkimage builds core.img from the build host's GRUB modules
+(grub-pc-bin) with the prefix `(,gpt1)/grub` (the ESP of the disk GRUB was loaded from); boot.img
+goes into the protective MBR's code area and core.img into the BIOS-BOOT partition, as
+grub-bios-setup does (see install_bios_boot).
+
+UEFI: Debian's signed chain, so the same ESP boots with Secure Boot on or off: shim (signed by
+Microsoft's UEFI CA) as /EFI/BOOT/BOOTX64.EFI, which loads grubx64.efi (Debian's monolithic GRUB,
+signed by Debian) from its own directory, and MokManager beside them. That GRUB cannot load modules
+or take another prefix: its built-in configuration reads $prefix/grub.cfg with the prefix
+/EFI/debian on the partition it was loaded from, so /EFI/debian/grub.cfg points it at the same
+/grub/grub.cfg (and grubenv) that BIOS uses. GRUB then verifies the kernel through shim: Debian's
+kernel is signed by Debian, whose CA shim carries.
 """
 
 from __future__ import annotations
 
+import shutil
 import struct
 from pathlib import Path
 
@@ -18,8 +28,16 @@ from provisioner.errors import ImageBuildError
 from provisioner.node.slots import SLOTS
 
 GRUB_PC_DIR = Path("/usr/lib/grub/i386-pc")
-GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
 PREFIX = "(,gpt1)/grub"
+# ESP path -> where the file is inside the extracted efi_packages (shim-signed, shim-helpers-amd64-signed,
+# grub-efi-amd64-signed).
+SIGNED_EFI_FILES = {
+    "/EFI/BOOT/BOOTX64.EFI": "usr/lib/shim/shimx64.efi.signed",
+    "/EFI/BOOT/mmx64.efi": "usr/lib/shim/mmx64.efi.signed",
+    "/EFI/BOOT/grubx64.efi": "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+}
+# Read by the signed GRUB (its built-in prefix is /EFI/debian); $root is the ESP it was loaded from.
+SIGNED_GRUB_BRIDGE = b"set prefix=($root)/grub\nsource $prefix/grub.cfg\n"
 
 COMMON_MODULES = [
     "part_gpt", "fat", "btrfs", "ext2", "normal", "linux", "configfile", "search", "search_label",
@@ -27,7 +45,6 @@ COMMON_MODULES = [
     "reboot", "halt", "true", "gzio", "minicmd",
 ]
 BIOS_MODULES = ["biosdisk", *COMMON_MODULES]
-EFI_MODULES = [*COMMON_MODULES, "efi_gop"]
 
 
 def render_grub_cfg(template: Path, *, os_name: str, cmdline: str, timeout: int = 1) -> str:
@@ -47,17 +64,33 @@ def _check_module_dir(directory: Path, package: str) -> None:
         raise ImageBuildError(f"grub: {directory} is missing: install the Debian package '{package}'")
 
 
-def make_core_images(workdir: Path) -> tuple[Path, Path]:
-    """(BIOS core.img, BOOTX64.EFI) built with grub-mkimage."""
+def make_bios_core_image(workdir: Path) -> Path:
+    """BIOS core.img built with grub-mkimage."""
     require_tool("grub-mkimage")
     _check_module_dir(GRUB_PC_DIR, "grub-pc-bin")
-    _check_module_dir(GRUB_EFI_DIR, "grub-efi-amd64-bin")
     workdir.mkdir(parents=True, exist_ok=True)
     core = workdir / "core.img"
-    efi = workdir / "BOOTX64.EFI"
     run(["grub-mkimage", "-O", "i386-pc", "-d", str(GRUB_PC_DIR), "-p", PREFIX, "-o", str(core), *BIOS_MODULES])
-    run(["grub-mkimage", "-O", "x86_64-efi", "-d", str(GRUB_EFI_DIR), "-p", PREFIX, "-o", str(efi), *EFI_MODULES])
-    return core, efi
+    return core
+
+
+def signed_efi_files(debs_dir: Path, workdir: Path) -> dict[str, Path | bytes]:
+    """The ESP files of the signed UEFI chain, unpacked from the .debs in debs_dir (dpkg-deb -x, no
+    maintainer script runs); raises ImageBuildError naming a missing file and the package to list."""
+    require_tool("dpkg-deb")
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    for deb in sorted(debs_dir.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(workdir)])
+    files: dict[str, Path | bytes] = {"/EFI/debian/grub.cfg": SIGNED_GRUB_BRIDGE}
+    for dest, inside in SIGNED_EFI_FILES.items():
+        source = workdir / inside
+        if not source.is_file():
+            raise ImageBuildError(f"grub: /{inside} is not in {debs_dir}: list shim-signed, "
+                                  "shim-helpers-amd64-signed and grub-efi-amd64-signed in debian.efi_packages")
+        files[dest] = source
+    return files
 
 
 def bios_boot_sectors(boot_img: bytes, core_img: bytes, mbr: bytes, core_sector: int) -> tuple[bytes, bytes]:

@@ -40,6 +40,7 @@ class Recipe:
     suite: str
     variant: str
     packages: tuple[str, ...]
+    efi_packages: tuple[str, ...]
     path_exclude: tuple[str, ...]
     path_include: tuple[str, ...]
     kernel_prune: tuple[str, ...]
@@ -125,6 +126,7 @@ def parse_recipe(text: str, where: str, directory: Path) -> Recipe:
         suite=_need(debian, "suite", str, f"{where}: debian"),
         variant=_need(debian, "variant", str, f"{where}: debian"),
         packages=_strings(debian, "packages", f"{where}: debian"),
+        efi_packages=_strings(debian, "efi_packages", f"{where}: debian"),
         path_exclude=_strings(debian, "path_exclude", f"{where}: debian"),
         path_include=_strings(debian, "path_include", f"{where}: debian"),
         kernel_prune=_strings(doc, "kernel_prune", where),

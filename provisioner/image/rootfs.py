@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import shlex
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from provisioner.image.recipe import Recipe
 log = logging.getLogger("provisioner.image.rootfs")
 
 DEFAULT_APT_CACHE = Path("/var/cache/provisioner/apt")
+# Where the recipe's efi_packages are downloaded inside the tree (tree.py removes it from the image).
+EFI_DEBS_DIR = "var/cache/provisioner-efi"
 SOURCES_LIST = "/etc/apt/sources.list"
 SOURCES_PARTS = "/etc/apt/sources.list.d"
 
@@ -67,6 +70,11 @@ def mmdebstrap_argv(recipe: Recipe, suite: str, sources: list[str], target: Path
         f"--setup-hook=sync-in {apt_cache} /var/cache/apt/archives/",
         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
     ]
+    if recipe.efi_packages:
+        # Inside the chroot, so that the versions come from the same apt lists as the tree's packages.
+        names = " ".join(shlex.quote(name) for name in recipe.efi_packages)
+        argv.append(f'--customize-hook=mkdir -p "$1/{EFI_DEBS_DIR}" && chroot "$1" sh -c '
+                    f'"cd /{EFI_DEBS_DIR} && apt-get download -q -o APT::Sandbox::User=root {names}"')
     return [*argv, suite, str(target), *sources]
 
 

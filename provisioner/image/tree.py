@@ -14,6 +14,7 @@ from provisioner import __version__
 from provisioner.core.commands import run
 from provisioner.errors import ImageBuildError
 from provisioner.image.recipe import PACKAGE_DIR, Recipe, image_package_paths
+from provisioner.image.rootfs import EFI_DEBS_DIR
 
 log = logging.getLogger("provisioner.image.tree")
 
@@ -30,7 +31,7 @@ def entry_script(module: str) -> str:
 UNIT_DIR = "usr/lib/systemd/system"
 # Machine identity and host leftovers that must not be baked into every install.
 REMOVE = ["etc/resolv.conf", "etc/hostname", "etc/ssh/ssh_host_*", "var/lib/dbus/machine-id", "boot/*",
-          "var/cache/apt/*.bin", "var/cache/debconf/*-old", "var/log/*.log", "var/log/apt/*"]
+          "var/cache/apt/*.bin", "var/cache/debconf/*-old", "var/log/*.log", "var/log/apt/*", EFI_DEBS_DIR]
 
 
 def copy_tree(source: Path, target: Path) -> None:

@@ -42,6 +42,10 @@ QEMU = "qemu-system-x86_64"
 # Debian's ovmf package (bookworm): 4 MiB flash layout; the VARS file is copied per VM (it is written to).
 OVMF_CODE_CANDIDATES = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS_CANDIDATES = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
+# Secure Boot: the code built with it (it needs SMM, so that only firmware writes the variables) and
+# VARS with Microsoft's keys enrolled and Secure Boot enabled, as servers ship.
+OVMF_SECURE_CODE_CANDIDATES = ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",)
+OVMF_SECURE_VARS_CANDIDATES = ("/usr/share/OVMF/OVMF_VARS_4M.ms.fd",)
 
 ACCEL_ENV = "PROVISIONER_QEMU_ACCEL"
 KVM_PROBE_CACHE = Path("build/lab/kvm-probe.json")
@@ -98,6 +102,7 @@ class VMConfig:
     boot: str | None = None                # "n" network (PXE), "c" disk; None: firmware default
     accel: str = "auto"                    # "auto", "kvm" or "tcg"
     machine: str = "q35"
+    secure_boot: bool = False              # UEFI only: OVMF with Secure Boot enforcing, Microsoft's keys
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -107,6 +112,13 @@ class VMConfig:
     @property
     def ovmf_vars(self) -> Path:
         return Path(self.workdir) / f"{self.name}.OVMF_VARS.fd"
+
+
+def ovmf_candidates(config: VMConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(code, vars) candidate files for the VM's UEFI firmware (pure)."""
+    if config.secure_boot:
+        return OVMF_SECURE_CODE_CANDIDATES, OVMF_SECURE_VARS_CANDIDATES
+    return OVMF_CODE_CANDIDATES, OVMF_VARS_CANDIDATES
 
 
 def find_firmware_file(candidates: tuple[str, ...]) -> Path:
@@ -144,7 +156,10 @@ def choose_accel(requested: str, probe_cache: Path = KVM_PROBE_CACHE) -> str:
 
 def build_argv(config: VMConfig, accel: str, ovmf_code: Path | None = None) -> list[str]:
     """The full QEMU argv for config (pure: paths are not checked here)."""
-    argv = [QEMU, "-name", config.name, "-machine", f"{config.machine},accel={accel}",
+    if config.secure_boot and config.firmware != Firmware.UEFI:
+        raise VMError("secure_boot: needs firmware uefi")
+    smm = ",smm=on" if config.secure_boot else ""
+    argv = [QEMU, "-name", config.name, "-machine", f"{config.machine}{smm},accel={accel}",
             "-m", str(config.memory_mib), "-smp", str(config.cpus),
             "-display", "none", "-vga", "none", "-monitor", "none",
             "-serial", f"file:{config.serial_log}", "-no-reboot"]
@@ -153,9 +168,11 @@ def build_argv(config: VMConfig, accel: str, ovmf_code: Path | None = None) -> l
     else:
         argv += ["-cpu", "host"]
     if config.firmware == Firmware.UEFI:
-        code = ovmf_code or Path(OVMF_CODE_CANDIDATES[0])
+        code = ovmf_code or Path(ovmf_candidates(config)[0][0])
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={config.ovmf_vars}"]
+        if config.secure_boot:
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     elif config.firmware != Firmware.BIOS:
         raise VMError(f"firmware: {config.firmware!r} is not one of {', '.join(Firmware)}")
     if config.disk is not None:
@@ -212,8 +229,9 @@ class QemuVM:
         self.accel = choose_accel(self.config.accel)
         ovmf_code = None
         if self.config.firmware == Firmware.UEFI:
-            ovmf_code = find_firmware_file(OVMF_CODE_CANDIDATES)
-            shutil.copyfile(find_firmware_file(OVMF_VARS_CANDIDATES), self.config.ovmf_vars)
+            code_candidates, vars_candidates = ovmf_candidates(self.config)
+            ovmf_code = find_firmware_file(code_candidates)
+            shutil.copyfile(find_firmware_file(vars_candidates), self.config.ovmf_vars)
         self.serial_log.write_bytes(b"")
         argv = build_argv(self.config, self.accel, ovmf_code)
         log.info("qemu %s (%s, %s): %s", self.config.name, self.config.firmware, self.accel, " ".join(argv))

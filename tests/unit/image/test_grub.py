@@ -1,7 +1,10 @@
 import struct
 import subprocess
 
-from provisioner.image.grub import GRUB_PC_DIR, bios_boot_sectors, render_grub_cfg
+import pytest
+
+from provisioner.errors import ImageBuildError
+from provisioner.image.grub import GRUB_PC_DIR, bios_boot_sectors, render_grub_cfg, signed_efi_files
 from provisioner.image.recipe import load_recipe
 from provisioner.node.slots import SLOTS
 
@@ -50,3 +53,11 @@ def test_real_boot_img_keeps_its_signature():
     sector0, _ = bios_boot_sectors(boot, b"x" * 1024, bytes(mbr), 2048)
     assert sector0[0x1FE:0x200] == b"\x55\xaa"
     assert sector0[:0x5C] == boot[:0x5C]
+
+
+def test_signed_efi_files_name_the_missing_binary_and_the_recipe_field(tmp_path):
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    with pytest.raises(ImageBuildError, match=r"usr/lib/shim/shimx64.efi.signed is not in .*debian.efi_packages"):
+        signed_efi_files(debs, tmp_path / "x")
+

@@ -40,6 +40,10 @@ def test_mmdebstrap_uses_host_sources_and_the_deb_cache():
     assert "--setup-hook=sync-in /c /var/cache/apt/archives/" in argv
     assert "--customize-hook=sync-out /var/cache/apt/archives /c" in argv
     assert not any("://" in a for a in argv)
+    download = next(a for a in argv if "apt-get download" in a)
+    assert download.startswith("--customize-hook=") and 'chroot "$1"' in download
+    assert all(name in download for name in recipe.efi_packages)
+    assert argv.index(download) > argv.index("--customize-hook=sync-out /var/cache/apt/archives /c")
 
 
 def test_first_error_line_prefers_apts_reason():

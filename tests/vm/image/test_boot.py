@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from provisioner.disk.layout import MAGIC_DISK_GUID, BootAttributes
+from provisioner.image.esp import get_file, put_files
 from provisioner.lab.netns import LabNetwork
 from provisioner.lab.qemu import QemuVM, TapNic, UserNic, VMConfig
 from tests.fixtures.system import free_port
@@ -92,6 +94,44 @@ def test_bios_boot_with_ab_fallback_from_a_corrupt_usr_b(built_image, tmp_path):
     assert parts["USR-B"].get("attrs") == "GUID:49"  # priority 2, tries 0, not successful
     env = grubenv(disk)
     assert env["usr_b_tries"] == "0" and env["usr_b_successful"] == "0" and env["usr_a_successful"] == "1"
+
+
+def test_secure_boot_enforcing_with_ab_fallback_and_a_tampered_kernel_refused(built_image, tmp_path):
+    """UEFI with Secure Boot enforcing and Microsoft's keys (OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.ms.fd),
+    as servers ship: the ESP's signed chain (shim -> Debian's GRUB -> Debian's kernel) boots; the A/B
+    fallback works there too (USR-B garbage, preferred, one try); a kernel changed by one byte is refused."""
+    key, public = make_key(tmp_path)
+    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
+    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, "node-sb")})
+    set_slots(disk, {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
+    usr_b = part(disk, "USR-B")
+    with open(disk, "r+b") as handle:
+        handle.seek(usr_b["start"] * 512)
+        handle.write(b"\xde\xad\xbe\xef" * (1 << 18))
+    port = free_port()
+    with _vm(tmp_path, "sb-b", port, disk=disk, firmware="uefi", secure_boot=True) as first:
+        first.wait_for_serial(r"provisioner: booting USR-B", 240)
+        first.wait_for_serial(r"provisioner-initrd: FAILED: USR .* does not mount", 240)
+        first.process.wait(timeout=60)
+    with _vm(tmp_path, "sb-a", port, disk=disk, firmware="uefi", secure_boot=True) as second:
+        second.wait_for_serial(r"provisioner: booting USR-A", 240)
+        second.wait_for_serial(BOOTED, BOOT_TIMEOUT)
+        assert "SecureBoot enabled" in ssh(port, key, "mokutil --sb-state")
+        _check_booted_disk(port, key, "uefi", "node-sb")
+        assert "Secure boot enabled" in ssh(port, key, "sudo dmesg")  # the kernel saw it too
+        ssh(port, key, "sudo systemctl poweroff || true")
+        second.process.wait(timeout=180)
+    assert grubenv(disk)["usr_a_successful"] == "1" and grubenv(disk)["usr_b_tries"] == "0"
+
+    esp = f"{disk}@@{part(disk, 'EFI-SYSTEM')['start'] * 512}"
+    kernel = bytearray(get_file(esp, "/flatcar/vmlinuz-a"))
+    kernel[len(kernel) // 2] ^= 0x01
+    put_files(esp, {"/flatcar/vmlinuz-a": bytes(kernel)})
+    with _vm(tmp_path, "sb-tampered", port, disk=disk, firmware="uefi", secure_boot=True) as third:
+        third.wait_for_serial(r"provisioner: booting USR-A", 240)
+        third.wait_for_serial(r"bad shim signature", 120)
+        time.sleep(5)
+        assert "Linux version" not in third.serial_text()
 
 
 def test_pxe_kernel_and_initrd_boot_diskless(built_image, tmp_path):
