@@ -57,8 +57,9 @@ conformance: setup
 
 # FIRMWARE=uefi for OVMF (docs/boot-chain.md); `image` is cached.
 FIRMWARE ?= bios
+MACHINES ?= 3
 demo: setup image
-	$(PROV) demo --data-dir examples/cluster --firmware $(FIRMWARE)
+	$(PROV) demo --data-dir examples/cluster --machines $(MACHINES) --firmware $(FIRMWARE)
 
 # The OS image and release dir (docs/image.md). Cached: with nothing changed it only compares keys.
 image: setup

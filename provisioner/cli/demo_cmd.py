@@ -10,8 +10,9 @@ import typer
 
 from provisioner.cli.output import emit, emit_table
 from provisioner.demo.boot_chain import BootChain, ChainConfig, StageEvent
+from provisioner.demo.cluster import STAGE_COLUMNS, ClusterConfig, ClusterDemo, ClusterEvent, stage_table
 from provisioner.demo.render_summary import summarise
-from provisioner.errors import PartialError
+from provisioner.errors import PartialError, UsageError
 from provisioner.inventory import load_inventory
 from provisioner.lab.qemu import Firmware
 from provisioner.render.check import check_inventory
@@ -28,11 +29,20 @@ def demo_command(
     release_dir: Path = typer.Option(Path("build/release/stable/current"), "--release-dir",
                                      help="What `make image` built."),
     workdir: Path = typer.Option(Path("build/demo"), "--workdir", help="Data dir copy, SSH key, disk, logs."),
-    mac: str = typer.Option("52:54:00:00:00:01", "--mac", help="The VM's MAC: a machine of the data dir."),
+    mac: str = typer.Option("52:54:00:00:00:01", "--mac", help="--machines 1: the VM's MAC (in the data dir)."),
+    machines: int = typer.Option(3, "--machines", help="3: the cluster (node1-3 of the data dir); 1: one VM's boot "
+                                                      "chain (with --firmware and --mac)."),
 ) -> None:
-    """Render and validate every machine, then boot one VM from blank disk to an installed system (root)."""
+    """Render and validate every machine, then bring up three blank VMs as a cluster, or one VM (root)."""
+    if machines not in (1, 3):
+        raise UsageError(f"--machines: {machines} is not 1 or 3")
     render_stage(data_dir, server_url)
     if render_only:
+        return
+    # SIGTERM (timeout, kill, CI) unwinds like Ctrl-C, so the VMs, the server and the namespace go too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if machines == 3:
+        cluster_demo(data_dir, release_dir, workdir, keep)
         return
     emit(f"boot chain: {firmware}, machine {mac}, lab network 10.99.0.0/24 (no uplink)")
     chain = BootChain(ChainConfig(data_dir=data_dir, release_dir=release_dir, workdir=workdir, mac=mac,
@@ -41,8 +51,6 @@ def demo_command(
     def show(event: StageEvent) -> None:
         emit(f"  {event.at:7.1f} s  {event.stage}" + (f"  ({event.detail})" if event.detail else ""))
 
-    # SIGTERM (timeout, kill, CI) unwinds like Ctrl-C, so the VM, the server and the namespace go too.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         result = chain.run(on_stage=show)
     except BaseException:
@@ -55,6 +63,38 @@ def demo_command(
     emit(f"total {result.total:.1f} s from power on to SSH")
     if keep:
         emit(chain.how_to_reach())
+
+
+def cluster_demo(data_dir: Path, release_dir: Path, workdir: Path, keep: bool) -> None:
+    """Three VMs to a cluster, printing each node's stage as it changes, then the cluster's state."""
+    demo = ClusterDemo(ClusterConfig(data_dir=data_dir, release_dir=release_dir, workdir=workdir), keep=keep)
+    emit("cluster: node1 (BIOS, PXE install), node2 (BIOS, rescue install), node3 (UEFI, PXE install); "
+         "lab network 10.99.0.0/24 (no uplink)")
+
+    def show(event: ClusterEvent) -> None:
+        stages = "  ".join(f"{node.spec.name}: {node.stage}" for node in demo.nodes)
+        emit(f"  {event.at:7.1f} s  {event.node:8} {event.stage}" + (f" ({event.detail})" if event.detail else "")
+             + (f"    [{stages}]" if stages else ""))
+
+    try:
+        result = demo.run(on_event=show)
+    except BaseException:
+        if demo.logs():
+            emit(f"logs: {' '.join(str(path) for path in demo.logs())}")
+        if keep:
+            emit(demo.how_to_reach())
+        raise
+    emit("\n== fleetctl list-machines\n" + result.machines.rstrip())
+    emit("== fleetctl list-units (before the power-off)\n" + result.units.rstrip())
+    emit("== fleetctl journal hello.service\n" + result.journal.rstrip())
+    emit("== provisioner node etcd-health (all up)\n" + result.etcd_health.rstrip())
+    emit(f"== powered off {result.powered_off}: web@1 moved to {result.moved_to} in {result.failover_seconds} s")
+    emit("== provisioner node etcd-health (after the power-off)\n" + result.health_after.rstrip())
+    emit("== seconds since the first power on, per node")
+    emit_table(STAGE_COLUMNS, stage_table(result, demo.config.nodes))
+    emit(f"total {result.total:.1f} s from power on to the failover")
+    if keep:
+        emit(demo.how_to_reach())
 
 
 def render_stage(data_dir: Path, server_url: str) -> None:

@@ -165,11 +165,43 @@ def make_ssh_key(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def ssh_argv(netns: str, key: Path, ip: str, command: str) -> list[str]:
+def ssh_argv(netns: str, key: Path, ip: str, command: str, user: str = SSH_USER) -> list[str]:
     """ssh into the machine from inside the lab namespace (pure)."""
     return netns_exec_argv(netns, ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
                                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                                   "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{SSH_USER}@{ip}", command])
+                                   "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"{user}@{ip}", command])
+
+
+def lab_vm(name: str, workdir: Path, firmware: Firmware, disk: Path, netns: str, tap: str, mac: str, *,
+           memory_mib: int, cpus: int, accel: str) -> QemuVM:
+    """A machine on the lab bridge that boots from the network first, then its disk, on every boot
+    (SeaBIOS and OVMF both read QEMU's bootindex list): the server decides, as with a real PXE-first
+    server. Firmware messages go to the serial log too."""
+    if firmware == Firmware.UEFI:
+        firmware_args: tuple[str, ...] = UEFI_ARGS
+    else:
+        sercon = Path(workdir) / "sercon-port.bin"
+        sercon.write_bytes(SERCON_PORT)
+        firmware_args = ("-fw_cfg", f"name=etc/sercon-port,file={sercon}")
+    return QemuVM(VMConfig(name=name, workdir=workdir, firmware=firmware, memory_mib=memory_mib, cpus=cpus,
+                           disk=disk, accel=accel, nic=TapNic(netns=netns, tap=tap, mac=mac),
+                           extra_args=("-global", "virtio-net-pci.bootindex=1",
+                                       "-global", "virtio-blk-pci.bootindex=2", *firmware_args)))
+
+
+def start_lab_server(net: LabNetwork, log_path: Path, serve_args: list[str], timeout: float = 30) -> subprocess.Popen:
+    """`provisioner -v serve <serve_args>` inside the lab namespace, logging to log_path, once it says
+    ready; raises ChainError with the log's last lines when it exits or stays silent."""
+    argv = [sys.executable, "-m", "provisioner.cli.main", "-v", "serve", *serve_args]
+    with open(log_path, "wb") as log:
+        server = net.popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while "serve: ready" not in log_path.read_text(errors="replace"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
+            raise ChainError(f"provisioner serve did not start: {tail}")
+        time.sleep(0.2)
+    return server
 
 
 def boot_slot(text: str) -> str | None:
@@ -263,37 +295,15 @@ class BootChain:
         c = self.config
         self.net = LabNetwork.create(c.netns, c.cidr)
         self.net.add_tap("tap0")
-        argv = [sys.executable, "-m", "provisioner.cli.main", "-v", "serve", "--data-dir", str(self.work / "data"),
-                "--state-dir", str(self.state_dir), "--assets-dir", str(self.work / "assets"),
-                "--interface", "br0", "--http-addr", f"{c.server_ip}:{c.http_port}", "--dhcp-range", c.dhcp_range]
-        with open(self.server_log, "wb") as log:
-            self.server = self.net.popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while "serve: ready" not in self.server_log.read_text(errors="replace"):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise ChainError(f"provisioner serve did not start: {self._server_tail()}")
-            time.sleep(0.2)
-
-    def _server_tail(self) -> str:
-        lines = self.server_log.read_text(errors="replace").strip().splitlines()
-        return " | ".join(lines[-5:])
+        self.server = start_lab_server(self.net, self.server_log, [
+            "--data-dir", str(self.work / "data"), "--state-dir", str(self.state_dir),
+            "--assets-dir", str(self.work / "assets"), "--interface", "br0",
+            "--http-addr", f"{c.server_ip}:{c.http_port}", "--dhcp-range", c.dhcp_range])
 
     def _vm(self, name: str) -> QemuVM:
         c = self.config
-        return QemuVM(VMConfig(name=name, workdir=self.work, firmware=c.firmware, memory_mib=c.memory_mib,
-                               cpus=c.cpus, disk=self.disk, accel=c.accel,
-                               nic=TapNic(netns=c.netns, tap="tap0", mac=c.mac),
-                               # Network first, then the disk, on every boot (SeaBIOS and OVMF both read
-                               # QEMU's bootindex list): the server decides, as with a real PXE-first server.
-                               extra_args=("-global", "virtio-net-pci.bootindex=1",
-                                           "-global", "virtio-blk-pci.bootindex=2", *self._firmware_args())))
-
-    def _firmware_args(self) -> tuple[str, ...]:
-        if self.config.firmware == Firmware.UEFI:
-            return UEFI_ARGS
-        sercon = self.work / "sercon-port.bin"
-        sercon.write_bytes(SERCON_PORT)
-        return ("-fw_cfg", f"name=etc/sercon-port,file={sercon}")
+        return lab_vm(name, self.work, c.firmware, self.disk, c.netns, "tap0", c.mac, memory_mib=c.memory_mib,
+                      cpus=c.cpus, accel=c.accel)
 
     def machine(self) -> dict:
         """This MAC's record in the server's machines.json ({} before the first event)."""
