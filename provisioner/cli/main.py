@@ -80,8 +80,8 @@ COMMANDS: dict[str, Command] = {
     "rescue": Command("rescue_cmd", "Install to HOST's disk while it runs a rescue system, over SSH."),
     "disk": Command("disk_cmd", "Show, grow, shrink and repartition an installed CoreOS-layout disk."),
     "image": Command("image_cmd", "Build the OS image (GPT disk image, PXE kernel + initrd, release directory)."),
-    "demo": Command("demo_cmd", "Render and validate every machine, then boot one VM from blank disk to an installed "
-                             "system (root)."),
+    "demo": Command("demo_cmd", "Render and validate every machine, then bring up three blank VMs as a cluster, or "
+                             "one VM (root)."),
     "registry": Command("registry_cmd", "The container registry nodes use as their Docker Hub mirror."),
     "node": Command("node_cmd", "On a node: apply the cloud-config, show what was applied, check etcd."),
     "fleetd": Command("fleet_cmd", "Run this machine's fleet agent and engine (configured by /etc/fleet/fleet.conf "
