@@ -210,7 +210,7 @@ class BootServer:
         admin = AdminApi(tokens, config.admin_allow, self.states, self.installed, self.secrets, data,
                          self.record_event)
         app = admin.app()
-        ui = OperatorUi(self.states, self.installed, data, tokens)
+        ui = OperatorUi(self.states, self.installed, data, tokens, self.counters)
         ui.mount(app, UI_PREFIX)
         self.watchers.append(ui.live.changed)
         self.admin_runner = web.AppRunner(app, access_log=None, handle_signals=False)

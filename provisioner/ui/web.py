@@ -28,6 +28,7 @@ from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.inventory import Inventory
 from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe.admin_access import TokenFile, token_matches
+from provisioner.pxe.events import Counters
 from provisioner.pxe.http import BootData
 from provisioner.pxe.installed import LABEL, VALUE, rewritten_query
 from provisioner.pxe.state import InstalledMarks, MachineLog
@@ -44,7 +45,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OperatorUi:
-    def __init__(self, states: MachineLog, installed: InstalledMarks, data: BootData, tokens: TokenFile):
+    def __init__(self, states: MachineLog, installed: InstalledMarks, data: BootData, tokens: TokenFile,
+                 counters: Counters):
         self.states = states
         self.installed = installed
         self.data = data
@@ -52,7 +54,7 @@ class OperatorUi:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
-        self.live = LiveRows(self._rows_event)
+        self.live = LiveRows(self._rows_event, counters)
 
     def mount(self, parent: web.Application, prefix: str) -> None:
         """Serve the pages under `prefix`/ of `parent` (the admin API's application)."""
