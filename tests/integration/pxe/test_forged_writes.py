@@ -97,7 +97,8 @@ def test_forged_writes_from_another_host_change_nothing(lab_net, tmp_path):
             ("POST", f"{SERVER}/machines/{INSTALLED}/reinstall", {}, None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", {}, None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", bearer(token), None),
-            ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))] == [405, 404, 403, 403, 200]
+            ("GET", f"{ADMIN}/ui/", {}, None), ("GET", f"{ADMIN}/ui/login", {}, None),   # nor the pages
+            ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))] == [405, 404, 403, 403, 403, 403, 200]
 
         assert _state(server.state_dir) == before
         assert _requests(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None)) == next_boot

@@ -89,7 +89,7 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
                               _report("progress", bytes=40, total=100)))[1][0] == 200
             _stage(page, "installing")
             page.wait_for(f"document.querySelector('#{ROW} progress')?.value == 40")
-            page.screenshot(SHOTS / "machines-installing.png")
+            page.screenshot(SHOTS / "machines-installing.png", width=1230, height=340)   # docs/ui-machines.png
             assert [status for status, _ in _requests(
                 machine, ("POST", f"{SERVER}/report?mac={MAC}", bearer(secret), _report("done")),
                 ("POST", f"{SERVER}/installed?mac={MAC}", bearer(secret), None))] == [200, 200]
