@@ -11,14 +11,12 @@ table page, opened once, follows it through every stage without a reload. Screen
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.fixtures.chromium import Chromium, Page
 from tests.integration.pxe.conftest import start_server, wait_ready
-from tests.integration.pxe.machine_client import bearer, boot_secret
+from tests.integration.pxe.machine_client import bearer, boot_secret, from_namespace
 from tests.integration.pxe.test_dhcp import PXE_BIOS, udhcpc
 
 REPO = Path(__file__).resolve().parents[3]
@@ -29,13 +27,6 @@ SERVER = "http://10.77.0.1:8080"
 KERNEL = "release/stable/current/provisioner_production_pxe.vmlinuz"   # examples/cluster's install profile
 LOOPBACK_UI, REMOTE_UI = "http://127.0.0.1:8081/ui/", "http://10.77.0.1:8081/ui/"
 
-
-def _requests(namespace: str, *requests: tuple) -> list[tuple[int, str]]:
-    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.integration.pxe.machine_client"],
-                          input=json.dumps([list(r) for r in requests]), capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert done.returncode == 0, done.stderr
-    return [tuple(answer) for answer in json.loads(done.stdout)]
 
 
 def _report(event: str, **counts: int) -> str:
@@ -78,23 +69,23 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
             subprocess.run(["ip", "netns", "exec", machine, "busybox", "tftp", "-g", "-r", "undionly.kpxe", "-l",
                             str(tmp_path / "undionly.kpxe"), "10.77.0.1"], check=True, timeout=30)
             _stage(page, "tftp")
-            status, script = _requests(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0]
+            status, script = from_namespace(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0]
             secret = boot_secret(script)
             assert status == 200 and secret, script
             _stage(page, "ipxe")
-            assert _requests(machine, ("GET", f"{SERVER}/assets/{KERNEL}", {}, None))[0][0] == 200
+            assert from_namespace(machine, ("GET", f"{SERVER}/assets/{KERNEL}", {}, None))[0][0] == 200
             _stage(page, "kernel")
-            assert _requests(machine, ("POST", f"{SERVER}/report?mac={MAC}", bearer(secret), _report("start")),
+            assert from_namespace(machine, ("POST", f"{SERVER}/report?mac={MAC}", bearer(secret), _report("start")),
                              ("POST", f"{SERVER}/report?mac={MAC}", bearer(secret),
                               _report("progress", bytes=40, total=100)))[1][0] == 200
             _stage(page, "installing")
             page.wait_for(f"document.querySelector('#{ROW} progress')?.value == 40")
             page.screenshot(SHOTS / "machines-installing.png", width=1230, height=340)   # docs/ui-machines.png
-            assert [status for status, _ in _requests(
+            assert [status for status, _ in from_namespace(
                 machine, ("POST", f"{SERVER}/report?mac={MAC}", bearer(secret), _report("done")),
                 ("POST", f"{SERVER}/installed?mac={MAC}", bearer(secret), None))] == [200, 200]
             _stage(page, "installed")
-            assert "exit 1" in _requests(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0][1]
+            assert "exit 1" in from_namespace(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0][1]
             _stage(page, "disk")
             assert page.evaluate("window.sameDocument") is True   # every change came live, no reload
             assert "node1 / installed" in " ".join(
@@ -134,7 +125,7 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
             token = (server.state_dir / "admin-token").read_text().strip()
             assert reinstall(token) == "200" and not _installed(server.state_dir)
             _stage(page, "reinstall")   # the page's own row, live too
-            assert "kernel " in _requests(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0][1]
+            assert "kernel " in from_namespace(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0][1]
 
             # From an address other than loopback (allowed with --admin-allow), the token once.
             page.goto(REMOTE_UI)
