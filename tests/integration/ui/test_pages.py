@@ -96,6 +96,10 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
             phone.goto(LOOPBACK_UI)
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390   # no sideways scrolling
             phone.screenshot(SHOTS / "machines-phone.png")
+            phone.goto(f"{LOOPBACK_UI}?stage=unseen&group=")   # the filters are a plain GET form
+            assert phone.evaluate("[...document.querySelectorAll('#machines tbody tr')].map(r => r.id)") == [
+                "m-52-54-00-00-00-02", "m-52-54-00-00-00-03"]
+            assert phone.evaluate("document.querySelector('select[name=stage]').value") == "unseen"
 
             # The machine's page: timeline, why its group, what it is served now, its reports.
             page.goto(f"{LOOPBACK_UI}machines/{MAC}")
