@@ -15,8 +15,14 @@ if (table) {
       row.hidden = !shown(row);
       if (old) old.replaceWith(row);
       else if (table.dataset.live === "insert") table.tBodies[0].append(row);
+      if (old && table.dataset.live === "replace") refreshSections();
     }
   });
+}
+// A machine's page: its timeline and reports come again from the server when its row changes.
+async function refreshSections() {
+  const page = new DOMParser().parseFromString(await (await fetch(location.href)).text(), "text/html");
+  document.querySelectorAll("section[data-live]").forEach((s) => s.replaceWith(page.getElementById(s.id)));
 }
 if (filters) filters.querySelectorAll("select").forEach((s) => s.addEventListener("change", () => filters.submit()));
 const button = document.getElementById("reinstall");

@@ -128,7 +128,8 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
             assert reinstall("not-the-token") == "401" and _installed(server.state_dir)
             token = (server.state_dir / "admin-token").read_text().strip()
             assert reinstall(token) == "200" and not _installed(server.state_dir)
-            _stage(page, "reinstall")   # the page's own row, live too
+            _stage(page, "reinstall")   # the page's own row, live too, and its timeline
+            page.wait_for("document.querySelector('#timeline tbody td:nth-child(2)').textContent == 'reinstall'")
             assert "kernel " in from_namespace(machine, ("GET", f"{SERVER}/ipxe?mac={MAC}", {}, None))[0][1]
 
             # From an address other than loopback (allowed with --admin-allow), the token once.
