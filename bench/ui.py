@@ -31,7 +31,7 @@ from provisioner.pxe.machines import MachineStates
 ROOT = Path(__file__).resolve().parents[1]
 MACHINES = 1000
 PAGES = 50
-ORDER = ("none", "pages", "pages", "none") * 3   # 6 storms each, the host's drift shared
+ORDER = ("none", "pages", "pages", "none") * 5   # 10 storms each, the host's drift shared
 STORM = ("--steps", "dhcp,tftp,script,initrd", "--clients", "200", "--concurrency", "50", "--deadline", "240")
 ADMIN = "http://127.0.0.1:8081"   # inside the server's namespace
 
@@ -94,7 +94,9 @@ def _median(runs: list[dict], key: str) -> float:
 def summary(runs: list[dict]) -> dict:
     keys = ("wall_seconds", "server_main_cpu_seconds", "dhcp_p50_ms", "dhcp_p95_ms", "tftp_p50_ms", "tftp_p95_ms",
             "script_p50_ms", "script_p95_ms", "initrd_p50_ms", "initrd_p95_ms")
-    result = {key: _median(runs, key) for key in keys}
+    result: dict = {key: _median(runs, key) for key in keys}
+    result["spread"] = {key: [min(run[key] for run in runs), max(run[key] for run in runs)]
+                        for key in ("wall_seconds", "tftp_p50_ms", "dhcp_p50_ms", "script_p50_ms")}
     result["clients_per_s"] = round(runs[0]["clients"] / result["wall_seconds"], 1)
     result["failures"] = sum(run["failures"] for run in runs)
     return result
@@ -134,7 +136,7 @@ def main() -> dict:
                 pxe._stop(server)
         none, with_pages = summary(runs["none"]), summary(runs["pages"])
         ratios = {f"{key}_pages_over_none": round(with_pages[key] / max(none[key], 1e-9), 3)
-                  for key in none if key != "failures"}
+                  for key in none if key not in ("failures", "spread")}
         return {"machines_in_state": MACHINES + 200, "pages": PAGES, "order": list(ORDER), "storm": " ".join(STORM),
                 "no_pages": none, "with_pages": with_pages, "ratios": ratios,
                 "target": "rate and latencies with pages within 10 % of without",
