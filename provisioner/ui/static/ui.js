@@ -29,7 +29,7 @@ const button = document.getElementById("reinstall");
 if (button) {
   const dialog = document.getElementById("reinstall-dialog");
   const result = document.getElementById("reinstall-result");
-  button.addEventListener("click", () => dialog.showModal());
+  button.addEventListener("click", () => { dialog.returnValue = ""; dialog.showModal(); });   // Esc keeps the last
   dialog.addEventListener("close", async () => {
     if (dialog.returnValue !== "confirm") return;
     const token = document.getElementById("token").value.trim();

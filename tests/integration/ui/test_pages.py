@@ -124,6 +124,10 @@ def test_the_pages_follow_a_boot_live_and_reinstall_needs_the_token(lab_net, tmp
                 page.evaluate("document.getElementById('confirm').click()")
                 return page.wait_for("document.getElementById('reinstall-result').dataset.status")
 
+            page.evaluate("document.getElementById('reinstall').click()")    # asked, then cancelled: nothing sent
+            page.evaluate("document.querySelector('#reinstall-form button[value=cancel]').click()")
+            assert page.evaluate("document.getElementById('reinstall-dialog').open") is False
+            assert page.evaluate("document.getElementById('reinstall-result').textContent") == ""
             assert reinstall("") == "401" and _installed(server.state_dir)
             assert reinstall("not-the-token") == "401" and _installed(server.state_dir)
             token = (server.state_dir / "admin-token").read_text().strip()
