@@ -9,6 +9,9 @@ the operators' desks, and their own CPU on this 2-core host is not the server's 
 add more); the server still renders, queues and writes every update to every page. Rounds alternate
 (none, pages, pages, none, ...) so drift in the host's speed falls on both sides; medians are compared.
 
+Then, with the pages open and no storm, 20 machines fetch their script one by one: how long after each
+boot event the first page has the machine's row (the target is a second).
+
 Needs root (network namespaces). Everything stays inside the lab namespace.
 """
 
@@ -67,6 +70,25 @@ def close_pages(process: subprocess.Popen) -> dict:
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=60)
     return json.loads(out.strip().splitlines()[-1])
+
+
+def update_delays(net: LabNetwork, client: str, count: int = 20) -> dict:
+    """How long after a boot event an open page has the machine's row: `count` machines each fetch their
+    script once (curl in the client namespace; the server records the event before it answers)."""
+    pages = open_pages(net.name)
+    done: dict[str, float] = {}
+    try:
+        for i in range(count):
+            mac = f"52-54-03-00-00-{i:02x}"
+            subprocess.run(["ip", "netns", "exec", client, "curl", "-sf", "-o", "/dev/null",
+                            f"http://{net.server_ip}:8080/ipxe?mac={mac}"], check=True, timeout=30)
+            done[f"m-{mac}"] = time.time()
+            time.sleep(0.37)   # not a multiple of the update interval: the events land all over it
+    finally:
+        received = close_pages(pages)["first_sent"]
+    delays = sorted(received[row] - at for row, at in done.items() if row in received)
+    return {"machines": count, "rows_received": len(delays), "p50_ms": round(statistics.median(delays) * 1000),
+            "max_ms": round(max(delays) * 1000), "min_ms": round(min(delays) * 1000)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -132,13 +154,14 @@ def main() -> dict:
                     finally:
                         if pages is not None:
                             pages_seen.append(close_pages(pages))
+                delays = update_delays(net, client)
             finally:
                 pxe._stop(server)
         none, with_pages = summary(runs["none"]), summary(runs["pages"])
         ratios = {f"{key}_pages_over_none": round(with_pages[key] / max(none[key], 1e-9), 3)
                   for key in none if key not in ("failures", "spread")}
         return {"machines_in_state": MACHINES + 200, "pages": PAGES, "order": list(ORDER), "storm": " ".join(STORM),
-                "no_pages": none, "with_pages": with_pages, "ratios": ratios,
+                "no_pages": none, "with_pages": with_pages, "ratios": ratios, "boot_event_to_page": delays,
                 "target": "rate and latencies with pages within 10 % of without",
                 "pages_received": pages_seen, "runs": runs, "machine": f"{os.cpu_count()} cores"}
 

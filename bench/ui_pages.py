@@ -4,9 +4,10 @@
 
 Each page does what a browser tab on /ui/ does to the server: load the table once (every machine's
 row), then keep /ui/events open and read every update. Prints `ready` once all pages are open, then
-at SIGTERM one JSON line: what the pages received, which machines' rows the first page was sent, and
-this process's own CPU time. Only the first page parses what it gets: the others count, so that this
-client takes as little as it can of the CPU the server shares with it.
+at SIGTERM one JSON line: what the pages received, which machines' rows the first page was sent (and
+when, for the `--timed` ones), and this process's own CPU time. Only the first page parses what it
+gets: the others count, so that this client takes as little as it can of the CPU the server shares
+with it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Pages:
         self.rows_loaded: list[int] = []
         self.messages: list[int] = []
         self.bytes = 0
-        self.first_page = bytearray()            # everything the first page was sent, parsed at the end
+        self.first_page: list[tuple[float, bytes]] = []   # what the first page was sent, when; parsed at the end
         self.errors: list[str] = []
 
     async def page(self, session: aiohttp.ClientSession, url: str, opened: asyncio.Event, counter: list[int],
@@ -45,15 +46,20 @@ class Pages:
                 self.bytes += len(chunk)
                 self.messages[index] += chunk.count(b"event: rows\n")
                 if index == 0:
-                    self.first_page += chunk
+                    self.first_page.append((time.time(), chunk))
 
-    def rows_sent(self) -> set[str]:
-        """The ids of the rows the first page was sent."""
-        ids: set[str] = set()
-        for line in bytes(self.first_page).split(b"\n"):
-            if line.startswith(b"data: "):
-                ids.update(json.loads(line[6:]))
-        return ids
+    def first_sent(self) -> dict[str, float]:
+        """Row id -> when the first page first received it (the time its message was complete)."""
+        first: dict[str, float] = {}
+        buffer = b""
+        for at, chunk in self.first_page:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: "):
+                    for row in json.loads(line[6:]):
+                        first.setdefault(row, at)
+        return first
 
 
 async def run(args) -> dict:
@@ -78,8 +84,10 @@ async def run(args) -> dict:
                 pass
             except Exception as exc:   # reported: a page that broke is a result too
                 pages.errors.append(f"{type(exc).__name__}: {exc}")
-    sent = pages.rows_sent()
+    first = pages.first_sent()
+    sent = set(first)
     return {"pages": args.pages, "rows_on_load_min": min(pages.rows_loaded), "messages_min": min(pages.messages),
+            "first_sent": {row: at for row, at in first.items() if row.startswith(args.timed)},
             "messages_max": max(pages.messages), "bytes_received": pages.bytes,
             "first_page_rows_updated": len(sent),
             "first_page_rows_updated_with_prefix": sum(1 for row in sent if row.startswith(args.prefix)),
@@ -91,6 +99,7 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--pages", type=int, default=50)
     parser.add_argument("--prefix", default="m-52-54-01-", help="count the updated rows whose id starts so")
+    parser.add_argument("--timed", default="m-52-54-03-", help="report when rows whose id starts so first came")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))), flush=True)
 
