@@ -84,6 +84,7 @@ def update_delays(net: LabNetwork, client: str, count: int = 20) -> dict:
                             f"http://{net.server_ip}:8080/ipxe?mac={mac}"], check=True, timeout=30)
             done[f"m-{mac}"] = time.time()
             time.sleep(0.37)   # not a multiple of the update interval: the events land all over it
+        time.sleep(2.0)        # the last row's update
     finally:
         received = close_pages(pages)["first_sent"]
     delays = sorted(received[row] - at for row, at in done.items() if row in received)
