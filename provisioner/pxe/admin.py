@@ -13,6 +13,9 @@ admin_access.py). Answers are JSON; errors are `{"error": "one line"}`.
     DELETE /machines/<MAC>                forget the machine: history, installed mark, boot secrets
     POST   /reload                        read the data dir now (it is also re-read on change)
 
+The operator's pages (provisioner/ui) are served beside it under /ui/: the same address check, and
+their own way to ask for the token.
+
 Each action also revokes the machine's live boot secrets (boot_secrets.py): a boot in progress can no
 longer write what the operator just decided.
 """
@@ -35,6 +38,7 @@ from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog
 
 log = logging.getLogger("provisioner.pxe.admin")
 
+UI_PREFIX = "/ui"   # the operator's pages (provisioner/ui), served beside the API
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -70,6 +74,8 @@ class AdminApi:
             log.warning("admin: refused %s %s from %s: address not allowed", request.method, request.path,
                         request.remote)
             return _error(403, f"{request.remote} is not allowed here (serve --admin-allow)")
+        if request.path == UI_PREFIX or request.path.startswith(f"{UI_PREFIX}/"):
+            return await handler(request)   # the pages ask for the token their own way (provisioner/ui/access.py)
         try:
             token = self.tokens.current()
         except ConfigError as exc:

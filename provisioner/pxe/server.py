@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from provisioner.core.files import write_atomic
 from provisioner.discovery.http import DiscoveryHttp
 from provisioner.discovery.store import DiscoveryStore
 from provisioner.errors import NetworkError
-from provisioner.pxe.admin import AdminApi
+from provisioner.pxe.admin import UI_PREFIX, AdminApi
 from provisioner.pxe.admin_access import ensure_token, write_address
 from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.dhcp_leases import LeaseStore
@@ -39,6 +40,7 @@ from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
+from provisioner.ui.web import OperatorUi
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -106,6 +108,7 @@ class BootServer:
         self.admin_runner: web.AppRunner | None = None
         self._malformed = MalformedRequests(self.counters)
         self._flusher: asyncio.Task | None = None
+        self.watchers: list[Callable[[str], None]] = []   # told the MAC of every event recorded (the UI)
         self.ipxe_loaded: dict[str, float] = {}   # MAC -> when it last fetched an iPXE binary over TFTP
         self.workers: list[subprocess.Popen] = []
         self.worker_counters: dict[int, Counters] = {}
@@ -117,12 +120,15 @@ class BootServer:
         """Record what a service saw in the machine state, under the MAC (known, or learned for the
         client's address), else under "ip:<address>"."""
         if event.stage == REFUSED:   # goes into the named machine's history, nothing else (machines.py)
-            if event.mac:
-                self.states.record_refusal(event.mac, event.detail)
+            if event.mac and self.states.record_refusal(event.mac, event.detail):
+                for watch in self.watchers:
+                    watch(event.mac)
             return
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
         log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
         self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        for watch in self.watchers:
+            watch(mac)
         if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
             self.ipxe_loaded[mac] = time.time()
 
@@ -203,7 +209,11 @@ class BootServer:
             raise NetworkError(f"admin: cannot create {config.state_dir}/admin-token: {exc.strerror}") from None
         admin = AdminApi(tokens, config.admin_allow, self.states, self.installed, self.secrets, data,
                          self.record_event)
-        self.admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
+        app = admin.app()
+        ui = OperatorUi(self.states, self.installed, data, tokens, self.counters)
+        ui.mount(app, UI_PREFIX)
+        self.watchers.append(ui.live.changed)
+        self.admin_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.admin_runner.setup()
         try:
             sock = _listen_socket(config.admin_addr.host, config.admin_addr.port)
@@ -215,7 +225,8 @@ class BootServer:
         url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
         write_address(config.state_dir, url)
         allowed = ", ".join(str(network) for network in config.admin_allow)
-        log.info("admin: %s (token in %s; allowed from %s)", url, tokens.path, allowed)
+        log.info("admin: %s (token in %s; allowed from %s); pages at %s%s/", url, tokens.path, allowed, url,
+                 UI_PREFIX)
 
     def _discovery_changed(self) -> None:
         self._discovery_dirty = True

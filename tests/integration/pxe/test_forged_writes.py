@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.integration.pxe.conftest import start_server, wait_ready
-from tests.integration.pxe.machine_client import bearer, boot_secret
+from tests.integration.pxe.machine_client import bearer, boot_secret, from_namespace
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples" / "cluster"
@@ -36,14 +35,6 @@ def _host(lab_net, name: str, address: str) -> str:
     subprocess.run(["ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0"], check=True)
     return namespace
 
-
-def _requests(namespace: str, *requests: tuple) -> list[tuple[int, str]]:
-    """[method, url, headers, body] requests sent from inside `namespace` (machine_client.py); their answers."""
-    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.integration.pxe.machine_client"],
-                          input=json.dumps([list(r) for r in requests]), capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert done.returncode == 0, done.stderr
-    return [tuple(answer) for answer in json.loads(done.stdout)]
 
 
 def _state(state_dir: Path) -> dict[str, bytes]:
@@ -64,16 +55,16 @@ def test_forged_writes_from_another_host_change_nothing(lab_net, tmp_path):
         # The machines boot: install scripts, each with its secret; one machine installs to the end, one
         # boots while the forger is at work, one boot's secret expires.
         issued = time.monotonic()
-        scripts = _requests(machines, *(("GET", f"{SERVER}/ipxe?mac={mac}", {}, None) for mac in (EXPIRING, INSTALLED)))
+        scripts = from_namespace(machines, *(("GET", f"{SERVER}/ipxe?mac={mac}", {}, None) for mac in (EXPIRING, INSTALLED)))
         expiring, installed = (boot_secret(text) for _, text in scripts)
-        assert _requests(machines, ("POST", f"{SERVER}/report?mac={INSTALLED}", bearer(installed), START),
+        assert from_namespace(machines, ("POST", f"{SERVER}/report?mac={INSTALLED}", bearer(installed), START),
                          ("POST", f"{SERVER}/installed?mac={INSTALLED}", bearer(installed), None)) == [
             (200, "ok\n"), (200, f"{INSTALLED} installed\n")]
         time.sleep(max(0.0, TTL + 0.3 - (time.monotonic() - issued)))   # `expiring` has expired now
-        installing = boot_secret(_requests(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLING}", {}, None))[0][1])
+        installing = boot_secret(from_namespace(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLING}", {}, None))[0][1])
         assert None not in (expiring, installed, installing) and len({expiring, installed, installing}) == 3
         before = _state(server.state_dir)
-        next_boot = _requests(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))
+        next_boot = from_namespace(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))
         assert "exit 1" in next_boot[0][1].splitlines()
         token = (server.state_dir / "admin-token").read_text().strip()
 
@@ -85,31 +76,32 @@ def test_forged_writes_from_another_host_change_nothing(lab_net, tmp_path):
                 forged += [("POST", f"{SERVER}/installed?mac={INSTALLING}", bearer(secret), None)]
         forged += [("POST", f"{SERVER}/report?mac={EXPIRING}", bearer(expiring), ERROR),
                    ("POST", f"{SERVER}/installed?mac={EXPIRING}", bearer(expiring), None)]
-        answers = _requests(forger, *forged)
+        answers = from_namespace(forger, *forged)
         assert all(status == 403 for status, _ in answers), answers
         reasons = {text.split(": ", 1)[1].strip() for _, text in answers}
         assert reasons == {"no boot secret", "boot secret does not match", "no live boot secret for this MAC",
                            "boot secret expired"}
         # A reinstall by every route a forger could try: none exists on the machine-facing port, and the
         # admin API refuses the address even with the operator's token.
-        assert [status for status, _ in _requests(
+        assert [status for status, _ in from_namespace(
             forger, ("DELETE", f"{SERVER}/installed?mac={INSTALLED}", {}, None),
             ("POST", f"{SERVER}/machines/{INSTALLED}/reinstall", {}, None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", {}, None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", bearer(token), None),
-            ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))] == [405, 404, 403, 403, 200]
+            ("GET", f"{ADMIN}/ui/", {}, None), ("GET", f"{ADMIN}/ui/login", {}, None),   # nor the pages
+            ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))] == [405, 404, 403, 403, 403, 403, 200]
 
         assert _state(server.state_dir) == before
-        assert _requests(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None)) == next_boot
-        assert _requests(machines, ("POST", f"{SERVER}/report?mac={INSTALLING}", bearer(installing), START)) == [
+        assert from_namespace(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None)) == next_boot
+        assert from_namespace(machines, ("POST", f"{SERVER}/report?mac={INSTALLING}", bearer(installing), START)) == [
             (200, "ok\n")]                                   # the machine being installed is not disturbed
 
         # The operator: allowed address, but still the token.
-        assert [status for status, _ in _requests(
+        assert [status for status, _ in from_namespace(
             operator, ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", {}, None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", bearer(installed), None),
             ("POST", f"{ADMIN}/machines/{INSTALLED}/reinstall", bearer(token), None))] == [401, 401, 200]
-        assert "kernel " in _requests(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))[0][1]
+        assert "kernel " in from_namespace(machines, ("GET", f"{SERVER}/ipxe?mac={INSTALLED}", {}, None))[0][1]
     finally:
         assert server.stop() == 0, server.log()
     record = next(m for m in json.loads((server.state_dir / "machines.json").read_text())["machines"]
