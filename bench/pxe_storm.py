@@ -6,6 +6,11 @@
 Each client: proxyDHCP DISCOVER with PXE options (own MAC and xid) -> TFTP undionly.kpxe
 (blksize 1468, what PXE ROMs ask for) -> HTTP /ipxe?mac= -> HTTP /assets/<initrd> (read and
 discarded). `--steps tftp` alone is the TFTP peer comparison (works against dnsmasq too).
+
+The `install` step is what the live installer then does, with the boot's secret from the script:
+POST /report (start, done), POST /installed, and the next boot's /ipxe (which must now carry no
+secret: the machine boots its disk). With `--http-servers A,B` client i fetches its script from
+server i mod n and sends its writes to the next one (several servers sharing their state in etcd).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import struct
@@ -152,7 +158,6 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
         size = await timed("tftp", tftp_get(args.server, args.tftp_port, "undionly.kpxe"))
         if size != args.tftp_size:
             raise RuntimeError(f"TFTP size {size} != {args.tftp_size}")
-    base = f"http://{args.server}:{args.http_port}"
 
     async def fetch(url: str) -> int:
         total = 0
@@ -163,12 +168,41 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
                 total += len(chunk)
         return total
 
+    servers = args.http_servers or [args.server]
+    base = f"http://{servers[i % len(servers)]}:{args.http_port}"
     if "script" in steps:
-        await timed("script", fetch(f"{base}/ipxe?mac={mac_text}&uuid=&hostname="))
+        script = await timed("script", text(session, "GET", f"{base}/ipxe?mac={mac_text}&uuid=&hostname="))
+        if "install" in steps:
+            writes = f"http://{servers[(i + 1) % len(servers)]}:{args.http_port}"
+            await timed("install", install(session, base, writes, mac_text, script))
     if "initrd" in steps:
         size = await timed("initrd", fetch(f"{base}/assets/{args.initrd}"))
         if size != args.initrd_size:
             raise RuntimeError(f"initrd size {size} != {args.initrd_size}")
+
+
+async def text(session: aiohttp.ClientSession, method: str, url: str, body: str | None = None,
+               secret: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with session.request(method, url, data=body, headers=headers) as response:
+        answer = await response.text()
+        if response.status != 200:
+            raise RuntimeError(f"{method} {url}: HTTP {response.status}: {answer.strip()}")
+        return answer
+
+
+async def install(session: aiohttp.ClientSession, boot: str, writes: str, mac: str, script: str) -> None:
+    """The live system's writes with the boot's secret, then the next boot (from its disk)."""
+    found = re.search(r"^set boot_secret (\S+)$", script, re.M)
+    if found is None:
+        raise RuntimeError(f"{mac}: the install script carries no boot secret")
+    secret = found.group(1)
+    for report in ({"event": "start", "stage": "source"}, {"event": "done", "stage": "done"}):
+        await text(session, "POST", f"{writes}/report?mac={mac}", json.dumps(report), secret)
+    await text(session, "POST", f"{writes}/installed?mac={mac}", None, secret)
+    again = await text(session, "GET", f"{boot}/ipxe?mac={mac}&uuid=&hostname=")
+    if "boot_secret" in again:
+        raise RuntimeError(f"{mac}: still installing after POST /installed")
 
 
 async def storm(args) -> dict:
@@ -214,6 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--http-servers", default="", help="A,B: HTTP servers to split the clients across")
     parser.add_argument("--tftp-port", type=int, default=69)
     parser.add_argument("--interface", default="eth0")
     parser.add_argument("--clients", type=int, default=200)
@@ -221,10 +256,11 @@ def main() -> None:
     parser.add_argument("--steps", default="dhcp,tftp,script,initrd")
     parser.add_argument("--initrd", default="initrd-30M.bin")
     parser.add_argument("--initrd-size", type=int, default=30 * 1024 * 1024)
-    parser.add_argument("--tftp-size", type=int, required=True)
+    parser.add_argument("--tftp-size", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=240)
     args = parser.parse_args()
     args.steps = set(args.steps.split(","))
+    args.http_servers = [s for s in args.http_servers.split(",") if s]
     print(json.dumps(asyncio.run(storm(args))))
 
 

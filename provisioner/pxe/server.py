@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -33,12 +34,16 @@ from provisioner.pxe.dhcp_service import DhcpService
 from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
+from provisioner.pxe.inventory_etcd import materialize
 from provisioner.pxe.ipxe import ipxe_binary_name
 from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog
+from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox, SiteSync
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
+from provisioner.scheduler.etcd import RequestCounter
 
 log = logging.getLogger("provisioner.pxe.server")
 
@@ -92,10 +97,28 @@ class BootServer:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.counters: Counters = {}
-        self.states = MachineStates(config.state_dir / "machines.json")
-        self.installed = InstalledMachines(config.state_dir / "installed.json")
-        self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
-                                       counters=self.counters)
+        self.states = MachineStates(config.state_dir / "machines.json")   # the machine view, either backend
+        self.installed: InstalledMarks
+        self.secrets: BootSecrets
+        self.machine_log: MachineLog
+        self.sync: SiteSync | None = None
+        if config.state_etcd:
+            # The state is the site's, in etcd (state_etcd.py); the files under the state dir are its cache.
+            self.etcd_requests = RequestCounter()   # every etcd request this server makes (/metrics)
+            site = EtcdSite(config.state_etcd, config.state_site, config.server_url, counter=self.etcd_requests)
+            installed = EtcdInstalledMarks(site, InstalledMachines(config.state_dir / "installed.json"))
+            machine_log = EtcdMachineLog(site, self.states, Outbox(config.state_dir / "etcd-outbox.json"))
+            self.installed, self.machine_log = installed, machine_log
+            self.secrets = EtcdBootSecrets(site, config.boot_secret_ttl, counters=self.counters)
+            self.sync = SiteSync(site, installed, machine_log,
+                                 on_inventory=self._inventory_pushed if config.inventory_etcd else None,
+                                 on_discovery=self._discovery_loaded)
+        else:
+            self.installed = InstalledMachines(config.state_dir / "installed.json")
+            self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
+                                           counters=self.counters)
+            self.machine_log = self.states
+        self.data: BootData | None = None
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
         self._discovery_dirty = False
@@ -118,11 +141,11 @@ class BootServer:
         client's address), else under "ip:<address>"."""
         if event.stage == REFUSED:   # goes into the named machine's history, nothing else (machines.py)
             if event.mac:
-                self.states.record_refusal(event.mac, event.detail)
+                self.machine_log.record_refusal(event.mac, event.detail)
             return
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
         log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
-        self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        self.machine_log.record(mac, event.stage, dict(event.detail), ip=event.ip)
         if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
             self.ipxe_loaded[mac] = time.time()
 
@@ -138,11 +161,15 @@ class BootServer:
                 self.discovery.restore(self._discovery_path.read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
-        data = BootData(config.data_dir, config.server_url, config.registry_url)
+        if self.sync is not None:
+            self.sync.start(asyncio.get_running_loop())
+        data = BootData(self._inventory_dir(), config.server_url, config.registry_url)
+        self.data = data
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
         registry = self.registry
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
-                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values())
+                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values(),
+                                             self._state_counters())
                         + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
                         health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
@@ -201,7 +228,7 @@ class BootServer:
             tokens = ensure_token(config.state_dir)
         except OSError as exc:
             raise NetworkError(f"admin: cannot create {config.state_dir}/admin-token: {exc.strerror}") from None
-        admin = AdminApi(tokens, config.admin_allow, self.states, self.installed, self.secrets, data,
+        admin = AdminApi(tokens, config.admin_allow, self.machine_log, self.installed, self.secrets, data,
                          self.record_event)
         self.admin_runner = web.AppRunner(admin.app(), access_log=None, handle_signals=False)
         await self.admin_runner.setup()
@@ -217,15 +244,45 @@ class BootServer:
         allowed = ", ".join(str(network) for network in config.admin_allow)
         log.info("admin: %s (token in %s; allowed from %s)", url, tokens.path, allowed)
 
+    def _state_counters(self) -> Counters:
+        if self.sync is None:
+            return {}
+        return {"etcd_requests": self.etcd_requests.count}
+
     def _discovery_changed(self) -> None:
         self._discovery_dirty = True
+
+    def _discovery_loaded(self, dump: str) -> None:
+        """The site's discovery registry from etcd, read at start (state_etcd.SiteSync)."""
+        try:
+            self.discovery.restore(dump)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("discovery: ignoring the unreadable registry in etcd: %s", exc)
+
+    def _inventory_dir(self) -> Path:
+        """Where the inventory is read: the data dir, or the copy of the one pushed to etcd."""
+        return self.config.state_dir / "inventory" if self.config.inventory_etcd else self.config.data_dir
+
+    def _inventory_pushed(self, document: str) -> None:
+        try:
+            files = materialize(document, self._inventory_dir())
+        except (ValueError, OSError) as exc:
+            log.error("inventory: cannot take the pushed inventory: %s (still serving the previous one)", exc)
+            return
+        log.info("inventory: %d files from etcd", files)
+        if self.data is not None:
+            self.data.reload()
 
     def flush(self) -> None:
         try:
             self.states.save()
             if self._discovery_dirty:
+                if self.sync is not None:
+                    self.sync.machine_log.outbox.add(self.sync.site.keys.discovery, self.discovery.dump())
                 write_atomic(self._discovery_path, self.discovery.dump(), mode=0o600)
                 self._discovery_dirty = False
+            if self.sync is not None:
+                self.sync.machine_log.outbox.save()
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)
 
@@ -303,6 +360,9 @@ class BootServer:
         if self.registry is not None:
             await self.registry.stop()
         self.flush()
+        if self.sync is not None:   # pushes what waits, if etcd answers; the rest stays in the outbox file
+            await asyncio.get_running_loop().run_in_executor(None, self.sync.stop)
+            self.flush()
         logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         log.info("serve: stopped")
 

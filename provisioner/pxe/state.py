@@ -1,13 +1,15 @@
 """The server's durable state, as the HTTP handlers and the admin API see it: three small interfaces.
 
-Today each has one implementation on files under the state dir (installed.py, boot_secrets.py,
-machines.py); a shared backend (etcd) implements the same methods so several servers agree on what
-a machine is. Everything that changes what a machine boots goes through these methods, nothing
-writes the files directly.
+Two implementations: files under the state dir (installed.py, boot_secrets.py, machines.py; the
+default) and etcd (state_etcd.py, `--state-etcd`), so several servers agree on what a machine is.
+Everything that changes what a machine boots goes through these methods, nothing writes the files
+or keys directly. A write the backend cannot make durable raises OSError (StateUnavailable for a
+shared store that does not answer), and the caller refuses the request saying why.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Protocol
@@ -21,6 +23,13 @@ class SecretCheck(StrEnum):
     NONE_ISSUED = "no live boot secret for this MAC"   # never issued, used by the install, revoked, dropped
     WRONG = "boot secret does not match"               # another machine's, an older boot's, made up
     EXPIRED = "boot secret expired"
+
+
+class StateUnavailable(OSError):
+    """The shared state store does not answer: the write was not made (`strerror` says why)."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.EAGAIN, reason)
 
 
 class InstalledMarks(Protocol):

@@ -10,7 +10,8 @@ gets 403, goes into the named machine's history as a refusal (machines.py) and c
 - `POST /installed?mac=M`: M's installer succeeded: mark it installed (installed.py) and revoke its
   secrets, so nothing more can be written in the name of that boot.
 
-A secret-gated config fetch (BootHttp) is checked by the same `refusal()`.
+A secret-gated config fetch (BootHttp) is checked by the same `refusal()`. A write the state cannot
+take now (etcd away, state_etcd.py) gets 503 with the reason, and the machine's hook tries again.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ class MachineWrites:
     def refusal(self, request: web.Request, mac: str | None, path: str) -> web.Response | None:
         """None when `request` carries `mac`'s live boot secret; else the 403 to send, with the refusal
         recorded in the machine's history and counted."""
-        check = (self.secrets.check(mac, request_secret(request), self.clock()) if mac
-                 else SecretCheck.NONE_ISSUED)
+        try:
+            check = (self.secrets.check(mac, request_secret(request), self.clock()) if mac
+                     else SecretCheck.NONE_ISSUED)
+        except OSError as exc:   # the secret cannot be checked now (a shared state store away)
+            count(self.counters, f'boot_secret_unchecked{{path="{path}"}}')
+            return self._answer(path, 503, f"{path}: cannot check the boot secret now: {exc.strerror}; try again\n")
         if check is SecretCheck.OK:
             return None
         count(self.counters, f'boot_secret_refused{{path="{path}",reason="{check.name.lower()}"}}')
@@ -118,5 +123,6 @@ class MachineWrites:
             self.secrets.revoke(mac)
         except OSError as exc:
             log.error("installed: cannot record %s: %s", mac, exc)
-            return self._answer("/installed", 503, f"/installed: cannot record {mac} now; try again\n")
+            return self._answer("/installed", 503, f"/installed: cannot record {mac} now: {exc.strerror}; "
+                                                   f"try again\n")
         return self._answer("/installed", 200, f"{mac} installed\n")

@@ -1,0 +1,512 @@
+"""The server's state in etcd v3 (`provisioner serve --state-etcd URL,...`): several servers, one site.
+
+Keys, all under `/provisioner/<site>/` (SiteKeys):
+
+    installed/<mac>              {"at", "server"}: created by one transaction (create only), so a mark is set once
+    secrets/<mac>/<sha256>       an issued boot secret (boot_secrets.IssuedSecret) on a lease outliving its TTL
+    events/<mac>/<ns>-<id>-<n>   one boot event {"stage", "at", "ip", "detail"}; detail.server names the server
+    discovery                    the discovery registry's dump (discovery/store.py)
+    inventory                    the pushed data dir (inventory_etcd.py)
+
+Each server answers from what it holds locally: the installed marks (a cache in `<state dir>/installed.json`)
+and the machine view (machines.json), both loaded from etcd at start and kept current by one watch of the
+site's prefix, which also brings the other servers' events. Boot events go to an outbox (`etcd-outbox.json`,
+so a restart loses none) that a thread pushes in batches, one transaction per batch; an event's key is fixed
+when it is recorded, so pushing it twice writes it once.
+
+When etcd does not answer, the server keeps booting what it knows (installed machines get their disk, from
+the cache), keeps recording events in the outbox, and refuses what needs etcd to be true now: an installed
+mark, a new install's boot secret, the operator's actions, a secret issued by another server (StateUnavailable,
+saying why). After a failure it does not ask etcd again for RETRY_SECONDS, so a dead etcd costs each request
+nothing; the push thread catches up when etcd is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from provisioner.core.files import write_atomic
+from provisioner.pxe.boot_secrets import PER_MAC, REUSE_SECONDS, SECRET_BYTES, IssuedSecret, check_secret, secret_digest
+from provisioner.pxe.events import Counters, count
+from provisioner.pxe.installed import InstalledMachines
+from provisioner.pxe.limits import RecentMap
+from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
+from provisioner.pxe.state import SecretCheck, StateUnavailable
+from provisioner.scheduler.etcd import (
+    EtcdClient,
+    EtcdError,
+    KeyValue,
+    RequestCounter,
+    Watcher,
+    WatchEvent,
+    absent,
+    delete,
+    exists,
+    get,
+    put,
+)
+
+log = logging.getLogger("provisioner.pxe.state_etcd")
+
+T = TypeVar("T")
+RETRY_SECONDS = 1.0
+PUSH_INTERVAL = 0.2
+PUSH_BATCH = 100          # puts per transaction; etcd's default --max-txn-ops is 128
+LEASE_REUSE = 300.0       # one lease for the secrets issued within this many seconds
+
+
+class SiteKeys:
+    def __init__(self, site: str):
+        if not site or "/" in site:
+            raise ValueError(f"site {site!r}: a non-empty name without '/'")
+        self.root = f"/provisioner/{site}/"
+
+    def installed(self, mac: str = "") -> str:
+        return f"{self.root}installed/{mac}"
+
+    def secrets(self, mac: str) -> str:
+        return f"{self.root}secrets/{mac}/"
+
+    def events(self, mac: str = "") -> str:
+        return f"{self.root}events/{mac}/" if mac else f"{self.root}events/"
+
+    @property
+    def discovery(self) -> str:
+        return f"{self.root}discovery"
+
+    @property
+    def inventory(self) -> str:
+        return f"{self.root}inventory"
+
+
+class EtcdSite:
+    """The connection to one site's state for the event loop's calls, and the breaker that stops asking a
+    dead etcd for RETRY_SECONDS."""
+
+    def __init__(self, endpoints: Sequence[str], site: str, server: str, timeout: float = 1.0,
+                 counter: RequestCounter | None = None):
+        self.client = EtcdClient(endpoints, timeout, counter=counter)
+        self.keys = SiteKeys(site)
+        self.server = server
+        self.server_id = hashlib.sha256(server.encode()).hexdigest()[:8]
+        self.down_until = 0.0
+        self.reason = ""
+
+    def call(self, what: str, request: Callable[[EtcdClient], T]) -> T:
+        """request(client), or StateUnavailable naming `what` was not done and why."""
+        if time.monotonic() < self.down_until:
+            raise StateUnavailable(f"etcd unavailable ({self.reason}): {what} not recorded")
+        try:
+            result = request(self.client)
+        except EtcdError as exc:
+            self.failed(str(exc))
+            raise StateUnavailable(f"etcd unavailable ({exc}): {what} not recorded") from None
+        self.down_until = 0.0
+        return result
+
+    def failed(self, reason: str) -> None:
+        if not self.down_until:
+            log.warning("state: %s", reason)
+        self.down_until = time.monotonic() + RETRY_SECONDS
+        self.reason = reason
+
+    def answered(self) -> None:
+        if self.down_until:
+            log.info("state: etcd answers again")
+        self.down_until = 0.0
+
+
+class EtcdInstalledMarks:
+    """The InstalledMarks interface (state.py): etcd is the truth, `cache` what boots are answered from."""
+
+    def __init__(self, site: EtcdSite, cache: InstalledMachines):
+        self.site = site
+        self.cache = cache
+
+    def refresh(self, now: float) -> None:
+        """Nothing to do: the watch keeps the cache current."""
+
+    def is_installed(self, mac: str | None) -> bool:
+        return self.cache.is_installed(mac)
+
+    def mark(self, mac: str, now: float | None = None) -> bool:
+        at = time.time() if now is None else now
+        key = self.site.keys.installed(mac)
+        value = json.dumps({"at": at, "server": self.site.server})
+        result = self.site.call(f"installed mark of {mac}",
+                                lambda client: client.txn([absent(key)], [put(key, value)], [get(key)]))
+        if not result.succeeded and result.ranges and result.ranges[0]:
+            at = _mark_time(result.ranges[0][0].value)
+        self.apply(mac, at)
+        return result.succeeded
+
+    def forget(self, mac: str) -> bool:
+        key = self.site.keys.installed(mac)
+        result = self.site.call(f"forgetting the installed mark of {mac}",
+                                lambda client: client.txn([exists(key)], [delete(key)]))
+        self.apply(mac, None)
+        return result.succeeded
+
+    def apply(self, mac: str, at: float | None) -> None:
+        """One mark set (at) or gone (None), as etcd says."""
+        macs = dict(self.cache.macs)
+        if at is None:
+            macs.pop(mac, None)
+        else:
+            macs[mac] = at
+        self.load(macs)
+
+    def load(self, macs: dict[str, float]) -> None:
+        if macs == self.cache.macs:
+            return
+        try:
+            self.cache.replace(macs)
+        except OSError as exc:   # the cache only: etcd has the marks
+            self.cache.macs = macs
+            log.error("state: cannot write the installed cache %s: %s", self.cache.path, exc)
+
+
+def _mark_time(value: str) -> float:
+    try:
+        return float(json.loads(value)["at"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class EtcdBootSecrets:
+    """The BootSecrets interface (state.py) in etcd: a secret issued by one server is good at every server.
+
+    This server's own secrets are also kept in memory, so its machines' reports are still accepted while
+    etcd is away (the report waits in the outbox)."""
+
+    def __init__(self, site: EtcdSite, ttl: float, counters: Counters | None = None):
+        self.site = site
+        self.ttl = ttl
+        self.counters: Counters = {} if counters is None else counters
+        self._recent: RecentMap[str, tuple[str, str | None, float]] = RecentMap(1024)
+        self._issued: RecentMap[str, list[IssuedSecret]] = RecentMap(4096)
+        self._lease: tuple[int, float] = (0, float("-inf"))
+
+    def _lease_id(self, client: EtcdClient, now: float) -> int:
+        lease, granted = self._lease
+        if not lease or now - granted >= LEASE_REUSE:
+            lease = client.grant(int(self.ttl + LEASE_REUSE) + 1)
+            self._lease = (lease, now)
+        return lease
+
+    def issue(self, mac: str, ip: str | None, now: float) -> str:
+        recent = self._recent.get(mac)
+        if recent is not None and recent[1] == ip and now - recent[2] < REUSE_SECONDS:
+            return recent[0]
+        secret = secrets.token_hex(SECRET_BYTES)
+        entry = IssuedSecret(secret_digest(secret), now, now + self.ttl, ip)
+        key = self.site.keys.secrets(mac) + entry.sha256
+        try:
+            self.site.call(f"boot secret for {mac}",
+                           lambda client: client.put(key, json.dumps(entry.to_json()), self._lease_id(client, now)))
+        except StateUnavailable:
+            self._lease = (0, float("-inf"))   # it may be what failed (etcd lost it)
+            raise
+        self._issued[mac] = [*(e for e in self._issued.get(mac, []) if e.expires > now)][-(PER_MAC - 1):] + [entry]
+        self._recent[mac] = (secret, ip, now)
+        count(self.counters, "boot_secrets_issued")
+        return secret
+
+    def check(self, mac: str, presented: str | None, now: float) -> SecretCheck:
+        if not presented:
+            return SecretCheck.MISSING
+        try:
+            kvs = self.site.call(f"check of {mac}'s boot secret",
+                                 lambda client: client.range(self.site.keys.secrets(mac), prefix=True).kvs)
+        except StateUnavailable:
+            if check_secret(self._issued.get(mac, []), presented, now) is SecretCheck.OK:
+                return SecretCheck.OK
+            raise
+        return check_secret([issued for issued in map(_issued_secret, kvs) if issued is not None], presented, now)
+
+    def revoke(self, mac: str) -> None:
+        self.site.call(f"revoking {mac}'s boot secrets",
+                       lambda client: client.delete(self.site.keys.secrets(mac), prefix=True))
+        self._issued.pop(mac, None)
+        self._recent.pop(mac, None)
+
+
+def _issued_secret(kv: KeyValue) -> IssuedSecret | None:
+    try:
+        return IssuedSecret.from_json(json.loads(kv.value))
+    except (ValueError, KeyError, TypeError):
+        return None   # a damaged key proves nothing
+
+
+class Outbox:
+    """Writes not yet in etcd, oldest first, as (key, value); saved to `path` so a restart loses none.
+
+    Thread-safe: the event loop adds, the push thread takes."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.lock = threading.Lock()
+        self.items: list[tuple[str, str]] = []
+        self.wakeup = threading.Event()
+        self._dirty = False
+        if path is not None:
+            try:
+                self.items = [(str(k), str(v)) for k, v in json.loads(path.read_text())["items"]]
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("state: ignoring unreadable %s: %s", path, exc)
+
+    def add(self, key: str, value: str) -> None:
+        with self.lock:
+            self.items.append((key, value))
+            self._dirty = True
+        self.wakeup.set()
+
+    def peek(self, limit: int) -> list[tuple[str, str]]:
+        with self.lock:
+            return self.items[:limit]
+
+    def done(self, pushed: int) -> None:
+        with self.lock:
+            del self.items[:pushed]
+            self._dirty = True
+
+    def drop(self, prefix: str) -> None:
+        with self.lock:
+            self.items = [item for item in self.items if not item[0].startswith(prefix)]
+            self._dirty = True
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+    def save(self) -> None:
+        """Write the file when something changed; raises OSError."""
+        with self.lock:
+            if self.path is None or not self._dirty:
+                return
+            text = json.dumps({"items": self.items})
+            self._dirty = False
+        write_atomic(self.path, text + "\n", mode=0o600)
+
+
+class EtcdMachineLog:
+    """The MachineLog interface (state.py): the local machine view, each event also queued for etcd."""
+
+    def __init__(self, site: EtcdSite, local: MachineStates, outbox: Outbox):
+        self.site = site
+        self.local = local
+        self.outbox = outbox
+        self._serial = itertools.count()
+
+    @property
+    def machines(self) -> Mapping[str, MachineRecord]:
+        return self.local.machines
+
+    def _queue(self, mac: str, stage: str, at: float, ip: str | None, detail: Mapping[str, Any]) -> None:
+        key = f"{self.site.keys.events(mac)}{int(at * 1e9):019d}-{self.site.server_id}-{next(self._serial)}"
+        self.outbox.add(key, json.dumps({"stage": stage, "at": at, "ip": ip, "detail": dict(detail)}))
+
+    def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
+               now: float | None = None) -> MachineRecord:
+        now = time.time() if now is None else now
+        detail = {**(detail or {}), "server": self.site.server}
+        record = self.local.record(mac, stage, detail, ip=ip, now=now)
+        self._queue(mac, stage, now, ip, detail)
+        return record
+
+    def record_refusal(self, mac: str, detail: Mapping[str, Any], now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        detail = {**detail, "server": self.site.server}
+        if not self.local.record_refusal(mac, detail, now):
+            return False
+        self._queue(mac, REFUSED, now, None, detail)
+        return True
+
+    def forget(self, mac: str) -> bool:
+        deleted = self.site.call(f"forgetting {mac}",
+                                 lambda client: client.delete(self.site.keys.events(mac), prefix=True))
+        self.outbox.drop(self.site.keys.events(mac))
+        return self.local.forget(mac) or deleted > 0
+
+
+def replay(states: MachineStates, events: Sequence[KeyValue], keys: SiteKeys) -> int:
+    """Record etcd's event keys into `states` in the order they happened; returns how many (unreadable
+    keys are skipped)."""
+    parsed = []
+    for kv in events:
+        mac = kv.key[len(keys.events()):].split("/", 1)[0]
+        try:
+            event = json.loads(kv.value)
+            parsed.append((float(event["at"]), kv.key, mac, str(event["stage"]), dict(event.get("detail") or {}),
+                           event.get("ip")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("state: skipping unreadable event %s", kv.key)
+    for at, _key, mac, stage, detail, ip in sorted(parsed):
+        if stage == REFUSED:
+            states.record_refusal(mac, detail, now=at)
+        else:
+            states.record(mac, stage, detail, ip=ip, now=at)
+    return len(parsed)
+
+
+class SiteSync:
+    """The threads that keep a server and etcd in step: one pushes the outbox, one watches the site's prefix
+    (other servers' events, installed marks, the inventory). `start()` first loads the site's state (or,
+    when etcd does not answer, the push thread loads it once etcd is back). The discovery registry is read
+    at that load only: each server serves its own copy, written back to etcd when it changes."""
+
+    def __init__(self, site: EtcdSite, installed: EtcdInstalledMarks, log_: EtcdMachineLog,
+                 on_inventory: Callable[[str], None] | None = None,
+                 on_discovery: Callable[[str], None] | None = None):
+        self.site = site
+        self.installed = installed
+        self.machine_log = log_
+        self.on_inventory = on_inventory
+        self.on_discovery = on_discovery
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
+        self.loaded = False
+        self._stop = threading.Event()
+        self._client = site.client.clone()
+        self._watcher: Watcher | None = None
+        self._thread = threading.Thread(target=self._push_loop, name="state-push", daemon=True)
+
+    # ---------------------------------------------------------------- loading
+
+    def load(self) -> bool:
+        """Read the site's whole state once (one range) and start watching after it; False when etcd did not
+        answer. Called on the event loop's thread before serving, else from the push thread via the loop."""
+        keys = self.site.keys
+        try:
+            result = self._client.range(keys.root, prefix=True)
+        except EtcdError as exc:
+            self.site.failed(str(exc))
+            return False
+        marks: dict[str, float] = {}
+        events = []
+        for kv in result.kvs:
+            if kv.key.startswith(keys.installed()):
+                marks[kv.key[len(keys.installed()):]] = _mark_time(kv.value)
+            elif kv.key.startswith(keys.events()):
+                events.append(kv)
+            elif kv.key == keys.inventory and self.on_inventory is not None:
+                self._call_soon(self.on_inventory, kv.value)
+            elif kv.key == keys.discovery and self.on_discovery is not None:
+                self._call_soon(self.on_discovery, kv.value)
+        self._call_soon(self._rebuild, marks, events)
+        self._watcher = Watcher(self._client.clone(), keys.root, result.revision + 1, self._on_watch,
+                                name="state-watch").start()
+        self.loaded = True
+        log.info("state: loaded %d installed marks, %d events from etcd (site %s)", len(marks), len(events),
+                 keys.root)
+        return True
+
+    def _rebuild(self, marks: dict[str, float], events: Sequence[KeyValue]) -> None:
+        """The local view := etcd's, plus the events still waiting in the outbox (event loop thread)."""
+        self.installed.load(marks)
+        local = self.machine_log.local
+        for mac in list(local.machines):
+            local.forget(mac)
+        waiting = [KeyValue(key, value, 0, 0) for key, value in self.machine_log.outbox.peek(len(
+            self.machine_log.outbox)) if key.startswith(self.site.keys.events())]
+        replay(local, [*events, *waiting], self.site.keys)
+
+    def _call_soon(self, function: Callable[..., Any], *args: Any) -> None:
+        if self.loop is None or threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:
+            self.loop.call_soon_threadsafe(function, *args)
+
+    # ---------------------------------------------------------------- threads
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self._loop_thread = loop, threading.get_ident()
+        self.load()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.machine_log.outbox.wakeup.set()
+        self._thread.join(timeout=10)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._client.close()
+
+    def push_once(self) -> int:
+        """Push one batch of the outbox; how many writes went, 0 when none waited. Raises EtcdError."""
+        outbox = self.machine_log.outbox
+        batch = outbox.peek(PUSH_BATCH)
+        if batch:
+            self._client.txn([], [put(key, value) for key, value in batch])
+            outbox.done(len(batch))
+        return len(batch)
+
+    def _push_loop(self) -> None:
+        outbox = self.machine_log.outbox
+        while not self._stop.is_set():
+            outbox.wakeup.wait(PUSH_INTERVAL)
+            outbox.wakeup.clear()
+            try:
+                if not self.loaded and not self.load():
+                    self._stop.wait(RETRY_SECONDS)
+                    continue
+                while self.push_once() == PUSH_BATCH:
+                    pass
+                self.site.answered()
+            except EtcdError as exc:
+                self.site.failed(str(exc))
+                self._stop.wait(RETRY_SECONDS)
+            except Exception:   # the thread must live on whatever broke one push
+                log.exception("state: push failed")
+                self._stop.wait(RETRY_SECONDS)
+        with contextlib.suppress(EtcdError):   # a clean stop pushes what is left, if etcd answers
+            while self.push_once():
+                pass
+
+    def _on_watch(self, events: list[WatchEvent], revision: int) -> None:
+        keys = self.site.keys
+        if not events:   # etcd compacted past our revision: read everything again
+            self.loaded = False
+            if self._watcher is not None:
+                self._watcher._stop.set()
+            self.machine_log.outbox.wakeup.set()
+            return
+        for event in events:
+            key = event.kv.key
+            if key.startswith(keys.installed()):
+                mac = key[len(keys.installed()):]
+                at = _mark_time(event.kv.value) if event.kind == "PUT" else None
+                self._call_soon(self.installed.apply, mac, at)
+            elif key.startswith(keys.events()):
+                mac = key[len(keys.events()):].split("/", 1)[0]
+                if event.kind == "DELETE":
+                    self._call_soon(self.machine_log.local.forget, mac)
+                elif f"-{self.site.server_id}-" not in key.rsplit("/", 1)[-1]:
+                    self._call_soon(replay, self.machine_log.local, [event.kv], keys)
+            elif key == keys.inventory and event.kind == "PUT" and self.on_inventory is not None:
+                self._call_soon(self.on_inventory, event.kv.value)
+
+
+def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], dict[str, float]]:
+    """Every machine of the site as its servers recorded it, and the installed marks (one range request).
+    Raises EtcdError."""
+    keys = SiteKeys(site)
+    result = client.range(keys.root, prefix=True)
+    marks = {kv.key[len(keys.installed()):]: _mark_time(kv.value) for kv in result.kvs
+             if kv.key.startswith(keys.installed())}
+    states = MachineStates(None, max_machines=1 << 30)
+    replay(states, [kv for kv in result.kvs if kv.key.startswith(keys.events())], keys)
+    return dict(states.machines), marks
