@@ -184,11 +184,16 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
 async def text(session: aiohttp.ClientSession, method: str, url: str, body: str | None = None,
                secret: str | None = None) -> str:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    async with session.request(method, url, data=body, headers=headers) as response:
-        answer = await response.text()
-        if response.status != 200:
-            raise RuntimeError(f"{method} {url}: HTTP {response.status}: {answer.strip()}")
-        return answer
+    for _ in range(5):
+        async with session.request(method, url, data=body, headers=headers) as response:
+            answer = await response.text()
+            if response.status == 429:   # what the live system's hook does: wait as told, send again
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"{method} {url}: HTTP {response.status}: {answer.strip()}")
+            return answer
+    raise RuntimeError(f"{method} {url}: still HTTP 429")
 
 
 async def install(session: aiohttp.ClientSession, boot: str, writes: str, mac: str, script: str) -> None:
@@ -224,7 +229,13 @@ async def storm(args) -> dict:
         async def guarded(i):
             async with semaphore:
                 try:
-                    await one_client(i, args, dhcp_clients, session, timings)
+                    if args.source_ips:   # one address per machine, as on a segment (writes are limited per address)
+                        source = args.source_ips[i % len(args.source_ips)]
+                        async with aiohttp.ClientSession(
+                                connector=aiohttp.TCPConnector(local_addr=(source, 0)), timeout=timeout) as own:
+                            await one_client(i, args, dhcp_clients, own, timings)
+                    else:
+                        await one_client(i, args, dhcp_clients, session, timings)
                 except Exception as exc:  # counted, reported; the run goes on
                     failures.append(f"client {i}: {type(exc).__name__}: {exc}")
 
@@ -244,11 +255,22 @@ async def storm(args) -> dict:
     return summary
 
 
+def source_ips(text: str) -> list[str]:
+    """'10.77.0.10-250' -> ['10.77.0.10', ..., '10.77.0.250'] ('' -> [])."""
+    if not text:
+        return []
+    prefix, _, last = text.rpartition(".")
+    first, _, end = last.partition("-")
+    return [f"{prefix}.{n}" for n in range(int(first), int(end or first) + 1)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--http-servers", default="", help="A,B: HTTP servers to split the clients across")
+    parser.add_argument("--source-ips", default="", help="PREFIX.FIRST-LAST, e.g. 10.77.0.10-250: the clients' "
+                                                         "own addresses (already on the interface)")
     parser.add_argument("--tftp-port", type=int, default=69)
     parser.add_argument("--interface", default="eth0")
     parser.add_argument("--clients", type=int, default=200)
@@ -261,6 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     args.steps = set(args.steps.split(","))
     args.http_servers = [s for s in args.http_servers.split(",") if s]
+    args.source_ips = source_ips(args.source_ips)
     print(json.dumps(asyncio.run(storm(args))))
 
 
