@@ -240,7 +240,7 @@ async def storm(args) -> dict:
                     failures.append(f"client {i}: {type(exc).__name__}: {exc}")
 
         start = time.monotonic()
-        tasks = [asyncio.create_task(guarded(i)) for i in range(args.clients)]
+        tasks = [asyncio.create_task(guarded(i)) for i in range(args.first_client, args.first_client + args.clients)]
         done, pending = await asyncio.wait(tasks, timeout=args.deadline)
         for task in pending:
             task.cancel()
@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--tftp-port", type=int, default=69)
     parser.add_argument("--interface", default="eth0")
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--first-client", type=int, default=0, help="number of the first client (its MAC)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steps", default="dhcp,tftp,script,initrd")
     parser.add_argument("--initrd", default="initrd-30M.bin")

@@ -30,7 +30,7 @@ def inventory_document(data_dir: Path, pushed_by: str) -> str:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if not path.is_file():
+            if not path.is_file() or path.name.startswith("."):   # .gitkeep and editors' files are no inventory
                 continue
             try:
                 files[f"{sub}/{path.name}"] = path.read_text()
