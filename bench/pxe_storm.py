@@ -21,11 +21,13 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import statistics
 import struct
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -253,6 +255,17 @@ async def storm(args) -> dict:
         summary[f"{name}_p50_ms"] = round(statistics.median(values) * 1000, 1)
         summary[f"{name}_p95_ms"] = round(values[int(len(values) * 0.95) - 1] * 1000, 1)
     return summary
+
+
+def storm_data_dir(folder: Path) -> Path:
+    """examples/cluster plus groups for any other MAC: install first, then the installed system."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "cluster", folder)
+    common = "  hostname: node\n  install_disk: /dev/vda\n  ssh_authorized_keys: []\n  cluster_token: storm\n"
+    (folder / "groups" / "any-install.yaml").write_text(
+        f"id: any-install\nprofile: install\nmetadata:\n{common}")
+    (folder / "groups" / "any-installed.yaml").write_text(
+        f"id: any-installed\nprofile: installed\nselector:\n  os: installed\nmetadata:\n{common}")
+    return folder
 
 
 def source_ips(text: str) -> list[str]:

@@ -39,8 +39,16 @@ from provisioner.pxe.ipxe import ipxe_binary_name
 from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
-from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog
-from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox, SiteSync
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog, StateRunner, run_inline
+from provisioner.pxe.state_etcd import (
+    EtcdBootSecrets,
+    EtcdInstalledMarks,
+    EtcdMachineLog,
+    EtcdSite,
+    Outbox,
+    SiteSync,
+    StateThreads,
+)
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
 from provisioner.scheduler.etcd import RequestCounter
@@ -102,6 +110,8 @@ class BootServer:
         self.secrets: BootSecrets
         self.machine_log: MachineLog
         self.sync: SiteSync | None = None
+        self.state_threads: StateThreads | None = None
+        self.run_state: StateRunner = run_inline
         if config.state_etcd:
             # The state is the site's, in etcd (state_etcd.py); the files under the state dir are its cache.
             self.etcd_requests = RequestCounter()   # every etcd request this server makes (/metrics)
@@ -109,10 +119,13 @@ class BootServer:
             installed = EtcdInstalledMarks(site, InstalledMachines(config.state_dir / "installed.json"))
             machine_log = EtcdMachineLog(site, self.states, Outbox(config.state_dir / "etcd-outbox.json"))
             self.installed, self.machine_log = installed, machine_log
-            self.secrets = EtcdBootSecrets(site, config.boot_secret_ttl, counters=self.counters)
-            self.sync = SiteSync(site, installed, machine_log,
+            secrets = EtcdBootSecrets(site, config.boot_secret_ttl, counters=self.counters)
+            self.secrets = secrets
+            self.sync = SiteSync(site, installed, machine_log, secrets,
                                  on_inventory=self._inventory_pushed if config.inventory_etcd else None,
                                  on_discovery=self._discovery_loaded)
+            self.state_threads = StateThreads()
+            self.run_state = self.state_threads
         else:
             self.installed = InstalledMachines(config.state_dir / "installed.json")
             self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
@@ -172,7 +185,8 @@ class BootServer:
                                              self._state_counters())
                         + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
-                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
+                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [],
+                        run_state=self.run_state)
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -362,6 +376,8 @@ class BootServer:
         self.flush()
         if self.sync is not None:   # pushes what waits, if etcd answers; the rest stays in the outbox file
             await asyncio.get_running_loop().run_in_executor(None, self.sync.stop)
+            if self.state_threads is not None:
+                self.state_threads.close()
             self.flush()
         logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         log.info("serve: stopped")

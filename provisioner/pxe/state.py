@@ -10,7 +10,7 @@ shared store that does not answer), and the caller refuses the request saying wh
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -73,3 +73,13 @@ class MachineLog(Protocol):
         """Add a refused write to a known machine's history only; False for a MAC never seen."""
 
     def forget(self, mac: str) -> bool: ...
+
+
+# How the HTTP handlers call the state's methods: inline on the event loop (the files: quick, and their
+# read-modify-write relies on running one at a time), or on threads (etcd: a request takes a network round
+# trip and a commit, and concurrent requests let etcd commit many writes at once).
+StateRunner = Callable[..., Awaitable[Any]]
+
+
+async def run_inline(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)

@@ -33,14 +33,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from provisioner.core.files import write_atomic
-from provisioner.pxe.boot_secrets import PER_MAC, REUSE_SECONDS, SECRET_BYTES, IssuedSecret, check_secret, secret_digest
+from provisioner.pxe.boot_secrets import REUSE_SECONDS, SECRET_BYTES, IssuedSecret, check_secret, secret_digest
 from provisioner.pxe.events import Counters, count
 from provisioner.pxe.installed import InstalledMachines
-from provisioner.pxe.limits import RecentMap
+from provisioner.pxe.limits import MAX_MACHINES, RecentMap
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
 from provisioner.pxe.state import SecretCheck, StateUnavailable
 from provisioner.scheduler.etcd import (
@@ -75,8 +76,8 @@ class SiteKeys:
     def installed(self, mac: str = "") -> str:
         return f"{self.root}installed/{mac}"
 
-    def secrets(self, mac: str) -> str:
-        return f"{self.root}secrets/{mac}/"
+    def secrets(self, mac: str = "") -> str:
+        return f"{self.root}secrets/{mac}/" if mac else f"{self.root}secrets/"
 
     def events(self, mac: str = "") -> str:
         return f"{self.root}events/{mac}/" if mac else f"{self.root}events/"
@@ -96,12 +97,21 @@ class EtcdSite:
 
     def __init__(self, endpoints: Sequence[str], site: str, server: str, timeout: float = 1.0,
                  counter: RequestCounter | None = None):
-        self.client = EtcdClient(endpoints, timeout, counter=counter)
+        self._client = EtcdClient(endpoints, timeout, counter=counter)
+        self._local = threading.local()   # a client per thread: a requests session is not shared
         self.keys = SiteKeys(site)
         self.server = server
         self.server_id = hashlib.sha256(server.encode()).hexdigest()[:8]
         self.down_until = 0.0
         self.reason = ""
+
+    @property
+    def client(self) -> EtcdClient:
+        """This thread's client."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._client.clone()
+        return client
 
     def call(self, what: str, request: Callable[[EtcdClient], T]) -> T:
         """request(client), or StateUnavailable naming `what` was not done and why."""
@@ -133,6 +143,7 @@ class EtcdInstalledMarks:
     def __init__(self, site: EtcdSite, cache: InstalledMachines):
         self.site = site
         self.cache = cache
+        self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
 
     def refresh(self, now: float) -> None:
         """Nothing to do: the watch keeps the cache current."""
@@ -160,14 +171,19 @@ class EtcdInstalledMarks:
 
     def apply(self, mac: str, at: float | None) -> None:
         """One mark set (at) or gone (None), as etcd says."""
-        macs = dict(self.cache.macs)
-        if at is None:
-            macs.pop(mac, None)
-        else:
-            macs[mac] = at
-        self.load(macs)
+        with self._lock:
+            macs = dict(self.cache.macs)
+            if at is None:
+                macs.pop(mac, None)
+            else:
+                macs[mac] = at
+            self._store(macs)
 
     def load(self, macs: dict[str, float]) -> None:
+        with self._lock:
+            self._store(macs)
+
+    def _store(self, macs: dict[str, float]) -> None:
         if macs == self.cache.macs:
             return
         try:
@@ -187,23 +203,40 @@ def _mark_time(value: str) -> float:
 class EtcdBootSecrets:
     """The BootSecrets interface (state.py) in etcd: a secret issued by one server is good at every server.
 
-    This server's own secrets are also kept in memory, so its machines' reports are still accepted while
-    etcd is away (the report waits in the outbox)."""
+    Every server mirrors the site's live secrets (loaded with the site, kept by the watch), so checking a
+    report costs no request: only a secret the mirror does not know (issued a moment ago by another
+    server, before the watch brought it) is looked up in etcd. While etcd is away the mirror still proves
+    the secrets it holds, so installs in progress keep reporting (their reports wait in the outbox)."""
 
     def __init__(self, site: EtcdSite, ttl: float, counters: Counters | None = None):
         self.site = site
         self.ttl = ttl
         self.counters: Counters = {} if counters is None else counters
         self._recent: RecentMap[str, tuple[str, str | None, float]] = RecentMap(1024)
-        self._issued: RecentMap[str, list[IssuedSecret]] = RecentMap(4096)
+        self._known: RecentMap[str, dict[str, IssuedSecret]] = RecentMap(MAX_MACHINES)   # mac -> sha256 -> secret
+        self._lock = threading.Lock()   # the state threads and the watch thread change _known and the lease
         self._lease: tuple[int, float] = (0, float("-inf"))
 
     def _lease_id(self, client: EtcdClient, now: float) -> int:
-        lease, granted = self._lease
-        if not lease or now - granted >= LEASE_REUSE:
-            lease = client.grant(int(self.ttl + LEASE_REUSE) + 1)
-            self._lease = (lease, now)
-        return lease
+        with self._lock:
+            lease, granted = self._lease
+            if not lease or now - granted >= LEASE_REUSE:
+                lease = client.grant(int(self.ttl + LEASE_REUSE) + 1)
+                self._lease = (lease, now)
+            return lease
+
+    def apply(self, mac: str, sha256: str, issued: IssuedSecret | None) -> None:
+        """One secret issued (or gone: None), as etcd says."""
+        with self._lock:
+            known = dict(self._known.get(mac) or {})
+            if issued is None:
+                known.pop(sha256, None)
+            else:
+                known[sha256] = issued
+            if known:
+                self._known[mac] = known
+            else:
+                self._known.pop(mac, None)
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
         recent = self._recent.get(mac)
@@ -216,9 +249,10 @@ class EtcdBootSecrets:
             self.site.call(f"boot secret for {mac}",
                            lambda client: client.put(key, json.dumps(entry.to_json()), self._lease_id(client, now)))
         except StateUnavailable:
-            self._lease = (0, float("-inf"))   # it may be what failed (etcd lost it)
+            with self._lock:
+                self._lease = (0, float("-inf"))   # it may be what failed (etcd lost it)
             raise
-        self._issued[mac] = [*(e for e in self._issued.get(mac, []) if e.expires > now)][-(PER_MAC - 1):] + [entry]
+        self.apply(mac, entry.sha256, entry)
         self._recent[mac] = (secret, ip, now)
         count(self.counters, "boot_secrets_issued")
         return secret
@@ -226,19 +260,18 @@ class EtcdBootSecrets:
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck:
         if not presented:
             return SecretCheck.MISSING
-        try:
-            kvs = self.site.call(f"check of {mac}'s boot secret",
-                                 lambda client: client.range(self.site.keys.secrets(mac), prefix=True).kvs)
-        except StateUnavailable:
-            if check_secret(self._issued.get(mac, []), presented, now) is SecretCheck.OK:
-                return SecretCheck.OK
-            raise
+        known = check_secret(list((self._known.get(mac) or {}).values()), presented, now)
+        if known in (SecretCheck.OK, SecretCheck.EXPIRED):
+            return known
+        kvs = self.site.call(f"check of {mac}'s boot secret",
+                             lambda client: client.range(self.site.keys.secrets(mac), prefix=True).kvs)
         return check_secret([issued for issued in map(_issued_secret, kvs) if issued is not None], presented, now)
 
     def revoke(self, mac: str) -> None:
         self.site.call(f"revoking {mac}'s boot secrets",
                        lambda client: client.delete(self.site.keys.secrets(mac), prefix=True))
-        self._issued.pop(mac, None)
+        with self._lock:
+            self._known.pop(mac, None)
         self._recent.pop(mac, None)
 
 
@@ -247,6 +280,19 @@ def _issued_secret(kv: KeyValue) -> IssuedSecret | None:
         return IssuedSecret.from_json(json.loads(kv.value))
     except (ValueError, KeyError, TypeError):
         return None   # a damaged key proves nothing
+
+
+class StateThreads:
+    """The StateRunner (state.py) for etcd: each call on a pool thread, so the event loop keeps serving."""
+
+    def __init__(self, threads: int = 16):
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="state")
+
+    async def __call__(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 class Outbox:
@@ -369,11 +415,12 @@ class SiteSync:
     at that load only: each server serves its own copy, written back to etcd when it changes."""
 
     def __init__(self, site: EtcdSite, installed: EtcdInstalledMarks, log_: EtcdMachineLog,
-                 on_inventory: Callable[[str], None] | None = None,
+                 secrets_: EtcdBootSecrets, on_inventory: Callable[[str], None] | None = None,
                  on_discovery: Callable[[str], None] | None = None):
         self.site = site
         self.installed = installed
         self.machine_log = log_
+        self.secrets = secrets_
         self.on_inventory = on_inventory
         self.on_discovery = on_discovery
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -402,6 +449,8 @@ class SiteSync:
                 marks[kv.key[len(keys.installed()):]] = _mark_time(kv.value)
             elif kv.key.startswith(keys.events()):
                 events.append(kv)
+            elif kv.key.startswith(keys.secrets()):
+                self._secret(kv.key, _issued_secret(kv))
             elif kv.key == keys.inventory and self.on_inventory is not None:
                 self._call_soon(self.on_inventory, kv.value)
             elif kv.key == keys.discovery and self.on_discovery is not None:
@@ -423,6 +472,10 @@ class SiteSync:
         waiting = [KeyValue(key, value, 0, 0) for key, value in self.machine_log.outbox.peek(len(
             self.machine_log.outbox)) if key.startswith(self.site.keys.events())]
         replay(local, [*events, *waiting], self.site.keys)
+
+    def _secret(self, key: str, issued: IssuedSecret | None) -> None:
+        mac, _, sha256 = key[len(self.site.keys.secrets()):].partition("/")
+        self.secrets.apply(mac, sha256, issued)
 
     def _call_soon(self, function: Callable[..., Any], *args: Any) -> None:
         if self.loop is None or threading.get_ident() == self._loop_thread:
@@ -490,6 +543,8 @@ class SiteSync:
                 mac = key[len(keys.installed()):]
                 at = _mark_time(event.kv.value) if event.kind == "PUT" else None
                 self._call_soon(self.installed.apply, mac, at)
+            elif key.startswith(keys.secrets()):
+                self._secret(key, _issued_secret(event.kv) if event.kind == "PUT" else None)
             elif key.startswith(keys.events()):
                 mac = key[len(keys.events()):].split("/", 1)[0]
                 if event.kind == "DELETE":
