@@ -174,6 +174,24 @@ def test_either_server_boots_a_machine_the_same_and_its_install_mark_is_set_once
     assert rows[mac]["servers"] == sorted(URLS)                    # which server saw its events
 
 
+def test_a_server_killed_mid_install_the_other_finishes_it(site):
+    mac = "52:54:01:00:40:01"
+    secret = install_boot(site, URLS[0], mac)
+    assert site.http(("POST", f"{URLS[0]}/report?mac={mac}", bearer(secret), START))[0] == (200, "ok\n")
+    wait_for("the first report in etcd", lambda: site.stages(mac)["install"] == 1, site)
+    site.servers[0].process.kill()
+    site.servers[0].process.wait(timeout=10)
+    done = json.dumps({"event": "done", "stage": "done"})
+    answers = site.http(("POST", f"{URLS[1]}/report?mac={mac}", bearer(secret), done),
+                        ("POST", f"{URLS[1]}/installed?mac={mac}", bearer(secret), None),
+                        ("GET", f"{URLS[1]}/ipxe?mac={mac}", {}, None))
+    assert answers[:2] == [(200, "ok\n"), (200, f"{mac} installed\n")]
+    assert answers[2][0] == 200 and "boot_secret" not in answers[2][1]
+    stages = wait_for("the install's end in etcd", lambda: (s := site.stages(mac))["installed"] and s, site)
+    assert (stages["install"], stages["install-done"], stages["installed"]) == (1, 1, 1), stages
+    site.servers.pop(0)   # killed: not stopped cleanly by the fixture
+
+
 def test_a_storm_of_200_clients_split_across_both_servers_loses_no_event(site):
     result = site.storm(200)
     assert result["failures"] == 0, result["failure_examples"]
@@ -181,22 +199,25 @@ def test_a_storm_of_200_clients_split_across_both_servers_loses_no_event(site):
 
     def complete():
         per_mac: dict[str, Counter] = {}
-        servers: dict[str, set] = {}
         for mac, event in site.events():
             per_mac.setdefault(mac, Counter())[event["stage"]] += 1
-            servers.setdefault(mac, set()).add(event["detail"]["server"])
         return per_mac if all(per_mac.get(m, {}).get("installed") for m in macs) else None
 
     per_mac = wait_for("every machine's events in etcd", complete, site)
     time.sleep(2)   # anything still on its way would show as an extra event below
     per_mac = complete()
     assert per_mac is not None
+    offered_by: dict[str, set] = {}
+    for mac, event in site.events():
+        if event["stage"] == "dhcp-offer":
+            offered_by.setdefault(mac, set()).add(event["detail"]["server"])
     for mac in macs:
         stages = per_mac[mac]
         # Each client: one DISCOVER (offered by both servers), two scripts, two reports, one mark.
         assert (stages["ipxe-script"], stages["install"], stages["install-done"], stages["installed"]) == \
             (2, 1, 1, 1), (mac, stages)
         assert stages["dhcp-offer"] >= 2, (mac, stages)
+        assert offered_by[mac] == set(URLS)                     # both servers answered its DISCOVER
     rows = json.loads(site.cli("machines", "--state-etcd", site.endpoints, "--json").stdout)["machines"]
     assert {row["mac"] for row in rows if row["installed"]} >= set(macs)
     assert all(row["servers"] == sorted(URLS) for row in rows if row["mac"] in macs)
