@@ -65,6 +65,7 @@ RETRY_SECONDS = 1.0
 PUSH_INTERVAL = 0.2
 PUSH_BATCH = 100          # puts per transaction; etcd's default --max-txn-ops is 128
 LEASE_REUSE = 300.0       # one lease for the secrets issued within this many seconds
+REPORT_STAGES = ("install", "install-done", "install-error")   # the live installer's reports (reports.py)
 
 
 class SiteKeys:
@@ -364,6 +365,12 @@ class EtcdMachineLog:
     def _queue(self, mac: str, stage: str, at: float, ip: str | None, detail: Mapping[str, Any]) -> None:
         key = f"{self.site.keys.events(mac)}{int(at * 1e9):019d}-{self.site.server_id}-{next(self._serial)}"
         self.outbox.add(key, json.dumps({"stage": stage, "at": at, "ip": ip, "detail": dict(detail)}))
+        if stage in REPORT_STAGES and self.site.down_until:
+            # etcd is away and the machine was told "ok": the report is on disk before the answer goes.
+            try:
+                self.outbox.save()
+            except OSError as exc:
+                log.error("state: cannot write the outbox %s: %s", self.outbox.path, exc)
 
     def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
                now: float | None = None) -> MachineRecord:
