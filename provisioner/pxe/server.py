@@ -116,11 +116,10 @@ class BootServer:
             # The state is the site's, in etcd (state_etcd.py); the files under the state dir are its cache.
             self.etcd_requests = RequestCounter()   # every etcd request this server makes (/metrics)
             site = EtcdSite(config.state_etcd, config.state_site, config.server_url, counter=self.etcd_requests)
-            installed = EtcdInstalledMarks(site, InstalledMachines(config.state_dir / "installed.json"))
             machine_log = EtcdMachineLog(site, self.states, Outbox(config.state_dir / "etcd-outbox.json"))
-            self.installed, self.machine_log = installed, machine_log
             secrets = EtcdBootSecrets(site, config.boot_secret_ttl, counters=self.counters)
-            self.secrets = secrets
+            installed = EtcdInstalledMarks(site, InstalledMachines(config.state_dir / "installed.json"), secrets)
+            self.installed, self.secrets, self.machine_log = installed, secrets, machine_log
             self.sync = SiteSync(site, installed, machine_log, secrets,
                                  on_inventory=self._inventory_pushed if config.inventory_etcd else None,
                                  on_discovery=self._discovery_loaded)

@@ -141,9 +141,10 @@ class EtcdSite:
 class EtcdInstalledMarks:
     """The InstalledMarks interface (state.py): etcd is the truth, `cache` what boots are answered from."""
 
-    def __init__(self, site: EtcdSite, cache: InstalledMachines):
+    def __init__(self, site: EtcdSite, cache: InstalledMachines, secrets_: EtcdBootSecrets):
         self.site = site
         self.cache = cache
+        self.secrets = secrets_   # a new mark revokes the machine's boot secrets in the same transaction
         self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
 
     def refresh(self, now: float) -> None:
@@ -156,9 +157,12 @@ class EtcdInstalledMarks:
         at = time.time() if now is None else now
         key = self.site.keys.installed(mac)
         value = json.dumps({"at": at, "server": self.site.server})
+        revoke = delete(self.site.keys.secrets(mac), prefix=True)
         result = self.site.call(f"installed mark of {mac}",
-                                lambda client: client.txn([absent(key)], [put(key, value)], [get(key)]))
-        if not result.succeeded and result.ranges and result.ranges[0]:
+                                lambda client: client.txn([absent(key)], [put(key, value), revoke], [get(key)]))
+        if result.succeeded:
+            self.secrets.revoked(mac, by_mark=True)
+        elif result.ranges and result.ranges[0]:
             at = _mark_time(result.ranges[0][0].value)
         self.apply(mac, at)
         return result.succeeded
@@ -215,6 +219,7 @@ class EtcdBootSecrets:
         self.counters: Counters = {} if counters is None else counters
         self._recent: RecentMap[str, tuple[str, str | None, float]] = RecentMap(1024)
         self._known: RecentMap[str, dict[str, IssuedSecret]] = RecentMap(MAX_MACHINES)   # mac -> sha256 -> secret
+        self._spent: RecentMap[str, bool] = RecentMap(1024)   # revoked by a mark's transaction, not yet revoke()d
         self._lock = threading.Lock()   # the state threads and the watch thread change _known and the lease
         self._lease: tuple[int, float] = (0, float("-inf"))
 
@@ -269,10 +274,17 @@ class EtcdBootSecrets:
         return check_secret([issued for issued in map(_issued_secret, kvs) if issued is not None], presented, now)
 
     def revoke(self, mac: str) -> None:
-        self.site.call(f"revoking {mac}'s boot secrets",
-                       lambda client: client.delete(self.site.keys.secrets(mac), prefix=True))
+        if self._spent.pop(mac, None) is None:   # else the mark's transaction just did it
+            self.site.call(f"revoking {mac}'s boot secrets",
+                           lambda client: client.delete(self.site.keys.secrets(mac), prefix=True))
+        self.revoked(mac)
+
+    def revoked(self, mac: str, by_mark: bool = False) -> None:
+        """`mac`'s secrets are gone from etcd (by_mark: an installed mark's transaction deleted them)."""
         with self._lock:
             self._known.pop(mac, None)
+            if by_mark:
+                self._spent[mac] = True
         self._recent.pop(mac, None)
 
 
@@ -286,7 +298,7 @@ def _issued_secret(kv: KeyValue) -> IssuedSecret | None:
 class StateThreads:
     """The StateRunner (state.py) for etcd: each call on a pool thread, so the event loop keeps serving."""
 
-    def __init__(self, threads: int = 16):
+    def __init__(self, threads: int = 32):
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="state")
 
     async def __call__(self, function: Callable[..., Any], *args: Any) -> Any:
