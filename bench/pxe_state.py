@@ -1,14 +1,16 @@
 """The boot server's state in etcd vs in files: a boot storm against each, in the same run.
 
 Setup, in a lab netns (bridge, no uplink): `provisioner serve` in proxy-DHCP mode, its state either in
-files (the default) or in a real 3-member etcd 3.4 on the namespace's loopback (`--state-etcd`); then
+files (the default) or in a real 3-member etcd 3.4 on the namespace's loopback (`--state-etcd`; data on
+tmpfs, see main()); then
 the same with two servers sharing that etcd. Each run: 200 scripted machines (bench/pxe_storm.py), 50 at
 a time, each with an address of its own: proxyDHCP DISCOVER -> /ipxe (an install script: a boot secret
 is issued) -> POST /report x2 and POST /installed with that secret (to the other server when there are
 two) -> /ipxe again (now the installed answer). Rounds alternate file/etcd so load drift hits both.
 
 Reported: boots per second (200 / wall time), p50/p95 of the script fetch and of the install's writes,
-etcd requests per boot (the server's own count, provisioner_etcd_requests_total, the watch included).
+etcd requests per boot (the server's own count, provisioner_etcd_requests_total, the watch included),
+and CPU per boot of the servers and of the three etcd members (all on this machine's 2 cores here).
 Target: the etcd backend within 20 % of the file backend (rate ratio >= 0.8).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +63,15 @@ def _etcd_requests(net: LabNetwork, url: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def _cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (`ip netns exec` execs: a Popen's pid is the program's)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -87,14 +99,19 @@ def _run(net: LabNetwork, client_ns: str, work: Path, data_dir: Path, servers: t
     try:
         for ip, process in zip(servers, processes, strict=True):
             _ready(net, f"http://{ip}:8080", process)
+        members = [m.process.pid for m in etcd.members if m.process is not None] if etcd else []
         before = sum(_etcd_requests(net, f"http://{ip}:8080") for ip in servers)
+        cpu_before = (_cpu([p.pid for p in processes]), _cpu(members))
         result = _storm(client_ns, servers, first)
         time.sleep(1.0)   # the outbox's last push
         after = sum(_etcd_requests(net, f"http://{ip}:8080") for ip in servers)
+        cpu_after = (_cpu([p.pid for p in processes]), _cpu(members))
     finally:
         for process in processes:
             _stop(process)
     result["boots_per_s"] = round(CLIENTS / result["wall_seconds"], 1)
+    result["server_cpu_ms_per_boot"] = round((cpu_after[0] - cpu_before[0]) * 1000 / CLIENTS, 2)
+    result["etcd_cpu_ms_per_boot"] = round((cpu_after[1] - cpu_before[1]) * 1000 / CLIENTS, 2)
     if etcd:
         result["etcd_requests_per_boot"] = round((after - before) / CLIENTS, 2)
     return result
@@ -116,7 +133,10 @@ def main() -> dict:
         client = net.add_client_namespace("pxestatec")
         subprocess.run(["ip", "-n", client, "-batch", "-"], check=True, text=True,
                        input="".join(f"addr add {NET}.{n}/24 dev eth0\n" for n in range(10, 251)))
-        etcd = EtcdCluster.start(work / "etcd", size=3, netns=net.name)
+        # etcd's data on tmpfs, as in bench/scheduler.py: on a site its members have disks (and CPUs) of their
+        # own; here three members share one disk with everything else, and their fsyncs would be what is measured.
+        etcd_dir = Path(tempfile.mkdtemp(prefix="bench-pxe-state-etcd-", dir="/dev/shm"))
+        etcd = EtcdCluster.start(etcd_dir, size=3, netns=net.name)
         try:
             first = 0
             for _ in range(ROUNDS):
@@ -126,9 +146,12 @@ def main() -> dict:
                     first += CLIENTS
         finally:
             etcd.stop()
+            shutil.rmtree(etcd_dir, ignore_errors=True)
     summary = {name: {"boots_per_s": _median(r, "boots_per_s"), "script_p50_ms": _median(r, "script_p50_ms"),
                       "script_p95_ms": _median(r, "script_p95_ms"), "install_p50_ms": _median(r, "install_p50_ms"),
                       "install_p95_ms": _median(r, "install_p95_ms"),
+                      "server_cpu_ms_per_boot": _median(r, "server_cpu_ms_per_boot"),
+                      "etcd_cpu_ms_per_boot": _median(r, "etcd_cpu_ms_per_boot"),
                       "failures": sum(run["failures"] for run in r)} for name, r in runs.items()}
     for name in ("etcd", "etcd_two_servers"):
         summary[name]["etcd_requests_per_boot"] = _median(runs[name], "etcd_requests_per_boot")
