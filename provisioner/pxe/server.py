@@ -48,6 +48,7 @@ from provisioner.pxe.state_etcd import (
     Outbox,
     SiteSync,
     StateThreads,
+    lease_document,
 )
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
@@ -131,6 +132,7 @@ class BootServer:
                                            counters=self.counters)
             self.machine_log = self.states
         self.data: BootData | None = None
+        self._leases_published: str | None = None
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
         self._discovery_dirty = False
@@ -257,6 +259,18 @@ class BootServer:
         allowed = ", ".join(str(network) for network in config.admin_allow)
         log.info("admin: %s (token in %s; allowed from %s)", url, tokens.path, allowed)
 
+    def _publish_leases(self) -> None:
+        """Full DHCP with the state in etcd: this server's bound leases go to the site's view when they change."""
+        assert self.sync is not None
+        leases = self.dhcp.leases if self.dhcp is not None else None
+        if leases is None:
+            return
+        document = lease_document(leases.leases, self.config.server_url)
+        if document != self._leases_published:
+            site = self.sync.site
+            self.sync.machine_log.outbox.add(site.keys.leases(site.server_id), document)
+            self._leases_published = document
+
     def _state_counters(self) -> Counters:
         if self.sync is None:
             return {}
@@ -295,6 +309,7 @@ class BootServer:
                 write_atomic(self._discovery_path, self.discovery.dump(), mode=0o600)
                 self._discovery_dirty = False
             if self.sync is not None:
+                self._publish_leases()
                 self.sync.machine_log.outbox.save()
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)

@@ -5,6 +5,8 @@ Keys, all under `/provisioner/<site>/` (SiteKeys):
     installed/<mac>              {"at", "server"}: created by one transaction (create only), so a mark is set once
     secrets/<mac>/<sha256>       an issued boot secret (boot_secrets.IssuedSecret) on a lease outliving its TTL
     events/<mac>/<ns>-<id>-<n>   one boot event {"stage", "at", "ip", "detail"}; detail.server names the server
+    leases/<server id>           a full-DHCP server's bound leases {mac: {"ip", "expires", "server"}} (they stay per
+                                 segment: published for the site's machine view only)
     discovery                    the discovery registry's dump (discovery/store.py)
     inventory                    the pushed data dir (inventory_etcd.py)
 
@@ -82,6 +84,9 @@ class SiteKeys:
 
     def events(self, mac: str = "") -> str:
         return f"{self.root}events/{mac}/" if mac else f"{self.root}events/"
+
+    def leases(self, server_id: str = "") -> str:
+        return f"{self.root}leases/{server_id}"
 
     @property
     def discovery(self) -> str:
@@ -583,4 +588,26 @@ def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], 
              if kv.key.startswith(keys.installed())}
     states = MachineStates(None, max_machines=1 << 30)
     replay(states, [kv for kv in result.kvs if kv.key.startswith(keys.events())], keys)
+    apply_leases(states.machines, [kv for kv in result.kvs if kv.key.startswith(keys.leases())])
     return dict(states.machines), marks
+
+
+def lease_document(leases: Mapping[str, Any], server: str) -> str:
+    """A server's bound leases (dhcp_leases.LeaseRecord by MAC) as the value of its leases key (pure)."""
+    return json.dumps({mac: {"ip": lease.ip, "expires": lease.expires, "server": server}
+                       for mac, lease in sorted(leases.items()) if lease.state == "bound"}, sort_keys=True)
+
+
+def apply_leases(machines: Mapping[str, MachineRecord], documents: Sequence[KeyValue]) -> None:
+    """Give each known machine the address its newest published lease holds (pure apart from the records)."""
+    newest: dict[str, tuple[float, str]] = {}
+    for kv in documents:
+        try:
+            for mac, lease in json.loads(kv.value).items():
+                if float(lease["expires"]) > newest.get(mac, (float("-inf"), ""))[0]:
+                    newest[mac] = (float(lease["expires"]), str(lease["ip"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("state: skipping unreadable leases %s", kv.key)
+    for mac, (_, ip) in newest.items():
+        if mac in machines:
+            machines[mac].ip = ip

@@ -98,3 +98,21 @@ def test_inventory_document_and_materialize(tmp_path):
             materialize(bad, target)
     with pytest.raises(ConfigError):
         inventory_document(tmp_path / "nowhere", "me")
+
+
+def test_published_leases_give_the_site_view_each_machines_newest_address():
+    from provisioner.pxe.dhcp_leases import LeaseRecord, LeaseState
+    from provisioner.pxe.state_etcd import apply_leases, lease_document
+
+    keys = SiteKeys("s")
+    a = lease_document({MAC: LeaseRecord(MAC, "10.0.0.5", 100.0),
+                        "52:54:00:00:00:09": LeaseRecord("52:54:00:00:00:09", "10.0.0.9", 1.0,
+                                                         state=LeaseState.OFFERED)}, "http://a")
+    assert json.loads(a) == {MAC: {"ip": "10.0.0.5", "expires": 100.0, "server": "http://a"}}   # bound only
+    b = lease_document({MAC: LeaseRecord(MAC, "10.1.0.7", 200.0)}, "http://b")
+    states = MachineStates(None)
+    states.record(MAC, "dhcp-ack", now=1.0)
+    apply_leases(states.machines, [KeyValue(keys.leases("a"), a, 1, 1), KeyValue(keys.leases("b"), b, 1, 1),
+                                   KeyValue(keys.leases("c"), "{bad", 1, 1)])
+    assert states.machines[MAC].ip == "10.1.0.7"
+    assert "52:54:00:00:00:09" not in states.machines
