@@ -31,7 +31,6 @@ import hashlib
 import itertools
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from provisioner.core.files import write_atomic
-from provisioner.pxe.boot_secrets import REUSE_SECONDS, SECRET_BYTES, IssuedSecret, check_secret, secret_digest
+from provisioner.pxe.boot_secrets import IssuedSecret, RecentSecrets, check_secret, new_secret, reused_secret
 from provisioner.pxe.events import Counters, count
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.limits import MAX_MACHINES, RecentMap
@@ -222,7 +221,7 @@ class EtcdBootSecrets:
         self.site = site
         self.ttl = ttl
         self.counters: Counters = {} if counters is None else counters
-        self._recent: RecentMap[str, tuple[str, str | None, float]] = RecentMap(1024)
+        self._recent: RecentSecrets = RecentMap(1024)
         self._known: RecentMap[str, dict[str, IssuedSecret]] = RecentMap(MAX_MACHINES)   # mac -> sha256 -> secret
         self._spent: RecentMap[str, bool] = RecentMap(1024)   # revoked by a mark's transaction, not yet revoke()d
         self._lock = threading.Lock()   # the state threads and the watch thread change _known and the lease
@@ -250,11 +249,10 @@ class EtcdBootSecrets:
                 self._known.pop(mac, None)
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
-        recent = self._recent.get(mac)
-        if recent is not None and recent[1] == ip and now - recent[2] < REUSE_SECONDS:
-            return recent[0]
-        secret = secrets.token_hex(SECRET_BYTES)
-        entry = IssuedSecret(secret_digest(secret), now, now + self.ttl, ip)
+        reused = reused_secret(self._recent, mac, ip, now)
+        if reused is not None:
+            return reused
+        secret, entry = new_secret(ip, now, self.ttl)
         key = self.site.keys.secrets(mac) + entry.sha256
         try:
             self.site.call(f"boot secret for {mac}",

@@ -260,7 +260,8 @@ def test_with_etcd_gone_installed_machines_boot_writes_are_refused_and_catch_up_
         assert site.http(("POST", f"{url}/report?mac={installing}", bearer(secret), START))[0] == (200, "ok\n")
     for server in site.servers:   # on disk before the "ok" went: a crash now would not lose it
         waiting = json.loads((server.state_dir / "etcd-outbox.json").read_text())["items"]
-        assert [json.loads(value)["stage"] for key, value in waiting if installing in key] == ["install"]
+        stages = [json.loads(value)["stage"] for key, value in waiting if installing in key]
+        assert stages.count("install") == 1, stages   # (its boot's events may wait there too, if etcd went first)
     status, text = site.http(("POST", f"{URLS[1]}/report?mac={installing}", bearer("0" * 32), START))[0]
     assert status == 503 and "etcd unavailable" in text and "try again" in text, text
     status, text = site.http(("POST", f"{URLS[0]}/installed?mac={installing}", bearer(secret), None))[0]
