@@ -201,7 +201,9 @@ def test_a_storm_of_200_clients_split_across_both_servers_loses_no_event(site):
         per_mac: dict[str, Counter] = {}
         for mac, event in site.events():
             per_mac.setdefault(mac, Counter())[event["stage"]] += 1
-        return per_mac if all(per_mac.get(m, {}).get("installed") for m in macs) else None
+        expected = ("ipxe-script", "install", "install-done", "installed")
+        return per_mac if all(all(per_mac.get(m, {}).get(stage) for stage in expected)
+                              and per_mac[m]["ipxe-script"] >= 2 for m in macs) else None
 
     per_mac = wait_for("every machine's events in etcd", complete, site)
     time.sleep(2)   # anything still on its way would show as an extra event below
