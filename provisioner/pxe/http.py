@@ -39,7 +39,7 @@ from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, 
 from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap
-from provisioner.pxe.state import BootSecrets, InstalledMarks, StateRunner, run_inline
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MarkedInstalled, StateRunner, run_inline
 from provisioner.pxe.writes import MachineWrites
 from provisioner.render import NoMatch, Renderer
 
@@ -279,7 +279,12 @@ class BootHttp:
                 if refused is not None:
                     return refused
             elif result.boots_kernel and result.mac and not self.installed.is_installed(result.mac):
-                body = await self._with_secret(result, request.remote)
+                try:
+                    body = await self._with_secret(result, request.remote)
+                except MarkedInstalled:   # another server marked it a moment ago: answer as installed
+                    params, query_string = self._machine_view(request)
+                    result = self.data.render(endpoint, query_string, params)
+                    body = result.body
             self._count(path, result.status)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:

@@ -32,6 +32,11 @@ class StateUnavailable(OSError):
         super().__init__(errno.EAGAIN, reason)
 
 
+class MarkedInstalled(Exception):
+    """BootSecrets.issue found the machine marked installed (by another server, a moment ago): no secret is
+    issued, the installed marks now say so, and the request is answered as for an installed machine."""
+
+
 class InstalledMarks(Protocol):
     """Which machines are installed: their queries get `os=installed` (installed.py)."""
 
@@ -51,7 +56,8 @@ class BootSecrets(Protocol):
     """Per-boot secrets: issued with an install boot's script, proof for that boot's own writes."""
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
-        """A secret for this boot of `mac` (the plain text; only its hash is stored); raises OSError."""
+        """A secret for this boot of `mac` (the plain text; only its hash is stored); raises OSError, or
+        MarkedInstalled when a shared store knows better than the cache the boot was decided from."""
 
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck: ...
 

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from provisioner.core.files import write_atomic
-from provisioner.pxe.boot_secrets import IssuedSecret, RecentSecrets, check_secret, new_secret, reused_secret
+from provisioner.pxe.boot_secrets import IssuedSecret, check_secret, new_secret
 from provisioner.pxe.events import Counters, count
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.limits import MAX_MACHINES, RecentMap
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
-from provisioner.pxe.state import SecretCheck, StateUnavailable
+from provisioner.pxe.state import MarkedInstalled, SecretCheck, StateUnavailable
 from provisioner.scheduler.etcd import (
     EtcdClient,
     EtcdError,
@@ -149,6 +149,7 @@ class EtcdInstalledMarks:
         self.site = site
         self.cache = cache
         self.secrets = secrets_   # a new mark revokes the machine's boot secrets in the same transaction
+        secrets_.on_marked = self.apply
         self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
 
     def refresh(self, now: float) -> None:
@@ -221,9 +222,9 @@ class EtcdBootSecrets:
         self.site = site
         self.ttl = ttl
         self.counters: Counters = {} if counters is None else counters
-        self._recent: RecentSecrets = RecentMap(1024)
         self._known: RecentMap[str, dict[str, IssuedSecret]] = RecentMap(MAX_MACHINES)   # mac -> sha256 -> secret
         self._spent: RecentMap[str, bool] = RecentMap(1024)   # revoked by a mark's transaction, not yet revoke()d
+        self.on_marked: Callable[[str, float], None] | None = None   # the installed cache's apply()
         self._lock = threading.Lock()   # the state threads and the watch thread change _known and the lease
         self._lease: tuple[int, float] = (0, float("-inf"))
 
@@ -249,20 +250,25 @@ class EtcdBootSecrets:
                 self._known.pop(mac, None)
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
-        reused = reused_secret(self._recent, mac, ip, now)
-        if reused is not None:
-            return reused
+        # No reuse of a secret issued a moment ago (the files' way with iPXE retrying its chain): every
+        # install boot asks etcd, which alone knows whether another server has just marked the machine.
         secret, entry = new_secret(ip, now, self.ttl)
         key = self.site.keys.secrets(mac) + entry.sha256
+        mark = self.site.keys.installed(mac)
+        # Only for a machine not marked installed: this server's cache may not have the mark another
+        # server set a moment ago, and a machine must not get two boot decisions.
         try:
-            self.site.call(f"boot secret for {mac}",
-                           lambda client: client.put(key, json.dumps(entry.to_json()), self._lease_id(client, now)))
+            result = self.site.call(f"boot secret for {mac}", lambda client: client.txn(
+                [absent(mark)], [put(key, json.dumps(entry.to_json()), self._lease_id(client, now))], [get(mark)]))
         except StateUnavailable:
             with self._lock:
                 self._lease = (0, float("-inf"))   # it may be what failed (etcd lost it)
             raise
+        if not result.succeeded:
+            if self.on_marked is not None and result.ranges and result.ranges[0]:
+                self.on_marked(mac, _mark_time(result.ranges[0][0].value))
+            raise MarkedInstalled(mac)
         self.apply(mac, entry.sha256, entry)
-        self._recent[mac] = (secret, ip, now)
         count(self.counters, "boot_secrets_issued")
         return secret
 
@@ -288,7 +294,6 @@ class EtcdBootSecrets:
             self._known.pop(mac, None)
             if by_mark:
                 self._spent[mac] = True
-        self._recent.pop(mac, None)
 
 
 def _issued_secret(kv: KeyValue) -> IssuedSecret | None:
