@@ -17,10 +17,10 @@ so a restart loses none) that a thread pushes in batches, one transaction per ba
 when it is recorded, so pushing it twice writes it once.
 
 When etcd does not answer, the server keeps booting what it knows (installed machines get their disk, from
-the cache), keeps recording events in the outbox, and refuses what needs etcd to be true now: an installed
-mark, a new install's boot secret, the operator's actions, a secret issued by another server (StateUnavailable,
-saying why). After a failure it does not ask etcd again for RETRY_SECONDS, so a dead etcd costs each request
-nothing; the push thread catches up when etcd is back.
+the cache), keeps recording events (and the reports proven by a secret it mirrors) in the outbox, and refuses
+what needs etcd to be true now: an installed mark, a new install's boot secret, the operator's actions, a
+secret it has not seen (StateUnavailable, saying why). After a failure it does not ask etcd again for
+RETRY_SECONDS, so a dead etcd costs each request nothing; the push thread catches up when etcd is back.
 """
 
 from __future__ import annotations
