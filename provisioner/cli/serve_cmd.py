@@ -135,7 +135,7 @@ def machines_command(
     if ctx.invoked_subcommand is not None:
         return
     if state_etcd:
-        from provisioner.pxe.state_etcd import read_site
+        from provisioner.pxe.state_sync import read_site
         from provisioner.scheduler.etcd import EtcdClient, parse_endpoints
 
         client = EtcdClient(parse_endpoints(state_etcd), timeout=5.0)

@@ -46,10 +46,9 @@ from provisioner.pxe.state_etcd import (
     EtcdMachineLog,
     EtcdSite,
     Outbox,
-    SiteSync,
     StateThreads,
-    lease_document,
 )
+from provisioner.pxe.state_sync import SiteSync, lease_document
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
 from provisioner.scheduler.etcd import RequestCounter

@@ -12,7 +12,8 @@ from provisioner.errors import ConfigError
 from provisioner.pxe.inventory_etcd import inventory_document, materialize
 from provisioner.pxe.machines import MachineStates, machine_rows
 from provisioner.pxe.state import StateUnavailable
-from provisioner.pxe.state_etcd import EtcdSite, Outbox, SiteKeys, replay
+from provisioner.pxe.state_etcd import EtcdSite, Outbox, SiteKeys
+from provisioner.pxe.state_sync import replay
 from provisioner.scheduler.etcd import KeyValue
 from tests.fixtures.system import free_port
 
@@ -102,7 +103,7 @@ def test_inventory_document_and_materialize(tmp_path):
 
 def test_published_leases_give_the_site_view_each_machines_newest_address():
     from provisioner.pxe.dhcp_leases import LeaseRecord, LeaseState
-    from provisioner.pxe.state_etcd import apply_leases, lease_document
+    from provisioner.pxe.state_sync import apply_leases, lease_document
 
     keys = SiteKeys("s")
     a = lease_document({MAC: LeaseRecord(MAC, "10.0.0.5", 100.0),
