@@ -6,6 +6,11 @@
 Each client: proxyDHCP DISCOVER with PXE options (own MAC and xid) -> TFTP undionly.kpxe
 (blksize 1468, what PXE ROMs ask for) -> HTTP /ipxe?mac= -> HTTP /assets/<initrd> (read and
 discarded). `--steps tftp` alone is the TFTP peer comparison (works against dnsmasq too).
+
+The `install` step is what the live installer then does, with the boot's secret from the script:
+POST /report (start, done), POST /installed, and the next boot's /ipxe (which must now carry no
+secret: the machine boots its disk). With `--http-servers A,B` client i fetches its script from
+server i mod n and sends its writes to the next one (several servers sharing their state in etcd).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import asyncio
 import json
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import struct
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -152,7 +160,6 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
         size = await timed("tftp", tftp_get(args.server, args.tftp_port, "undionly.kpxe"))
         if size != args.tftp_size:
             raise RuntimeError(f"TFTP size {size} != {args.tftp_size}")
-    base = f"http://{args.server}:{args.http_port}"
 
     async def fetch(url: str) -> int:
         total = 0
@@ -163,12 +170,46 @@ async def one_client(i: int, args, dhcp_clients: DhcpClients | None, session: ai
                 total += len(chunk)
         return total
 
+    servers = args.http_servers or [args.server]
+    base = f"http://{servers[i % len(servers)]}:{args.http_port}"
     if "script" in steps:
-        await timed("script", fetch(f"{base}/ipxe?mac={mac_text}&uuid=&hostname="))
+        script = await timed("script", text(session, "GET", f"{base}/ipxe?mac={mac_text}&uuid=&hostname="))
+        if "install" in steps:
+            writes = f"http://{servers[(i + 1) % len(servers)]}:{args.http_port}"
+            await timed("install", install(session, base, writes, mac_text, script))
     if "initrd" in steps:
         size = await timed("initrd", fetch(f"{base}/assets/{args.initrd}"))
         if size != args.initrd_size:
             raise RuntimeError(f"initrd size {size} != {args.initrd_size}")
+
+
+async def text(session: aiohttp.ClientSession, method: str, url: str, body: str | None = None,
+               secret: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    for _ in range(5):
+        async with session.request(method, url, data=body, headers=headers) as response:
+            answer = await response.text()
+            if response.status == 429:   # what the live system's hook does: wait as told, send again
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"{method} {url}: HTTP {response.status}: {answer.strip()}")
+            return answer
+    raise RuntimeError(f"{method} {url}: still HTTP 429")
+
+
+async def install(session: aiohttp.ClientSession, boot: str, writes: str, mac: str, script: str) -> None:
+    """The live system's writes with the boot's secret, then the next boot (from its disk)."""
+    found = re.search(r"^set boot_secret (\S+)$", script, re.M)
+    if found is None:
+        raise RuntimeError(f"{mac}: the install script carries no boot secret")
+    secret = found.group(1)
+    for report in ({"event": "start", "stage": "source"}, {"event": "done", "stage": "done"}):
+        await text(session, "POST", f"{writes}/report?mac={mac}", json.dumps(report), secret)
+    await text(session, "POST", f"{writes}/installed?mac={mac}", None, secret)
+    again = await text(session, "GET", f"{boot}/ipxe?mac={mac}&uuid=&hostname=")
+    if "boot_secret" in again:
+        raise RuntimeError(f"{mac}: still installing after POST /installed")
 
 
 async def storm(args) -> dict:
@@ -190,12 +231,18 @@ async def storm(args) -> dict:
         async def guarded(i):
             async with semaphore:
                 try:
-                    await one_client(i, args, dhcp_clients, session, timings)
+                    if args.source_ips:   # one address per machine, as on a segment (writes are limited per address)
+                        source = args.source_ips[i % len(args.source_ips)]
+                        async with aiohttp.ClientSession(
+                                connector=aiohttp.TCPConnector(local_addr=(source, 0)), timeout=timeout) as own:
+                            await one_client(i, args, dhcp_clients, own, timings)
+                    else:
+                        await one_client(i, args, dhcp_clients, session, timings)
                 except Exception as exc:  # counted, reported; the run goes on
                     failures.append(f"client {i}: {type(exc).__name__}: {exc}")
 
         start = time.monotonic()
-        tasks = [asyncio.create_task(guarded(i)) for i in range(args.clients)]
+        tasks = [asyncio.create_task(guarded(i)) for i in range(args.first_client, args.first_client + args.clients)]
         done, pending = await asyncio.wait(tasks, timeout=args.deadline)
         for task in pending:
             task.cancel()
@@ -210,21 +257,47 @@ async def storm(args) -> dict:
     return summary
 
 
+def storm_data_dir(folder: Path) -> Path:
+    """examples/cluster plus groups for any other MAC: install first, then the installed system."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "cluster", folder)
+    common = "  hostname: node\n  install_disk: /dev/vda\n  ssh_authorized_keys: []\n  cluster_token: storm\n"
+    (folder / "groups" / "any-install.yaml").write_text(
+        f"id: any-install\nprofile: install\nmetadata:\n{common}")
+    (folder / "groups" / "any-installed.yaml").write_text(
+        f"id: any-installed\nprofile: installed\nselector:\n  os: installed\nmetadata:\n{common}")
+    return folder
+
+
+def source_ips(text: str) -> list[str]:
+    """'10.77.0.10-250' -> ['10.77.0.10', ..., '10.77.0.250'] ('' -> [])."""
+    if not text:
+        return []
+    prefix, _, last = text.rpartition(".")
+    first, _, end = last.partition("-")
+    return [f"{prefix}.{n}" for n in range(int(first), int(end or first) + 1)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--http-servers", default="", help="A,B: HTTP servers to split the clients across")
+    parser.add_argument("--source-ips", default="", help="PREFIX.FIRST-LAST, e.g. 10.77.0.10-250: the clients' "
+                                                         "own addresses (already on the interface)")
     parser.add_argument("--tftp-port", type=int, default=69)
     parser.add_argument("--interface", default="eth0")
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--first-client", type=int, default=0, help="number of the first client (its MAC)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--steps", default="dhcp,tftp,script,initrd")
     parser.add_argument("--initrd", default="initrd-30M.bin")
     parser.add_argument("--initrd-size", type=int, default=30 * 1024 * 1024)
-    parser.add_argument("--tftp-size", type=int, required=True)
+    parser.add_argument("--tftp-size", type=int, default=0)
     parser.add_argument("--deadline", type=float, default=240)
     args = parser.parse_args()
     args.steps = set(args.steps.split(","))
+    args.http_servers = [s for s in args.http_servers.split(",") if s]
+    args.source_ips = source_ips(args.source_ips)
     print(json.dumps(asyncio.run(storm(args))))
 
 

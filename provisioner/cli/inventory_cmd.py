@@ -1,4 +1,4 @@
-"""`provisioner inventory check|match`."""
+"""`provisioner inventory check|match|push`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,28 @@ def match_command(
         selector = match.group.selector_text or "none: default"
         emit(f"group   {result['group']}  ({result['group_file']}; selector {selector})")
         emit(f"profile {result['profile']}  ({result['profile_file'] or 'MISSING'})")
+
+
+@app.command("push")
+def push_command(
+    data_dir: Path = DATA_DIR,
+    state_etcd: str = typer.Option(..., "--state-etcd", help="http://a:2379,...: the servers' --state-etcd."),
+    state_site: str = typer.Option("default", "--state-site", help="The site's name (the servers' --state-site)."),
+) -> None:
+    """Write the data dir's inventory to etcd in one write; servers run with --inventory-etcd reload it."""
+    import socket
+
+    from provisioner.pxe.inventory_etcd import inventory_document
+    from provisioner.pxe.state_etcd import SiteKeys
+    from provisioner.scheduler.etcd import EtcdClient, parse_endpoints
+
+    document = inventory_document(data_dir, socket.gethostname())
+    client = EtcdClient(parse_endpoints(state_etcd), timeout=5.0)
+    try:
+        revision = client.put(SiteKeys(state_site).inventory, document)
+    finally:
+        client.close()
+    emit(f"{data_dir}: pushed to site {state_site} (etcd revision {revision})")
 
 
 def register(root: typer.Typer) -> None:

@@ -54,6 +54,13 @@ def serve_command(
                                           "that may use the admin API; repeatable."),
     boot_secret_ttl: float = typer.Option(DEFAULT_TTL, "--boot-secret-ttl",
                                           help="Seconds an install boot's secret stays valid (docs/security.md)."),
+    state_etcd: str = typer.Option(None, "--state-etcd", help="http://a:2379,http://b:2379: keep the state "
+                                   "(installed marks, machine events, boot secrets) in etcd, shared by every "
+                                   "server of the site (docs/pxe-server.md)."),
+    state_site: str = typer.Option("default", "--state-site", help="The site's name: its keys are under "
+                                   "/provisioner/SITE/ in etcd."),
+    inventory_etcd: bool = typer.Option(False, "--inventory-etcd", help="Serve the inventory pushed to etcd "
+                                        "(`provisioner inventory push`), not the data dir's."),
 ) -> None:
     """Run the PXE boot server: DHCP/proxyDHCP + TFTP + HTTP (+ etcd discovery) until SIGTERM."""
     # Imported here: `provisioner machines ...` should not pay for aiohttp at every start.
@@ -66,7 +73,8 @@ def serve_command(
         server_url=server_url, state_dir=state_dir, assets_dir=assets_dir, server_ip=server_ip,
         efi_binary=efi_binary, chain_ipxe_roms=chain_ipxe_roms, http_workers=http_workers, ipv6_ra=ipv6_ra,
         registry_addr=registry_addr, admin_addr=admin_addr, admin_allow=tuple(admin_allow),
-        boot_secret_ttl=boot_secret_ttl)
+        boot_secret_ttl=boot_secret_ttl, state_etcd=state_etcd, state_site=state_site,
+        inventory_etcd=inventory_etcd)
     run_server(ServeConfig.from_options(options))
 
 
@@ -93,6 +101,9 @@ machines_app = typer.Typer(help="List the machines the boot server has seen, wit
 
 DATA_DIR_OPTION = typer.Option(None, "--data-dir", "-D", help="The server's data dir (state in DATA_DIR/state).")
 STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="The server's --state-dir (default DATA_DIR/state).")
+STATE_ETCD_OPTION = typer.Option(None, "--state-etcd", help="http://a:2379,...: list every machine of the site "
+                                 "from etcd (the servers' --state-etcd), with the servers that saw it.")
+STATE_SITE_OPTION = typer.Option("default", "--state-site", help="The site's name (the servers' --state-site).")
 JSON_OPTION = typer.Option(False, "--json", help="One JSON document on stdout.")
 
 
@@ -116,19 +127,35 @@ def machines_command(
     ctx: typer.Context,
     data_dir: Path = DATA_DIR_OPTION,
     state_dir: Path = STATE_DIR_OPTION,
+    state_etcd: str = STATE_ETCD_OPTION,
+    state_site: str = STATE_SITE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the machines the boot server has seen, with their last boot stage."""
     if ctx.invoked_subcommand is not None:
         return
-    folder = _state_dir(data_dir, state_dir)
-    rows = machine_rows(load_machines(folder / "machines.json"), InstalledMachines(folder / "installed.json").macs)
+    if state_etcd:
+        from provisioner.pxe.state_sync import read_site
+        from provisioner.scheduler.etcd import EtcdClient, parse_endpoints
+
+        client = EtcdClient(parse_endpoints(state_etcd), timeout=5.0)
+        try:
+            machines, installed = read_site(client, state_site)
+        finally:
+            client.close()
+        rows = machine_rows(machines, installed)
+    else:
+        folder = _state_dir(data_dir, state_dir)
+        rows = machine_rows(load_machines(folder / "machines.json"),
+                            InstalledMachines(folder / "installed.json").macs)
     if as_json:
         emit_json({"machines": rows})
         return
-    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "INSTALLED", "LAST SEEN"),
+    servers = ("SERVERS",) if state_etcd else ()
+    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "INSTALLED", "LAST SEEN", *servers),
                [(row["mac"], row["ip"], row["arch"], row["last_stage"], row["install"],
-                 "yes" if row["installed"] else "no", row["last_seen"]) for row in rows])
+                 "yes" if row["installed"] else "no", row["last_seen"],
+                 *((",".join(row["servers"]),) if state_etcd else ())) for row in rows])
 
 
 MAC_ARGUMENT = typer.Argument(..., help="The machine's MAC address.")

@@ -86,6 +86,23 @@ def check_secret(issued: list[IssuedSecret], presented: str | None, now: float) 
     return SecretCheck.WRONG
 
 
+RecentSecrets = RecentMap[str, tuple[str, str | None, float]]   # mac -> (secret, ip, issued at)
+
+
+def reused_secret(recent: RecentSecrets, mac: str, ip: str | None, now: float) -> str | None:
+    """The secret this address got for `mac` within REUSE_SECONDS (iPXE retrying its chain: the same boot)."""
+    found = recent.get(mac)
+    if found is not None and found[1] == ip and now - found[2] < REUSE_SECONDS:
+        return found[0]
+    return None
+
+
+def new_secret(ip: str | None, now: float, ttl: float) -> tuple[str, IssuedSecret]:
+    """A new random secret and what is stored of it."""
+    secret = secrets.token_hex(SECRET_BYTES)
+    return secret, IssuedSecret(secret_digest(secret), now, now + ttl, ip)
+
+
 def _file_name(mac: str) -> str:
     return mac.replace(":", "-") + ".json"
 
@@ -99,7 +116,7 @@ class BootSecretFiles:
         self.ttl = ttl
         self.max_macs = max_macs
         self.counters: Counters = {} if counters is None else counters   # boot_secrets_issued, _dropped
-        self._recent: RecentMap[str, tuple[str, str | None, float]] = RecentMap(1024)  # mac -> (secret, ip, at)
+        self._recent: RecentSecrets = RecentMap(1024)
         self._pruned_at = float("-inf")
         self._count: int | None = None   # files, as of the last prune plus the ones created since
 
@@ -130,11 +147,10 @@ class BootSecretFiles:
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
         """A fresh secret for this boot of `mac` (or the one this address got a moment ago); raises OSError."""
-        recent = self._recent.get(mac)
-        if recent is not None and recent[1] == ip and now - recent[2] < REUSE_SECONDS:
-            return recent[0]
-        secret = secrets.token_hex(SECRET_BYTES)
-        entry = IssuedSecret(secret_digest(secret), now, now + self.ttl, ip)
+        reused = reused_secret(self._recent, mac, ip, now)
+        if reused is not None:
+            return reused
+        secret, entry = new_secret(ip, now, self.ttl)
         with self._locked():
             live = [e for e in self._read(mac) if e.expires > now]
             if not live and self._count is not None:

@@ -39,7 +39,7 @@ from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, 
 from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap
-from provisioner.pxe.state import BootSecrets, InstalledMarks
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MarkedInstalled, StateRunner, run_inline
 from provisioner.pxe.writes import MachineWrites
 from provisioner.render import NoMatch, Renderer
 
@@ -213,7 +213,7 @@ class BootHttp:
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
                  counters: Counters, metrics_text: Callable[[], str], *, installed: InstalledMarks,
                  secrets: BootSecrets, extra_routes=(), forward_state: bool = False,
-                 health_checks: Sequence[Callable[[], tuple[bool, str]]] = ()):
+                 health_checks: Sequence[Callable[[], tuple[bool, str]]] = (), run_state: StateRunner = run_inline):
         self.data = data
         self.health_checks = health_checks   # more parts of the server: (healthy, one line) each
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
@@ -225,7 +225,8 @@ class BootHttp:
         self.metrics_text = metrics_text
         self.extra_routes = extra_routes
         self.forward_state = forward_state   # a worker: /healthz and /metrics come via extra_routes
-        self.writes = MachineWrites(installed, secrets, on_event, counters)
+        self.run_state = run_state
+        self.writes = MachineWrites(installed, secrets, on_event, counters, run_state=run_state)
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
         self.expected_assets: RecentMap[str, dict[str, str]] = RecentMap(MAX_SOURCES)
         self._boot_body = ipxe.boot_script(data.server_url).encode()
@@ -274,11 +275,16 @@ class BootHttp:
             result = self.data.render(endpoint, query_string, params)
             body = result.body
             if result.needs_secret:
-                refused = self.writes.refusal(request, result.mac, path)
+                refused = await self.writes.refusal(request, result.mac, path)
                 if refused is not None:
                     return refused
             elif result.boots_kernel and result.mac and not self.installed.is_installed(result.mac):
-                body = self._with_secret(result, request.remote)
+                try:
+                    body = await self._with_secret(result, request.remote)
+                except MarkedInstalled:   # another server marked it a moment ago: answer as installed
+                    params, query_string = self._machine_view(request)
+                    result = self.data.render(endpoint, query_string, params)
+                    body = result.body
             self._count(path, result.status)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
@@ -305,12 +311,12 @@ class BootHttp:
             return params, query_string
         return extra, rewritten_query(extra)
 
-    def _with_secret(self, result: Rendered, remote: str | None) -> bytes:
+    async def _with_secret(self, result: Rendered, remote: str | None) -> bytes:
         """The script with this boot's secret; without one (logged) when it cannot be stored: the machine
         boots, and its writes are refused."""
         assert result.mac is not None
         try:
-            secret = self.secrets.issue(result.mac, remote, time.time())
+            secret = await self.run_state(self.secrets.issue, result.mac, remote, time.time())
         except OSError as exc:
             log.error("boot secrets: cannot store a secret for %s: %s", result.mac, exc)
             return result.body

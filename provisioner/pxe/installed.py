@@ -100,6 +100,11 @@ class InstalledMachines:
         self._save()
         return True
 
+    def replace(self, macs: dict[str, float]) -> None:
+        """Set every mark at once (the local cache of a shared backend, state_etcd.py); raises OSError."""
+        self.macs = dict(macs)
+        self._save()
+
     def _save(self) -> None:
         if self.path is None:
             return

@@ -165,7 +165,8 @@ def load_machines(path: Path) -> dict[str, MachineRecord]:
 
 
 def machine_rows(machines: Mapping[str, MachineRecord], installed: Collection[str] = ()) -> list[dict]:
-    """What `provisioner machines` prints: one row per MAC, most recent first (pure)."""
+    """What `provisioner machines` prints: one row per MAC, most recent first (pure). `servers`: the boot
+    servers that saw its events (with the state in etcd; empty with the files)."""
     rows = []
     for rec in sorted(machines.values(), key=lambda m: m.last_seen, reverse=True):
         rows.append({"mac": rec.mac, "ip": rec.ip, "arch": rec.arch, "last_stage": rec.last_stage,
@@ -173,7 +174,8 @@ def machine_rows(machines: Mapping[str, MachineRecord], installed: Collection[st
                      "last_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.last_seen)),
                      "last_seen_unix": rec.last_seen,
                      "stages": [s for s in STAGE_ORDER if s in rec.stages],
-                     "install": install_summary(rec.history)})
+                     "install": install_summary(rec.history),
+                     "servers": sorted({str(e["server"]) for e in rec.history if e.get("server")})})
     return rows
 
 

@@ -24,6 +24,7 @@ from provisioner.pxe.boot_secrets import DEFAULT_TTL
 from provisioner.pxe.dhcp_leases import DhcpRange, parse_dhcp_range
 from provisioner.pxe.ipxe import find_ipxe_dir
 from provisioner.registry.process import RegistrySettings, node_registry_url, storage_dir
+from provisioner.scheduler.etcd import parse_endpoints
 
 log = logging.getLogger("provisioner.pxe")
 
@@ -88,6 +89,9 @@ class ServeOptions:
     admin_addr: str = "127.0.0.1:8081"
     admin_allow: tuple[str, ...] = ()
     boot_secret_ttl: float = DEFAULT_TTL
+    state_etcd: str | None = None   # "http://a:2379,http://b:2379": the state in etcd (state_etcd.py)
+    state_site: str = "default"
+    inventory_etcd: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,9 @@ class ServeConfig:
     admin_addr: ListenAddress = ListenAddress("127.0.0.1", 8081)   # the admin API (admin.py)
     admin_allow: tuple[IpNetwork, ...] = LOOPBACK                   # who may use it
     boot_secret_ttl: float = DEFAULT_TTL                            # boot_secrets.py
+    state_etcd: tuple[str, ...] = ()    # etcd endpoints: the state is shared there (state_etcd.py)
+    state_site: str = "default"         # ... under /provisioner/<site>/
+    inventory_etcd: bool = False        # the inventory comes from etcd (inventory_etcd.py)
 
     @classmethod
     def from_options(cls, options: ServeOptions) -> ServeConfig:
@@ -166,6 +173,13 @@ class ServeConfig:
         admin_allow = LOOPBACK + tuple(_network(text, "--admin-allow") for text in options.admin_allow)
         if not options.boot_secret_ttl > 0:
             raise UsageError(f"--boot-secret-ttl: {options.boot_secret_ttl} is not a positive number of seconds")
+        state_etcd = tuple(parse_endpoints(options.state_etcd)) if options.state_etcd else ()
+        if state_etcd and options.http_workers > 1:
+            raise UsageError("--state-etcd works with one HTTP process: drop --http-workers")
+        if options.inventory_etcd and not state_etcd:
+            raise UsageError("--inventory-etcd needs --state-etcd")
+        if not options.state_site or "/" in options.state_site:
+            raise UsageError(f"--state-site: {options.state_site!r} is not a non-empty name without '/'")
         registry = registry_url = None
         if options.registry_addr:
             registry_addr = ListenAddress.parse(options.registry_addr, "--registry-addr")
@@ -183,6 +197,7 @@ class ServeConfig:
             ipv6_ra=options.ipv6_ra and mode == DhcpMode.FULL,
             registry=registry, registry_url=registry_url,
             admin_addr=admin_addr, admin_allow=admin_allow, boot_secret_ttl=options.boot_secret_ttl,
+            state_etcd=state_etcd, state_site=options.state_site, inventory_etcd=options.inventory_etcd,
         )
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -34,12 +35,24 @@ from provisioner.pxe.dhcp_service import DhcpService
 from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
+from provisioner.pxe.inventory_etcd import materialize
 from provisioner.pxe.ipxe import ipxe_binary_name
 from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
+from provisioner.pxe.state import BootSecrets, InstalledMarks, MachineLog, StateRunner, run_inline
+from provisioner.pxe.state_etcd import (
+    EtcdBootSecrets,
+    EtcdInstalledMarks,
+    EtcdMachineLog,
+    EtcdSite,
+    Outbox,
+    StateThreads,
+)
+from provisioner.pxe.state_sync import SiteSync, lease_document
 from provisioner.pxe.tftp_service import TftpFiles, TftpService
 from provisioner.registry.supervisor import RegistrySupervisor
+from provisioner.scheduler.etcd import RequestCounter
 from provisioner.ui.web import OperatorUi
 
 log = logging.getLogger("provisioner.pxe.server")
@@ -94,10 +107,33 @@ class BootServer:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.counters: Counters = {}
-        self.states = MachineStates(config.state_dir / "machines.json")
-        self.installed = InstalledMachines(config.state_dir / "installed.json")
-        self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
-                                       counters=self.counters)
+        self.states = MachineStates(config.state_dir / "machines.json")   # the machine view, either backend
+        self.installed: InstalledMarks
+        self.secrets: BootSecrets
+        self.machine_log: MachineLog
+        self.sync: SiteSync | None = None
+        self.state_threads: StateThreads | None = None
+        self.run_state: StateRunner = run_inline
+        if config.state_etcd:
+            # The state is the site's, in etcd (state_etcd.py); the files under the state dir are its cache.
+            self.etcd_requests = RequestCounter()   # every etcd request this server makes (/metrics)
+            site = EtcdSite(config.state_etcd, config.state_site, config.server_url, counter=self.etcd_requests)
+            machine_log = EtcdMachineLog(site, self.states, Outbox(config.state_dir / "etcd-outbox.json"))
+            secrets = EtcdBootSecrets(site, config.boot_secret_ttl, counters=self.counters)
+            installed = EtcdInstalledMarks(site, InstalledMachines(config.state_dir / "installed.json"), secrets)
+            self.installed, self.secrets, self.machine_log = installed, secrets, machine_log
+            self.sync = SiteSync(site, installed, machine_log, secrets,
+                                 on_inventory=self._inventory_pushed if config.inventory_etcd else None,
+                                 on_discovery=self._discovery_loaded)
+            self.state_threads = StateThreads()
+            self.run_state = self.state_threads
+        else:
+            self.installed = InstalledMachines(config.state_dir / "installed.json")
+            self.secrets = BootSecretFiles(config.state_dir / "boot-secrets", config.boot_secret_ttl,
+                                           counters=self.counters)
+            self.machine_log = self.states
+        self.data: BootData | None = None
+        self._leases_published: str | None = None
         self.discovery = DiscoveryStore()
         self._discovery_path = config.state_dir / "discovery.json"
         self._discovery_dirty = False
@@ -120,13 +156,13 @@ class BootServer:
         """Record what a service saw in the machine state, under the MAC (known, or learned for the
         client's address), else under "ip:<address>"."""
         if event.stage == REFUSED:   # goes into the named machine's history, nothing else (machines.py)
-            if event.mac and self.states.record_refusal(event.mac, event.detail):
+            if event.mac and self.machine_log.record_refusal(event.mac, event.detail):
                 for watch in self.watchers:
                     watch(event.mac)
             return
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
         log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
-        self.states.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        self.machine_log.record(mac, event.stage, dict(event.detail), ip=event.ip)
         for watch in self.watchers:
             watch(mac)
         if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
@@ -144,14 +180,19 @@ class BootServer:
                 self.discovery.restore(self._discovery_path.read_text())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
-        data = BootData(config.data_dir, config.server_url, config.registry_url)
+        if self.sync is not None:
+            self.sync.start(asyncio.get_running_loop())
+        data = BootData(self._inventory_dir(), config.server_url, config.registry_url)
+        self.data = data
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
         registry = self.registry
         http = BootHttp(data, config.assets_dir, config.ipxe_dir, self.record_event, self.counters,
-                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values())
+                        lambda: metrics_text(self.counters, self.states, *self.worker_counters.values(),
+                                             self._state_counters())
                         + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
-                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [])
+                        health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [],
+                        run_state=self.run_state)
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -207,7 +248,7 @@ class BootServer:
             tokens = ensure_token(config.state_dir)
         except OSError as exc:
             raise NetworkError(f"admin: cannot create {config.state_dir}/admin-token: {exc.strerror}") from None
-        admin = AdminApi(tokens, config.admin_allow, self.states, self.installed, self.secrets, data,
+        admin = AdminApi(tokens, config.admin_allow, self.machine_log, self.installed, self.secrets, data,
                          self.record_event)
         app = admin.app()
         ui = OperatorUi(self.states, self.installed, data, tokens, self.counters)
@@ -228,15 +269,58 @@ class BootServer:
         log.info("admin: %s (token in %s; allowed from %s); pages at %s%s/", url, tokens.path, allowed, url,
                  UI_PREFIX)
 
+    def _publish_leases(self) -> None:
+        """Full DHCP with the state in etcd: this server's bound leases go to the site's view when they change."""
+        assert self.sync is not None
+        leases = self.dhcp.leases if self.dhcp is not None else None
+        if leases is None:
+            return
+        document = lease_document(leases.leases, self.config.server_url)
+        if document != self._leases_published:
+            site = self.sync.site
+            self.sync.machine_log.outbox.add(site.keys.leases(site.server_id), document)
+            self._leases_published = document
+
+    def _state_counters(self) -> Counters:
+        if self.sync is None:
+            return {}
+        return {"etcd_requests": self.etcd_requests.count}
+
     def _discovery_changed(self) -> None:
         self._discovery_dirty = True
+
+    def _discovery_loaded(self, dump: str) -> None:
+        """The site's discovery registry from etcd, read at start (state_etcd.SiteSync)."""
+        try:
+            self.discovery.restore(dump)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("discovery: ignoring the unreadable registry in etcd: %s", exc)
+
+    def _inventory_dir(self) -> Path:
+        """Where the inventory is read: the data dir, or the copy of the one pushed to etcd."""
+        return self.config.state_dir / "inventory" if self.config.inventory_etcd else self.config.data_dir
+
+    def _inventory_pushed(self, document: str) -> None:
+        try:
+            files = materialize(document, self._inventory_dir())
+        except (ValueError, OSError) as exc:
+            log.error("inventory: cannot take the pushed inventory: %s (still serving the previous one)", exc)
+            return
+        log.info("inventory: %d files from etcd", files)
+        if self.data is not None:
+            self.data.reload()
 
     def flush(self) -> None:
         try:
             self.states.save()
             if self._discovery_dirty:
+                if self.sync is not None:
+                    self.sync.machine_log.outbox.add(self.sync.site.keys.discovery, self.discovery.dump())
                 write_atomic(self._discovery_path, self.discovery.dump(), mode=0o600)
                 self._discovery_dirty = False
+            if self.sync is not None:
+                self._publish_leases()
+                self.sync.machine_log.outbox.save()
         except OSError as exc:
             log.error("state: cannot write under %s: %s", self.config.state_dir, exc)
 
@@ -314,6 +398,11 @@ class BootServer:
         if self.registry is not None:
             await self.registry.stop()
         self.flush()
+        if self.sync is not None:   # pushes what waits, if etcd answers; the rest stays in the outbox file
+            await asyncio.get_running_loop().run_in_executor(None, self.sync.stop)
+            if self.state_threads is not None:
+                self.state_threads.close()
+            self.flush()
         logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         log.info("serve: stopped")
 

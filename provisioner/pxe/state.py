@@ -1,14 +1,16 @@
 """The server's durable state, as the HTTP handlers and the admin API see it: three small interfaces.
 
-Today each has one implementation on files under the state dir (installed.py, boot_secrets.py,
-machines.py); a shared backend (etcd) implements the same methods so several servers agree on what
-a machine is. Everything that changes what a machine boots goes through these methods, nothing
-writes the files directly.
+Two implementations: files under the state dir (installed.py, boot_secrets.py, machines.py; the
+default) and etcd (state_etcd.py, `--state-etcd`), so several servers agree on what a machine is.
+Everything that changes what a machine boots goes through these methods, nothing writes the files
+or keys directly. A write the backend cannot make durable raises OSError (StateUnavailable for a
+shared store that does not answer), and the caller refuses the request saying why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import errno
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -21,6 +23,18 @@ class SecretCheck(StrEnum):
     NONE_ISSUED = "no live boot secret for this MAC"   # never issued, used by the install, revoked, dropped
     WRONG = "boot secret does not match"               # another machine's, an older boot's, made up
     EXPIRED = "boot secret expired"
+
+
+class StateUnavailable(OSError):
+    """The shared state store does not answer: the write was not made (`strerror` says why)."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.EAGAIN, reason)
+
+
+class MarkedInstalled(Exception):
+    """BootSecrets.issue found the machine marked installed (by another server, a moment ago): no secret is
+    issued, the installed marks now say so, and the request is answered as for an installed machine."""
 
 
 class InstalledMarks(Protocol):
@@ -42,7 +56,8 @@ class BootSecrets(Protocol):
     """Per-boot secrets: issued with an install boot's script, proof for that boot's own writes."""
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
-        """A secret for this boot of `mac` (the plain text; only its hash is stored); raises OSError."""
+        """A secret for this boot of `mac` (the plain text; only its hash is stored); raises OSError, or
+        MarkedInstalled when a shared store knows better than the cache the boot was decided from."""
 
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck: ...
 
@@ -64,3 +79,13 @@ class MachineLog(Protocol):
         """Add a refused write to a known machine's history only; False for a MAC never seen."""
 
     def forget(self, mac: str) -> bool: ...
+
+
+# How the HTTP handlers call the state's methods: inline on the event loop (the files: quick, and their
+# read-modify-write relies on running one at a time), or on threads (etcd: a request takes a network round
+# trip and a commit, and concurrent requests let etcd commit many writes at once).
+StateRunner = Callable[..., Awaitable[Any]]
+
+
+async def run_inline(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)

@@ -10,7 +10,8 @@ gets 403, goes into the named machine's history as a refusal (machines.py) and c
 - `POST /installed?mac=M`: M's installer succeeded: mark it installed (installed.py) and revoke its
   secrets, so nothing more can be written in the name of that boot.
 
-A secret-gated config fetch (BootHttp) is checked by the same `refusal()`.
+A secret-gated config fetch (BootHttp) is checked by the same `refusal()`. A write the state cannot
+take now (etcd away, state_etcd.py) gets 503 with the reason, and the machine's hook tries again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from provisioner.pxe.boot_secrets import QUERY_PARAMETER, presented_secret
 from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, count, count_request
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap, SourceRateLimiter
 from provisioner.pxe.machines import REFUSED
-from provisioner.pxe.state import BootSecrets, InstalledMarks, SecretCheck
+from provisioner.pxe.state import BootSecrets, InstalledMarks, SecretCheck, StateRunner, run_inline
 
 log = logging.getLogger("provisioner.pxe.writes")
 
@@ -39,8 +40,10 @@ def request_secret(request: web.Request) -> str | None:
 
 class MachineWrites:
     def __init__(self, installed: InstalledMarks, secrets: BootSecrets, on_event: EventSink, counters: Counters,
-                 limiter: SourceRateLimiter | None = None, clock: Callable[[], float] = time.time):
+                 limiter: SourceRateLimiter | None = None, clock: Callable[[], float] = time.time,
+                 run_state: StateRunner = run_inline):
         self.installed = installed
+        self.run_state = run_state
         self.secrets = secrets
         self.on_event = on_event
         self.counters = counters
@@ -58,11 +61,15 @@ class MachineWrites:
         count_request(self.counters, path, status)
         return web.Response(status=status, text=text)
 
-    def refusal(self, request: web.Request, mac: str | None, path: str) -> web.Response | None:
+    async def refusal(self, request: web.Request, mac: str | None, path: str) -> web.Response | None:
         """None when `request` carries `mac`'s live boot secret; else the 403 to send, with the refusal
         recorded in the machine's history and counted."""
-        check = (self.secrets.check(mac, request_secret(request), self.clock()) if mac
-                 else SecretCheck.NONE_ISSUED)
+        try:
+            check = (await self.run_state(self.secrets.check, mac, request_secret(request), self.clock()) if mac
+                     else SecretCheck.NONE_ISSUED)
+        except OSError as exc:   # the secret cannot be checked now (a shared state store away)
+            count(self.counters, f'boot_secret_unchecked{{path="{path}"}}')
+            return self._answer(path, 503, f"{path}: cannot check the boot secret now: {exc.strerror}; try again\n")
         if check is SecretCheck.OK:
             return None
         count(self.counters, f'boot_secret_refused{{path="{path}",reason="{check.name.lower()}"}}')
@@ -71,7 +78,7 @@ class MachineWrites:
             self._event(REFUSED, request, mac, {"path": path, "reason": check.value, "from": request.remote})
         return self._answer(path, 403, f"{path}: {check.value}\n")
 
-    def _admitted(self, request: web.Request, path: str) -> str | web.Response:
+    async def _admitted(self, request: web.Request, path: str) -> str | web.Response:
         """The MAC of a write within the limits and proven by its boot secret, else the refusal to send."""
         if not self.limiter.allow(request.remote or "", time.monotonic()):
             count(self.counters, "write_rate_limited")
@@ -84,11 +91,11 @@ class MachineWrites:
         if request.content_length is not None and request.content_length > reports.MAX_BODY:
             count(self.counters, "write_too_large")
             return self._answer(path, 413, f"{path}: a body of at most {reports.MAX_BODY} bytes\n")
-        return self.refusal(request, mac, path) or mac
+        return await self.refusal(request, mac, path) or mac
 
     async def report(self, request: web.Request) -> web.Response:
         """POST /report?mac=M: one install progress report (provisioner/pxe/reports.py)."""
-        mac = self._admitted(request, "/report")
+        mac = await self._admitted(request, "/report")
         if isinstance(mac, web.Response):
             return mac
         if request.content_length is None:
@@ -109,14 +116,15 @@ class MachineWrites:
 
     async def mark_installed(self, request: web.Request) -> web.Response:
         """POST /installed?mac=M: the install is done; M boots from its disk from now on."""
-        mac = self._admitted(request, "/installed")
+        mac = await self._admitted(request, "/installed")
         if isinstance(mac, web.Response):
             return mac
         try:
-            if self.installed.mark(mac):
+            if await self.run_state(self.installed.mark, mac):
                 self._event("installed", request, mac, {"via": "POST /installed"})
-            self.secrets.revoke(mac)
+            await self.run_state(self.secrets.revoke, mac)
         except OSError as exc:
             log.error("installed: cannot record %s: %s", mac, exc)
-            return self._answer("/installed", 503, f"/installed: cannot record {mac} now; try again\n")
+            return self._answer("/installed", 503, f"/installed: cannot record {mac} now: {exc.strerror}; "
+                                                   f"try again\n")
         return self._answer("/installed", 200, f"{mac} installed\n")

@@ -85,3 +85,16 @@ def test_a_reserved_address_outside_the_served_network_is_left_out_with_a_warnin
                           "52:54:00:00:00:03": "10.99.0.13"}
     assert static_leases_from_inventory(examples, ipaddress.IPv4Network("10.98.0.0/24")) == {}
     assert "node1.yaml: metadata ip 10.99.0.11 is not in the served network 10.98.0.0/24" in caplog.text
+
+
+def test_state_in_etcd_options(options):
+    config = ServeConfig.from_options(dataclasses.replace(options, state_etcd="http://a:2379, http://b:2379/",
+                                                          state_site="rack1", inventory_etcd=True))
+    assert config.state_etcd == ("http://a:2379", "http://b:2379") and config.state_site == "rack1"
+    assert config.inventory_etcd
+    for changes, message in (({"state_etcd": "a:2379"}, "not an http"),
+                             ({"state_etcd": "http://a:2379", "http_workers": 2}, "one HTTP process"),
+                             ({"inventory_etcd": True}, "--inventory-etcd needs --state-etcd"),
+                             ({"state_etcd": "http://a:2379", "state_site": "a/b"}, "--state-site")):
+        with pytest.raises(UsageError, match=message):
+            ServeConfig.from_options(dataclasses.replace(options, **changes))

@@ -1,0 +1,232 @@
+"""Keeping a server and the site's state in etcd in step (state_etcd.py): the load at start, the outbox's
+push, the watch; and the site's machine view as `provisioner machines --state-etcd` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from provisioner.pxe.boot_secrets import IssuedSecret
+from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
+from provisioner.pxe.state_etcd import (
+    PUSH_BATCH,
+    PUSH_INTERVAL,
+    RETRY_SECONDS,
+    EtcdBootSecrets,
+    EtcdInstalledMarks,
+    EtcdMachineLog,
+    EtcdSite,
+    SiteKeys,
+    issued_secret,
+    mark_time,
+)
+from provisioner.scheduler.etcd import EtcdClient, EtcdError, KeyValue, Watcher, WatchEvent, put
+
+log = logging.getLogger("provisioner.pxe.state_sync")
+
+
+def replay(states: MachineStates, events: Sequence[KeyValue], keys: SiteKeys) -> int:
+    """Record etcd's event keys into `states` in the order they happened; returns how many (unreadable
+    keys are skipped)."""
+    parsed = []
+    for kv in events:
+        mac = kv.key[len(keys.events()):].split("/", 1)[0]
+        try:
+            event = json.loads(kv.value)
+            parsed.append((float(event["at"]), kv.key, mac, str(event["stage"]), dict(event.get("detail") or {}),
+                           event.get("ip")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("state: skipping unreadable event %s", kv.key)
+    for at, _key, mac, stage, detail, ip in sorted(parsed):
+        if stage == REFUSED:
+            states.record_refusal(mac, detail, now=at)
+        else:
+            states.record(mac, stage, detail, ip=ip, now=at)
+    return len(parsed)
+
+
+class SiteSync:
+    """The threads that keep a server and etcd in step: one pushes the outbox, one watches the site's prefix
+    (other servers' events, installed marks, the inventory). `start()` first loads the site's state (or,
+    when etcd does not answer, the push thread loads it once etcd is back). The discovery registry is read
+    at that load only: each server serves its own copy, written back to etcd when it changes."""
+
+    def __init__(self, site: EtcdSite, installed: EtcdInstalledMarks, log_: EtcdMachineLog,
+                 secrets_: EtcdBootSecrets, on_inventory: Callable[[str], None] | None = None,
+                 on_discovery: Callable[[str], None] | None = None):
+        self.site = site
+        self.installed = installed
+        self.machine_log = log_
+        self.secrets = secrets_
+        self.on_inventory = on_inventory
+        self.on_discovery = on_discovery
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
+        self.loaded = False
+        self._stop = threading.Event()
+        self._client = site.client.clone()
+        self._watcher: Watcher | None = None
+        self._thread = threading.Thread(target=self._push_loop, name="state-push", daemon=True)
+
+    # ---------------------------------------------------------------- loading
+
+    def load(self) -> bool:
+        """Read the site's whole state once (one range) and start watching after it; False when etcd did not
+        answer. Called on the event loop's thread before serving, else from the push thread via the loop."""
+        keys = self.site.keys
+        try:
+            result = self._client.range(keys.root, prefix=True)
+        except EtcdError as exc:
+            self.site.failed(str(exc))
+            return False
+        marks: dict[str, float] = {}
+        events = []
+        for kv in result.kvs:
+            if kv.key.startswith(keys.installed()):
+                marks[kv.key[len(keys.installed()):]] = mark_time(kv.value)
+            elif kv.key.startswith(keys.events()):
+                events.append(kv)
+            elif kv.key.startswith(keys.secrets()):
+                self._secret(kv.key, issued_secret(kv))
+            elif kv.key == keys.inventory and self.on_inventory is not None:
+                self._call_soon(self.on_inventory, kv.value)
+            elif kv.key == keys.discovery and self.on_discovery is not None:
+                self._call_soon(self.on_discovery, kv.value)
+        self._call_soon(self._rebuild, marks, events)
+        self._watcher = Watcher(self._client.clone(), keys.root, result.revision + 1, self._on_watch,
+                                name="state-watch").start()
+        self.loaded = True
+        log.info("state: loaded %d installed marks, %d events from etcd (site %s)", len(marks), len(events),
+                 keys.root)
+        return True
+
+    def _rebuild(self, marks: dict[str, float], events: Sequence[KeyValue]) -> None:
+        """The local view := etcd's, plus the events still waiting in the outbox (event loop thread)."""
+        self.installed.load(marks)
+        local = self.machine_log.local
+        for mac in list(local.machines):
+            local.forget(mac)
+        waiting = [KeyValue(key, value, 0, 0) for key, value in self.machine_log.outbox.peek(len(
+            self.machine_log.outbox)) if key.startswith(self.site.keys.events())]
+        replay(local, [*events, *waiting], self.site.keys)
+
+    def _secret(self, key: str, issued: IssuedSecret | None) -> None:
+        mac, _, sha256 = key[len(self.site.keys.secrets()):].partition("/")
+        self.secrets.apply(mac, sha256, issued)
+
+    def _call_soon(self, function: Callable[..., Any], *args: Any) -> None:
+        if self.loop is None or threading.get_ident() == self._loop_thread:
+            function(*args)
+        else:
+            self.loop.call_soon_threadsafe(function, *args)
+
+    # ---------------------------------------------------------------- threads
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self._loop_thread = loop, threading.get_ident()
+        self.load()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.machine_log.outbox.wakeup.set()
+        self._thread.join(timeout=10)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._client.close()
+
+    def push_once(self) -> int:
+        """Push one batch of the outbox; how many writes went, 0 when none waited. Raises EtcdError."""
+        outbox = self.machine_log.outbox
+        batch = outbox.peek(PUSH_BATCH)
+        if batch:
+            self._client.txn([], [put(key, value) for key, value in batch])
+            outbox.done(len(batch))
+        return len(batch)
+
+    def _push_loop(self) -> None:
+        outbox = self.machine_log.outbox
+        while not self._stop.is_set():
+            outbox.wakeup.wait(PUSH_INTERVAL)
+            outbox.wakeup.clear()
+            try:
+                if not self.loaded and not self.load():
+                    self._stop.wait(RETRY_SECONDS)
+                    continue
+                while self.push_once() == PUSH_BATCH:
+                    pass
+                self.site.answered()
+            except EtcdError as exc:
+                self.site.failed(str(exc))
+                self._stop.wait(RETRY_SECONDS)
+            except Exception:   # the thread must live on whatever broke one push
+                log.exception("state: push failed")
+                self._stop.wait(RETRY_SECONDS)
+        with contextlib.suppress(EtcdError):   # a clean stop pushes what is left, if etcd answers
+            while self.push_once():
+                pass
+
+    def _on_watch(self, events: list[WatchEvent], revision: int) -> None:
+        keys = self.site.keys
+        if not events:   # etcd compacted past our revision: read everything again
+            self.loaded = False
+            if self._watcher is not None:
+                self._watcher._stop.set()
+            self.machine_log.outbox.wakeup.set()
+            return
+        for event in events:
+            key = event.kv.key
+            if key.startswith(keys.installed()):
+                mac = key[len(keys.installed()):]
+                at = mark_time(event.kv.value) if event.kind == "PUT" else None
+                self._call_soon(self.installed.apply, mac, at)
+            elif key.startswith(keys.secrets()):
+                self._secret(key, issued_secret(event.kv) if event.kind == "PUT" else None)
+            elif key.startswith(keys.events()):
+                mac = key[len(keys.events()):].split("/", 1)[0]
+                if event.kind == "DELETE":
+                    self._call_soon(self.machine_log.local.forget, mac)
+                elif f"-{self.site.server_id}-" not in key.rsplit("/", 1)[-1]:
+                    self._call_soon(replay, self.machine_log.local, [event.kv], keys)
+            elif key == keys.inventory and event.kind == "PUT" and self.on_inventory is not None:
+                self._call_soon(self.on_inventory, event.kv.value)
+
+
+def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], dict[str, float]]:
+    """Every machine of the site as its servers recorded it, and the installed marks (one range request).
+    Raises EtcdError."""
+    keys = SiteKeys(site)
+    result = client.range(keys.root, prefix=True)
+    marks = {kv.key[len(keys.installed()):]: mark_time(kv.value) for kv in result.kvs
+             if kv.key.startswith(keys.installed())}
+    states = MachineStates(None, max_machines=1 << 30)
+    replay(states, [kv for kv in result.kvs if kv.key.startswith(keys.events())], keys)
+    apply_leases(states.machines, [kv for kv in result.kvs if kv.key.startswith(keys.leases())])
+    return dict(states.machines), marks
+
+
+def lease_document(leases: Mapping[str, Any], server: str) -> str:
+    """A server's bound leases (dhcp_leases.LeaseRecord by MAC) as the value of its leases key (pure)."""
+    return json.dumps({mac: {"ip": lease.ip, "expires": lease.expires, "server": server}
+                       for mac, lease in sorted(leases.items()) if lease.state == "bound"}, sort_keys=True)
+
+
+def apply_leases(machines: Mapping[str, MachineRecord], documents: Sequence[KeyValue]) -> None:
+    """Give each known machine the address its newest published lease holds (pure apart from the records)."""
+    newest: dict[str, tuple[float, str]] = {}
+    for kv in documents:
+        try:
+            for mac, lease in json.loads(kv.value).items():
+                if float(lease["expires"]) > newest.get(mac, (float("-inf"), ""))[0]:
+                    newest[mac] = (float(lease["expires"]), str(lease["ip"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("state: skipping unreadable leases %s", kv.key)
+    for mac, (_, ip) in newest.items():
+        if mac in machines:
+            machines[mac].ip = ip
