@@ -130,7 +130,7 @@ def test_the_operator_acts_through_the_admin_api_with_its_token(cluster_server):
     assert cli("machines", "forget", MAC, "--yes", "--state-dir", state).stdout == f"{MAC}: forgotten\n"
     assert http("GET", f"{admin}/machines/{MAC}", bearer(token))[0] == 404
     assert http("GET", f"{admin}/machines/nope", bearer(token)) == (400, '{"error": "\'nope\' is not a MAC address"}')
-    assert json.loads(http("POST", f"{admin}/reload", bearer(token))[1]) == {"groups": 6, "profiles": 2}
+    assert json.loads(http("POST", f"{admin}/reload", bearer(token))[1]) == {"groups": 6, "profiles": 3}
 
     rotated = cli("machines", "rotate-token", "--state-dir", state)
     assert rotated.returncode == 0 and rotated.stdout.strip().endswith("admin-token")
