@@ -253,8 +253,11 @@ def test_ctrl_c_stops_the_remote_installer(sshd, loop_disk, release, release_ser
     remote_dir = tmp_path / "remote"
     args = ["rescue", *sshd.ssh_args(), "--disk", disk, "-b", url, "--yes", "--remote-dir", str(remote_dir)]
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    # As at a terminal: a suite started in the background by a non-interactive shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler, so the Ctrl-C would do nothing.
     first = subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", *args], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert server.reached.wait(timeout=60), "the installer never started downloading"
         pid = (remote_dir / "installer.pid").read_text().strip()
