@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from provisioner.core.commands import require_tool, run
+from provisioner.core.commands import require_tool, run, terminate
 from provisioner.errors import CommandError, ProvisionerError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
 from provisioner.lab.qemu import Firmware, QemuVM, TapNic, VMConfig
@@ -212,6 +212,33 @@ def boot_slot(text: str) -> str | None:
     return slot.label if slot else None
 
 
+def machine_records(state_dir: Path) -> dict[str, dict]:
+    """The server's machines.json by MAC ({} before the first event or while it is being replaced)."""
+    try:
+        machines = json.loads((state_dir / "machines.json").read_text())["machines"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {m.get("mac"): m for m in machines}
+
+
+def installed_marks(state_dir: Path) -> dict:
+    """The server's installed marks ({mac: unix time}); {} when there are none yet."""
+    try:
+        return json.loads((state_dir / "installed.json").read_text()).get("installed", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def stop_lab(vms: list[QemuVM], server: subprocess.Popen | None, net: LabNetwork | None) -> None:
+    """Stop the VMs and the server, delete the namespace (each may be missing or already gone)."""
+    for vm in vms:
+        vm.stop()
+    if server is not None:
+        terminate(server, timeout=15)
+    if net is not None:
+        net.destroy()
+
+
 def state_stage(entry: dict) -> tuple[str, str] | None:
     """(stage line, detail) for one entry of the server's machine history, or None when the demo
     does not print it (pure). Install progress comes from the live system's reports (pxe/reports.py)."""
@@ -307,17 +334,10 @@ class BootChain:
 
     def machine(self) -> dict:
         """This MAC's record in the server's machines.json ({} before the first event)."""
-        try:
-            machines = json.loads((self.state_dir / "machines.json").read_text())["machines"]
-        except (OSError, ValueError, KeyError):
-            return {}
-        return next((m for m in machines if m.get("mac") == self.config.mac), {})
+        return machine_records(self.state_dir).get(self.config.mac, {})
 
     def installed_marks(self) -> dict:
-        try:
-            return json.loads((self.state_dir / "installed.json").read_text()).get("installed", {})
-        except (OSError, ValueError):
-            return {}
+        return installed_marks(self.state_dir)
 
     def _watch_state(self, boot: str, since: float) -> None:
         """Stage lines for server-side events of this boot (history entries newer than `since`);
@@ -422,18 +442,8 @@ class BootChain:
 
     def stop(self) -> None:
         """Stop QEMU and the server, delete the namespace (idempotent)."""
-        if self.vm is not None:
-            self.vm.stop()
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=10)
-        if self.net is not None:
-            self.net.destroy()
-            self.net = None
+        stop_lab([self.vm] if self.vm is not None else [], self.server, self.net)
+        self.net = None
 
     def how_to_reach(self) -> str:
         """What --keep prints."""

@@ -18,7 +18,6 @@ serial console (kernel, live system, cloud-config applied); cluster steps from e
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -37,12 +36,15 @@ from provisioner.demo.boot_chain import (
     LIVE_RE,
     SSH_USER,
     ChainError,
+    installed_marks,
     lab_vm,
+    machine_records,
     make_ssh_key,
     publish_release,
     ssh_argv,
     start_lab_server,
     state_stage,
+    stop_lab,
 )
 from provisioner.errors import CommandError
 from provisioner.lab.netns import LabNetwork, netns_exec_argv
@@ -212,6 +214,7 @@ class ClusterDemo:
         self.nodes: list[NodeRun] = []
         self.result = ClusterResult()
         self.start_time = time.monotonic()
+        self.wall_start = time.time()
         self._on_event: Callable[[ClusterEvent], None] = lambda event: None
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
@@ -254,32 +257,28 @@ class ClusterDemo:
                     run_.stage = stage
         self._on_event(event)
 
-    def lab(self, argv: list[str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    def lab(self, argv: list[str], timeout: float = 120, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run argv inside the lab namespace (text output); raises CommandError when check and it fails."""
-        return run(netns_exec_argv(self.config.netns, argv), timeout=timeout, check=check)
+        return run(netns_exec_argv(self.config.netns, argv), timeout=timeout, check=check,
+                   cwd=str(cwd) if cwd else None)
 
     def provisioner(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         return self.lab([sys.executable, "-m", "provisioner.cli.main", *args], timeout=timeout, check=check)
 
-    def fleetctl(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    def fleetctl(self, *args: str, timeout: float = 120, check: bool = True,
+                 cwd: Path | None = None) -> subprocess.CompletedProcess:
         endpoints = ",".join(f"http://{ip}:2379" for ip in self.result.ips.values())
         # HOME holds the demo's key as ~/.ssh/id_ed25519: fleetctl journal/status reach machines over SSH.
         argv = ["env", f"HOME={self.work / 'home'}", sys.executable, "-m", "provisioner.cli.main", "fleet",
                 "--endpoint", endpoints, "--strict-host-key-checking=false", *args]
-        return self.lab(argv, timeout=timeout, check=check)
+        return self.lab(argv, timeout=timeout, check=check, cwd=cwd)
 
     def machines_state(self) -> dict[str, dict]:
-        try:
-            machines = json.loads((self.state_dir / "machines.json").read_text())["machines"]
-        except (OSError, ValueError, KeyError):
-            return {}
-        return {m.get("mac"): m for m in machines}
+        return machine_records(self.state_dir)
 
     def installed_marks(self) -> dict:
-        try:
-            return json.loads((self.state_dir / "installed.json").read_text()).get("installed", {})
-        except (OSError, ValueError):
-            return {}
+        return installed_marks(self.state_dir)
 
     def wait_ssh(self, node: str, user: str, ip: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -396,8 +395,9 @@ class ClusterDemo:
         done = self.provisioner(*argv, timeout=c.install_timeout, check=False)
         (self.work / "rescue.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
-            raise ChainError(f"{node.spec.name}: provisioner rescue failed (exit {done.returncode}): "
-                             f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            last = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
+            raise ChainError(f"{node.spec.name}: provisioner rescue failed (exit {done.returncode}): {last} "
+                             f"(log: {self.work / 'rescue.log'})")
         self.event(node.spec.name, "rescue: installed")
         self.provisioner("machines", "mark-installed", node.spec.mac, "--state-dir", str(self.state_dir))
         run(ssh_argv(c.netns, self.key, node.ip, "systemctl reboot", user="root"), timeout=60, check=False)
@@ -410,9 +410,7 @@ class ClusterDemo:
                 if found is None or entry.get("at", 0) < self.wall_start:
                     continue
                 label, detail = found
-                if node.stage in ("rebooting", "cloud-config applied", "SSH ok") and label in ("DHCP", "iPXE"):
-                    continue
-                self.event(node.spec.name, label, detail)
+                self.event(node.spec.name, label, detail)   # once per (node, stage): later boots' DHCP repeat
                 if label == "install error":
                     raise ChainError(f"{node.spec.name}: installing: the live system reported: {detail}")
 
@@ -465,10 +463,7 @@ class ClusterDemo:
         units.mkdir(exist_ok=True)
         for name in ("hello.service", "web@.service"):
             shutil.copyfile(UNITS_DIR / name, units / name)
-        self.lab(["sh", "-c", f"cd {units} && exec env HOME={self.work / 'home'} {sys.executable} -m "
-                              "provisioner.cli.main fleet --endpoint "
-                              f"{','.join(f'http://{ip}:2379' for ip in self.result.ips.values())} "
-                              "submit hello.service web@.service"])
+        self.fleetctl("submit", "hello.service", "web@.service", cwd=units)   # fleetctl reads the files from cwd
         self.fleetctl("start", "--no-block", "hello.service", timeout=c.units_timeout)
         self.fleetctl("start", "--no-block", "web@1.service", "web@2.service", timeout=c.units_timeout)
         self.event("cluster", "units started", "hello.service web@1 web@2")
@@ -543,19 +538,8 @@ class ClusterDemo:
 
     def stop(self) -> None:
         """Stop the VMs and the server, delete the namespace (idempotent)."""
-        for node in self.nodes:
-            if node.vm is not None:
-                node.vm.stop()
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=10)
-        if self.net is not None:
-            self.net.destroy()
-            self.net = None
+        stop_lab([node.vm for node in self.nodes if node.vm is not None], self.server, self.net)
+        self.net = None
 
     def how_to_reach(self) -> str:
         """What --keep prints."""

@@ -7,7 +7,7 @@ discovery service; fleetd joins on each; the guides' hello.service runs from the
 web@2 land on different machines; powering off web@1's machine moves it; etcd keeps serving with 2 of 3.
 
 Real components throughout: `provisioner serve` (full DHCP, HTTP, discovery, registry) in a netns with no
-uplink, QEMU (TCG), the release built by `make image`, etcd 3.4, docker, ssh. On failure the serial logs, the
+uplink, QEMU (TCG), the release built by the image fixture (cached), etcd 3.4, docker, ssh. On failure the serial logs, the
 server log and its state are copied to build/test-logs/cluster/.
 """
 
@@ -16,27 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from provisioner.demo.boot_chain import ssh_argv
 from provisioner.demo.cluster import ClusterConfig, ClusterDemo, ClusterEvent
 
 REPO = Path(__file__).resolve().parents[3]
-RELEASE = REPO / "build" / "release" / "stable" / "current"
 NODE_STAGES = ("DHCP", "iPXE", "kernel", "live system", "rebooting", "cloud-config applied", "SSH ok")
-
-
-@pytest.fixture(scope="module")
-def release() -> Path:
-    """The release `make image` publishes; built here when missing or stale (the build is cached)."""
-    if os.geteuid() != 0:
-        pytest.fail("the cluster test needs root (network namespace, tap devices)")
-    done = subprocess.run([sys.executable, "-m", "provisioner.cli.main", "image", "build"], cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, f"provisioner image build failed:\n{done.stderr[-3000:]}"
-    return RELEASE
 
 
 def _keep_logs(demo: ClusterDemo) -> Path:
@@ -48,18 +36,18 @@ def _keep_logs(demo: ClusterDemo) -> Path:
     if demo.state_dir.exists():
         shutil.copytree(demo.state_dir, target / "state")
     for name, ip in demo.result.ips.items():
-        journal = subprocess.run(["ip", "netns", "exec", demo.config.netns, "ssh", "-i", str(demo.key),
-                                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                                  "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", f"core@{ip}",
-                                  "sudo journalctl -b --no-pager -u etcd -u fleet -u docker -u containerd -u hello "
-                                  "-u provisioner-cloudinit | tail -600"], capture_output=True, text=True, timeout=60)
+        journal = subprocess.run(ssh_argv(demo.config.netns, demo.key, ip,
+                                          "sudo journalctl -b --no-pager -u etcd -u fleet -u docker -u containerd "
+                                          "-u hello -u provisioner-cloudinit | tail -600"),
+                                 capture_output=True, text=True, timeout=60)
         (target / f"{name}.journal.txt").write_text(journal.stdout + journal.stderr)
     return target
 
 
 @pytest.mark.timeout(2700)   # the demo has its own per-stage bounds (ClusterConfig)
-def test_three_blank_vms_become_a_cluster_that_survives_a_power_off(release, tmp_path):
-    config = ClusterConfig(data_dir=REPO / "examples" / "cluster", release_dir=release, workdir=tmp_path / "cluster",
+def test_three_blank_vms_become_a_cluster_that_survives_a_power_off(built_image, tmp_path):
+    config = ClusterConfig(data_dir=REPO / "examples" / "cluster", release_dir=built_image.release_dir,
+                           workdir=tmp_path / "cluster",
                            netns=f"cluster{os.getpid() % 100000}", accel="tcg")
     demo = ClusterDemo(config, keep=True)   # kept up until the logs are taken
     events: list[ClusterEvent] = []

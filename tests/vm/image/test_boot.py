@@ -55,6 +55,19 @@ def _check_booted_disk(port, key, firmware, hostname):
     assert gpt["id"].upper() != MAGIC_DISK_GUID
 
 
+def _disk_preferring_a_corrupt_usr_b(built_image, tmp_path, hostname):
+    """(key, disk): an image copy where an "update" made USR-B (garbage) the preferred slot with one try."""
+    key, public = make_key(tmp_path)
+    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
+    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, hostname)})
+    set_slots(disk, {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
+    usr_b = part(disk, "USR-B")
+    with open(disk, "r+b") as handle:
+        handle.seek(usr_b["start"] * 512)
+        handle.write(b"\xde\xad\xbe\xef" * (1 << 18))
+    return key, disk
+
+
 def test_uefi_boot_from_disk(built_image, tmp_path):
     key, public = make_key(tmp_path)
     disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
@@ -69,14 +82,7 @@ def test_bios_boot_with_ab_fallback_from_a_corrupt_usr_b(built_image, tmp_path):
     """BIOS boot of the disk image; first an "update" made USR-B (garbage) the preferred slot with
     one try: GRUB boots B once, the initramfs cannot mount it and reboots, GRUB falls back to A.
     (One test for both, to keep the TCG boots within the area's time budget.)"""
-    key, public = make_key(tmp_path)
-    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
-    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, "node-bios")})
-    set_slots(disk, {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
-    usr_b = part(disk, "USR-B")
-    with open(disk, "r+b") as handle:
-        handle.seek(usr_b["start"] * 512)
-        handle.write(b"\xde\xad\xbe\xef" * (1 << 18))
+    key, disk = _disk_preferring_a_corrupt_usr_b(built_image, tmp_path, "node-bios")
     port = free_port()
     first = _vm(tmp_path, "bios-b", port, disk=disk)
     with first:
@@ -100,14 +106,7 @@ def test_secure_boot_enforcing_with_ab_fallback_and_a_tampered_kernel_refused(bu
     """UEFI with Secure Boot enforcing and Microsoft's keys (OVMF_CODE_4M.secboot.fd + OVMF_VARS_4M.ms.fd),
     as servers ship: the ESP's signed chain (shim -> Debian's GRUB -> Debian's kernel) boots; the A/B
     fallback works there too (USR-B garbage, preferred, one try); a kernel changed by one byte is refused."""
-    key, public = make_key(tmp_path)
-    disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
-    put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, "node-sb")})
-    set_slots(disk, {"a": BootAttributes(1, 0, True), "b": BootAttributes(2, 1, False)})
-    usr_b = part(disk, "USR-B")
-    with open(disk, "r+b") as handle:
-        handle.seek(usr_b["start"] * 512)
-        handle.write(b"\xde\xad\xbe\xef" * (1 << 18))
+    key, disk = _disk_preferring_a_corrupt_usr_b(built_image, tmp_path, "node-sb")
     port = free_port()
     with _vm(tmp_path, "sb-b", port, disk=disk, firmware="uefi", secure_boot=True) as first:
         first.wait_for_serial(r"provisioner: booting USR-B", 240)
