@@ -258,24 +258,11 @@ def state_stage(entry: dict) -> tuple[str, str] | None:
     return None
 
 
-class BootChain:
-    """Runs the chain once; `keep=True` leaves the server and the VM running (stop() ends them)."""
+class LabPaths:
+    """Where a demo keeps its files under its work directory: the SSH key, the server's log and state."""
 
-    def __init__(self, config: ChainConfig, keep: bool = False):
-        self.config = config
-        self.keep = keep
-        self.net: LabNetwork | None = None
-        self.server: subprocess.Popen | None = None
-        self.vm: QemuVM | None = None
-        self.start_time = 0.0
-        self.result = ChainResult()
-        self._on_stage: Callable[[StageEvent], None] = lambda event: None
-        self._seen_state: set[str] = set()
-
-    # paths
-    @property
-    def work(self) -> Path:
-        return Path(self.config.workdir)
+    def __init__(self, workdir: Path):
+        self.work = Path(workdir)
 
     @property
     def key(self) -> Path:
@@ -288,6 +275,22 @@ class BootChain:
     @property
     def state_dir(self) -> Path:
         return self.work / "state"
+
+
+class BootChain(LabPaths):
+    """Runs the chain once; `keep=True` leaves the server and the VM running (stop() ends them)."""
+
+    def __init__(self, config: ChainConfig, keep: bool = False):
+        super().__init__(config.workdir)
+        self.config = config
+        self.keep = keep
+        self.net: LabNetwork | None = None
+        self.server: subprocess.Popen | None = None
+        self.vm: QemuVM | None = None
+        self.start_time = 0.0
+        self.result = ChainResult()
+        self._on_stage: Callable[[StageEvent], None] = lambda event: None
+        self._seen_state: set[str] = set()
 
     @property
     def disk(self) -> Path:

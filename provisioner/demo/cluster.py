@@ -36,6 +36,7 @@ from provisioner.demo.boot_chain import (
     LIVE_RE,
     SSH_USER,
     ChainError,
+    LabPaths,
     installed_marks,
     lab_vm,
     machine_records,
@@ -203,10 +204,11 @@ class NodeRun:
         self.demo.event(self.spec.name, "SSH ok", f"{SSH_USER}@{self.ip}")
 
 
-class ClusterDemo:
+class ClusterDemo(LabPaths):
     """Runs the cluster once; `keep=True` leaves everything running (stop() ends it)."""
 
     def __init__(self, config: ClusterConfig, keep: bool = False):
+        super().__init__(config.workdir)
         self.config = config
         self.keep = keep
         self.net: LabNetwork | None = None
@@ -222,24 +224,8 @@ class ClusterDemo:
     # ------------------------------------------------------------------ paths and small helpers
 
     @property
-    def work(self) -> Path:
-        return Path(self.config.workdir)
-
-    @property
-    def key(self) -> Path:
-        return self.work / "id_ed25519"
-
-    @property
     def data(self) -> Path:
         return self.work / "data"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.work / "state"
-
-    @property
-    def server_log(self) -> Path:
-        return self.work / "serve.log"
 
     def logs(self) -> list[Path]:
         return [p for p in (self.server_log, *sorted(self.work.glob("*.serial.log")),
