@@ -106,4 +106,15 @@ def build_rootfs(recipe: Recipe, target: Path, apt_cache: Path = DEFAULT_APT_CAC
         if exc.returncode == 127:
             raise
         raise ImageBuildError(f"mmdebstrap failed (exit {exc.returncode}): {first_error_line(exc.stderr)}") from None
+    release_mounts(target)
     return target
+
+
+def release_mounts(target: Path) -> None:
+    """Detach whatever is still mounted inside the tree: mmdebstrap mounts /proc and /sys for its hooks
+    and only warns when a process started in the chroot keeps them busy at the end."""
+    listing = run(["findmnt", "-rn", "-o", "TARGET"], check=False).stdout.split()
+    inside = sorted((m for m in listing if m.startswith(f"{target.resolve()}/")), key=len, reverse=True)
+    for mountpoint in inside:
+        log.warning("rootfs: %s was left mounted by a chroot step; detaching it", mountpoint)
+        run(["umount", "--lazy", mountpoint], check=False)

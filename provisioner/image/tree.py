@@ -37,7 +37,9 @@ REMOVE = ["etc/resolv.conf", "etc/hostname", "etc/ssh/ssh_host_*", "var/lib/dbus
 def copy_tree(source: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
-    run(["cp", "-a", "--reflink=auto", str(source), str(target)])
+    # --one-file-system: a /proc or /sys a chroot step left mounted in the cached tree (mmdebstrap only
+    # warns when its umount fails) must not be copied into the image.
+    run(["cp", "-a", "--one-file-system", "--reflink=auto", str(source), str(target)])
 
 
 def kernel_version(tree: Path) -> str:
