@@ -23,20 +23,14 @@ import pytest
 from provisioner.core.commands import terminate
 from provisioner.node.update.rebootlock import RebootLock, semaphore_key
 from provisioner.scheduler.etcd import EtcdClient
-from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.etcd import EtcdCluster, module_etcd_cluster
 from tests.integration.node.rebootlock_history import holder_sequence, semaphore_history
 
 PROVISIONER = [sys.executable, "-m", "provisioner.cli.main"]
 REBOOT_SCRIPT = '#!/bin/sh\necho "$1" >> "$2"\n'
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    cluster = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), size=1)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+etcd = module_etcd_cluster("etcd", size=1)
 
 
 @dataclass

@@ -11,19 +11,13 @@ import pytest
 
 from provisioner.node.update.rebootlock import HolderExists, LockError, RebootLock, Semaphore, semaphore_key
 from provisioner.scheduler.etcd import EtcdClient
-from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.etcd import EtcdCluster, module_etcd_cluster
 from tests.integration.node.rebootlock_history import semaphore_history
 
 PROVISIONER = [sys.executable, "-m", "provisioner.cli.main"]
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    cluster = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), size=3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+etcd = module_etcd_cluster("etcd", size=3)
 
 
 @pytest.fixture
