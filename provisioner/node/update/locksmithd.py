@@ -103,7 +103,8 @@ class Locksmithd:
             return 0
         machine_id = read_machine_id(self.options.machine_id_file)
         self.set_state("starting")
-        if strategy in (RebootStrategy.ETCD_LOCK, RebootStrategy.BEST_EFFORT):
+        # best-effort without a local etcd member: no lock could have been taken, and etcd is not there to ask.
+        if strategy is RebootStrategy.ETCD_LOCK or (strategy is RebootStrategy.BEST_EFFORT and self.etcd_active()):
             self.release_when_healthy(machine_id)
         self.set_state("running")
         marker = Path(self.options.marker)
