@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,10 @@ def test_lock_works_with_a_member_down(etcd, group):
         assert cli(etcd, "status", "--group", group).stdout.endswith("MACHINE ID\nm1\n")
     finally:
         etcd.restart(0)
+
+
+def test_locksmithctl_is_the_same_command(etcd, group):
+    locksmithctl = Path(sys.executable).parent / "locksmithctl"
+    result = subprocess.run([str(locksmithctl), "status", "--group", group], capture_output=True, text=True,
+                            timeout=60, env={"PATH": "/usr/bin:/bin", "LOCKSMITHCTL_ENDPOINT": ",".join(etcd.endpoints)})
+    assert (result.returncode, result.stdout) == (0, "Available: 1\nMax: 1\n\nMACHINE ID\n"), result.stderr
