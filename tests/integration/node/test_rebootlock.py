@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,16 +81,41 @@ def test_a_bad_value_is_one_line_naming_the_key(etcd, group):
     assert result.stderr.count("\n") == 1
 
 
-def test_processes_racing_for_the_lock_never_exceed_max(etcd, group):
+# One machine's lock attempt, started on a signal (a file appearing) once its connection to etcd is open,
+# so that the attempts really overlap.
+RACER = """
+import os, sys, time
+from provisioner.node.update.rebootlock import LockError, RebootLock
+from provisioner.scheduler.etcd import EtcdClient
+endpoints, group, go, ready, holder = sys.argv[1:]
+lock = RebootLock(EtcdClient(endpoints.split(","), timeout=5.0), group)
+lock.client.get("warm-up")
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.001)
+try:
+    lock.lock(holder)
+except LockError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def test_processes_racing_for_the_lock_never_exceed_max(etcd, group, tmp_path):
     """Eight machines lock at once with max 3: three get it, five are told no slot is free."""
     assert cli(etcd, "set-max", "3", "--group", group).returncode == 0
-    env = {"PATH": "/usr/bin:/bin", "LOCKSMITHCTL_ENDPOINT": ",".join(etcd.endpoints), "LOCKSMITHCTL_GROUP": group}
-    racers = [subprocess.Popen([*PROVISIONER, "node", "reboot-lock", "lock", f"m{i}"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(8)]
+    go = tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, ",".join(etcd.endpoints), group, str(go),
+                                str(tmp_path / f"ready{i}"), f"m{i}"], text=True, stderr=subprocess.PIPE)
+              for i in range(8)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready*"))) < len(racers):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in racers), "a racer did not start"
+        time.sleep(0.05)
+    go.touch()
     outcomes = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in racers]
     winners = [f"m{i}" for i, (code, _) in enumerate(outcomes) if code == 0]
     assert len(winners) == 3, outcomes
-    assert sorted(err for code, err in outcomes if code) == ["provisioner: error: semaphore is at 0\n"] * 5
+    assert sorted(err for code, err in outcomes if code) == ["semaphore is at 0\n"] * 5
     history = semaphore_history(etcd.endpoints, semaphore_key(group))
     assert history[-1] == Semaphore(0, 3, tuple(sorted(winners)))
     assert all(len(value.holders) <= value.max and value.semaphore + len(value.holders) == value.max
