@@ -116,7 +116,7 @@ class Locksmithd:
                  marker.read_text(errors="replace").strip() or "an update", strategy.value)
         locked = strategy is RebootStrategy.ETCD_LOCK or (strategy is RebootStrategy.BEST_EFFORT and
                                                           self.etcd_active())
-        if not self.reboot_slot(machine_id if locked else None):
+        if not self.wait_for_turn(machine_id if locked else None):
             return 0
         self.set_state("rebooting")
         run(list(self.options.reboot_command), capture=False)
@@ -165,7 +165,7 @@ class Locksmithd:
             seconds = window.seconds_until_open(self.now())
         return True
 
-    def reboot_slot(self, machine_id: str | None) -> bool:
+    def wait_for_turn(self, machine_id: str | None) -> bool:
         """Wait for the window and (with an ID) the lock; True when the reboot may go ahead now."""
         next_delay = backoff(self.options.retry_initial, self.options.retry_max)
         lock = self.lock() if machine_id else None

@@ -209,7 +209,7 @@ def test_a_lock_taken_as_the_window_closes_is_given_back(etcd, tmp_path):
     daemon = Locksmithd(settings, options, slot_successful=lambda: True, etcd_active=lambda: True,
                         now=lambda: next(times, after))
     outcome: list[bool] = []
-    thread = threading.Thread(target=lambda: outcome.append(daemon.reboot_slot("m-late")))
+    thread = threading.Thread(target=lambda: outcome.append(daemon.wait_for_turn("m-late")))
     thread.start()
     try:
         state = tmp_path / "coordinator.conf"
