@@ -111,7 +111,16 @@ systemctl restart locksmithd
 
 
 def _ssh(demo: ClusterDemo, ip: str, command: str, stdin: str | None = None) -> str:
-    return run(ssh_argv(demo.config.netns, demo.key, ip, command), input=stdin, timeout=60).stdout
+    """`command`'s output; ssh's own failures (exit 255: a TCG guest under load can miss ssh's 5 s banner
+    timeout just after boot) are retried for a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = run(ssh_argv(demo.config.netns, demo.key, ip, command), input=stdin, timeout=60, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        assert done.returncode == 255 and time.monotonic() < deadline, \
+            f"{ip}: {command}: exit {done.returncode}: {done.stderr.strip()[-500:]}"
+        time.sleep(3)
 
 
 def _lock_history(demo: ClusterDemo, endpoints: str, start: int) -> list[Semaphore]:
