@@ -120,22 +120,20 @@ chmod 1777 /sysroot/tmp
 # (e.g. /var/lib/coreos-install/user_data).
 # GNU tar of the OS itself (chroot): --skip-old-files keeps each file already there and still
 # descends into existing directories. (busybox tar -k stops at the first existing file, and
-# busybox cp -n skips whole existing directories.) A failed seed is tried again on the next boot.
+# busybox cp -n skips whole existing directories.) One tar pair for all the directories: every
+# start of tar from the squashfs is costly under an emulated CPU. A failed seed is tried again
+# on the next boot.
 if [ ! -e /sysroot/.provisioner-seeded ]; then
-    seeded=1
+    dirs=
     for dir in $(cat /usr/lib/provisioner/factory-dirs 2>/dev/null || echo etc var home root); do
-        if [ -d "/sysroot/usr/share/factory/$dir" ]; then
-            mkdir -p "/sysroot/$dir"
-            chroot /sysroot /usr/bin/tar -C "/usr/share/factory/$dir" --numeric-owner -cf - . |
-                chroot /sysroot /usr/bin/tar -C "/$dir" --numeric-owner --skip-old-files -xpf - || {
-                say "WARNING: seeding /$dir from /usr/share/factory/$dir failed"
-                seeded=
-            }
-        fi
+        [ -d "/sysroot/usr/share/factory/$dir" ] && dirs="$dirs $dir"
     done
-    if [ -n "$seeded" ]; then
+    if [ -z "$dirs" ] || { chroot /sysroot /usr/bin/tar -C /usr/share/factory --numeric-owner -cf - $dirs |
+            chroot /sysroot /usr/bin/tar -C / --numeric-owner --skip-old-files -xpf -; }; then
         : > /sysroot/.provisioner-seeded
         say "first boot: seeded ROOT from /usr/share/factory"
+    else
+        say "WARNING: seeding ROOT from /usr/share/factory failed ($dirs )"
     fi
 fi
 
