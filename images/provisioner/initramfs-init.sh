@@ -52,7 +52,10 @@ if [ -f /lib/modules/load.list ]; then
 fi
 
 # Print the device whose tag matches SPEC (LABEL=, PARTUUID=, PARTLABEL=, UUID= or a /dev path).
-# util-linux blkid -p reads the GPT entry itself (PART_ENTRY_UUID/NAME), no udev needed.
+# util-linux blkid -p reads the GPT entry itself (PART_ENTRY_UUID/NAME), no udev needed. One blkid per
+# device: with several devices, blkid -p stops at the first it cannot open (an empty card reader).
+# Loop and RAM disks are skipped: nothing has set one up yet, and each blkid start costs ~0.1 s of
+# every disk boot under an emulated CPU (the loop module adds eight).
 lookup() {
     spec="$1"
     case "$spec" in
@@ -65,6 +68,7 @@ lookup() {
     esac
     want=$(echo "${spec#*=}" | tr 'A-Z' 'a-z')
     for sysdev in /sys/class/block/*; do
+        case "${sysdev##*/}" in loop*|ram*) continue ;; esac
         dev="/dev/${sysdev##*/}"
         [ -b "$dev" ] || continue
         value=$(/usr/lib/provisioner/blkid -p -o export "$dev" 2>/dev/null | sed -n "s/^$key=//p" | tr 'A-Z' 'a-z')
@@ -120,22 +124,20 @@ chmod 1777 /sysroot/tmp
 # (e.g. /var/lib/coreos-install/user_data).
 # GNU tar of the OS itself (chroot): --skip-old-files keeps each file already there and still
 # descends into existing directories. (busybox tar -k stops at the first existing file, and
-# busybox cp -n skips whole existing directories.) A failed seed is tried again on the next boot.
+# busybox cp -n skips whole existing directories.) One tar pair for all the directories: every
+# start of tar from the squashfs is costly under an emulated CPU. A failed seed is tried again
+# on the next boot.
 if [ ! -e /sysroot/.provisioner-seeded ]; then
-    seeded=1
+    dirs=
     for dir in $(cat /usr/lib/provisioner/factory-dirs 2>/dev/null || echo etc var home root); do
-        if [ -d "/sysroot/usr/share/factory/$dir" ]; then
-            mkdir -p "/sysroot/$dir"
-            chroot /sysroot /usr/bin/tar -C "/usr/share/factory/$dir" --numeric-owner -cf - . |
-                chroot /sysroot /usr/bin/tar -C "/$dir" --numeric-owner --skip-old-files -xpf - || {
-                say "WARNING: seeding /$dir from /usr/share/factory/$dir failed"
-                seeded=
-            }
-        fi
+        [ -d "/sysroot/usr/share/factory/$dir" ] && dirs="$dirs $dir"
     done
-    if [ -n "$seeded" ]; then
+    if [ -z "$dirs" ] || { chroot /sysroot /usr/bin/tar -C /usr/share/factory --numeric-owner -cf - $dirs |
+            chroot /sysroot /usr/bin/tar -C / --numeric-owner --skip-old-files -xpf -; }; then
         : > /sysroot/.provisioner-seeded
         say "first boot: seeded ROOT from /usr/share/factory"
+    else
+        say "WARNING: seeding ROOT from /usr/share/factory failed ($dirs )"
     fi
 fi
 

@@ -406,24 +406,29 @@ class BootChain(LabPaths):
         self.result.ip = self.machine().get("ip")
         if not self.result.ip:
             raise ChainError("SSH: the server's machine state has no IP address for the machine")
-        deadline = time.monotonic() + c.installed_timeout
+        out = self.ssh_until_done(REMOTE_REPORT, "== end", c.installed_timeout)
+        self.result.remote_report = out.split("== end")[0]
+        self.result.boot_slot = boot_slot(out)
+        self._stage("SSH ok", f"{SSH_USER}@{self.result.ip}")
+
+    def ssh_until_done(self, command: str, marker: str, timeout: float) -> str:
+        """Run `command` on the machine over SSH, every 3 s until its output holds `marker`; its stdout.
+        check=False: the command's own parts may fail (e.g. `slots show`); the session counts as
+        working when the output reached the marker. Raises ChainError after `timeout` or when QEMU exits."""
+        assert self.vm is not None and self.result.ip is not None
+        deadline = time.monotonic() + timeout
         last = ""
         while True:
             try:
-                # check=False: the report's own commands may fail (e.g. `slots show`); the session
-                # counts as working when the report ran to its end marker.
-                out = run(ssh_argv(c.netns, self.key, self.result.ip, REMOTE_REPORT), timeout=60, check=False)
-                if "== end" in out.stdout:
-                    self.result.remote_report = out.stdout.split("== end")[0]
-                    self.result.boot_slot = boot_slot(out.stdout)
-                    break
+                out = run(ssh_argv(self.config.netns, self.key, self.result.ip, command), timeout=60, check=False)
+                if marker in out.stdout:
+                    return out.stdout
                 last = f"exit {out.returncode}: {(out.stderr or '').strip()[-300:]}"
             except CommandError as exc:
                 last = str(exc)
             if time.monotonic() > deadline or not self.vm.running():
                 raise ChainError(f"SSH to {SSH_USER}@{self.result.ip}: {last}; console: {self.vm._tail()}")
             time.sleep(3)
-        self._stage("SSH ok", f"{SSH_USER}@{self.result.ip}")
 
     def run(self, on_stage: Callable[[StageEvent], None] | None = None) -> ChainResult:
         """The whole chain; raises ChainError naming the failed stage (everything is torn down unless keep)."""
