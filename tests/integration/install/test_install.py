@@ -262,6 +262,59 @@ def test_bad_signature_fails_and_wipes(installed_disk, release, other_key, tmp_p
     assert_no_valid_gpt(installed_disk)
 
 
+def _manifest_release(release, tmp_path, key, *, bmap_line=True) -> Path:
+    """A copy of the .zst with only a signed DIGESTS manifest (no whole-image .sig), signed by `key`."""
+    work = tmp_path / "manifest"
+    work.mkdir()
+    target = work / release.files["zst"].name
+    shutil.copyfile(release.files["zst"], target)
+    bmap = work / (release.image_name + ".bmap")
+    shutil.copyfile(release.image.bmap, bmap)
+    sign(key, write_digests(target, *([bmap] if bmap_line else [])))
+    shutil.copyfile(release.key.public_key, work / "release-key.asc")
+    return target
+
+
+def test_signed_manifest_alone_is_enough(loop_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    device = loop_disk(DISK)
+    dry = run_install("-d", device, "-f", str(image), "-y")
+    assert "DIGESTS.sig (signed sha512 manifest)" in dry.stdout, dry.stdout
+    proc = run_install("-d", device, "-f", str(image), "--yes", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["summary"]["signer"]
+    assert_installed(device, release)
+
+
+def test_manifest_signed_by_an_unknown_key_fails_before_writing(installed_disk, release, other_key, tmp_path):
+    image = _manifest_release(release, tmp_path, other_key)
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "DIGESTS: OpenPGP signature verification failed")
+    assert _table(installed_disk).valid  # refused before the first write: the old install is intact
+
+
+def test_bmap_not_matching_the_signed_manifest_fails_before_writing(installed_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    bmap = image.parent / (release.image_name + ".bmap")
+    bmap.write_text(bmap.read_text().replace("</bmap>", "<!-- edited --></bmap>"))
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, ".bmap: sha512 differs from the signed manifest")
+    assert _table(installed_disk).valid
+
+
+def test_image_not_matching_the_signed_manifest_fails_and_wipes(installed_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(data)
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
 def test_truncated_stream_fails_and_wipes(installed_disk, release, tmp_path):
     def mutate(target):
         data = release.files["zst"].read_bytes()
