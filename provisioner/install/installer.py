@@ -478,8 +478,9 @@ def download_only(resolved: ResolvedInstall, fetcher: Fetcher, directory: str = 
             raise
         os.replace(target + ".part", target)
         saved = [target]
-        whole_image_sig = resolved.image + ".sig"  # kept for flatcar-install, which checks only that one
-        if not resolved.signed_manifest or not fetcher.exists(whole_image_sig):
+        # The whole-image .sig too, for flatcar-install, which checks only that one.
+        whole_image_sig: str | None = resolved.image + ".sig" if resolved.signed_manifest else None
+        if whole_image_sig is not None and not fetcher.exists(whole_image_sig):
             whole_image_sig = None
         for extra in (resolved.signature, whole_image_sig, resolved.digests, resolved.bmap):
             if extra:
