@@ -177,7 +177,7 @@ class DecompressStream:
         self._out = 0  # image offset of the next byte read_piece produces
         self.frames_skipped = 0
         self._tool_framed = False
-        self._fed_out = 0  # image offset where the next frame the feeder splits off lands (tool_framed)
+        self._fed_out: int | None = 0  # image offset of the next frame split off (None after an unsized one)
         self._tool_left = 0  # bytes of the current frame still to read from the tool (tool_framed)
         if zstandard is not None and skippable is not None and zstdframes.is_framed(first_chunk):
             self.tool = "python-zstandard (framed: holes skipped)"
@@ -269,11 +269,8 @@ class DecompressStream:
                 frames = self._splitter.feed(chunk)
             except zstdframes.FrameFormatError as exc:
                 raise InstallError(f"{self.label}: corrupt zstd stream: {exc}") from None
-            for frame in frames:
-                if self._tool_framed:
-                    self._to_tool(*frame)
-                else:
-                    self._put(frame)
+            for frame, size in frames:
+                self._route(frame, size)
             return
         if self._queue is not None:
             self._put(chunk)
@@ -290,63 +287,32 @@ class DecompressStream:
         if data:
             _write_all(self._sink, data)
 
-    def _to_tool(self, frame: bytes, size: int | None) -> None:
-        """Hand one frame to the zstd tool, or only its size when it lies in a hole. The record goes
-        first: the reader must be able to drain the tool's output while this write blocks."""
-        if size is None:
-            raise InstallError(f"{self.label}: a zstd frame without a content size at byte {self._fed_out} "
-                               "of a framed stream: corrupt image")
-        start, self._fed_out = self._fed_out, self._fed_out + size
-        if size and self._skippable(start, start + size):  # type: ignore[misc]
-            self._put(("skip", size))
-            return
-        self._put(("data", size))
-        _write_all(self._sink, frame)
-
-    def _read_tool_framed(self, view: memoryview) -> tuple[str, int]:
-        """read_piece for frames decompressed by the zstd tool: records say skip or read n bytes."""
-        filled = 0
-        while filled < len(view):
-            if self._tool_left:
-                n = os.readv(self.fd, [view[filled: filled + min(self._tool_left, len(view) - filled)]])
-                if n == 0:
-                    raise InstallError(f"{self.label}: the zstd output ended inside a frame at byte {self._out}: "
-                                       "corrupt or truncated image")
-                self._tool_left -= n
-                filled += n
-                self._out += n
-                continue
-            item = self._peeked if self._peeked is not None else self._queue.get()  # type: ignore[union-attr]
-            self._peeked = None
-            if item is _EOF:
-                self._peeked = _EOF
-                break
-            if isinstance(item, BaseException):
-                raise item
-            kind, size = item
-            if kind == "skip":
-                if filled:
-                    self._peeked = item
-                    break
-                self._out += size
-                self.frames_skipped += 1
-                return "skip", size
-            self._tool_left = size
-        return "data", filled
+    def _route(self, frame: bytes, size: int | None) -> None:
+        """Queue one frame for the reader as ("data", frame, size), or only ("skip", b"", size) when it
+        lies entirely in a bmap hole. With the zstd tool the frame itself goes to the tool's stdin,
+        after its record: the reader must be able to drain the tool's output while this write blocks."""
+        start = self._fed_out
+        self._fed_out = start + size if start is not None and size is not None else None
+        if size and start is not None and self._skippable(start, start + size):  # type: ignore[misc]
+            self._put(("skip", b"", size))
+        elif not self._tool_framed:
+            self._put(("data", frame, size))
+        elif size is None:
+            raise InstallError(f"{self.label}: a zstd frame without a content size at byte {start} of a framed "
+                               "stream: corrupt image")
+        else:
+            self._put(("data", b"", size))
+            _write_all(self._sink, frame)
 
     def read_piece(self, view: memoryview) -> tuple[str, int]:
         """("data", n): n image bytes are in view[:n] (n == 0 at the end); ("skip", n): the next
         n image bytes lie in a hole and were not decompressed."""
         if self._splitter is None:
             return "data", self.readinto(view)
-        if self._tool_framed:
-            return self._read_tool_framed(view)
         filled = 0
         while filled < len(view):
-            if self._pending:
-                n = min(len(view) - filled, len(self._pending))
-                view[filled: filled + n] = self._pending[:n]
-                self._pending = self._pending[n:]
+            if self._pending or self._tool_left:
+                n = self._take_expanded(view[filled:])
                 filled += n
                 self._out += n
                 continue
@@ -357,27 +323,49 @@ class DecompressStream:
                 break
             if isinstance(item, BaseException):
                 raise item
-            frame, size = item
-            if size and self._skippable(self._out, self._out + size):  # type: ignore[misc]
+            kind, frame, size = item
+            if kind == "skip":
                 if filled:
                     self._peeked = item  # hand out the data first, skip next time
                     break
                 self._out += size
                 self.frames_skipped += 1
                 return "skip", size
-            if size is not None and size > zstdframes.MAX_FRAME_OUTPUT:
-                raise InstallError(f"{self.label}: a {size}-byte zstd frame at byte {self._out} in a framed stream "
-                                   "(frames above 64 MiB are only supported as a single-frame file)")
-            try:
-                data = self._dctx.decompress(frame, max_output_size=size or zstdframes.MAX_FRAME_OUTPUT)
-            except self._zstd_error as exc:
-                raise InstallError(f"{self.label}: cannot expand a zstd frame at byte {self._out}: {exc}: "
-                                   "corrupt image") from None
-            if size is not None and len(data) != size:
-                raise InstallError(f"{self.label}: zstd frame at byte {self._out} expands to {len(data)} "
-                                   f"bytes, its header says {size}: corrupt image")
-            self._pending = memoryview(data)
+            if self._tool_framed:
+                self._tool_left = size
+            else:
+                self._pending = memoryview(self._expand(frame, size))
         return "data", filled
+
+    def _take_expanded(self, view: memoryview) -> int:
+        """Copy the current frame's next bytes into `view` (from the tool's stdout, or from the frame
+        expanded in-process); returns how many."""
+        if self._tool_left:
+            n = os.readv(self.fd, [view[: min(self._tool_left, len(view))]])
+            if n == 0:
+                raise InstallError(f"{self.label}: the zstd output ended inside a frame at byte {self._out}: "
+                                   "corrupt or truncated image")
+            self._tool_left -= n
+            return n
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _expand(self, frame: bytes, size: int | None) -> bytes:
+        """One frame decompressed in-process (zstandard), checked against its declared size."""
+        if size is not None and size > zstdframes.MAX_FRAME_OUTPUT:
+            raise InstallError(f"{self.label}: a {size}-byte zstd frame at byte {self._out} in a framed stream "
+                               "(frames above 64 MiB are only supported as a single-frame file)")
+        try:
+            data = self._dctx.decompress(frame, max_output_size=size or zstdframes.MAX_FRAME_OUTPUT)
+        except self._zstd_error as exc:
+            raise InstallError(f"{self.label}: cannot expand a zstd frame at byte {self._out}: {exc}: "
+                               "corrupt image") from None
+        if size is not None and len(data) != size:
+            raise InstallError(f"{self.label}: zstd frame at byte {self._out} expands to {len(data)} "
+                               f"bytes, its header says {size}: corrupt image")
+        return data
 
     def readinto(self, view: memoryview) -> int:
         """Fill `view` as far as the stream allows; returns bytes read (< len(view) only at EOF)."""
