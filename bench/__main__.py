@@ -9,8 +9,8 @@ import sys
 import time
 
 # One entry per benchmark module in bench/ (each has main() -> dict of results).
-BENCHMARKS: list[str] = ["render", "rescue", "install", "resize", "pxe", "pxe_state", "image", "registry", "scheduler",
-                         "ui", "boot"]
+BENCHMARKS: list[str] = ["render", "cli_start", "rescue", "install", "resize", "pxe", "pxe_state", "image", "registry",
+                         "scheduler", "ui", "boot"]
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

@@ -11,7 +11,8 @@ Measured, each ROUNDS times, alternating, median reported (whole CLI commands, a
           runs (no zstandard module there: the installer falls back to the zstd binary), so
           pull/zipapp isolates what SSH itself costs
 - pull:   `provisioner rescue root@127.0.0.1 --disk LOOP -b URL -k KEY --yes --json`
-          (connect, inspect, upload zipapp, remote install pulling from the same URL, remote verify)
+          (connect, inspect; then one exec: unpack the zipapp, remote install pulling from the same
+          URL, remote verify; its step times are split at the installer's first event and the check)
 - push:   `provisioner rescue ... --push -f IMAGE.zst` (the image streams through the SSH connection)
 Target: pull <= 1.2x local (SSH may cost at most a fifth on top of the install itself).
 """

@@ -279,10 +279,13 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
             os.replace(pxe_initrd, staging / names["pxe_initrd"])
             (staging / "version.txt").write_text(txt)
         with build_step("signatures and digests"):
+            bmap = staging / (names["image"] + ".bmap")
             for name in (names["image"] + ".bz2", names["image"] + ".zst", names["pxe_kernel"], names["pxe_initrd"]):
                 path = staging / name
                 signer.sign(path)
-                (staging / (name + ".DIGESTS")).write_text(release.digests_text(path))
+                digests = staging / (name + ".DIGESTS")
+                digests.write_text(release.digests_text(path, *([bmap] if name.startswith(names["image"]) else [])))
+                signer.sign(digests)
             (staging / ".build-key").write_text(key + "\n")
         with build_step("publish"):
             release.publish(base, staging, version, public_key)

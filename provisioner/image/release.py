@@ -5,6 +5,9 @@
     <base>/<version>/version.txt               PROVISIONER_VERSION=..., FLATCAR_VERSION=...
     <base>/<version>/<name>_image.bin.bz2      (+ .zst) the raw GPT disk image, compressed
     <base>/<version>/<name>_image.bin.bz2.sig  detached binary OpenPGP signature (and .DIGESTS: sha512)
+    <base>/<version>/<name>_image.bin.bz2.DIGESTS.sig   signature of the DIGESTS manifest, which also
+                                               names the .bmap: installers check these few hundred
+                                               bytes instead of gpgv over the whole image
     <base>/<version>/<name>_image.bin.bmap     bmaptool's map of the raw image
     <base>/<version>/<name>_pxe.vmlinuz, <name>_pxe_image.cpio.gz   (+ .sig, .DIGESTS)
 
@@ -46,9 +49,11 @@ def sha512_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def digests_text(path: Path) -> str:
-    """Flatcar-style .DIGESTS: a '# SHA512 HASH' comment, then sha512sum's '<hex>  <name>' line."""
-    return f"# SHA512 HASH\n{sha512_file(path)}  {path.name}\n"
+def digests_text(path: Path, *also: Path) -> str:
+    """Flatcar-style .DIGESTS: a '# SHA512 HASH' comment, then sha512sum's '<hex>  <name>' line,
+    first for `path`, then for each file in `also` (the image's .bmap: signing the manifest then
+    vouches for it too)."""
+    return "# SHA512 HASH\n" + "".join(f"{sha512_file(p)}  {p.name}\n" for p in (path, *also))
 
 
 # -- signing ----------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 Steps, following flatcar-install (shared/reference/installer.md §1.2) with its pitfalls fixed:
 1. resolve: version.txt for `current`; pick `IMAGE.bin.zst`, else `.bz2` (HEAD requests); its
-   `.sig`, `.DIGESTS`, the `.bmap`; check the target (partition path, 4Kn, mounted/swap/holders
-   unless --force, size); read and sanity-check the configs. `-y`/`--dry-run` stops here.
-2. stream: download -> sha512 + gpgv taps -> decompressor -> bmap ranges -> O_DIRECT writes,
-   GPT areas held back (writer.py). The first write zeroes the old GPTs (both ends).
+   `.DIGESTS` with `.DIGESTS.sig` (a signed manifest, verify.py), else its `.sig`; the `.bmap`;
+   check the target (partition path, 4Kn, mounted/swap/holders unless --force, size); read and
+   sanity-check the configs. `-y`/`--dry-run` stops here.
+2. stream: first a signed manifest is checked (and the bmap against it), before anything is
+   written; then download -> sha512 (+ gpgv for a whole-image signature) taps -> decompressor ->
+   bmap ranges -> O_DIRECT writes, GPT areas held back (writer.py). The first write zeroes the
+   old GPTs (both ends).
 3. after the stream: decompressor exit, stream length, sha512, signature. Only then commit the
    GPT areas. Any failure once writing began wipes both GPTs again and says so in one line.
 4. re-read the table, compare it with the image's, check the CoreOS layout, place configs.
@@ -13,6 +16,7 @@ Steps, following flatcar-install (shared/reference/installer.md §1.2) with its 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +38,7 @@ from provisioner.install.options import InstallOptions
 from provisioner.install.postinstall import place_configs, refuse_4kn, verify_disk
 from provisioner.install.progress import EventKind, Progress
 from provisioner.install.source import Fetcher, NotFound, is_url
-from provisioner.install.verify import DigestCheck, SignatureCheck, digest_from_digests
+from provisioner.install.verify import DigestCheck, SignatureCheck, digest_from_digests, parse_digests, verify_detached
 
 log = logging.getLogger("provisioner.install")
 
@@ -61,6 +65,9 @@ class ResolvedInstall:
     ignition_data: bytes | None
     disk_size: int | None
     warnings: list[str] = field(default_factory=list)
+    # True: `signature` signs the DIGESTS manifest, whose sha512 then vouches for the image;
+    # False: it signs the compressed image itself (Flatcar's .sig).
+    signed_manifest: bool = False
 
 
 @dataclass
@@ -122,8 +129,13 @@ def resolve_install(opts: InstallOptions, fetcher: Fetcher) -> ResolvedInstall:
         assert opts.image_file is not None  # options.parse_install_args: -b or -f
         image, bmap_default = _local_image(opts.image_file)
 
-    signature = image + ".sig" if fetcher.exists(image + ".sig") else None
     digests = image + ".DIGESTS" if fetcher.exists(image + ".DIGESTS") else None
+    signed_manifest = digests is not None and opts.verify_signature and fetcher.exists(digests + ".sig")
+    if signed_manifest:
+        assert digests is not None
+        signature: str | None = digests + ".sig"
+    else:
+        signature = image + ".sig" if fetcher.exists(image + ".sig") else None
     key, key_from_server = None, False
     if opts.verify_signature:
         if signature is None:
@@ -153,7 +165,7 @@ def resolve_install(opts: InstallOptions, fetcher: Fetcher) -> ResolvedInstall:
         bmap=bmap, key=key, key_from_server=key_from_server, cloud_config=opts.cloud_config,
         ignition=opts.ignition, network_dir=opts.network_dir if opts.copy_network else None,
         cloud_config_data=cloud_config_data, ignition_data=ignition_data,
-        disk_size=disk_size, warnings=warnings,
+        disk_size=disk_size, warnings=warnings, signed_manifest=signed_manifest,
     )
 
 
@@ -257,7 +269,9 @@ def describe(resolved: ResolvedInstall, opts: InstallOptions) -> str:
         f"target:       {resolved.device}" + (f" ({format_size(resolved.disk_size)})" if resolved.disk_size else ""),
         f"image:        {resolved.image}",
         f"version:      {resolved.version or '(local file)'}",
-        f"signature:    {resolved.signature or 'NOT CHECKED'}" + (f" with key {resolved.key}" if resolved.key else ""),
+        f"signature:    {resolved.signature or 'NOT CHECKED'}"
+        + (" (signed sha512 manifest)" if resolved.signed_manifest else "")
+        + (f" with key {resolved.key}" if resolved.key else ""),
         f"sha512:       {resolved.digests or 'NOT CHECKED'}",
         f"block map:    {resolved.bmap or 'none (every block written; zero chunks zeroed)'}",
         f"holes:        {opts.unmapped}",
@@ -319,8 +333,14 @@ def _write_and_place(resolved: ResolvedInstall, opts: InstallOptions, progress: 
     """Stream the image onto the disk, verify it, commit its GPT, then place the configs; fills `summary`."""
     assert resolved.device is not None
     label = os.path.basename(resolved.image)
-    bmap = _load_bmap(resolved, fetcher)
-    checks = _verification_checks(resolved, fetcher, workdir, label)
+    manifest = _Manifest()
+    checks = _verification_checks(resolved, fetcher, workdir, label, manifest)
+    summary.signer = manifest.signer
+    try:
+        bmap = _load_bmap(resolved, fetcher, manifest)
+    except BaseException:
+        _abort_checks(checks)
+        raise
     chunks = iter(fetcher.stream(resolved.image))
     first = next(chunks, b"")
     if not first:
@@ -338,7 +358,7 @@ def _write_and_place(resolved: ResolvedInstall, opts: InstallOptions, progress: 
                                     on_start=guard.begin, on_progress=progress.update)
         stream.finish()
         progress.event(EventKind.VERIFY, "verify", result.image_size, result.image_size)
-        summary.signer = _finish_checks(checks)
+        summary.signer = _finish_checks(checks) or summary.signer
         writer.commit(target, result)
         target.close()
         image_table = parse_table(_held_reader(result.held), result.image_size)
@@ -390,21 +410,45 @@ def _held_reader(held: dict[int, bytes]) -> Callable[[int, int], bytes]:
     return read_at
 
 
-def _load_bmap(resolved: ResolvedInstall, fetcher: Fetcher) -> Bmap | None:
+@dataclass
+class _Manifest:
+    """What a verified signed manifest vouches for: sha512 by file name, and who signed it."""
+
+    digests: dict[str, str] = field(default_factory=dict)
+    signer: str | None = None
+
+
+def _load_bmap(resolved: ResolvedInstall, fetcher: Fetcher, manifest: _Manifest | None = None) -> Bmap | None:
+    """The parsed bmap; checked against the signed manifest when that names it. Raises VerifyError."""
     if resolved.bmap is None:
         return None
-    return parse_bmap(fetcher.read_bytes(resolved.bmap), os.path.basename(resolved.bmap))
+    name = os.path.basename(resolved.bmap)
+    data = fetcher.read_bytes(resolved.bmap)
+    expected = manifest.digests.get(name) if manifest is not None else None
+    if expected is not None and hashlib.sha512(data).hexdigest() != expected:
+        raise VerifyError(f"{resolved.bmap}: sha512 differs from the signed manifest {resolved.digests}")
+    return parse_bmap(data, name)
 
 
-def _verification_checks(resolved: ResolvedInstall, fetcher: Fetcher, workdir: str, label: str) -> list[Check]:
+def _verification_checks(resolved: ResolvedInstall, fetcher: Fetcher, workdir: str, label: str,
+                         manifest: _Manifest | None = None) -> list[Check]:
+    """The taps for the image stream. A signed manifest is verified here, at once (filling
+    `manifest`); a whole-image signature becomes a gpgv tap. Raises VerifyError."""
     checks: list[Check] = []
+    key = fetcher.read_bytes(resolved.key) if resolved.signature is not None and resolved.key is not None else None
     if resolved.digests is not None:
-        text = fetcher.read_text(resolved.digests)
+        data = fetcher.read_bytes(resolved.digests)
+        if resolved.signed_manifest and key is not None:
+            assert resolved.signature is not None
+            signer = verify_detached(data, fetcher.read_bytes(resolved.signature), key, workdir,
+                                     os.path.basename(resolved.digests))
+            if manifest is not None:
+                manifest.digests, manifest.signer = parse_digests(data.decode("utf-8", "replace")), signer
+        text = data.decode("utf-8", "replace")
         digest = digest_from_digests(text, os.path.basename(resolved.image), resolved.digests)
         checks.append(DigestCheck(digest, label))
-    if resolved.signature is not None and resolved.key is not None:
-        signature, key = fetcher.read_bytes(resolved.signature), fetcher.read_bytes(resolved.key)
-        checks.append(SignatureCheck(signature, key, workdir, label))
+    if not resolved.signed_manifest and resolved.signature is not None and key is not None:
+        checks.append(SignatureCheck(fetcher.read_bytes(resolved.signature), key, workdir, label))
     return checks
 
 
@@ -434,7 +478,11 @@ def download_only(resolved: ResolvedInstall, fetcher: Fetcher, directory: str = 
             raise
         os.replace(target + ".part", target)
         saved = [target]
-        for extra in (resolved.signature, resolved.digests, resolved.bmap):
+        # The whole-image .sig too, for flatcar-install, which checks only that one.
+        whole_image_sig: str | None = resolved.image + ".sig" if resolved.signed_manifest else None
+        if whole_image_sig is not None and not fetcher.exists(whole_image_sig):
+            whole_image_sig = None
+        for extra in (resolved.signature, whole_image_sig, resolved.digests, resolved.bmap):
             if extra:
                 path = os.path.join(directory, os.path.basename(extra))
                 with open(path, "wb") as handle:

@@ -1,8 +1,14 @@
 """Verification of the compressed image: sha512 from `.DIGESTS` and a detached OpenPGP signature.
 
-Both run WHILE the image streams to the disk (the compressed bytes are hashed by us and fed to
-`gpgv` on its stdin); the installer commits the GPT headers only after both pass, so a failed
-check leaves a disk with no valid partition table (see writer.py).
+Two ways to sign a release, both accepted:
+- a signed manifest (`IMAGE.DIGESTS.sig` over `IMAGE.DIGESTS`, as apt signs its Release files):
+  gpgv checks a few hundred bytes before anything is written, and the sha512 the manifest
+  names (computed by us while the image streams) then carries the signature to every byte. Our
+  own releases publish it; the manifest may also name the `.bmap`, which is then checked too.
+- a whole-image signature (`IMAGE.sig` over the compressed file, as Flatcar publishes it): the
+  compressed bytes are fed to `gpgv` on its stdin while the image streams.
+The installer commits the GPT headers only after every check passed, so a failed check leaves
+a disk with no valid partition table (see writer.py).
 
 - `.DIGESTS`: sha512sum lines `<hex>  <name>`; Flatcar's files also carry `# SHA512 HASH`
   comments and MD5/SHA1 lines, so we pick the 128-hex-digit line naming our file.
@@ -27,18 +33,35 @@ from provisioner.errors import VerifyError
 _HEX512 = re.compile(r"^([0-9a-fA-F]{128})\s+\*?(\S.*)$")
 
 
-def digest_from_digests(text: str, filename: str, source: str = "DIGESTS") -> str:
-    """The sha512 hex for `filename` in a DIGESTS/sha512sum text. Raises VerifyError if absent."""
-    found = []
+def parse_digests(text: str) -> dict[str, str]:
+    """File name -> sha512 hex of every sha512 line in a DIGESTS/sha512sum text (first one wins)."""
+    found: dict[str, str] = {}
     for line in text.splitlines():
         match = _HEX512.match(line.strip())
         if match:
-            name = os.path.basename(match.group(2).strip())
-            found.append(name)
-            if name == filename:
-                return match.group(1).lower()
+            found.setdefault(os.path.basename(match.group(2).strip()), match.group(1).lower())
+    return found
+
+
+def digest_from_digests(text: str, filename: str, source: str = "DIGESTS") -> str:
+    """The sha512 hex for `filename` in a DIGESTS/sha512sum text. Raises VerifyError if absent."""
+    found = parse_digests(text)
+    if filename in found:
+        return found[filename]
     listed = ", ".join(found) or "no sha512 lines"
     raise VerifyError(f"{source}: no sha512 digest for {filename} (found: {listed})")
+
+
+def verify_detached(data: bytes, signature: bytes, public_key: bytes, workdir: str, label: str) -> str:
+    """gpgv over a small file held in memory (the signed manifest); returns the signer's key id.
+    Raises VerifyError."""
+    check = SignatureCheck(signature, public_key, workdir, label)
+    try:
+        check.update(data)
+        return check.finish()
+    except BaseException:
+        check.abort()
+        raise
 
 
 def dearmor(data: bytes) -> bytes:

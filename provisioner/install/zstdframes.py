@@ -15,6 +15,8 @@ side only).
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FRAME_SIZE = 4 << 20
@@ -65,28 +67,43 @@ def parse_frame_header(data: bytes) -> FrameHeader | None:
 def frame_length(data: bytes, header: FrameHeader) -> int | None:
     """Total compressed length of the frame at the start of `data`, walking the block headers
     (RFC 8878 §3.1.1.2); None if `data` does not hold the whole frame yet."""
-    offset = header.header_size
-    while True:
-        if len(data) < offset + 3:
-            return None
-        block = int.from_bytes(data[offset: offset + 3], "little")
+    _offset, total = _walk_blocks(lambda at: data[at: at + 3], len(data), header.header_size, header.checksum)
+    return total if total is not None and len(data) >= total else None
+
+
+def _walk_blocks(peek3: Callable[[int], bytes], available: int, offset: int,
+                 checksum: bool) -> tuple[int, int | None]:
+    """Walk a frame's block headers from `offset` as far as `available` bytes go (`peek3(at)`: the
+    3 bytes at `at`). Returns (where to resume, the frame's total length once its last block is seen)."""
+    while available >= offset + 3:
+        block = int.from_bytes(peek3(offset), "little")
         last, block_type, block_size = block & 1, (block >> 1) & 3, block >> 3
         if block_type == 3:
             raise FrameFormatError("reserved block type")
         offset += 3 + (1 if block_type == 1 else block_size)
         if last:
-            offset += 4 if header.checksum else 0
-            return offset if len(data) >= offset else None
+            return offset, offset + (4 if checksum else 0)
+    return offset, None
 
 
 class FrameSplitter:
-    """Feed compressed chunks; get back whole frames as (frame bytes, content size)."""
+    """Feed compressed chunks; get back whole frames as (frame bytes, content size).
+
+    Linear in the stream, one copy per byte: the chunks are kept as they came and a frame is joined
+    from them once it is complete; the block walk of a frame spanning chunks resumes where it stopped."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._ends: list[int] = []  # end of each chunk, counted from the start of _chunks[0]
+        self._first = 0  # where the unconsumed bytes begin in _chunks[0]
+        self._header: FrameHeader | None = None  # of the frame being assembled
+        self._walked = 0  # its block walk position
+        self._total: int | None = None  # its length once its last block header was seen
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, int | None]]:
-        self._buffer += chunk
+        if chunk:
+            self._chunks.append(chunk)
+            self._ends.append((self._ends[-1] if self._ends else 0) + len(chunk))
         frames: list[tuple[bytes, int | None]] = []
         while True:
             frame = self._take()
@@ -95,29 +112,62 @@ class FrameSplitter:
             if frame[0]:  # skippable frames carry no image data
                 frames.append(frame)
 
-    def _take(self):
-        data = self._buffer
-        if len(data) >= 8 and int.from_bytes(data[:4], "little") & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC:
-            total = 8 + int.from_bytes(data[4:8], "little")
-            if len(data) < total:
-                return None
-            del self._buffer[:total]
-            return (b"", 0)
-        header = parse_frame_header(bytes(data[:18]))
-        if header is None:
-            return None
-        length = frame_length(data, header)
-        if length is None:
-            if len(data) > MAX_FRAME_INPUT:  # bounded memory: such a file is streamed, not framed
-                raise FrameFormatError(f"a zstd frame longer than {MAX_FRAME_INPUT >> 20} MiB in a framed stream")
-            return None
-        frame = bytes(data[:length])
-        del self._buffer[:length]
-        return (frame, header.content_size)
-
     @property
     def leftover(self) -> int:
-        return len(self._buffer)
+        return (self._ends[-1] if self._ends else 0) - self._first
+
+    def _peek(self, at: int, length: int) -> bytes:
+        """`length` bytes from `at` (counted from the first unconsumed byte); the caller checked they are here."""
+        position = self._first + at
+        index = bisect.bisect_right(self._ends, position)
+        pieces = []
+        while length > 0:
+            begin = position - (self._ends[index - 1] if index else 0)
+            piece = self._chunks[index][begin: begin + length]
+            pieces.append(piece)
+            length -= len(piece)
+            position += len(piece)
+            index += 1
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _consume(self, length: int) -> bytes:
+        """Take `length` bytes off the front (one copy, joined from the chunks)."""
+        end = self._first + length
+        index = bisect.bisect_left(self._ends, end)  # the chunk holding the last byte taken
+        views = [memoryview(chunk) for chunk in self._chunks[: index + 1]]
+        views[-1] = views[-1][: end - (self._ends[index - 1] if index else 0)]
+        views[0] = views[0][self._first:] if index else views[0][self._first: end]
+        data = b"".join(views)
+        drop = index + 1 if end == self._ends[index] else index
+        shift = self._ends[drop - 1] if drop else 0
+        del self._chunks[:drop]
+        self._ends = [e - shift for e in self._ends[drop:]]
+        self._first = end - shift
+        return data
+
+    def _take(self):
+        available = self.leftover
+        if self._header is None:
+            if available >= 8 and int.from_bytes(self._peek(0, 4), "little") & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC:
+                total = 8 + int.from_bytes(self._peek(4, 4), "little")
+                if available < total:
+                    return None
+                self._consume(total)
+                return (b"", 0)
+            header = parse_frame_header(self._peek(0, min(18, available)))
+            if header is None:
+                return None
+            self._header, self._walked, self._total = header, header.header_size, None
+        if self._total is None:
+            self._walked, self._total = _walk_blocks(lambda at: self._peek(at, 3), available, self._walked,
+                                                     self._header.checksum)
+        if self._total is None or available < self._total:
+            if available > MAX_FRAME_INPUT:  # bounded memory: such a file is streamed, not framed
+                raise FrameFormatError(f"a zstd frame longer than {MAX_FRAME_INPUT >> 20} MiB in a framed stream")
+            return None
+        content_size = self._header.content_size
+        self._header = None
+        return (self._consume(self._total), content_size)
 
 
 def is_framed(head: bytes) -> bool:

@@ -4,7 +4,7 @@ When the rescue host cannot reach the image server, we do what `ssh -R` does: as
 rescue host's 127.0.0.1:<port> (RFC 4254 §7.1 "tcpip-forward") and carry each connection back through
 the SSH channel to a small HTTP server on our own loopback, which serves the image as a one-version
 release directory (the layout `provisioner install -b` reads: BASE/current/version.txt,
-BASE/VERSION/NAME.<fmt>, .sig, .DIGESTS, NAME.bmap). The remote installer then runs its ordinary pull
+BASE/VERSION/NAME.<fmt>, .sig, .DIGESTS, .DIGESTS.sig, NAME.bmap). The remote installer then runs its ordinary pull
 path: streaming, signature and digest checks, bmap, resume with HTTP Range after a hiccup; nothing is
 staged in the rescue system's RAM.
 """
@@ -35,7 +35,7 @@ def release_files(image: Path) -> tuple[str, str, dict[str, Path]]:
     """Map a local image file to release-dir names: (image name, format, URL path -> local file).
 
     `foo.bin.zst` -> name 'foo.bin', format 'zst'; a raw `foo.bin` -> format 'raw'. Side files
-    (.sig, .DIGESTS of the image; NAME.bmap) are served when they exist beside it, and the release
+    (.sig, .DIGESTS, .DIGESTS.sig of the image; NAME.bmap) are served when they exist beside it, and the release
     key (release-key.asc beside it or one level up, where a release dir keeps it).
     Raises UsageError for a file that is not an image name we can serve.
     """
@@ -49,7 +49,7 @@ def release_files(image: Path) -> tuple[str, str, dict[str, Path]]:
         raise UsageError(f"{image}: cannot tell the image name from the file name")
     served = f"{name}.{fmt}" if fmt != "raw" else name
     files = {f"/{PUSH_VERSION}/{served}": image}
-    for extra in (f"{base}.sig", f"{base}.DIGESTS", f"{name}.bmap"):
+    for extra in (f"{base}.sig", f"{base}.DIGESTS", f"{base}.DIGESTS.sig", f"{name}.bmap"):
         candidate = image.with_name(extra)
         if candidate.is_file():
             files[f"/{PUSH_VERSION}/{extra}"] = candidate

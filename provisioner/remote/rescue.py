@@ -1,20 +1,24 @@
 """Install to a disk of a host booted into its provider's rescue Linux, over one SSH session.
 
-The steps (each a function, `rescue_install` runs them in order), in four SSH round trips (each exec
-forks a session on the host, ~0.1-0.3 s, so they are batched):
+The steps (each a function, `rescue_install` runs them in order), in two SSH round trips on one
+connection (each exec forks a session on the host, ~0.1-0.3 s, and each remote python3 start costs
+as much again, so they are batched):
 1. inspect (facts_script.py): stop an installer a dropped session left running (its pid file), read
    disks/holders/memory/python3 and the recorded install states;
 2. pick the disk (explicit, or `auto` = flatcar-install -s) and refuse a busy one, naming the reason;
    `--stop-raid` first stops the auto-assembled md/dm holders on it (inspect.stop_plan);
 3. ask for confirmation (the CLI's job; `--yes` skips it);
-4. one tar stream: the installer zipapp (standard library only: rescue systems have python3 but no
-   pip), the cloud-config / Ignition / key files (mode 0600: a cloud-config often carries secrets) and
-   `state-<disk>.json = installing`;
+4-6. one exec (INSTALL_SCRIPT) does the rest:
+4. unpack one tar stream: the installer zipapp (standard library only: rescue systems have python3 but
+   no pip), the check script, the cloud-config / Ignition / key files (mode 0600: a cloud-config often
+   carries secrets) and `state-<disk>.json = installing`;
 5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
    local bar; with `--push` the installer pulls the local image through a port forwarded over this
    same SSH connection (push.py), so it streams from our disk to theirs;
-6. verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS layout and each
-   file we sent, compared by SHA-256; it records `installed`; then optionally `--reboot`.
+6. if it succeeded, verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS
+   layout and each file we sent, compared by SHA-256; it records `installed`.
+Then optionally `--reboot`. The report's step times split that exec at its first progress event
+(upload + installer start) and at the verify marker.
 
 A dropped connection is a PartialError (exit 3) that says the disk is partially written; the state file
 on the host says `installing`, and the same command re-run stops any orphaned installer and installs
@@ -62,6 +66,19 @@ log = logging.getLogger("provisioner.remote")
 
 REMOTE_DIR = "/tmp/provisioner-rescue"
 VERIFY_SCRIPT = Path(__file__).with_name("verify_script.py")
+VERIFY_MARKER = "provisioner-rescue: verify"
+UNPACK_FAILED = 90  # INSTALL_SCRIPT's exit status when the tar stream cannot be unpacked
+# $1 remote dir, $2 disk, $3 the check's expectations (JSON), then the installer's argv. The installer
+# runs as a child whose pid is recorded (facts_script.py stops an orphan a dropped session left).
+INSTALL_SCRIPT = f"""d=$1 disk=$2 expect=$3; shift 3
+umask 077 && mkdir -p "$d" && tar -x -f - -C "$d" || exit {UNPACK_FAILED}
+"$@" &
+pid=$!
+echo $pid > "$d/installer.pid"
+wait $pid || exit $?
+echo '{VERIFY_MARKER}'
+PYTHONPATH="$d/installer.pyz" exec python3 "$d/verify.py" "$disk" "$expect"
+"""
 # Where the installer leaves the cloud-config and the Ignition file (flatcar-install's places).
 CLOUD_CONFIG_TARGET = "ROOT:/var/lib/flatcar-install/user_data"
 IGNITION_TARGET = "OEM:/config.ign"
@@ -225,13 +242,11 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
     return disk, ran
 
 
-def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: str) -> dict[str, str]:
-    """Send the zipapp, the local input files and the `installing` state in one tar stream (one round
-    trip; every file mode 0600, a cloud-config may carry secrets). Returns role -> remote path.
-
-    Raises RemoteError when the host cannot unpack it.
-    """
-    members = [("zipapp", "installer.pyz", zipapp.read_bytes())]
+def pack_inputs(request: RescueRequest, zipapp: Path, disk: str) -> tuple[bytes, dict[str, str]]:
+    """The tar stream INSTALL_SCRIPT unpacks: the zipapp, the check script, the local input files and
+    the `installing` state, every file mode 0600 (a cloud-config may carry secrets). Returns it and
+    role -> remote path."""
+    members = [("zipapp", "installer.pyz", zipapp.read_bytes()), ("verify", "verify.py", VERIFY_SCRIPT.read_bytes())]
     for role, path, name in (("cloud_config", request.cloud_config, "cloud-config.yaml"),
                              ("ignition", request.ignition, "config.ign"),
                              ("keyfile", request.keyfile, "release-key.asc")):
@@ -245,56 +260,64 @@ def upload_inputs(session: Session, request: RescueRequest, zipapp: Path, disk: 
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             archive.addfile(info, io.BytesIO(data))
-    script = 'umask 077 && mkdir -p "$1" && tar -x -f - -C "$1"'
-    result = session.stream(["sh", "-c", script, "sh", request.remote_dir], stdin=buffer.getvalue(), timeout=600)
-    if result.exit_status != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RemoteError(f"{session.target.endpoint}: cannot unpack the installer into {request.remote_dir}: {last}")
-    return {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
+    return buffer.getvalue(), {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
 
 
-def run_installer(session: Session, argv: list[str], on_event: Callable[[ProgressEvent], None],
-                  pidfile: str) -> ProgressEvent | None:
-    """Run the installer, streaming progress; returns its last event. Raises InstallError, ConnectionLost."""
-    # Record the pid (exec keeps it) so a re-run after a dropped link can stop an orphan.
-    command = ["sh", "-c", 'echo $$ > "$1"; shift; exec "$@"', "sh", pidfile, *argv]
+def install_and_verify(session: Session, request: RescueRequest, disk: str, packed: bytes, argv: list[str],
+                       files: dict[str, str], state: str, on_event: Callable[[ProgressEvent], None],
+                       report: RescueReport) -> dict:
+    """Unpack, install (streaming progress) and verify in one exec; returns the check's report and
+    fills report.seconds (upload, install, verify).
+
+    Raises RemoteError (cannot unpack), InstallError, VerifyError, ConnectionLost.
+    """
+    expect = json.dumps({"files": files, "state": state, "installed": state_record(disk, "installed").decode()})
     events: list[ProgressEvent] = []
     other: list[str] = []
+    checked: list[str] = []
+    marks = {"start": time.monotonic()}
 
     def line(text: str) -> None:
+        if "verify" in marks:
+            checked.append(text)
+            return
+        if text == VERIFY_MARKER:
+            marks["verify"] = time.monotonic()
+            return
         event = parse_progress_line(text)
         if event is None:
             if text.strip():
                 other.append(text)
                 log.info("remote: %s", text)
             return
+        marks.setdefault("install", time.monotonic())
         events.append(event)
         on_event(event)
 
-    result = session.stream(command, on_line=line, timeout=None)
-    last = events[-1] if events else None
-    failed = last is not None and last.kind is EventKind.ERROR
-    if result.exit_status != 0 or failed:
+    try:
+        result = session.stream(["sh", "-c", INSTALL_SCRIPT, "sh", request.remote_dir, disk, expect, *argv],
+                                stdin=packed, on_line=line, timeout=None)
+    finally:
+        end = time.monotonic()
+        install, verify = marks.get("install", end), marks.get("verify", end)
+        report.seconds.update(upload=round(install - marks["start"], 3), install=round(verify - install, 3),
+                              verify=round(end - verify, 3))
+    stderr_last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    if "verify" not in marks:
+        if result.exit_status == UNPACK_FAILED and not events:
+            raise RemoteError(f"{session.target.endpoint}: cannot unpack the installer into {request.remote_dir}: "
+                              f"{stderr_last}")
+        last = events[-1] if events else None
+        failed = last is not None and last.kind is EventKind.ERROR
         message = (last.message if failed and last is not None else None) or \
             (result.stderr.strip().splitlines() or other or ["no output"])[-1]
         raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
-    return last
-
-
-def verify_install(session: Session, disk: str, zipapp: str, files: dict[str, str], state: str) -> dict:
-    """Check the GPT layout and the files sent, on the host; on success the script records `installed`
-    in `state`. Raises VerifyError with the problems found."""
-    expect = json.dumps({"files": files, "state": state,
-                         "installed": state_record(disk, "installed").decode()})
-    result = session.run(["env", f"PYTHONPATH={zipapp}", "python3", "-", disk, expect],
-                         input=VERIFY_SCRIPT.read_bytes(), check=False, timeout=120)
-    if result.exit_status != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerifyError(f"verifying {disk} on the host failed (exit {result.exit_status}): {last}")
-    report = json.loads(result.stdout)
-    if report["problems"]:
-        raise VerifyError(f"{disk}: installed, but verification found: {'; '.join(report['problems'])}")
-    return report
+    if result.exit_status != 0 or not checked:
+        raise VerifyError(f"verifying {disk} on the host failed (exit {result.exit_status}): {stderr_last}")
+    verified = json.loads(checked[-1])
+    if verified["problems"]:
+        raise VerifyError(f"{disk}: installed, but verification found: {'; '.join(verified['problems'])}")
+    return verified
 
 
 def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[ProgressEvent], None],
@@ -327,32 +350,28 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
             f"Erase {disk.path} ({format_size(disk.size)}) on {facts.hostname} ({host}) and install?"):
         raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
     with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
-        with _timed(report, "upload"):
-            zipapp = request.zipapp or build_zipapp(Path(tmp) / "installer.pyz")
-            uploaded = upload_inputs(session, request, zipapp, disk.path)
-        with _timed(report, "install"):
-            try:
-                with contextlib.ExitStack() as stack:
-                    source_args: list[str] = []
-                    if request.image is not None and request.push:  # check_request: --push needs -f
-                        push = stack.enter_context(PushServer(session.transport, request.image))
-                        source_args = push.installer_args()
-                    argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)
-                    run_installer(session, argv, on_event, f"{request.remote_dir}/installer.pid")
-            except ConnectionLost as exc:
-                raise PartialError(
-                    f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
-                    f"re-run the same command to finish") from None
-            except KeyboardInterrupt:
-                # Ctrl-C: stop the remote installer too; without a pty it would go on writing the disk.
-                with contextlib.suppress(RemoteError):
-                    session.run(["sh", "-c", 'kill "$(cat "$1")" 2>/dev/null', "sh",
-                                 f"{request.remote_dir}/installer.pid"], check=False, timeout=30)
-                raise PartialError(f"{host}: interrupted; the remote installer was stopped; {disk.path} is "
-                                   f"partially written; re-run the same command to finish") from None
-        with _timed(report, "verify"):
-            report.verify = verify_install(session, disk.path, uploaded["zipapp"], expected_files(request),
-                                           uploaded["state"])
+        zipapp = request.zipapp or build_zipapp(Path(tmp) / "installer.pyz")
+        packed, uploaded = pack_inputs(request, zipapp, disk.path)
+        try:
+            with contextlib.ExitStack() as stack:
+                source_args: list[str] = []
+                if request.image is not None and request.push:  # check_request: --push needs -f
+                    push = stack.enter_context(PushServer(session.transport, request.image))
+                    source_args = push.installer_args()
+                argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)
+                report.verify = install_and_verify(session, request, disk.path, packed, argv,
+                                                   expected_files(request), uploaded["state"], on_event, report)
+        except ConnectionLost as exc:
+            raise PartialError(
+                f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
+                f"re-run the same command to finish") from None
+        except KeyboardInterrupt:
+            # Ctrl-C: stop the remote installer too; without a pty it would go on writing the disk.
+            with contextlib.suppress(RemoteError):
+                session.run(["sh", "-c", 'kill "$(cat "$1")" 2>/dev/null', "sh",
+                             f"{request.remote_dir}/installer.pid"], check=False, timeout=30)
+            raise PartialError(f"{host}: interrupted; the remote installer was stopped; {disk.path} is "
+                               f"partially written; re-run the same command to finish") from None
     if request.reboot:
         # Detached, after a second, so this session can close cleanly before the host goes down.
         session.run(["sh", "-c", '(sleep 1; exec "$@") >/dev/null 2>&1 </dev/null &', "sh",

@@ -198,13 +198,18 @@ def test_zipapp_runs_standalone_without_site_packages(loop_disk, release, tmp_pa
 
     pyz = build_zipapp(tmp_path / "installer.pyz")
     device = loop_disk(DISK)
+    with open(device, "r+b") as handle:  # old data everywhere: holes must be zeroed, not left
+        handle.write(b"\xa5" * DISK)
     proc = subprocess.run(
         [sys.executable, "-I", "-S", str(pyz), "-d", device, "-f", str(release.files["zst"]),  # no zstandard here: the zstd tool path
          "--yes", "--progress", "json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "done"
-    assert _table(device).entries == _table(release.image.path).entries
+    done = json.loads(proc.stdout.splitlines()[-1])
+    assert done["event"] == "done"
+    assert done["summary"]["decompressor"].endswith("zstd (framed: holes skipped)")  # the tool, fed mapped frames
+    with open(release.image.path, "rb") as image:
+        assert _digest(device, release.image.size) == hashlib.sha256(image.read()).hexdigest()
 
 
 # ---- failures leave no valid GPT -----------------------------------------------------------------
@@ -259,6 +264,59 @@ def test_bad_signature_fails_and_wipes(installed_disk, release, other_key, tmp_p
     proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
     assert proc.returncode == 1
     _one_line_error(proc, "signature verification failed", "wiped")
+    assert_no_valid_gpt(installed_disk)
+
+
+def _manifest_release(release, tmp_path, key, *, bmap_line=True) -> Path:
+    """A copy of the .zst with only a signed DIGESTS manifest (no whole-image .sig), signed by `key`."""
+    work = tmp_path / "manifest"
+    work.mkdir()
+    target = work / release.files["zst"].name
+    shutil.copyfile(release.files["zst"], target)
+    bmap = work / (release.image_name + ".bmap")
+    shutil.copyfile(release.image.bmap, bmap)
+    sign(key, write_digests(target, *([bmap] if bmap_line else [])))
+    shutil.copyfile(release.key.public_key, work / "release-key.asc")
+    return target
+
+
+def test_signed_manifest_alone_is_enough(loop_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    device = loop_disk(DISK)
+    dry = run_install("-d", device, "-f", str(image), "-y")
+    assert "DIGESTS.sig (signed sha512 manifest)" in dry.stdout, dry.stdout
+    proc = run_install("-d", device, "-f", str(image), "--yes", "--progress", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["summary"]["signer"]
+    assert_installed(device, release)
+
+
+def test_manifest_signed_by_an_unknown_key_fails_before_writing(installed_disk, release, other_key, tmp_path):
+    image = _manifest_release(release, tmp_path, other_key)
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "DIGESTS: OpenPGP signature verification failed")
+    assert _table(installed_disk).valid  # refused before the first write: the old install is intact
+
+
+def test_bmap_not_matching_the_signed_manifest_fails_before_writing(installed_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    bmap = image.parent / (release.image_name + ".bmap")
+    bmap.write_text(bmap.read_text().replace("</bmap>", "<!-- edited --></bmap>"))
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, ".bmap: sha512 differs from the signed manifest")
+    assert _table(installed_disk).valid
+
+
+def test_image_not_matching_the_signed_manifest_fails_and_wipes(installed_disk, release, tmp_path):
+    image = _manifest_release(release, tmp_path, release.key)
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(data)
+    proc = run_install("-d", installed_disk, "-f", str(image), "--yes")
+    assert proc.returncode == 1
+    _one_line_error(proc, "wiped")
     assert_no_valid_gpt(installed_disk)
 
 

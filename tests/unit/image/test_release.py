@@ -18,6 +18,11 @@ def test_digests_are_sha512sum_format(tmp_path):
     lines = digests_text(path).splitlines()
     assert lines[0].startswith("#")
     assert lines[1] == f"{hashlib.sha512(b'data').hexdigest()}  x.bin.bz2"
+    bmap = tmp_path / "x.bin.bmap"
+    bmap.write_bytes(b"<bmap/>")
+    lines = digests_text(path, bmap).splitlines()
+    assert lines[1:] == [f"{hashlib.sha512(b'data').hexdigest()}  x.bin.bz2",
+                         f"{hashlib.sha512(b'<bmap/>').hexdigest()}  x.bin.bmap"]
 
 
 def test_publish_replaces_version_and_moves_current(tmp_path):

@@ -39,3 +39,10 @@ def test_digest_check_reports_a_mismatch():
     bad.update(b"data")
     with pytest.raises(VerifyError, match="img: sha512 mismatch"):
         bad.finish()
+
+
+def test_a_manifest_names_every_file_it_vouches_for():
+    image, bmap = "A" * 128, "b" * 128
+    text = f"# SHA512 HASH\n{image}  img.bin.zst\n{bmap}  img.bin.bmap\n{'c' * 128}  img.bin.zst\n"
+    assert verify.parse_digests(text) == {"img.bin.zst": image.lower(), "img.bin.bmap": bmap}
+    assert verify.parse_digests("# SHA512 HASH\n") == {}
