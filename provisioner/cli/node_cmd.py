@@ -152,7 +152,11 @@ def update_check_command() -> None:
     """Ask the channel for its current version (verified); exit 0 either way, 1 on an error or a downgrade."""
     from provisioner.node.update.agent import UpdateAgent
 
-    emit(UpdateAgent().check().message)
+    agent = UpdateAgent()
+    try:
+        emit(agent.check().message)
+    finally:
+        agent.report()
 
 
 @update_app.command("apply")
@@ -165,8 +169,10 @@ def update_apply_command(
     from provisioner.node.update.reboot import reboot_now
 
     agent = UpdateAgent()
-    result = agent.apply()
-    emit(result.message)
+    try:
+        emit(agent.apply().message)
+    finally:
+        agent.report()
     if now and agent.store.need_reboot():
         reboot_now()
 

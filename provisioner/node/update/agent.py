@@ -99,6 +99,10 @@ class UpdateAgent:
 
     def check(self) -> CheckResult:
         """Raises VersionError for a downgrade, DownloadError/VerifyError/ManifestError for a bad channel."""
+        with self.store.locked():
+            return self._check()
+
+    def _check(self) -> CheckResult:
         config = read_config()
         state = self.settled_state()
         booted = booted_version()
@@ -132,7 +136,11 @@ class UpdateAgent:
 
     def apply(self) -> CheckResult:
         """check(), then install the offered version into the passive slot when it is newer."""
-        result = self.check()
+        with self.store.locked():
+            return self._apply()
+
+    def _apply(self) -> CheckResult:
+        result = self._check()
         if not result.update or result.manifest is None:
             return result
         slot = booted_slot()
@@ -197,6 +205,24 @@ class UpdateAgent:
             except ProvisionerError as exc:
                 doc["slots"] = str(exc)
         return doc
+
+
+    def report(self) -> None:
+        """Send the status to the provisioning server named by SERVER (report.py); never raises."""
+        from provisioner.node.apply.addresses import detect
+        from provisioner.node.update.report import report_body, report_url, send_report
+
+        try:
+            config = read_config()
+            url = None if config.disabled else report_url(config.server, detect().mac)
+            if url is None:
+                return
+            failure = send_report(url, report_body(self.status()))
+        except ProvisionerError as exc:
+            failure = str(exc)
+            url = "the server"
+        if failure:
+            log.warning("update: report to %s failed: %s", url, failure)
 
 
 def status_lines(doc: dict) -> list[str]:

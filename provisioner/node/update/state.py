@@ -11,8 +11,11 @@ Flatcar users saw install-reboot-rollback loops, flatcar/Flatcar#130).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -121,6 +124,14 @@ class StateStore:
             return self.marker.read_text().strip() or "unknown"
         except FileNotFoundError:
             return None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One agent run at a time: the timer's and an operator's `apply` wait for each other."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def mark_need_reboot(self, version: str) -> None:
         write_atomic(self.marker, version + "\n")
