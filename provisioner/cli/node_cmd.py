@@ -152,11 +152,7 @@ def update_check_command() -> None:
     """Ask the channel for its current version (verified); exit 0 either way, 1 on an error or a downgrade."""
     from provisioner.node.update.agent import UpdateAgent
 
-    agent = UpdateAgent()
-    try:
-        emit(agent.check().message)
-    finally:
-        agent.report()
+    emit(UpdateAgent().check().message)
 
 
 @update_app.command("apply")
@@ -169,10 +165,7 @@ def update_apply_command(
     from provisioner.node.update.reboot import reboot_now
 
     agent = UpdateAgent()
-    try:
-        emit(agent.apply().message)
-    finally:
-        agent.report()
+    emit(agent.apply().message)
     if now and agent.store.need_reboot():
         reboot_now()
 

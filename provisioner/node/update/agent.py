@@ -7,8 +7,9 @@
 
 A version older than the booted one is refused (one line naming both); a version that fell back
 before is skipped; `SERVER=disabled` (or no SERVER) does nothing. Every run first settles an update
-pending from before the last reboot (state.after_boot). The state is reported to the provisioning
-server when update.conf names one (report.py); a report that fails never fails the agent.
+pending from before the last reboot (state.after_boot). Like update_engine's Omaha request, the check
+tells the server what this node runs: the manifest URL carries `?booted=<version>&slot=<A|B>&state=
+<status>&failed=<versions>`, which `provisioner serve` records in the machine's state (pxe/update_checks.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +59,14 @@ def booted_version(path: Path = VERSION_TXT) -> str:
     return version
 
 
+def check_query(booted: str, slot: Slot | None, state: st.UpdateState) -> dict[str, str]:
+    """What the check tells the server about this node (pure)."""
+    query = {"booted": booted, "slot": slot.label if slot else "live", "state": state.status}
+    if state.failed:
+        query["failed"] = ",".join(state.failed[-8:])
+    return query
+
+
 def booted_slot() -> Slot | None:
     partuuid = booted_partuuid(read_kernel_cmdline())
     return slot_by_partuuid(partuuid) if partuuid else None
@@ -86,9 +96,11 @@ class UpdateAgent:
 
     # -- check --------------------------------------------------------------------------------------
 
-    def fetch_manifest(self, config: UpdateConfig) -> Manifest:
+    def fetch_manifest(self, config: UpdateConfig, facts: dict[str, str] | None = None) -> Manifest:
+        """The channel's manifest, verified; `facts` go along as the query (check_query)."""
         url = config.manifest_url()
-        data = payload.fetch_small(url)
+        query = f"?{urllib.parse.urlencode(facts)}" if facts and url.startswith(("http:", "https:")) else ""
+        data = payload.fetch_small(url + query)
         signature = payload.fetch_small(url + ".sig")
         payload.verify_signed(data, signature, payload.read_release_key(self.key_path),
                               self.store.directory, f"{url}")
@@ -114,9 +126,10 @@ class UpdateAgent:
         if waiting is not None:
             message = f"{waiting} is installed and waits for a reboot"
             return CheckResult(config, booted, None, False, message)
+        facts = check_query(booted, booted_slot(), state)
         state = self._save(state, status=st.CHECKING)
         try:
-            manifest = self.fetch_manifest(config)
+            manifest = self.fetch_manifest(config, facts)
             offered = manifest.version
             refuse_downgrade(offered, booted)
         except ProvisionerError as exc:
@@ -206,23 +219,6 @@ class UpdateAgent:
                 doc["slots"] = str(exc)
         return doc
 
-
-    def report(self) -> None:
-        """Send the status to the provisioning server named by SERVER (report.py); never raises."""
-        from provisioner.node.apply.addresses import detect
-        from provisioner.node.update.report import report_body, report_url, send_report
-
-        try:
-            config = read_config()
-            url = None if config.disabled else report_url(config.server, detect().mac)
-            if url is None:
-                return
-            failure = send_report(url, report_body(self.status()))
-        except ProvisionerError as exc:
-            failure = str(exc)
-            url = "the server"
-        if failure:
-            log.warning("update: report to %s failed: %s", url, failure)
 
 
 def status_lines(doc: dict) -> list[str]:
