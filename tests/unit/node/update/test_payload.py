@@ -12,19 +12,24 @@ from provisioner.node.update.payload import download_verified, fetch_small, veri
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    signer = Signer(tmp_path_factory.mktemp("gnupg"))
-    signer.ensure_key()
-    yield signer
-    signer.close()
+def signers(tmp_path_factory):
+    """The release key and another one, each in its own gpg home."""
+    made = [Signer(tmp_path_factory.mktemp(name)) for name in ("gnupg", "gnupg-other")]
+    for signer in made:
+        signer.ensure_key()
+    yield made
+    for signer in made:
+        signer.close()
 
 
 @pytest.fixture(scope="module")
-def other_signer(tmp_path_factory):
-    signer = Signer(tmp_path_factory.mktemp("gnupg-other"))
-    signer.ensure_key()
-    yield signer
-    signer.close()
+def signer(signers):
+    return signers[0]
+
+
+@pytest.fixture(scope="module")
+def other_signer(signers):
+    return signers[1]
 
 
 @pytest.fixture(scope="module")
