@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -62,13 +63,14 @@ def read_release_key(path: Path = RELEASE_KEY) -> bytes:
 def verify_signed(data: bytes, signature: bytes, public_key: bytes, workdir: Path, label: str) -> str:
     """The signer's key id when `signature` is a good signature of `data`; raises VerifyError."""
     workdir.mkdir(parents=True, exist_ok=True)
-    check = SignatureCheck(signature, public_key, str(workdir), label)
-    try:
-        check.update(data)
-    except BaseException:
-        check.abort()
-        raise
-    return check.finish()
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=workdir) as scratch:
+        check = SignatureCheck(signature, public_key, scratch, label)
+        try:
+            check.update(data)
+        except BaseException:
+            check.abort()
+            raise
+        return check.finish()
 
 
 def download_verified(url: str, expected: PayloadFile, signature: bytes, public_key: bytes, target: Path,
@@ -78,8 +80,16 @@ def download_verified(url: str, expected: PayloadFile, signature: bytes, public_
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     label = expected.name
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=target.parent) as scratch:
+        _download(url, expected, SignatureCheck(signature, public_key, scratch, label), partial, progress)
+    os.replace(partial, target)
+    return target
+
+
+def _download(url: str, expected: PayloadFile, check: SignatureCheck, partial: Path,
+              progress: Callable[[int], None] | None) -> None:
+    label = expected.name
     digest = hashlib.sha256()
-    check = SignatureCheck(signature, public_key, str(target.parent), label)
     done = 0
     try:
         with _open(url) as response, open(partial, "wb") as out:
@@ -110,8 +120,6 @@ def download_verified(url: str, expected: PayloadFile, signature: bytes, public_
         check.abort()
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, target)
-    return target
 
 
 def sha256_of(path: Path, length: int | None = None) -> str:

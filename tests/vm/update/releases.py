@@ -5,14 +5,13 @@ with the built kernel and initrd, published and signed as `image build` does it
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from provisioner.image.build import BuildResult
 from provisioner.image.release import Signer, publish_link, version_txt
-from provisioner.image.update_release import write_update_payload
+from provisioner.image.update_release import link_or_copy, write_update_payload
 from provisioner.node.update.manifest import MANIFEST_NAME, parse_manifest
 
 REPO = Path(__file__).resolve().parents[3]
@@ -29,7 +28,7 @@ def copy_release(built: BuildResult, channel_dir: Path) -> str:
     manifest = parse_manifest((built.release_dir / MANIFEST_NAME).read_bytes())
     for name in [f.name for f in manifest.files.values()] + [MANIFEST_NAME]:
         for suffix in ("", ".sig"):
-            os.link(built.release_dir / (name + suffix), target / (name + suffix))
+            link_or_copy(built.release_dir / (name + suffix), target / (name + suffix))
     shutil.copyfile(built.base_dir / "release-key.asc", channel_dir / "release-key.asc")
     return built.version
 
