@@ -9,7 +9,7 @@ Flatcar marks 45 s after update_engine starts whatever the node's health (refere
 here the guard is the node's own services. If the wait runs out the slot stays unmarked (exit 1): its
 try is spent, so the next boot falls back to the other slot, and the agent records the version failed.
 
-Pure: `unhealthy_units`. I/O: `main` (`python3 -m provisioner.node.update.boot_success`).
+Pure: `unhealthy_units`, `enabled_names`. I/O: `main` (`python3 -m provisioner.node.update.boot_success`).
 """
 
 from __future__ import annotations
@@ -48,10 +48,16 @@ def unhealthy_units(states: Mapping[str, Mapping[str, str]]) -> list[str]:
     return bad
 
 
+def enabled_names(listing: str) -> list[str]:
+    """Service names from `systemctl list-unit-files --no-legend` (pure). Templates (`getty@.service`)
+    are no units: their instances are what runs, and `systemctl show` refuses the bare name."""
+    names = [line.split()[0] for line in listing.splitlines() if line.split()]
+    return [name for name in names if "@." not in name]
+
+
 def enabled_services() -> list[str]:
-    out = run(["systemctl", "list-unit-files", "--state=enabled", "--type=service", "--no-legend",
-               "--plain"]).stdout
-    return [line.split()[0] for line in out.splitlines() if line.split()]
+    return enabled_names(run(["systemctl", "list-unit-files", "--state=enabled", "--type=service",
+                              "--no-legend", "--plain"]).stdout)
 
 
 def is_etcd_member(systemd: Systemctl) -> bool:

@@ -81,3 +81,10 @@ def test_health_gate_counts_failed_and_starting_services_but_not_itself():
               "provisioner-boot-success.service": {"ActiveState": "activating"}}
     assert unhealthy_units(states) == ["etcd.service failed", "fleet.service activating"]
     assert unhealthy_units({"ssh.service": {"ActiveState": "active"}}) == []
+
+
+def test_enabled_services_leave_templates_out():
+    from provisioner.node.update.boot_success import enabled_names
+
+    listing = "getty@.service enabled enabled\nssh.service enabled enabled\n\nupdate-engine.timer enabled -\n"
+    assert enabled_names(listing) == ["ssh.service", "update-engine.timer"]
