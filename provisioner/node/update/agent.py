@@ -160,6 +160,12 @@ class UpdateAgent:
         if slot is None:
             raise UpdateError("not booted from a USR slot (a live or PXE system): nothing to update")
         target = slot_writer.other_slot(slot)
+        disk, table = find_slot_disk(slot.partuuid)
+        if not slot_partitions(table)[slot.key].boot.successful:
+            # The other slot is this boot's fallback until this one is marked: never overwrite it now.
+            message = f"{slot.label} is not marked successful yet: {result.manifest.version} waits"
+            self._save(self.store.load(), message=message)
+            return replace(result, update=False, message=message)
         manifest = result.manifest
         state = self.store.load()
         work = self.store.directory / "download" / manifest.version
@@ -167,7 +173,6 @@ class UpdateAgent:
             state = self._save(state, status=st.DOWNLOADING, message=f"downloading {manifest.version}")
             files = self._download(result.config, manifest, work)
             state = self._save(state, status=st.FINALIZING, message=f"writing {manifest.version} to {target.label}")
-            disk, _table = find_slot_disk(slot.partuuid)
             slot_writer.write_update(disk, target, files["usr"], manifest.files["usr"],
                                      files["kernel"], files["initrd"])
         except ProvisionerError as exc:
