@@ -56,7 +56,7 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         wait_ready(server)
 
         def vm(name: str) -> QemuVM:
-            return QemuVM(VMConfig(name=name, workdir=tmp_path, memory_mib=1024, cpus=2, disk=disk,
+            return QemuVM(VMConfig(name=name, workdir=tmp_path, memory_mib=1024, cpus=2, disk=disk, boot="c",
                                    nic=TapNic(netns=netns, tap="tap0", mac=MAC)))
 
         def node(command: str, timeout: float = 180) -> str:
