@@ -4,6 +4,8 @@
     provisioner node status [--json]
     provisioner node etcd-health [--endpoints URL,...]
     provisioner node update status [--json] | check | apply [--now]
+    provisioner node reboot-lock status|lock [ID]|unlock [ID]|set-max N [--endpoint URL,...] [--group G]
+    provisioner node locksmithd
 
 The image has Debian's typer 0.7, so options here use plain defaults ("" for "not given") rather than
 `X | None` annotations, which typer 0.7 cannot read. Heavy imports stay inside the commands.
@@ -172,3 +174,119 @@ def update_apply_command(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
+
+
+# ---------------------------------------------------------------- coordinated reboots (locksmith)
+
+reboot_lock_app = typer.Typer(help="The cluster's reboot lock in etcd, as locksmithctl: status, lock, unlock, "
+                                   "set-max.", no_args_is_help=True)
+node_app.add_typer(reboot_lock_app, name="reboot-lock")
+_ENDPOINT_HELP = "etcd client URLs, comma-separated (locksmithctl's -endpoint)."
+
+
+def _reboot_lock(endpoint: str, group: str):
+    from provisioner.node.update.rebootlock import RebootLock
+    from provisioner.node.update.strategy import DEFAULT_ENDPOINTS
+    from provisioner.scheduler.etcd import EtcdClient, parse_endpoints
+
+    return RebootLock(EtcdClient(parse_endpoints(endpoint or ",".join(DEFAULT_ENDPOINTS)), timeout=5.0), group)
+
+
+def _holder(machine_id: str) -> str:
+    from provisioner.scheduler.config import read_machine_id
+
+    return machine_id or read_machine_id("/etc/machine-id")
+
+
+@reboot_lock_app.command("status")
+def reboot_lock_status(
+    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
+    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+) -> None:
+    """Free slots, the maximum and the holders (locksmithctl status)."""
+    semaphore = _reboot_lock(endpoint, group).status()
+    emit(f"Available: {semaphore.semaphore}\nMax: {semaphore.max}\n\nMACHINE ID")
+    for holder in semaphore.holders:
+        emit(holder)
+
+
+@reboot_lock_app.command("lock")
+def reboot_lock_lock(
+    machine_id: str = typer.Argument("", help="The holder (default: this machine's /etc/machine-id)."),
+    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
+    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+) -> None:
+    """Take a slot for MACHINE_ID. Exit 1 when none is free or it already holds one."""
+    _reboot_lock(endpoint, group).lock(_holder(machine_id))
+
+
+@reboot_lock_app.command("unlock")
+def reboot_lock_unlock(
+    machine_id: str = typer.Argument("", help="The holder (default: this machine's /etc/machine-id); name a "
+                                              "machine that never came back to free its slot."),
+    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
+    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+) -> None:
+    """Give MACHINE_ID's slot back. Exit 1 when it holds none."""
+    _reboot_lock(endpoint, group).unlock(_holder(machine_id))
+
+
+@reboot_lock_app.command("set-max")
+def reboot_lock_set_max(
+    maximum: int = typer.Argument(..., help="How many machines may reboot at once."),
+    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
+    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+) -> None:
+    """Set the number of slots; the free count moves by the difference (holders stay)."""
+    from provisioner.errors import UsageError
+
+    if maximum < 0:
+        raise UsageError(f"set-max: {maximum} is negative")
+    old, new = _reboot_lock(endpoint, group).set_max(maximum)
+    emit(f"Old-Max: {old.max}\nMax: {new.max}")
+
+
+@node_app.command("locksmithd")
+def locksmithd_command(
+    machine_id_file: str = typer.Option("/etc/machine-id", "--machine-id-file", envvar="LOCKSMITHD_MACHINE_ID_FILE",
+                                        help="The file holding this machine's lock holder ID."),
+    marker: str = typer.Option("/run/update_engine_autoupdate_completed", "--marker", envvar="LOCKSMITHD_MARKER",
+                               help="The update agent's 'reboot needed' file."),
+    reboot_command: str = typer.Option("systemctl reboot", "--reboot-command", envvar="LOCKSMITHD_REBOOT_COMMAND",
+                                       help="What reboots the machine (split like a shell would; no shell runs it)."),
+    coordinator_conf: str = typer.Option("/run/update-engine/coordinator.conf", "--coordinator-conf",
+                                         envvar="LOCKSMITHD_COORDINATOR_CONF", help="Where the state is written."),
+    success_file: str = typer.Option("", "--success-file", envvar="LOCKSMITHD_SUCCESS_FILE",
+                                     help="Count the booted slot successful once this file exists (tests; default: "
+                                          "the slot's GPT bit)."),
+    retry: float = typer.Option(5.0, "--retry", envvar="LOCKSMITHD_RETRY", help="First lock retry delay (s)."),
+    retry_max: float = typer.Option(300.0, "--retry-max", envvar="LOCKSMITHD_RETRY_MAX",
+                                    help="Longest lock retry delay (s)."),
+    poll: float = typer.Option(2.0, "--poll", envvar="LOCKSMITHD_POLL",
+                               help="Seconds between looks at the marker and the slot."),
+) -> None:
+    """Reboot after an update per REBOOT_STRATEGY (update.conf) and LOCKSMITHD_* (locksmithd.service)."""
+    import os
+    import signal
+
+    from provisioner.node.kernel_cmdline import read_kernel_cmdline
+    from provisioner.node.slots import booted_slot_successful
+    from provisioner.node.systemd import Systemctl
+    from provisioner.node.update.locksmithd import DaemonOptions, Locksmithd, parse_command
+    from provisioner.node.update.strategy import load_reboot_settings
+
+    options = DaemonOptions(machine_id_file, marker, tuple(parse_command(reboot_command, "--reboot-command")),
+                            coordinator_conf, retry, retry_max, poll)
+
+    def slot_successful() -> bool:
+        if success_file:
+            return Path(success_file).exists()
+        return booted_slot_successful(read_kernel_cmdline())
+
+    def etcd_active() -> bool:
+        return Systemctl().is_active("etcd.service")
+
+    daemon = Locksmithd(load_reboot_settings(os.environ), options, slot_successful, etcd_active)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: daemon.stop.set())
+    raise typer.Exit(daemon.run())

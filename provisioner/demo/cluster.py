@@ -195,8 +195,9 @@ class NodeRun:
             raise ChainError(f"{self.spec.name}: the server did not mark {self.spec.mac} installed")
         self.demo.event(self.spec.name, "rebooting")
 
-    def boot_from_disk(self) -> None:
-        self.vm = self._vm("2-disk")
+    def boot_from_disk(self, boot: str = "2-disk") -> None:
+        """Start the machine from its disk (`boot` names its logs) and wait until SSH answers."""
+        self.vm = self._vm(boot)
         self.vm.start()
         self._wait(APPLIED_RE, self.demo.config.install_timeout, "installed system applying its cloud-config")
         self.demo.event(self.spec.name, "cloud-config applied")

@@ -21,7 +21,8 @@ log = logging.getLogger("provisioner.image.tree")
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
 # The console script pip would generate for pyproject's [project.scripts].
 # The image's commands, as pyproject's [project.scripts] defines them for a pip install.
-ENTRY_SCRIPTS = {"provisioner": "provisioner.cli.main", "fleetctl": "provisioner.cli.fleetctl"}
+ENTRY_SCRIPTS = {"provisioner": "provisioner.cli.main", "fleetctl": "provisioner.cli.fleetctl",
+                 "locksmithctl": "provisioner.cli.locksmithctl"}
 
 
 def entry_script(module: str) -> str:

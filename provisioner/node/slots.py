@@ -256,6 +256,17 @@ def mark_success(cmdline: KernelCmdline) -> str:
     return f"{slot.label} ({disk}) marked successful"
 
 
+def booted_slot_successful(cmdline: KernelCmdline) -> bool:
+    """Whether the GPT marks the slot this system booted from successful. A live system (or a /usr that
+    is no A/B slot) has no slot to wait for: True. Raises DiskError when the slot's disk is not found."""
+    partuuid = booted_partuuid(cmdline)
+    slot = slot_by_partuuid(partuuid) if partuuid else None
+    if partuuid is None or slot is None:
+        return True
+    _, table = find_slot_disk(partuuid)
+    return slot_partitions(table)[slot.key].boot.successful
+
+
 def show(cmdline: KernelCmdline) -> None:
     """Print the slots' GPT bits and GRUB's environment block (stdout)."""
     disk, table = find_slot_disk(booted_partuuid(cmdline) or USR_A_PARTUUID)

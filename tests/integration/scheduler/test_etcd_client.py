@@ -10,7 +10,7 @@ import time
 import pytest
 
 from provisioner.scheduler import etcd
-from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.etcd import module_etcd_cluster
 from tests.fixtures.tcpproxy import TcpProxy
 
 
@@ -26,13 +26,7 @@ def retrying(call, timeout: float = 10):
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    instance = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), size=3)
-    try:
-        yield instance
-    finally:
-        instance.stop()
+cluster = module_etcd_cluster("cluster", size=3)
 
 
 def test_guarded_writes_and_leases(cluster):

@@ -5,6 +5,8 @@ through `provisioner rescue` over SSH (the rescue path on a real VM), then marke
 API. All reboot from disk, apply their cloud-configs; etcd forms a 3-member cluster through the server's
 discovery service; fleetd joins on each; the guides' hello.service runs from the server's registry; web@1 and
 web@2 land on different machines; powering off web@1's machine moves it; etcd keeps serving with 2 of 3.
+Then the powered-off machine comes back, and all three are told at once that an update is installed, with
+the etcd-lock reboot strategy: they reboot one at a time, in the order of the reboot lock's holders.
 
 Real components throughout: `provisioner serve` (full DHCP, HTTP, discovery, registry) in a netns with no
 uplink, QEMU (TCG), the release built by the image fixture (cached), etcd 3.4, docker, ssh. On failure the serial logs, the
@@ -13,15 +15,21 @@ server log and its state are copied to build/test-logs/cluster/.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from provisioner.core.commands import run
 from provisioner.demo.boot_chain import ssh_argv
 from provisioner.demo.cluster import ClusterConfig, ClusterDemo, ClusterEvent
+from provisioner.node.update.rebootlock import Semaphore, semaphore_key
+from tests.integration.node.rebootlock_history import holder_sequence
 
 REPO = Path(__file__).resolve().parents[3]
 NODE_STAGES = ("DHCP", "iPXE", "kernel", "live system", "rebooting", "cloud-config applied", "SSH ok")
@@ -55,6 +63,7 @@ def test_three_blank_vms_become_a_cluster_that_survives_a_power_off(built_image,
         result = demo.run(on_event=lambda event: (events.append(event), print(event, flush=True)))
         _check(demo, result)
         print(f"cluster up in {result.total:.0f} s; failover {result.failover_seconds:.1f} s")
+        _coordinated_reboots(demo)
     except BaseException:
         print(f"cluster test logs kept in {_keep_logs(demo)}")
         raise
@@ -88,3 +97,67 @@ def _check(demo: ClusterDemo, result) -> None:
     # The failover: web@1 left the powered-off machine for a survivor; etcd degraded but serving.
     assert result.moved_to and result.moved_to != result.powered_off
     assert "cluster is degraded" in result.health_after
+
+
+# What an operator's cloud-config would set (coreos.update.reboot-strategy), and a shorter longest lock
+# retry than locksmith's 5 min, so the machines waiting for the lock notice a release within seconds.
+ETCD_LOCK_SETUP = """set -e
+mkdir -p /etc/coreos /run/systemd/system/locksmithd.service.d
+echo REBOOT_STRATEGY=etcd-lock >> /etc/coreos/update.conf
+printf '[Service]\\nEnvironment=LOCKSMITHD_RETRY_MAX=10\\n' > /run/systemd/system/locksmithd.service.d/30-test.conf
+systemctl daemon-reload
+systemctl restart locksmithd
+"""
+
+
+def _ssh(demo: ClusterDemo, ip: str, command: str, stdin: str | None = None) -> str:
+    return run(ssh_argv(demo.config.netns, demo.key, ip, command), input=stdin, timeout=60).stdout
+
+
+def _lock_history(demo: ClusterDemo, endpoints: str, start: int) -> list[Semaphore]:
+    """Every value of the reboot lock from revision `start` on (etcd's history, replayed by a watch)."""
+    out = demo.lab(["timeout", "8", "etcdctl", "--endpoints", endpoints, "watch", f"--rev={start}",
+                    semaphore_key()], check=False, timeout=30).stdout
+    return [Semaphore.parse(line, semaphore_key()) for line in out.splitlines() if line.startswith("{")]
+
+
+def _coordinated_reboots(demo: ClusterDemo) -> None:
+    ips = demo.result.ips
+    endpoints = ",".join(f"http://{ip}:2379" for ip in ips.values())
+    victim = next(node for node in demo.nodes if node.spec.name == demo.result.powered_off)
+    victim.boot_from_disk("3-back")
+    demo._until("etcd healthy with every member again", lambda: demo.etcd_health(list(ips.values())).returncode == 0,
+                300)
+    machine_ids = {}
+    for name, ip in ips.items():
+        _ssh(demo, ip, "sudo sh -s", ETCD_LOCK_SETUP)
+        machine_ids[_ssh(demo, ip, "cat /etc/machine-id").strip()] = name
+    for ip in ips.values():
+        demo._until("locksmithd running with etcd-lock", lambda ip=ip: "STRATEGY=etcd-lock\nSTATE=running" in
+                    _ssh(demo, ip, "cat /run/update-engine/coordinator.conf || true"), 120, 2)
+    start = json.loads(demo.lab(["etcdctl", "--endpoints", endpoints, "get", semaphore_key(), "-w", "json"]).stdout)
+    assert start.get("kvs"), "locksmithd did not create the reboot lock"
+    initial = Semaphore.parse(base64.b64decode(start["kvs"][0]["value"]).decode(), semaphore_key())
+    assert initial.holders == (), initial
+    first = int(start["header"]["revision"]) + 1
+    for ip in ips.values():   # the update agent's "reboot needed", on all three at once
+        _ssh(demo, ip, "echo 0.2.0 | sudo tee /run/update_engine_autoupdate_completed")
+    rebooted: list[str] = []
+    deadline = time.monotonic() + 1500
+    while len(rebooted) < len(ips):
+        assert time.monotonic() < deadline, f"only {rebooted} rebooted"
+        for node in demo.nodes:
+            if node.spec.name not in rebooted and node.vm is not None and not node.vm.running():
+                rebooted.append(node.spec.name)   # -no-reboot: the guest's reboot ended QEMU
+                print(f"{node.spec.name} rebooted for the update", flush=True)
+                node.boot_from_disk(f"{3 + len(rebooted)}-update")
+        time.sleep(1)
+    demo._until("the reboot lock free", lambda: "Available: 1" in demo.provisioner(
+        "node", "reboot-lock", "status", "--endpoint", endpoints).stdout, 300, 2)
+    history = [initial, *_lock_history(demo, endpoints, first)]
+    print("reboot lock holders:", [value.holders for value in history], flush=True)
+    assert max(len(value.holders) for value in history) == 1
+    assert [machine_ids[holder] for holder in holder_sequence(history)] == rebooted
+    for ip in ips.values():
+        journal = _ssh(demo, ip, "sudo journalctl -b -u locksmithd --no-pager")
+        assert "booted slot is marked successful: reboot lock released" in journal, journal[-2000:]
