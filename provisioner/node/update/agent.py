@@ -26,8 +26,9 @@ from provisioner.node.kernel_cmdline import read_kernel_cmdline
 from provisioner.node.slots import Slot, booted_partuuid, find_slot_disk, slot_by_partuuid, slot_partitions
 from provisioner.node.update import payload, slot_writer
 from provisioner.node.update import state as st
-from provisioner.node.update.config import UpdateConfig, parse_key_values, read_config
+from provisioner.node.update.config import UpdateConfig, read_config
 from provisioner.node.update.manifest import Manifest, parse_manifest
+from provisioner.node.update.strategy import key_value
 from provisioner.node.update.version import is_newer, refuse_downgrade
 
 log = logging.getLogger("provisioner.node.update")
@@ -50,7 +51,7 @@ class CheckResult:
 
 def booted_version(path: Path = VERSION_TXT) -> str:
     try:
-        values = parse_key_values(path.read_text())
+        values = key_value(path.read_text())
     except OSError as exc:
         raise UpdateError(f"{path}: cannot read the booted version ({exc.strerror})") from None
     version = values.get("PROVISIONER_VERSION")

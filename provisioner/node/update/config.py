@@ -1,9 +1,9 @@
 """The agent's settings: GROUP (channel) and SERVER (release base URL) from update.conf.
 
-update_engine reads `/usr/share/coreos/update.conf` (the image's defaults), then
-`/etc/coreos/update.conf` (what cloud-config's `coreos.update` writes, node/apply/coreos.py) over it:
-`KEY=value` lines, whitespace around key and value dropped, `#` lines and lines without `=` skipped,
-no quoting. `SERVER=disabled` switches updates off (Flatcar's documented off switch).
+The same files and rules as locksmithd's REBOOT_STRATEGY (strategy.py, update_engine's search):
+/etc/coreos/update.conf (what cloud-config's `coreos.update` writes, node/apply/coreos.py), then the
+Flatcar name, then the image defaults under /usr/share; the first file that has a key wins.
+`SERVER=disabled` (or no SERVER) switches updates off (Flatcar's documented off switch).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.errors import ConfigError
-from provisioner.node.apply.coreos import UPDATE_CONF, UPDATE_CONF_DEFAULT
+from provisioner.node.update.strategy import UPDATE_CONF_FILES, merged_update_conf
 
 DEFAULT_GROUP = "stable"
 DISABLED = "disabled"
@@ -34,37 +34,28 @@ class UpdateConfig:
         return f"{self.server.rstrip('/')}/{self.group}/current/update.json"
 
 
-def parse_key_values(text: str) -> dict[str, str]:
-    """update_engine's simple key=value store (pure)."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        values[key.strip()] = value.strip()
-    return values
-
-
-def config_from_values(values: dict[str, str], sources: tuple[str, ...] = ()) -> UpdateConfig:
-    """Raises ConfigError naming the file and key for a channel name that cannot be a URL path part."""
-    group = values.get("GROUP") or DEFAULT_GROUP
+def config_from_files(files: list[tuple[str, str]]) -> UpdateConfig:
+    """From (path, text) pairs in search order (pure). Raises ConfigError naming the file and key for a
+    channel name that cannot be a URL path part."""
+    merged = merged_update_conf(files)
+    group, where = merged.get("GROUP", ("", ""))
+    group = group or DEFAULT_GROUP
     if not set(group) <= _CHANNEL_CHARS or group in (".", ".."):
-        where = sources[-1] if sources else "update.conf"
         raise ConfigError(f"{where}: GROUP: {group!r} is not a channel name (letters, digits, - _ .)")
-    return UpdateConfig(group=group, server=values.get("SERVER", ""),
-                        reboot_strategy=values.get("REBOOT_STRATEGY", "reboot") or "reboot", sources=sources)
+    return UpdateConfig(group=group, server=merged.get("SERVER", ("", ""))[0],
+                        reboot_strategy=merged.get("REBOOT_STRATEGY", ("", ""))[0] or "reboot",
+                        sources=tuple(path for path, _ in files))
 
 
 def read_config(root: Path = Path("/")) -> UpdateConfig:
-    values: dict[str, str] = {}
-    sources = []
-    for name in (UPDATE_CONF_DEFAULT, UPDATE_CONF):
+    """Raises ConfigError (an unreadable file, a bad GROUP)."""
+    files = []
+    for name in UPDATE_CONF_FILES:
         path = root / name.lstrip("/")
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            files.append((str(path), path.read_text(encoding="utf-8", errors="replace")))
         except FileNotFoundError:
             continue
-        values.update(parse_key_values(text))
-        sources.append(str(path))
-    return config_from_values(values, tuple(sources))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return config_from_files(files)

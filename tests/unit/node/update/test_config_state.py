@@ -1,12 +1,7 @@
 from provisioner.errors import ConfigError
 from provisioner.node.update import state as st
-from provisioner.node.update.config import parse_key_values, read_config
+from provisioner.node.update.config import read_config
 from provisioner.node.update.state import Pending, StateStore, UpdateState, after_boot
-
-
-def test_key_values_like_update_engine():
-    text = "# comment\n GROUP = beta \nSERVER=http://s/x?a=b\nnonsense\n\nREBOOT_STRATEGY=off\n"
-    assert parse_key_values(text) == {"GROUP": "beta", "SERVER": "http://s/x?a=b", "REBOOT_STRATEGY": "off"}
 
 
 def test_etc_overrides_usr_defaults(tmp_path):
