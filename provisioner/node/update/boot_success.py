@@ -25,7 +25,7 @@ from provisioner.core.entry import run_main
 from provisioner.errors import ProvisionerError
 from provisioner.node.etcd_health import Verdict, cluster_health, verdict
 from provisioner.node.kernel_cmdline import read_kernel_cmdline
-from provisioner.node.slots import booted_partuuid, find_slot_disk, mark_success, slot_by_partuuid, slot_partitions
+from provisioner.node.slots import booted_slot_successful, mark_success
 from provisioner.node.systemd import Systemctl
 
 PROG = "provisioner-boot-success"
@@ -80,16 +80,6 @@ def health_problems(systemd: Systemctl) -> list[str]:
     return problems
 
 
-def booted_slot_successful() -> bool | None:
-    """True/False for the booted slot's successful bit; None when not booted from a slot."""
-    partuuid = booted_partuuid(read_kernel_cmdline())
-    slot = slot_by_partuuid(partuuid) if partuuid else None
-    if partuuid is None or slot is None:
-        return None
-    _disk, table = find_slot_disk(partuuid)
-    return slot_partitions(table)[slot.key].boot.successful
-
-
 def wait_until_healthy(timeout: float, systemd: Systemctl) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -104,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def body() -> int:
-        if booted_slot_successful() is False:
+        if not booted_slot_successful(read_kernel_cmdline()):
             timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
             problems = wait_until_healthy(timeout, Systemctl())
             if problems:
