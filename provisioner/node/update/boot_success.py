@@ -3,13 +3,14 @@
 A slot that is already successful (the known-good one) is marked at once: there is nothing to
 protect. A new slot (GRUB's one try) is marked when, within a bounded wait, the node is healthy:
 - none of the services enabled on it is `failed` (this unit excepted), and none is still starting;
-- when it is an etcd member (etcd2.service, the alias of Debian's etcd.service, enabled or active),
+- when it is an etcd member (etcd2.service, the alias of Debian's etcd.service, enabled or started),
   `provisioner node etcd-health` says the cluster is healthy.
 Flatcar marks 45 s after update_engine starts whatever the node's health (reference/updates.md §2.7);
 here the guard is the node's own services. If the wait runs out the slot stays unmarked (exit 1): its
 try is spent, so the next boot falls back to the other slot, and the agent records the version failed.
 
-Pure: `unhealthy_units`, `enabled_names`. I/O: `main` (`python3 -m provisioner.node.update.boot_success`).
+Pure: `unhealthy_units`, `enabled_names`, `is_etcd_member`.
+I/O: `main` (`python3 -m provisioner.node.update.boot_success`).
 """
 
 from __future__ import annotations
@@ -60,16 +61,19 @@ def enabled_services() -> list[str]:
                               "--no-legend", "--plain"]).stdout)
 
 
-def is_etcd_member(systemd: Systemctl) -> bool:
-    enabled = run(["systemctl", "is-enabled", "--quiet", ETCD_UNIT], check=False).returncode == 0
-    return enabled or systemd.is_active(ETCD_UNIT)
+def is_etcd_member(unit: Mapping[str, str]) -> bool:
+    """From etcd2.service's UnitFileState and ActiveState (pure). `systemctl is-enabled` will not do: it
+    exits 0 for an alias, and etcd2.service is always the alias of Debian's etcd.service here; `show`
+    reports the state of etcd.service itself. Started by the cloud-config (not enabled) counts too."""
+    return (unit.get("UnitFileState") in ("enabled", "enabled-runtime")
+            or unit.get("ActiveState") in ("active", "activating", "reloading", "failed"))
 
 
 def health_problems(systemd: Systemctl) -> list[str]:
     """Why the node is not healthy yet ([] = healthy)."""
     names = enabled_services()
     problems = unhealthy_units(systemd.show(names, ("ActiveState",))) if names else []
-    if is_etcd_member(systemd):
+    if is_etcd_member(systemd.show([ETCD_UNIT], ("UnitFileState", "ActiveState"))[ETCD_UNIT]):
         try:
             result = verdict(cluster_health(timeout=5.0))
         except ProvisionerError as exc:

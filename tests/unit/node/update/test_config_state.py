@@ -83,3 +83,13 @@ def test_enabled_services_leave_templates_out():
 
     listing = "getty@.service enabled enabled\nssh.service enabled enabled\n\nupdate-engine.timer enabled -\n"
     assert enabled_names(listing) == ["ssh.service", "update-engine.timer"]
+
+
+def test_etcd_membership_from_the_units_own_state():
+    from provisioner.node.update.boot_success import is_etcd_member
+
+    # etcd2.service is an alias: `systemctl show` gives etcd.service's state (is-enabled would say "alias")
+    assert not is_etcd_member({"UnitFileState": "disabled", "ActiveState": "inactive"})
+    assert is_etcd_member({"UnitFileState": "disabled", "ActiveState": "active"})     # started by cloud-config
+    assert is_etcd_member({"UnitFileState": "enabled", "ActiveState": "inactive"})
+    assert is_etcd_member({"UnitFileState": "disabled", "ActiveState": "failed"})
