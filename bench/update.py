@@ -3,12 +3,12 @@ same USR image onto the same partition.
 
 The built release (build/release/stable/current, `make image`) is served by a plain HTTP server on
 127.0.0.1 (`python3 -m http.server`, a separate process). The disk: a sparse file in the image's own
-partition table (image_partition_table, 1 GiB slots) on a loop device, partitions added with partx.
-Each round, on the USR-B partition node:
+partition table (image_partition_table, 1 GiB slots); USR-B is a loop device at the partition's offset.
+Each round, on that loop device:
 
 - ours: the agent's own steps (provisioner/node/update): fetch update.json + .sig and verify it
   against the release key (gpgv), download the USR image, kernel and initrd to a temporary directory
-  with size + SHA-256 + signature checked while streaming, set USR-B unbootable in the GPT (sgdisk),
+  with size + SHA-256 + signature checked while streaming, set USR-B unbootable in the GPT (sgdisk on the disk file),
   write the USR image with fsync and read it back (SHA-256 of the written bytes, page cache dropped),
   then set USR-B priority 2 / tries 1 (sgdisk). Not timed: the kernel/initrd copy to the ESP and
   grubenv (vfat, which this host cannot mount; a few MB).
@@ -42,7 +42,9 @@ def sh(*argv, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def make_disk(directory: Path) -> tuple[str, str]:
-    """(loop device, its USR-B node) of a sparse disk in the image's partition table."""
+    """(disk image, loop device over its USR-B): a sparse file in the image's own partition table; the
+    GPT is written on the file (sgdisk re-reads a loop device's table, which drops this host's user-space
+    partition nodes), USR-B is a loop device with the partition's offset and size."""
     sys.path.insert(0, str(REPO))
     from provisioner.image.partition_table import image_partition_table, sgdisk_argv
     from provisioner.image.recipe import load_recipe
@@ -52,16 +54,10 @@ def make_disk(directory: Path) -> tuple[str, str]:
     with open(image, "wb") as handle:
         handle.truncate(table.total_sectors * 512)
     sh(*sgdisk_argv(table, str(image)))
-    loop = sh("losetup", "--find", "--show", "--partscan", image).stdout.strip()
-    sh("partx", "-a", loop, check=False)
-    node = f"{loop}p4"
-    for _ in range(50):
-        if os.path.exists(node):
-            break
-        time.sleep(0.1)
-    else:
-        raise RuntimeError(f"{node} did not appear")
-    return loop, node
+    usr_b = table.by_label("USR-B")
+    loop = sh("losetup", "--find", "--show", "--offset", usr_b.start * 512, "--sizelimit", usr_b.size_bytes,
+              image).stdout.strip()
+    return str(image), loop
 
 
 def serve(directory: Path) -> tuple[subprocess.Popen, str]:
@@ -85,7 +81,7 @@ def serve(directory: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("http.server did not start")
 
 
-def ours(server: str, loop: str, node: str, key: bytes, work: Path) -> float:
+def ours(server: str, disk: str, node: str, key: bytes, work: Path) -> float:
     from provisioner.disk.gpt import read_gpt
     from provisioner.node.slots import slot_partitions, write_slot_attributes
     from provisioner.node.update import payload
@@ -102,10 +98,10 @@ def ours(server: str, loop: str, node: str, key: bytes, work: Path) -> float:
         file_url = manifest.file_url(server, part)
         files[part] = payload.download_verified(file_url, expected, payload.fetch_small(file_url + ".sig"), key,
                                                 work / expected.name)
-    bits = {k: p.boot for k, p in slot_partitions(read_gpt(loop)).items()}
-    write_slot_attributes(loop, read_gpt(loop), disabled(bits, "b"))
+    bits = {k: p.boot for k, p in slot_partitions(read_gpt(disk)).items()}
+    write_slot_attributes(disk, read_gpt(disk), disabled(bits, "b"))
     write_usr(node, files["usr"], manifest.files["usr"])
-    write_slot_attributes(loop, read_gpt(loop), activated(disabled(bits, "b"), "b"))
+    write_slot_attributes(disk, read_gpt(disk), activated(disabled(bits, "b"), "b"))
     seconds = time.monotonic() - start
     for path in files.values():
         path.unlink()
@@ -133,20 +129,19 @@ def main() -> dict:
     samples: dict[str, list[float]] = {"ours": [], "dd": []}
     with tempfile.TemporaryDirectory(prefix="bench-update-", dir="/var/tmp") as tmp:
         directory = Path(tmp)
-        loop, node = make_disk(directory)
+        disk, node = make_disk(directory)
         process, server = serve(CHANNEL.parent)
         try:
             for round_number in range(ROUNDS):
                 order = ("ours", "dd") if round_number % 2 == 0 else ("dd", "ours")
                 for who in order:
                     sh("blkdiscard", node, check=False)
-                    seconds = ours(server, loop, node, key, directory / "work") if who == "ours" else by_dd(usr, node)
+                    seconds = ours(server, disk, node, key, directory / "work") if who == "ours" else by_dd(usr, node)
                     samples[who].append(round(seconds, 3))
         finally:
             process.terminate()
             process.wait()
-            sh("partx", "-d", loop, check=False)
-            sh("losetup", "-d", loop, check=False)
+            sh("losetup", "-d", node, check=False)
     med = {who: statistics.median(values) for who, values in samples.items()}
     payload_bytes = sum(f.size for f in manifest.files.values())
     return {
