@@ -34,14 +34,25 @@ def copy_release(built: BuildResult, channel_dir: Path) -> str:
 
 
 def _usr_with_version(built: BuildResult, version: str, work: Path) -> Path:
+    """The built USR with only version.txt changed. Cached under build/test-update per build of the image
+    (the repack costs ~a minute on 2 cores; `make test` runs with the same image every time)."""
+    key = (built.usr_image.parent / "build-key").read_text().strip()[:16]
+    cache = REPO / "build/test-update"
+    usr = cache / f"usr-{version}-{key}.squashfs"
+    if usr.exists():
+        return usr
     tree = work / f"usr-{version}"
     subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tree), str(built.usr_image)], check=True)
     (tree / "share/provisioner/version.txt").write_text(version_txt(version, f"test-{version}"))
-    usr = work / f"usr-{version}.squashfs"
+    partial = work / f"usr-{version}.squashfs"
     # zstd level 3 rather than the image's default: the test pays for this build, the guest for the size
-    subprocess.run(["mksquashfs", str(tree), str(usr), "-quiet", "-no-progress", "-noappend", "-comp", "zstd",
+    subprocess.run(["mksquashfs", str(tree), str(partial), "-quiet", "-no-progress", "-noappend", "-comp", "zstd",
                     "-Xcompression-level", "3"], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(tree)
+    if cache.exists():
+        shutil.rmtree(cache)   # another image's repacks
+    cache.mkdir(parents=True)
+    shutil.move(partial, usr)
     return usr
 
 
