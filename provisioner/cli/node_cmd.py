@@ -3,6 +3,7 @@
     provisioner node cloudinit [--from-file F | --from-url U | --from-proc-cmdline] [--root DIR] [--dry-run]
     provisioner node status [--json]
     provisioner node etcd-health [--endpoints URL,...]
+    provisioner node update status [--json] | check | apply [--now]
     provisioner node reboot-lock status|lock [ID]|unlock [ID]|set-max N [--endpoint URL,...] [--group G]
     provisioner node locksmithd
 
@@ -128,6 +129,47 @@ def etcd_health_command(
         for line in report_lines(healths):
             emit(line)
     finish(result.exit_code, f"cluster is {result.value[0]}")
+
+
+update_app = typer.Typer(help="OS updates through the A/B USR slots (update_engine's job on CoreOS).",
+                         no_args_is_help=True)
+node_app.add_typer(update_app, name="update")
+
+
+@update_app.command("status")
+def update_status_command(as_json: bool = typer.Option(False, "--json", help="Print the status as JSON.")) -> None:
+    """Channel, booted and passive slot with their versions, last check, state, failed versions."""
+    from provisioner.node.update.agent import UpdateAgent, status_lines
+
+    doc = UpdateAgent().status()
+    if as_json:
+        emit_json(doc)
+    else:
+        for line in status_lines(doc):
+            emit(line)
+
+
+@update_app.command("check")
+def update_check_command() -> None:
+    """Ask the channel for its current version (verified); exit 0 either way, 1 on an error or a downgrade."""
+    from provisioner.node.update.agent import UpdateAgent
+
+    emit(UpdateAgent().check().message)
+
+
+@update_app.command("apply")
+def update_apply_command(
+    now: bool = typer.Option(False, "--now", help="Reboot right away once the update is written."),
+) -> None:
+    """Check, then download, verify and write the new version to the passive slot; the reboot is
+    locksmithd's (per REBOOT_STRATEGY), or at once with --now."""
+    from provisioner.node.update.agent import UpdateAgent
+    from provisioner.node.update.reboot import reboot_now
+
+    agent = UpdateAgent()
+    emit(agent.apply().message)
+    if now and agent.store.need_reboot():
+        reboot_now()
 
 
 def register(app: typer.Typer) -> None:

@@ -152,9 +152,9 @@ def machines_command(
         emit_json({"machines": rows})
         return
     servers = ("SERVERS",) if state_etcd else ()
-    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "INSTALLED", "LAST SEEN", *servers),
+    emit_table(("MAC", "IP", "ARCH", "LAST STAGE", "INSTALL", "INSTALLED", "UPDATE", "LAST SEEN", *servers),
                [(row["mac"], row["ip"], row["arch"], row["last_stage"], row["install"],
-                 "yes" if row["installed"] else "no", row["last_seen"],
+                 "yes" if row["installed"] else "no", row["update"], row["last_seen"],
                  *((",".join(row["servers"]),) if state_etcd else ())) for row in rows])
 
 

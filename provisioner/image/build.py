@@ -29,7 +29,7 @@ from typing import Any
 from provisioner.core.logs import step
 from provisioner.disk.layout import decode_boot_attributes
 from provisioner.errors import ImageBuildError, ProvisionerError
-from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree
+from provisioner.image import assemble, esp, fsimages, grub, initramfs, release, rootfs, tree, update_release
 from provisioner.image.partition_table import image_partition_table
 from provisioner.image.recipe import (
     DEFAULT_RECIPE_DIR,
@@ -286,6 +286,11 @@ def _build(recipe: Recipe, version: str, names: dict[str, str], work: Path, out:
                 digests = staging / (name + ".DIGESTS")
                 digests.write_text(release.digests_text(path, *([bmap] if name.startswith(names["image"]) else [])))
                 signer.sign(digests)
+        with build_step("update payload"):
+            update_release.write_update_payload(
+                staging, version, options.channel, build_id,
+                update_release.payload_names(recipe.name, names["pxe_kernel"]),
+                {"usr": usr, "initrd": initrd}, signer)
             (staging / ".build-key").write_text(key + "\n")
         with build_step("publish"):
             release.publish(base, staging, version, public_key)

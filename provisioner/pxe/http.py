@@ -40,6 +40,8 @@ from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap
 from provisioner.pxe.state import BootSecrets, InstalledMarks, MarkedInstalled, StateRunner, run_inline
+from provisioner.pxe.update_checks import STAGE as UPDATE_CHECK
+from provisioner.pxe.update_checks import check_detail
 from provisioner.pxe.writes import MachineWrites
 from provisioner.render import NoMatch, Renderer
 
@@ -335,8 +337,12 @@ class BootHttp:
             return web.Response(status=status, text=f"{name}: {exc}\n")
         self._count("/assets", 200)
         if request.method == "GET":
-            kind = self.expected_assets.get(request.remote or "", {}).get(name, "asset")
-            self._event(kind, request.remote, detail={"path": name, "range": request.headers.get("Range")})
+            update = check_detail(path, request.query)
+            if update is not None:
+                self._event(UPDATE_CHECK, request.remote, detail={"path": name, **update})
+            else:
+                kind = self.expected_assets.get(request.remote or "", {}).get(name, "asset")
+                self._event(kind, request.remote, detail={"path": name, "range": request.headers.get("Range")})
         return web.FileResponse(path, chunk_size=256 * 1024)
 
     async def ipxe_binary(self, request: web.Request) -> web.StreamResponse:

@@ -4,9 +4,9 @@ Stages, in boot order: dhcp-offer, dhcp-ack, dhcp-boot-server (port 4011), tftp,
 boot-script (/boot.ipxe), ipxe-script (/ipxe), kernel, initrd, asset, cloud-config, ignition,
 generic, metadata; then the live installer's reports (reports.py): install (with a percent),
 install-error or install-done; installed (the install's `POST /installed`, or the operator) and
-reinstall (the operator, admin.py). TFTP and asset requests carry no MAC, so the server maps the
-client IP to a MAC it learned from DHCP, from `/ipxe?mac=` requests, or from the kernel's
-neighbour table.
+reinstall (the operator, admin.py); update-check (an installed node's update agent, update_checks.py).
+TFTP and asset requests carry no MAC, so the server maps the client IP to a MAC it learned from
+DHCP, from `/ipxe?mac=` requests, or from the kernel's neighbour table.
 
 A write the server refused (no or a wrong boot secret, boot_secrets.py) goes into the history of the
 machine it named as a `refused` entry (path, reason, the sender's address) and changes nothing else:
@@ -29,10 +29,11 @@ from typing import Any
 from provisioner.core.files import write_atomic
 from provisioner.errors import ConfigError
 from provisioner.pxe.limits import MAX_MACHINES, RecentMap
+from provisioner.pxe.update_checks import update_summary
 
 STAGE_ORDER = ("dhcp-offer", "dhcp-ack", "dhcp-boot-server", "tftp", "tftp-done", "boot-script",
                "ipxe-script", "kernel", "initrd", "asset", "cloud-config", "ignition", "generic", "metadata",
-               "install", "install-error", "install-done", "installed", "reinstall")
+               "install", "install-error", "install-done", "installed", "reinstall", "update-check")
 HISTORY = 64   # events kept per machine (a PXE install + first disk boot records ~35)
 REFUSED = "refused"   # a history entry for a write the server refused (not a boot stage)
 
@@ -175,6 +176,7 @@ def machine_rows(machines: Mapping[str, MachineRecord], installed: Collection[st
                      "last_seen_unix": rec.last_seen,
                      "stages": [s for s in STAGE_ORDER if s in rec.stages],
                      "install": install_summary(rec.history),
+                     "update": update_summary(rec.history),
                      "servers": sorted({str(e["server"]) for e in rec.history if e.get("server")})})
     return rows
 

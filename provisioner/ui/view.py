@@ -26,7 +26,7 @@ _STEP = {"dhcp-offer": "dhcp", "dhcp-ack": "dhcp", "dhcp-boot-server": "dhcp", "
          "boot-script": "ipxe", "ipxe-script": "ipxe", "http-boot": "ipxe", "kernel": "kernel", "initrd": "kernel",
          "asset": "kernel", "cloud-config": "kernel", "ignition": "kernel", "generic": "kernel", "metadata": "kernel",
          "install": "installing", "install-error": "install-failed", "install-done": "installed",
-         "installed": "installed", "reinstall": "reinstall"}
+         "installed": "installed", "reinstall": "reinstall", "update-check": "disk"}   # only a booted disk checks
 # What an installed machine fetches once its script has sent it to its disk (the `installed` profile).
 _FROM_DISK = ("ipxe-script", "cloud-config", "ignition", "generic", "metadata")
 _INSTALL_STAGES = ("install", "install-error", "install-done")
