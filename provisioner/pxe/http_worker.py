@@ -31,6 +31,7 @@ from provisioner.pxe.boot_secrets import BootSecretFiles
 from provisioner.pxe.events import BootEvent, Counters
 from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
+from provisioner.pxe.loop import run_uvloop
 
 log = logging.getLogger("provisioner.pxe.worker")
 
@@ -107,7 +108,7 @@ def main() -> None:
     config = json.loads(sys.stdin.read())
     logging.basicConfig(level=config.get("log_level", logging.WARNING), stream=sys.stderr,
                         format=f"worker{config['worker_id']} %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(config))
+    run_uvloop(run_worker(config))
 
 
 if __name__ == "__main__":

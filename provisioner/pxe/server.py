@@ -37,6 +37,7 @@ from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.inventory_etcd import materialize
 from provisioner.pxe.ipxe import ipxe_binary_name
+from provisioner.pxe.loop import run_uvloop
 from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
@@ -427,4 +428,4 @@ async def serve_until_signalled(config: ServeConfig, ready: asyncio.Event | None
 
 
 def run_server(config: ServeConfig) -> None:
-    asyncio.run(serve_until_signalled(config))
+    run_uvloop(serve_until_signalled(config))
