@@ -60,13 +60,10 @@ class Site:
                                *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENV)
 
     def events(self) -> list[tuple[str, dict]]:
-        """(MAC, event) of every event key in etcd."""
+        """(MAC, event) of every event in etcd's event batches."""
         out = self.etcd.etcdctl("get", "--prefix", "/provisioner/default/events/", "-w", "json")
-        found = []
-        for kv in json.loads(out).get("kvs", []):
-            key = base64.b64decode(kv["key"]).decode()
-            found.append((key.split("/")[4], json.loads(base64.b64decode(kv["value"]))))
-        return found
+        return [(event["mac"], event) for kv in json.loads(out).get("kvs", [])
+                for event in json.loads(base64.b64decode(kv["value"]))["events"]]
 
     def stages(self, mac: str) -> Counter:
         return Counter(event["stage"] for m, event in self.events() if m == mac)
