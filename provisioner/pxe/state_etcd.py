@@ -157,6 +157,8 @@ class EtcdInstalledMarks:
         self.secrets = secrets_   # a new mark revokes the machine's boot secrets in the same transaction
         secrets_.on_marked = self.apply
         self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
+        self._write_lock = threading.Lock()
+        self._version = self._written = 0   # of the marks in memory, of those in the cache file
 
     def refresh(self, now: float) -> None:
         """Nothing to do: the watch keeps the cache current."""
@@ -194,19 +196,31 @@ class EtcdInstalledMarks:
             else:
                 macs[mac] = at
             self._store(macs)
+        self._write_cache()
 
     def load(self, macs: dict[str, float]) -> None:
         with self._lock:
             self._store(macs)
+        self._write_cache()
 
     def _store(self, macs: dict[str, float]) -> None:
-        if macs == self.cache.macs:
-            return
-        try:
-            self.cache.replace(macs)
-        except OSError as exc:   # the cache only: etcd has the marks
-            self.cache.macs = macs
-            log.error("state: cannot write the installed cache %s: %s", self.cache.path, exc)
+        if macs != self.cache.macs:
+            self.cache.macs = macs   # a new dict each time: the writer serialises a whole version
+            self._version += 1
+
+    def _write_cache(self) -> None:
+        """The marks in memory to the cache file before the caller answers (a restart while etcd is away boots
+        from it). Outside the marks' lock, and shared: concurrent marks wait for one write that holds them
+        all instead of one write (two fsyncs) each, in turn."""
+        with self._write_lock:
+            version = self._version
+            if version == self._written:
+                return
+            try:
+                self.cache.save()
+            except OSError as exc:   # the cache only: etcd has the marks
+                log.error("state: cannot write the installed cache %s: %s", self.cache.path, exc)
+            self._written = version
 
 
 def mark_time(value: str) -> float:
