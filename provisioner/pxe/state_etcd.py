@@ -66,6 +66,7 @@ log = logging.getLogger("provisioner.pxe.state_etcd")
 T = TypeVar("T")
 RETRY_SECONDS = 1.0
 PUSH_INTERVAL = 0.2
+PUSH_GATHER = 0.1         # seconds between pushes: at most ten batches a second
 PUSH_BATCH = 100          # puts per transaction; etcd's default --max-txn-ops is 128
 LEASE_REUSE = 300.0       # one lease for the secrets issued within this many seconds
 REPORT_STAGES = ("install", "install-done", "install-error")   # the live installer's reports (reports.py)

@@ -17,6 +17,7 @@ from provisioner.pxe.boot_secrets import IssuedSecret
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
 from provisioner.pxe.state_etcd import (
     PUSH_BATCH,
+    PUSH_GATHER,
     PUSH_INTERVAL,
     RETRY_SECONDS,
     EtcdBootSecrets,
@@ -209,9 +210,12 @@ class SiteSync:
                 if not self.loaded and not self.load():
                     self._stop.wait(RETRY_SECONDS)
                     continue
-                while self.push_once():
-                    pass
+                pushed = 0
+                while (batch := self.push_once()):
+                    pushed += batch
                 self.site.answered()
+                if pushed:   # let the next events gather: a storm's events go in a few batches, not one each
+                    self._stop.wait(PUSH_GATHER)
             except EtcdError as exc:
                 self.site.failed(str(exc))
                 self._stop.wait(RETRY_SECONDS)
