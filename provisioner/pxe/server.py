@@ -349,7 +349,8 @@ class BootServer:
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel(),
-                      "boot_secret_ttl": self.config.boot_secret_ttl}
+                      "boot_secret_ttl": self.config.boot_secret_ttl,
+                      "state_etcd": list(self.config.state_etcd), "state_site": self.config.state_site}
             process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
                                        pass_fds=(listen.fileno(), theirs.fileno()))
             assert process.stdin is not None   # stdin=PIPE

@@ -152,9 +152,13 @@ class EtcdSite:
 class EtcdInstalledMarks:
     """The InstalledMarks interface (state.py): etcd is the truth, `cache` what boots are answered from."""
 
-    def __init__(self, site: EtcdSite, cache: InstalledMachines, secrets_: EtcdBootSecrets):
+    def __init__(self, site: EtcdSite, cache: InstalledMachines, secrets_: EtcdBootSecrets, *,
+                 writes_cache: bool = True):
         self.site = site
         self.cache = cache
+        # False in an HTTP worker process: the main process writes the cache from its watch, a worker reads it
+        # (refresh) and holds the marks it set itself in memory until then.
+        self.writes_cache = writes_cache
         self.secrets = secrets_   # a new mark revokes the machine's boot secrets in the same transaction
         secrets_.on_marked = self.apply
         self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
@@ -162,7 +166,10 @@ class EtcdInstalledMarks:
         self._version = self._written = 0   # of the marks in memory, of those in the cache file
 
     def refresh(self, now: float) -> None:
-        """Nothing to do: the watch keeps the cache current."""
+        """The main process: nothing to do, the watch keeps the cache current. A worker: the file it writes."""
+        if not self.writes_cache:
+            with self._lock:
+                self.cache.refresh(now)
 
     def is_installed(self, mac: str | None) -> bool:
         return self.cache.is_installed(mac)
@@ -213,6 +220,8 @@ class EtcdInstalledMarks:
         """The marks in memory to the cache file before the caller answers (a restart while etcd is away boots
         from it). Outside the marks' lock, and shared: concurrent marks wait for one write that holds them
         all instead of one write (two fsyncs) each, in turn."""
+        if not self.writes_cache:
+            return
         with self._write_lock:
             version = self._version
             if version == self._written:
@@ -269,6 +278,11 @@ class EtcdBootSecrets:
                 self._known[mac] = known
             else:
                 self._known.pop(mac, None)
+
+    def reset(self) -> None:
+        """Forget every mirrored secret (before reading them all again)."""
+        with self._lock:
+            self._known.clear()
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
         # No reuse of a secret issued a moment ago (the files' way with iPXE retrying its chain): every

@@ -150,8 +150,7 @@ class SiteSync:
         replay(local, [*events, *waiting], self.site.keys, self.forgotten)
 
     def _secret(self, key: str, issued: IssuedSecret | None) -> None:
-        mac, _, sha256 = key[len(self.site.keys.secrets()):].partition("/")
-        self.secrets.apply(mac, sha256, issued)
+        apply_secret(self.secrets, self.site.keys, key, issued)
 
     def _call_soon(self, function: Callable[..., Any], *args: Any) -> None:
         if self.loop is None or threading.get_ident() == self._loop_thread:
@@ -251,6 +250,65 @@ class SiteSync:
                 self._call_soon(self.machine_log.local.forget, mac)
             elif key == keys.inventory and event.kind == "PUT" and self.on_inventory is not None:
                 self._call_soon(self.on_inventory, event.kv.value)
+
+
+def apply_secret(secrets: EtcdBootSecrets, keys: SiteKeys, key: str, issued: IssuedSecret | None) -> None:
+    """One secret key as etcd has it (issued) or gone (None), into the mirror."""
+    mac, _, sha256 = key[len(keys.secrets()):].partition("/")
+    secrets.apply(mac, sha256, issued)
+
+
+class SecretsMirror:
+    """An HTTP worker process's copy of the site's live boot secrets (the main process has SiteSync's): one
+    range, then a watch of the secrets' prefix, so that a worker checks a report's secret as the main
+    process does: without a request, and while etcd is away; and learns of a revocation within milliseconds."""
+
+    def __init__(self, site: EtcdSite, secrets_: EtcdBootSecrets):
+        self.site = site
+        self.secrets = secrets_
+        self._client = site.client.clone()
+        self._watcher: Watcher | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="secrets-mirror", daemon=True)
+
+    def start(self) -> SecretsMirror:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._watcher is None:
+                try:
+                    self._load()
+                except EtcdError as exc:
+                    log.debug("state: secrets mirror: %s", exc)
+            self._stop.wait(RETRY_SECONDS)
+
+    def _load(self) -> None:
+        prefix = self.site.keys.secrets()
+        result = self._client.range(prefix, prefix=True)
+        self.secrets.reset()
+        for kv in result.kvs:
+            apply_secret(self.secrets, self.site.keys, kv.key, issued_secret(kv))
+        self._watcher = Watcher(self._client.clone(), prefix, result.revision + 1, self._on_watch,
+                                name="secrets-watch").start()
+
+    def _on_watch(self, events: list[WatchEvent], revision: int) -> None:
+        if not events:   # etcd compacted past our revision: read them all again
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher._stop.set()
+            return
+        for event in events:
+            apply_secret(self.secrets, self.site.keys, event.kv.key,
+                         issued_secret(event.kv) if event.kind == "PUT" else None)
 
 
 def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], dict[str, float]]:

@@ -110,10 +110,12 @@ def site(tmp_path):
         try:
             for index, ip in enumerate(IPS):
                 (tmp_path / f"server{index}").mkdir()
+                # The second server has an HTTP worker process: every test holds for it too.
                 servers.append(start_server(
                     tmp_path / f"server{index}", "--interface", "br0", "--server-ip", ip,
                     "--http-addr", f"{ip}:8080", "--tftp-addr", f"{ip}:69", "--admin-addr", "127.0.0.1:0",
-                    "--state-etcd", ",".join(etcd.endpoints), data_dir=data_dir, netns=name))
+                    "--state-etcd", ",".join(etcd.endpoints), "--http-workers", str(1 + index),
+                    data_dir=data_dir, netns=name))
             for server in servers:
                 wait_ready(server)
             yield Site(name, client, etcd, servers, data_dir)
