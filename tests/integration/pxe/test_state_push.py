@@ -1,15 +1,20 @@
 """The outbox's push to a real etcd (state_sync.SiteSync.push_once): events go as batch keys, a batch pushed
 again (its answer lost, the server restarted before the outbox knew) lands once, and a forgotten machine's
-events leave the site's view. The two-server runs are in test_state_etcd.py."""
+events leave the site's view; an HTTP worker's mirror of the secrets. The two-server runs are in
+test_state_etcd.py."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import MachineStates
+from provisioner.pxe.state import SecretCheck
 from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox
-from provisioner.pxe.state_sync import SiteSync, read_site
+from provisioner.pxe.state_sync import SecretsMirror, SiteSync, read_site
+from provisioner.scheduler.etcd import RequestCounter
 from tests.fixtures.etcd import EtcdCluster
 
 A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
@@ -77,3 +82,29 @@ def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(
     sync.machine_log.record(A, "ipxe-script", now=3.0)
     sync.push_once()
     assert stages(etcd, "forget", A) == ["ipxe-script"]
+
+
+def test_a_workers_secrets_mirror_proves_another_process_secret_without_a_request_until_the_mark_revokes_it(etcd):
+    main = server(etcd, "mirror")
+    issued = main.secrets.issue(A, "10.0.0.5", time.time())
+    counter = RequestCounter()
+    worker_site = EtcdSite(etcd.endpoints, "mirror", "http://me", counter=counter)
+    worker = EtcdBootSecrets(worker_site, 60.0)
+    mirror = SecretsMirror(worker_site, worker).start()
+    try:
+        def proven_without_a_request() -> bool:   # without the mirror, every check asks etcd
+            asked = counter.count
+            return worker.check(A, issued, time.time()) == SecretCheck.OK and counter.count == asked
+
+        until(proven_without_a_request)
+        assert main.installed.mark(A)                  # the mark's transaction revokes the secrets
+        until(lambda: worker.check(A, issued, time.time()) == SecretCheck.NONE_ISSUED)
+    finally:
+        mirror.stop()
+
+
+def until(check, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
