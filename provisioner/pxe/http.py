@@ -209,6 +209,32 @@ def _boot_assets(script: str, server_url: str) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+@dataclass(frozen=True)
+class QueryView:
+    """A request's query as it is rendered: the boot secret taken out, the MAC normalised (see _query_view)."""
+
+    params: Mapping[str, str]
+    query_string: str
+    mac: str | None
+
+    def installed_view(self) -> tuple[Mapping[str, str], str]:
+        """(params, query string) for an installed machine: os=installed added unless the query names an os."""
+        extra = with_installed_label(dict(self.params), True)
+        if extra is None:
+            return self.params, self.query_string
+        return extra, rewritten_query(extra)
+
+
+def _query_view(query: Mapping[str, str], query_string: str) -> QueryView:
+    """The view of a request's query (first value of each name); its own query string unless the secret is
+    taken out (pure)."""
+    plain = {k: query.get(k, "") for k in query}
+    if QUERY_PARAMETER in plain:
+        del plain[QUERY_PARAMETER]
+        query_string = rewritten_query(plain)
+    return QueryView(plain, query_string, normalize_mac_or_none(plain.get("mac")))
+
+
 class BootHttp:
     """Builds the aiohttp Application. Boot events go to `on_event`, request counts to `counters`."""
 
@@ -231,6 +257,8 @@ class BootHttp:
         self.writes = MachineWrites(installed, secrets, on_event, counters, run_state=run_state)
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
         self.expected_assets: RecentMap[str, dict[str, str]] = RecentMap(MAX_SOURCES)
+        self._views: RecentMap[str, QueryView] = RecentMap(CACHE_LIMIT)   # raw query string -> its view
+        self._with_secrets: RecentMap[str, tuple[str, bytes, bytes]] = RecentMap(MAX_SOURCES)
         self._boot_body = ipxe.boot_script(data.server_url).encode()
 
     def app(self) -> web.Application:
@@ -290,7 +318,7 @@ class BootHttp:
             self._count(path, result.status)
             if result.status == 200 and result.reason is None:
                 if result.boot_assets and request.remote:
-                    self.expected_assets[request.remote] = dict(result.boot_assets)
+                    self._expect_assets(request.remote, result.boot_assets)
                 self._event(stage, request.remote, result.mac)
             elif result.reason:
                 self._event(f"{stage}-refused", request.remote, result.mac, {"reason": result.reason})
@@ -298,20 +326,26 @@ class BootHttp:
 
         return handler
 
+    def _expect_assets(self, remote: str, assets: tuple[tuple[str, str], ...]) -> None:
+        """Remember which of our assets the script sent to `remote` boots (their events' stage names)."""
+        known = self.expected_assets.get(remote)
+        if known is None or known.items() != set(assets):
+            self.expected_assets[remote] = dict(assets)
+        else:
+            self.expected_assets.move_to_end(remote)   # the same script again: no new dict per request
+
     def _machine_view(self, request: web.Request) -> tuple[Mapping[str, str], str]:
         """(params, query string) to render for: the boot secret taken out (it is no label), and os=installed
         added for an installed machine (installed.py)."""
-        params: Mapping[str, str] = request.query
-        query_string = request.query_string
-        plain = {k: params.get(k, "") for k in params}
-        if QUERY_PARAMETER in plain:
-            del plain[QUERY_PARAMETER]
-            params, query_string = plain, rewritten_query(plain)
+        raw = request.query_string
+        view = self._views.get(raw)
+        if view is None:
+            view = _query_view(request.query, raw)
+            self._views[raw] = view
         self.installed.refresh(time.monotonic())
-        extra = with_installed_label(plain, self.installed.is_installed(normalize_mac_or_none(plain.get("mac"))))
-        if extra is None:
-            return params, query_string
-        return extra, rewritten_query(extra)
+        if not self.installed.is_installed(view.mac):
+            return view.params, view.query_string
+        return view.installed_view()
 
     async def _with_secret(self, result: Rendered, remote: str | None) -> bytes:
         """The script with this boot's secret; without one (logged) when it cannot be stored: the machine
@@ -322,7 +356,13 @@ class BootHttp:
         except OSError as exc:
             log.error("boot secrets: cannot store a secret for %s: %s", result.mac, exc)
             return result.body
-        return ipxe.with_secret_setting(result.body.decode(), secret).encode()
+        # iPXE retrying its chain gets the same secret again (boot_secrets.REUSE_SECONDS): the same bytes.
+        made = self._with_secrets.get(result.mac)
+        if made is not None and made[0] == secret and made[1] is result.body:
+            return made[2]
+        body = ipxe.with_secret_setting(result.body.decode(), secret).encode()
+        self._with_secrets[result.mac] = (secret, result.body, body)
+        return body
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         if self.assets_dir is None:

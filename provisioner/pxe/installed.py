@@ -100,9 +100,8 @@ class InstalledMachines:
         self._save()
         return True
 
-    def replace(self, macs: dict[str, float]) -> None:
-        """Set every mark at once (the local cache of a shared backend, state_etcd.py); raises OSError."""
-        self.macs = dict(macs)
+    def save(self) -> None:
+        """Write the marks in memory to the file (a shared backend's cache); raises OSError."""
         self._save()
 
     def _save(self) -> None:

@@ -103,16 +103,19 @@ class MachineStates:
     def record(self, mac: str, stage: str, detail: dict | None = None, ip: str | None = None,
                now: float | None = None) -> MachineRecord:
         now = time.time() if now is None else now
-        detail = {k: v for k, v in (detail or {}).items() if v is not None}
+        detail = {k: v for k, v in detail.items() if v is not None} if detail else {}
         rec = self.machines.get(mac)
         if rec is None:
             rec = MachineRecord(mac=mac, first_seen=now, last_seen=now, last_stage=stage)
-        self.machines[mac] = rec          # the most recently seen: dropped last
+            self.machines[mac] = rec
+        else:
+            self.machines.move_to_end(mac)   # the most recently seen: dropped last
         rec.last_seen, rec.last_stage = now, stage
         rec.stages[stage] = now
         if ip and ip != "0.0.0.0":
             rec.ip = ip
-            self._learn_ip(ip, mac)
+            if self.ip_to_mac.get(ip) != mac:
+                self._learn_ip(ip, mac)
         if detail.get("ip"):
             rec.ip = detail["ip"]
             self._learn_ip(detail["ip"], mac)

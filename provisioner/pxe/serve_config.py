@@ -174,8 +174,6 @@ class ServeConfig:
         if not options.boot_secret_ttl > 0:
             raise UsageError(f"--boot-secret-ttl: {options.boot_secret_ttl} is not a positive number of seconds")
         state_etcd = tuple(parse_endpoints(options.state_etcd)) if options.state_etcd else ()
-        if state_etcd and options.http_workers > 1:
-            raise UsageError("--state-etcd works with one HTTP process: drop --http-workers")
         if options.inventory_etcd and not state_etcd:
             raise UsageError("--inventory-etcd needs --state-etcd")
         if not options.state_site or "/" in options.state_site:

@@ -37,6 +37,7 @@ from provisioner.pxe.http import BootData, BootHttp, MalformedRequests
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.inventory_etcd import materialize
 from provisioner.pxe.ipxe import ipxe_binary_name
+from provisioner.pxe.loop import run_uvloop
 from provisioner.pxe.machines import REFUSED, MachineStates
 from provisioner.pxe.router_advert_service import RouterAdvertService
 from provisioner.pxe.serve_config import DhcpMode, ServeConfig
@@ -58,6 +59,7 @@ from provisioner.ui.web import OperatorUi
 log = logging.getLogger("provisioner.pxe.server")
 
 FLUSH_INTERVAL = 1.0
+WORKER_DATAGRAM = 256 * 1024   # the largest batch of events a worker sends (http_worker.BATCH) fits
 
 
 def metrics_text(counters: Counters, states: MachineStates, *more: Counters) -> str:
@@ -161,8 +163,9 @@ class BootServer:
                     watch(event.mac)
             return
         mac = event.mac or (self.states.mac_for_ip(event.ip) if event.ip else None) or f"ip:{event.ip}"
-        log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
-        self.machine_log.record(mac, event.stage, dict(event.detail), ip=event.ip)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s %s %s", event.source, mac, event.stage, dict(event.detail))
+        self.machine_log.record(mac, event.stage, dict(event.detail) if event.detail else None, ip=event.ip)
         for watch in self.watchers:
             watch(mac)
         if event.stage == "tftp-done" and ipxe_binary_name(str(event.detail.get("file", ""))):
@@ -346,7 +349,8 @@ class BootServer:
                       "assets_dir": str(self.config.assets_dir) if self.config.assets_dir else None,
                       "ipxe_dir": str(self.config.ipxe_dir) if self.config.ipxe_dir else None,
                       "internal_url": internal_url, "log_level": logging.getLogger().getEffectiveLevel(),
-                      "boot_secret_ttl": self.config.boot_secret_ttl}
+                      "boot_secret_ttl": self.config.boot_secret_ttl,
+                      "state_etcd": list(self.config.state_etcd), "state_site": self.config.state_site}
             process = subprocess.Popen([sys.executable, "-m", "provisioner.pxe.http_worker"], stdin=subprocess.PIPE,
                                        pass_fds=(listen.fileno(), theirs.fileno()))
             assert process.stdin is not None   # stdin=PIPE
@@ -360,17 +364,19 @@ class BootServer:
     def _worker_message(self, sock: socket.socket) -> None:
         for _ in range(256):
             try:
-                message = json.loads(sock.recv(65536))
+                message = json.loads(sock.recv(WORKER_DATAGRAM))
             except (BlockingIOError, InterruptedError):
                 return
             except (OSError, ValueError):
                 return
-            if "e" in message:
+            if not isinstance(message, dict):
+                continue
+            for raw in message.get("es", ()):
                 try:
-                    self.record_event(BootEvent.from_json(message["e"]))
+                    self.record_event(BootEvent.from_json(raw))
                 except ValueError as exc:
                     log.warning("http: ignoring a worker's malformed event: %s", exc)
-            elif "c" in message:
+            if "c" in message:
                 self.worker_counters[int(message["w"])] = message["c"]
 
     async def stop(self) -> None:
@@ -427,4 +433,4 @@ async def serve_until_signalled(config: ServeConfig, ready: asyncio.Event | None
 
 
 def run_server(config: ServeConfig) -> None:
-    asyncio.run(serve_until_signalled(config))
+    run_uvloop(serve_until_signalled(config))

@@ -4,7 +4,10 @@ Keys, all under `/provisioner/<site>/` (SiteKeys):
 
     installed/<mac>              {"at", "server"}: created by one transaction (create only), so a mark is set once
     secrets/<mac>/<sha256>       an issued boot secret (boot_secrets.IssuedSecret) on a lease outliving its TTL
-    events/<mac>/<ns>-<id>-<n>   one boot event {"stage", "at", "ip", "detail"}; detail.server names the server
+    events/<ns>-<id>-<n>         a batch of boot events {"events": [{"mac", "stage", "at", "ip", "detail"}, ...]}
+                                 in the order one server recorded them; detail.server names the server; the
+                                 key is its first event's (created once: a batch lands once)
+    forgotten/<mac>              {"at"}: the operator forgot the machine; its events up to then are not shown
     leases/<server id>           a full-DHCP server's bound leases {mac: {"ip", "expires", "server"}} (they stay per
                                  segment: published for the site's machine view only)
     discovery                    the discovery registry's dump (discovery/store.py)
@@ -13,8 +16,10 @@ Keys, all under `/provisioner/<site>/` (SiteKeys):
 Each server answers from what it holds locally: the installed marks (a cache in `<state dir>/installed.json`)
 and the machine view (machines.json), both loaded from etcd at start and kept current by one watch of the
 site's prefix, which also brings the other servers' events. Boot events go to an outbox (`etcd-outbox.json`,
-so a restart loses none) that a thread pushes in batches, one transaction per batch; an event's key is fixed
-when it is recorded, so pushing it twice writes it once. The load, the push and the watch: state_sync.py.
+so a restart loses none) that a thread pushes in batches, one key per batch in one transaction that creates
+it only if it is absent, so a batch pushed twice (an answer lost, a restart) lands once: a batch of up to
+PUSH_BATCH events costs etcd one key, one revision and one watch event per watching server, not one each.
+The load, the push and the watch: state_sync.py.
 
 When etcd does not answer, the server keeps booting what it knows (installed machines get their disk, from
 the cache), keeps recording events (and the reports proven by a secret it mirrors) in the outbox, and refuses
@@ -61,6 +66,7 @@ log = logging.getLogger("provisioner.pxe.state_etcd")
 T = TypeVar("T")
 RETRY_SECONDS = 1.0
 PUSH_INTERVAL = 0.2
+PUSH_GATHER = 0.1         # seconds between pushes: at most ten batches a second
 PUSH_BATCH = 100          # puts per transaction; etcd's default --max-txn-ops is 128
 LEASE_REUSE = 300.0       # one lease for the secrets issued within this many seconds
 REPORT_STAGES = ("install", "install-done", "install-error")   # the live installer's reports (reports.py)
@@ -79,7 +85,11 @@ class SiteKeys:
         return f"{self.root}secrets/{mac}/" if mac else f"{self.root}secrets/"
 
     def events(self, mac: str = "") -> str:
+        """The prefix of the event batches; with a MAC, of that machine's events waiting in the outbox."""
         return f"{self.root}events/{mac}/" if mac else f"{self.root}events/"
+
+    def forgotten(self, mac: str = "") -> str:
+        return f"{self.root}forgotten/{mac}"
 
     def leases(self, server_id: str = "") -> str:
         return f"{self.root}leases/{server_id}"
@@ -142,15 +152,24 @@ class EtcdSite:
 class EtcdInstalledMarks:
     """The InstalledMarks interface (state.py): etcd is the truth, `cache` what boots are answered from."""
 
-    def __init__(self, site: EtcdSite, cache: InstalledMachines, secrets_: EtcdBootSecrets):
+    def __init__(self, site: EtcdSite, cache: InstalledMachines, secrets_: EtcdBootSecrets, *,
+                 writes_cache: bool = True):
         self.site = site
         self.cache = cache
+        # False in an HTTP worker process: the main process writes the cache from its watch, a worker reads it
+        # (refresh) and holds the marks it set itself in memory until then.
+        self.writes_cache = writes_cache
         self.secrets = secrets_   # a new mark revokes the machine's boot secrets in the same transaction
         secrets_.on_marked = self.apply
         self._lock = threading.Lock()   # apply() runs on the state threads and the watch thread
+        self._write_lock = threading.Lock()
+        self._version = self._written = 0   # of the marks in memory, of those in the cache file
 
     def refresh(self, now: float) -> None:
-        """Nothing to do: the watch keeps the cache current."""
+        """The main process: nothing to do, the watch keeps the cache current. A worker: the file it writes."""
+        if not self.writes_cache:
+            with self._lock:
+                self.cache.refresh(now)
 
     def is_installed(self, mac: str | None) -> bool:
         return self.cache.is_installed(mac)
@@ -185,19 +204,33 @@ class EtcdInstalledMarks:
             else:
                 macs[mac] = at
             self._store(macs)
+        self._write_cache()
 
     def load(self, macs: dict[str, float]) -> None:
         with self._lock:
             self._store(macs)
+        self._write_cache()
 
     def _store(self, macs: dict[str, float]) -> None:
-        if macs == self.cache.macs:
+        if macs != self.cache.macs:
+            self.cache.macs = macs   # a new dict each time: the writer serialises a whole version
+            self._version += 1
+
+    def _write_cache(self) -> None:
+        """The marks in memory to the cache file before the caller answers (a restart while etcd is away boots
+        from it). Outside the marks' lock, and shared: concurrent marks wait for one write that holds them
+        all instead of one write (two fsyncs) each, in turn."""
+        if not self.writes_cache:
             return
-        try:
-            self.cache.replace(macs)
-        except OSError as exc:   # the cache only: etcd has the marks
-            self.cache.macs = macs
-            log.error("state: cannot write the installed cache %s: %s", self.cache.path, exc)
+        with self._write_lock:
+            version = self._version
+            if version == self._written:
+                return
+            try:
+                self.cache.save()
+            except OSError as exc:   # the cache only: etcd has the marks
+                log.error("state: cannot write the installed cache %s: %s", self.cache.path, exc)
+            self._written = version
 
 
 def mark_time(value: str) -> float:
@@ -245,6 +278,11 @@ class EtcdBootSecrets:
                 self._known[mac] = known
             else:
                 self._known.pop(mac, None)
+
+    def reset(self) -> None:
+        """Forget every mirrored secret (before reading them all again)."""
+        with self._lock:
+            self._known.clear()
 
     def issue(self, mac: str, ip: str | None, now: float) -> str:
         # No reuse of a secret issued a moment ago (the files' way with iPXE retrying its chain): every
@@ -381,7 +419,7 @@ class EtcdMachineLog:
 
     def _queue(self, mac: str, stage: str, at: float, ip: str | None, detail: Mapping[str, Any]) -> None:
         key = f"{self.site.keys.events(mac)}{int(at * 1e9):019d}-{self.site.server_id}-{next(self._serial)}"
-        self.outbox.add(key, json.dumps({"stage": stage, "at": at, "ip": ip, "detail": dict(detail)}))
+        self.outbox.add(key, json.dumps({"mac": mac, "stage": stage, "at": at, "ip": ip, "detail": dict(detail)}))
         if stage in REPORT_STAGES and self.site.down_until:
             # etcd is away and the machine was told "ok": the report is on disk before the answer goes.
             try:
@@ -405,8 +443,11 @@ class EtcdMachineLog:
         self._queue(mac, REFUSED, now, None, detail)
         return True
 
-    def forget(self, mac: str) -> bool:
-        deleted = self.site.call(f"forgetting {mac}",
-                                 lambda client: client.delete(self.site.keys.events(mac), prefix=True))
+    def forget(self, mac: str, now: float | None = None) -> bool:
+        """The machine's events up to now leave every server's view (a tombstone: the batches hold other
+        machines' events too)."""
+        at = time.time() if now is None else now
+        key = self.site.keys.forgotten(mac)
+        self.site.call(f"forgetting {mac}", lambda client: client.put(key, json.dumps({"at": at})))
         self.outbox.drop(self.site.keys.events(mac))
-        return self.local.forget(mac) or deleted > 0
+        return self.local.forget(mac)

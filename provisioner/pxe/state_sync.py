@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ from provisioner.pxe.boot_secrets import IssuedSecret
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
 from provisioner.pxe.state_etcd import (
     PUSH_BATCH,
+    PUSH_GATHER,
     PUSH_INTERVAL,
     RETRY_SECONDS,
     EtcdBootSecrets,
@@ -26,29 +28,57 @@ from provisioner.pxe.state_etcd import (
     issued_secret,
     mark_time,
 )
-from provisioner.scheduler.etcd import EtcdClient, EtcdError, KeyValue, Watcher, WatchEvent, put
+from provisioner.scheduler.etcd import EtcdClient, EtcdError, KeyValue, Watcher, WatchEvent, absent, get, put
 
 log = logging.getLogger("provisioner.pxe.state_sync")
 
 
-def replay(states: MachineStates, events: Sequence[KeyValue], keys: SiteKeys) -> int:
-    """Record etcd's event keys into `states` in the order they happened; returns how many (unreadable
-    keys are skipped)."""
+def replay(states: MachineStates, batches: Sequence[KeyValue], keys: SiteKeys,
+           forgotten: Mapping[str, float] | None = None) -> int:
+    """Record the events of etcd's batches (and of outbox items, one event each) into `states` in the order
+    they happened, leaving out a forgotten machine's events up to its tombstone; returns how many were read
+    (unreadable keys and events are skipped)."""
     parsed = []
-    for kv in events:
-        mac = kv.key[len(keys.events()):].split("/", 1)[0]
+    for kv in batches:
         try:
-            event = json.loads(kv.value)
-            parsed.append((float(event["at"]), kv.key, mac, str(event["stage"]), dict(event.get("detail") or {}),
-                           event.get("ip")))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("state: skipping unreadable event %s", kv.key)
-    for at, _key, mac, stage, detail, ip in sorted(parsed):
+            raw = json.loads(kv.value)
+            events = raw["events"] if "/" not in kv.key[len(keys.events()):] else [raw]
+        except (ValueError, KeyError, TypeError):
+            log.warning("state: skipping unreadable events %s", kv.key)
+            continue
+        for n, event in enumerate(events):
+            try:
+                parsed.append((float(event["at"]), kv.key, n, str(event["mac"]), str(event["stage"]),
+                               dict(event.get("detail") or {}), event.get("ip")))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("state: skipping an unreadable event in %s", kv.key)
+    forgotten = forgotten or {}
+    read = 0
+    for at, _key, _n, mac, stage, detail, ip in sorted(parsed):
+        read += 1
+        if at <= forgotten.get(mac, float("-inf")):
+            continue
         if stage == REFUSED:
             states.record_refusal(mac, detail, now=at)
         else:
             states.record(mac, stage, detail, ip=ip, now=at)
-    return len(parsed)
+    return read
+
+
+def is_batch(key: str, keys: SiteKeys) -> bool:
+    return key.startswith(keys.events()) and "/" not in key[len(keys.events()):]
+
+
+def batch_value(values: Sequence[str]) -> str:
+    """The value of a batch key holding these outbox events (each a JSON object already; pure)."""
+    return '{"events": [' + ", ".join(values) + "]}"
+
+
+def forgotten_time(value: str) -> float:
+    try:
+        return float(json.loads(value)["at"])
+    except (ValueError, KeyError, TypeError):
+        return float("-inf")
 
 
 class SiteSync:
@@ -69,6 +99,7 @@ class SiteSync:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = threading.get_ident()
         self.loaded = False
+        self.forgotten: dict[str, float] = {}   # MAC -> when the operator forgot it (its tombstone)
         self._stop = threading.Event()
         self._client = site.client.clone()
         self._watcher: Watcher | None = None
@@ -90,8 +121,10 @@ class SiteSync:
         for kv in result.kvs:
             if kv.key.startswith(keys.installed()):
                 marks[kv.key[len(keys.installed()):]] = mark_time(kv.value)
-            elif kv.key.startswith(keys.events()):
+            elif is_batch(kv.key, keys):
                 events.append(kv)
+            elif kv.key.startswith(keys.forgotten()):
+                self.forgotten[kv.key[len(keys.forgotten()):]] = forgotten_time(kv.value)
             elif kv.key.startswith(keys.secrets()):
                 self._secret(kv.key, issued_secret(kv))
             elif kv.key == keys.inventory and self.on_inventory is not None:
@@ -114,11 +147,10 @@ class SiteSync:
             local.forget(mac)
         waiting = [KeyValue(key, value, 0, 0) for key, value in self.machine_log.outbox.peek(len(
             self.machine_log.outbox)) if key.startswith(self.site.keys.events())]
-        replay(local, [*events, *waiting], self.site.keys)
+        replay(local, [*events, *waiting], self.site.keys, self.forgotten)
 
     def _secret(self, key: str, issued: IssuedSecret | None) -> None:
-        mac, _, sha256 = key[len(self.site.keys.secrets()):].partition("/")
-        self.secrets.apply(mac, sha256, issued)
+        apply_secret(self.secrets, self.site.keys, key, issued)
 
     def _call_soon(self, function: Callable[..., Any], *args: Any) -> None:
         if self.loop is None or threading.get_ident() == self._loop_thread:
@@ -142,13 +174,31 @@ class SiteSync:
         self._client.close()
 
     def push_once(self) -> int:
-        """Push one batch of the outbox; how many writes went, 0 when none waited. Raises EtcdError."""
+        """Push the outbox's oldest writes: up to PUSH_BATCH events as one batch key, else up to PUSH_BATCH
+        other puts in one transaction; how many outbox items went, 0 when none waited. Raises EtcdError."""
         outbox = self.machine_log.outbox
-        batch = outbox.peek(PUSH_BATCH)
-        if batch:
+        waiting = outbox.peek(PUSH_BATCH)
+        if not waiting:
+            return 0
+        events = self.site.keys.events()
+        first_is_event = waiting[0][0].startswith(events)
+        batch = list(itertools.takewhile(lambda item: item[0].startswith(events) == first_is_event, waiting))
+        if not first_is_event:
             self._client.txn([], [put(key, value) for key, value in batch])
             outbox.done(len(batch))
-        return len(batch)
+            return len(batch)
+        # The batch's key is its first event's: a push whose answer was lost, or that a restart repeats with
+        # more events behind it, finds the batch there and takes only what it holds as done.
+        key = events + batch[0][0].rsplit("/", 1)[-1]
+        result = self._client.txn([absent(key)], [put(key, batch_value([value for _, value in batch]))], [get(key)])
+        pushed = len(batch)
+        if not result.succeeded and result.ranges and result.ranges[0]:
+            try:
+                pushed = len(json.loads(result.ranges[0][0].value)["events"])
+            except (ValueError, KeyError, TypeError):
+                pushed = 1   # a damaged batch under our key: its first event went, the rest go again
+        outbox.done(pushed)
+        return pushed
 
     def _push_loop(self) -> None:
         outbox = self.machine_log.outbox
@@ -159,9 +209,12 @@ class SiteSync:
                 if not self.loaded and not self.load():
                     self._stop.wait(RETRY_SECONDS)
                     continue
-                while self.push_once() == PUSH_BATCH:
-                    pass
+                pushed = 0
+                while (batch := self.push_once()):
+                    pushed += batch
                 self.site.answered()
+                if pushed:   # let the next events gather: a storm's events go in a few batches, not one each
+                    self._stop.wait(PUSH_GATHER)
             except EtcdError as exc:
                 self.site.failed(str(exc))
                 self._stop.wait(RETRY_SECONDS)
@@ -188,14 +241,74 @@ class SiteSync:
                 self._call_soon(self.installed.apply, mac, at)
             elif key.startswith(keys.secrets()):
                 self._secret(key, issued_secret(event.kv) if event.kind == "PUT" else None)
-            elif key.startswith(keys.events()):
-                mac = key[len(keys.events()):].split("/", 1)[0]
-                if event.kind == "DELETE":
-                    self._call_soon(self.machine_log.local.forget, mac)
-                elif f"-{self.site.server_id}-" not in key.rsplit("/", 1)[-1]:
-                    self._call_soon(replay, self.machine_log.local, [event.kv], keys)
+            elif is_batch(key, keys):
+                if event.kind == "PUT" and f"-{self.site.server_id}-" not in key[len(keys.events()):]:
+                    self._call_soon(replay, self.machine_log.local, [event.kv], keys, self.forgotten)
+            elif key.startswith(keys.forgotten()) and event.kind == "PUT":
+                mac = key[len(keys.forgotten()):]
+                self.forgotten[mac] = forgotten_time(event.kv.value)
+                self._call_soon(self.machine_log.local.forget, mac)
             elif key == keys.inventory and event.kind == "PUT" and self.on_inventory is not None:
                 self._call_soon(self.on_inventory, event.kv.value)
+
+
+def apply_secret(secrets: EtcdBootSecrets, keys: SiteKeys, key: str, issued: IssuedSecret | None) -> None:
+    """One secret key as etcd has it (issued) or gone (None), into the mirror."""
+    mac, _, sha256 = key[len(keys.secrets()):].partition("/")
+    secrets.apply(mac, sha256, issued)
+
+
+class SecretsMirror:
+    """An HTTP worker process's copy of the site's live boot secrets (the main process has SiteSync's): one
+    range, then a watch of the secrets' prefix, so that a worker checks a report's secret as the main
+    process does: without a request, and while etcd is away; and learns of a revocation within milliseconds."""
+
+    def __init__(self, site: EtcdSite, secrets_: EtcdBootSecrets):
+        self.site = site
+        self.secrets = secrets_
+        self._client = site.client.clone()
+        self._watcher: Watcher | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="secrets-mirror", daemon=True)
+
+    def start(self) -> SecretsMirror:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._watcher is None:
+                try:
+                    self._load()
+                except EtcdError as exc:
+                    log.debug("state: secrets mirror: %s", exc)
+            self._stop.wait(RETRY_SECONDS)
+
+    def _load(self) -> None:
+        prefix = self.site.keys.secrets()
+        result = self._client.range(prefix, prefix=True)
+        self.secrets.reset()
+        for kv in result.kvs:
+            apply_secret(self.secrets, self.site.keys, kv.key, issued_secret(kv))
+        self._watcher = Watcher(self._client.clone(), prefix, result.revision + 1, self._on_watch,
+                                name="secrets-watch").start()
+
+    def _on_watch(self, events: list[WatchEvent], revision: int) -> None:
+        if not events:   # etcd compacted past our revision: read them all again
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher._stop.set()
+            return
+        for event in events:
+            apply_secret(self.secrets, self.site.keys, event.kv.key,
+                         issued_secret(event.kv) if event.kind == "PUT" else None)
 
 
 def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], dict[str, float]]:
@@ -205,8 +318,10 @@ def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], 
     result = client.range(keys.root, prefix=True)
     marks = {kv.key[len(keys.installed()):]: mark_time(kv.value) for kv in result.kvs
              if kv.key.startswith(keys.installed())}
+    forgotten = {kv.key[len(keys.forgotten()):]: forgotten_time(kv.value) for kv in result.kvs
+                 if kv.key.startswith(keys.forgotten())}
     states = MachineStates(None, max_machines=1 << 30)
-    replay(states, [kv for kv in result.kvs if kv.key.startswith(keys.events())], keys)
+    replay(states, [kv for kv in result.kvs if is_batch(kv.key, keys)], keys, forgotten)
     apply_leases(states.machines, [kv for kv in result.kvs if kv.key.startswith(keys.leases())])
     return dict(states.machines), marks
 

@@ -60,13 +60,10 @@ class Site:
                                *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENV)
 
     def events(self) -> list[tuple[str, dict]]:
-        """(MAC, event) of every event key in etcd."""
+        """(MAC, event) of every event in etcd's event batches."""
         out = self.etcd.etcdctl("get", "--prefix", "/provisioner/default/events/", "-w", "json")
-        found = []
-        for kv in json.loads(out).get("kvs", []):
-            key = base64.b64decode(kv["key"]).decode()
-            found.append((key.split("/")[4], json.loads(base64.b64decode(kv["value"]))))
-        return found
+        return [(event["mac"], event) for kv in json.loads(out).get("kvs", [])
+                for event in json.loads(base64.b64decode(kv["value"]))["events"]]
 
     def stages(self, mac: str) -> Counter:
         return Counter(event["stage"] for m, event in self.events() if m == mac)
@@ -113,10 +110,12 @@ def site(tmp_path):
         try:
             for index, ip in enumerate(IPS):
                 (tmp_path / f"server{index}").mkdir()
+                # The second server has an HTTP worker process: every test holds for it too.
                 servers.append(start_server(
                     tmp_path / f"server{index}", "--interface", "br0", "--server-ip", ip,
                     "--http-addr", f"{ip}:8080", "--tftp-addr", f"{ip}:69", "--admin-addr", "127.0.0.1:0",
-                    "--state-etcd", ",".join(etcd.endpoints), data_dir=data_dir, netns=name))
+                    "--state-etcd", ",".join(etcd.endpoints), "--http-workers", str(1 + index),
+                    data_dir=data_dir, netns=name))
             for server in servers:
                 wait_ready(server)
             yield Site(name, client, etcd, servers, data_dir)

@@ -92,8 +92,8 @@ def test_state_in_etcd_options(options):
                                                           state_site="rack1", inventory_etcd=True))
     assert config.state_etcd == ("http://a:2379", "http://b:2379") and config.state_site == "rack1"
     assert config.inventory_etcd
+    assert ServeConfig.from_options(dataclasses.replace(options, state_etcd="http://a:2379", http_workers=2)).http_workers == 2
     for changes, message in (({"state_etcd": "a:2379"}, "not an http"),
-                             ({"state_etcd": "http://a:2379", "http_workers": 2}, "one HTTP process"),
                              ({"inventory_etcd": True}, "--inventory-etcd needs --state-etcd"),
                              ({"state_etcd": "http://a:2379", "state_site": "a/b"}, "--state-site")):
         with pytest.raises(UsageError, match=message):

@@ -13,22 +13,24 @@ from provisioner.pxe.inventory_etcd import inventory_document, materialize
 from provisioner.pxe.machines import MachineStates, machine_rows
 from provisioner.pxe.state import StateUnavailable
 from provisioner.pxe.state_etcd import EtcdSite, Outbox, SiteKeys
-from provisioner.pxe.state_sync import replay
+from provisioner.pxe.state_sync import batch_value, is_batch, replay
 from provisioner.scheduler.etcd import KeyValue
 from tests.fixtures.system import free_port
 
 MAC = "52:54:00:00:00:01"
 
 
-def event(keys: SiteKeys, key: str, **value) -> KeyValue:
-    return KeyValue(keys.events(MAC) + key, json.dumps(value), 1, 1)
+def batch(keys: SiteKeys, first_id: str, *events: dict) -> KeyValue:
+    return KeyValue(keys.events() + first_id, batch_value([json.dumps({"mac": MAC, **e}) for e in events]), 1, 1)
 
 
 def test_site_keys():
     keys = SiteKeys("rack1")
     assert keys.installed(MAC) == f"/provisioner/rack1/installed/{MAC}"
     assert keys.events(MAC) == f"/provisioner/rack1/events/{MAC}/" and keys.events() == "/provisioner/rack1/events/"
+    assert keys.forgotten(MAC) == f"/provisioner/rack1/forgotten/{MAC}"
     assert keys.inventory == "/provisioner/rack1/inventory"
+    assert is_batch(keys.events() + "0001-ab-0", keys) and not is_batch(keys.events(MAC) + "0001-ab-0", keys)
     for bad in ("", "a/b"):
         with pytest.raises(ValueError):
             SiteKeys(bad)
@@ -38,10 +40,11 @@ def test_replay_records_events_in_the_order_they_happened_with_their_server():
     keys = SiteKeys("s")
     states = MachineStates(None)
     count = replay(states, [
-        event(keys, "2", stage="ipxe-script", at=2.0, ip="10.0.0.5", detail={"server": "http://b"}),
-        event(keys, "1", stage="dhcp-offer", at=1.0, ip=None, detail={"server": "http://a"}),
-        event(keys, "3", stage="refused", at=3.0, ip=None, detail={"server": "http://b", "path": "/report"}),
-        KeyValue(keys.events(MAC) + "4", "not json", 1, 1),
+        batch(keys, "2-b-0", dict(stage="ipxe-script", at=2.0, ip="10.0.0.5", detail={"server": "http://b"}),
+              dict(stage="refused", at=3.0, ip=None, detail={"server": "http://b", "path": "/report"}),
+              dict(stage="no time")),
+        batch(keys, "1-a-0", dict(stage="dhcp-offer", at=1.0, ip=None, detail={"server": "http://a"})),
+        KeyValue(keys.events() + "4-a-0", "not json", 1, 1),
     ], keys)
     assert count == 3
     record = states.machines[MAC]
@@ -49,6 +52,15 @@ def test_replay_records_events_in_the_order_they_happened_with_their_server():
     assert record.last_stage == "ipxe-script" and record.ip == "10.0.0.5" and record.first_seen == 1.0
     assert machine_rows(states.machines, [MAC])[0]["servers"] == ["http://a", "http://b"]
     assert machine_rows(MachineStates(None).machines) == []
+
+
+def test_replay_takes_an_outbox_item_as_one_event_and_leaves_out_what_was_forgotten():
+    keys = SiteKeys("s")
+    states = MachineStates(None)
+    waiting = KeyValue(keys.events(MAC) + "5-a-1", json.dumps({"mac": MAC, "stage": "install", "at": 5.0}), 0, 0)
+    replay(states, [batch(keys, "1-a-0", dict(stage="dhcp-offer", at=1.0), dict(stage="ipxe-script", at=4.0)),
+                    waiting], keys, forgotten={MAC: 3.0})
+    assert [e["stage"] for e in states.machines[MAC].history] == ["ipxe-script", "install"]
 
 
 def test_outbox_keeps_what_is_not_pushed_across_a_restart(tmp_path):

@@ -1,0 +1,110 @@
+"""The outbox's push to a real etcd (state_sync.SiteSync.push_once): events go as batch keys, a batch pushed
+again (its answer lost, the server restarted before the outbox knew) lands once, and a forgotten machine's
+events leave the site's view; an HTTP worker's mirror of the secrets. The two-server runs are in
+test_state_etcd.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from provisioner.pxe.installed import InstalledMachines
+from provisioner.pxe.machines import MachineStates
+from provisioner.pxe.state import SecretCheck
+from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox
+from provisioner.pxe.state_sync import SecretsMirror, SiteSync, read_site
+from provisioner.scheduler.etcd import RequestCounter
+from tests.fixtures.etcd import EtcdCluster
+
+A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    cluster = EtcdCluster.start(tmp_path_factory.mktemp("etcd"), size=1)
+    yield cluster
+    cluster.stop()
+
+
+def server(etcd: EtcdCluster, site: str) -> SiteSync:
+    state = EtcdSite(etcd.endpoints, site, "http://me")
+    secrets = EtcdBootSecrets(state, 60.0)
+    machine_log = EtcdMachineLog(state, MachineStates(None), Outbox(None))
+    return SiteSync(state, EtcdInstalledMarks(state, InstalledMachines(None), secrets), machine_log, secrets)
+
+
+def stages(etcd: EtcdCluster, site: str, mac: str) -> list[str]:
+    machines, _ = read_site(server(etcd, site)._client, site)
+    return [entry["stage"] for entry in machines[mac].history] if mac in machines else []
+
+
+def test_a_batch_pushed_twice_lands_once_and_what_followed_it_goes_next(etcd):
+    sync = server(etcd, "twice")
+    outbox = sync.machine_log.outbox
+    for n, stage in enumerate(("dhcp-offer", "ipxe-script", "install")):
+        sync.machine_log.record(A, stage, now=100.0 + n)
+    sent = outbox.peek(10)
+    assert sync.push_once() == 3 and len(outbox) == 0
+    before = etcd.etcdctl("get", "--prefix", "/provisioner/twice/events/", "--keys-only").split()
+    # The answer was lost (or the server restarted from its saved outbox): the same events wait again,
+    # with two more behind them.
+    for key, value in sent:
+        outbox.add(key, value)
+    sync.machine_log.record(A, "install-done", now=104.0)
+    sync.machine_log.record(B, "dhcp-offer", now=105.0)
+    assert sync.push_once() == 3 and len(outbox) == 2     # found the batch there: only its 3 are done
+    assert etcd.etcdctl("get", "--prefix", "/provisioner/twice/events/", "--keys-only").split() == before
+    assert sync.push_once() == 2 and sync.push_once() == 0
+    assert stages(etcd, "twice", A) == ["dhcp-offer", "ipxe-script", "install", "install-done"]
+    assert stages(etcd, "twice", B) == ["dhcp-offer"]
+
+
+def test_other_writes_go_as_plain_puts_in_the_order_they_were_queued(etcd):
+    sync = server(etcd, "mixed")
+    outbox = sync.machine_log.outbox
+    sync.machine_log.record(A, "dhcp-offer", now=1.0)
+    outbox.add(sync.site.keys.leases("s1"), "{}")
+    outbox.add(sync.site.keys.discovery, "{}")
+    sync.machine_log.record(A, "ipxe-script", now=2.0)
+    assert [sync.push_once() for _ in range(4)] == [1, 2, 1, 0]
+    assert etcd.etcdctl("get", sync.site.keys.discovery, "--print-value-only").strip() == "{}"
+    assert stages(etcd, "mixed", A) == ["dhcp-offer", "ipxe-script"]
+
+
+def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(etcd):
+    sync = server(etcd, "forget")
+    sync.machine_log.record(A, "dhcp-offer", now=1.0)
+    sync.machine_log.record(B, "dhcp-offer", now=1.5)
+    assert sync.push_once() == 2
+    assert sync.machine_log.forget(A, now=2.0)
+    assert stages(etcd, "forget", A) == [] and stages(etcd, "forget", B) == ["dhcp-offer"]
+    sync.machine_log.record(A, "ipxe-script", now=3.0)
+    sync.push_once()
+    assert stages(etcd, "forget", A) == ["ipxe-script"]
+
+
+def test_a_workers_secrets_mirror_proves_another_process_secret_without_a_request_until_the_mark_revokes_it(etcd):
+    main = server(etcd, "mirror")
+    issued = main.secrets.issue(A, "10.0.0.5", time.time())
+    counter = RequestCounter()
+    worker_site = EtcdSite(etcd.endpoints, "mirror", "http://me", counter=counter)
+    worker = EtcdBootSecrets(worker_site, 60.0)
+    mirror = SecretsMirror(worker_site, worker).start()
+    try:
+        def proven_without_a_request() -> bool:   # without the mirror, every check asks etcd
+            asked = counter.count
+            return worker.check(A, issued, time.time()) == SecretCheck.OK and counter.count == asked
+
+        until(proven_without_a_request)
+        assert main.installed.mark(A)                  # the mark's transaction revokes the secrets
+        until(lambda: worker.check(A, issued, time.time()) == SecretCheck.NONE_ISSUED)
+    finally:
+        mirror.stop()
+
+
+def until(check, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
