@@ -36,6 +36,7 @@ from provisioner.inventory.identifiers import normalize_mac_or_none
 from provisioner.pxe import ipxe
 from provisioner.pxe.boot_secrets import QUERY_PARAMETER
 from provisioner.pxe.events import BootEvent, Counters, EventSink, EventSource, count, count_request
+from provisioner.pxe.file_response import MappedFileResponse
 from provisioner.pxe.installed import rewritten_query, with_installed_label
 from provisioner.pxe.jail import JailError, resolve_in_jail
 from provisioner.pxe.limits import MAX_SOURCES, RecentMap
@@ -383,7 +384,7 @@ class BootHttp:
             else:
                 kind = self.expected_assets.get(request.remote or "", {}).get(name, "asset")
                 self._event(kind, request.remote, detail={"path": name, "range": request.headers.get("Range")})
-        return web.FileResponse(path, chunk_size=256 * 1024)
+        return MappedFileResponse(path)
 
     async def ipxe_binary(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -392,7 +393,7 @@ class BootHttp:
             raise web.HTTPNotFound(text=f"{name}: not an iPXE binary we serve\n")
         self._count("/boot", 200)
         self._event("http-boot", request.remote, detail={"file": name})
-        return web.FileResponse(self.ipxe_dir / name)
+        return MappedFileResponse(self.ipxe_dir / name)
 
     async def healthz(self, request: web.Request) -> web.Response:
         self.data.maybe_reload(time.monotonic())

@@ -2,9 +2,8 @@
 
 The boot server's hot path (a cached /ipxe answer) is mostly aiohttp's protocol and the loop's socket
 handling; uvloop's loop does the latter in C (libuv), which on the /ipxe benchmark is worth about a
-third more requests per second per process (docs/benchmarks.md, pxe). Its cost: uvloop has no
-loop.sendfile(), so aiohttp sends /assets/ files by reading and writing chunks in Python instead of
-the kernel's sendfile (1.65-2.64x slower than nginx on a 30 MB initrd, was 1.1x).
+third more requests per second per process (docs/benchmarks.md, pxe). uvloop has no loop.sendfile(),
+so files go out through file_response.py (slices of an mmap) instead of aiohttp's chunked fallback.
 """
 
 from __future__ import annotations

@@ -64,6 +64,15 @@ def test_assets_range_head_and_traversal(http_server):
     status, headers, body = get(f"{url}/assets/big.bin", {"Range": "bytes=1000-1009"})
     assert status == 206 and body == (bytes(range(256)) * 4096)[1000:1010]
     assert headers["Content-Range"] == "bytes 1000-1009/1048576"
+    # Whole files and ranges that span several of the mmap slices the server writes, and an empty file.
+    large = bytes(range(251)) * 12_000   # ~2.9 MiB: three slices, the last one partial
+    (http_server.assets / "large.bin").write_bytes(large)
+    status, _, body = get(f"{url}/assets/large.bin")
+    assert status == 200 and body == large
+    status, _, body = get(f"{url}/assets/large.bin", {"Range": "bytes=1048000-2100000"})
+    assert status == 206 and body == large[1048000:2100001]
+    (http_server.assets / "empty.bin").write_bytes(b"")
+    assert get(f"{url}/assets/empty.bin")[::2] == (200, b"")
     status, headers, body = get(f"{url}/assets/big.bin", method="HEAD")
     assert status == 200 and headers["Content-Length"] == "1048576" and body == b""
     (http_server.assets / "link").symlink_to("/etc/passwd")
