@@ -181,7 +181,10 @@ def register(app: typer.Typer) -> None:
 reboot_lock_app = typer.Typer(help="The cluster's reboot lock in etcd, as locksmithctl: status, lock, unlock, "
                                    "set-max.", no_args_is_help=True)
 node_app.add_typer(reboot_lock_app, name="reboot-lock")
-_ENDPOINT_HELP = "etcd client URLs, comma-separated (locksmithctl's -endpoint)."
+# The same two options on every reboot-lock command, as locksmithctl's global flags.
+_ENDPOINT_OPTION = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT",
+                                help="etcd client URLs, comma-separated (locksmithctl's -endpoint).")
+_GROUP_OPTION = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group.")
 
 
 def _reboot_lock(endpoint: str, group: str):
@@ -200,8 +203,8 @@ def _holder(machine_id: str) -> str:
 
 @reboot_lock_app.command("status")
 def reboot_lock_status(
-    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
-    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+    endpoint: str = _ENDPOINT_OPTION,
+    group: str = _GROUP_OPTION,
 ) -> None:
     """Free slots, the maximum and the holders (locksmithctl status)."""
     semaphore = _reboot_lock(endpoint, group).status()
@@ -213,8 +216,8 @@ def reboot_lock_status(
 @reboot_lock_app.command("lock")
 def reboot_lock_lock(
     machine_id: str = typer.Argument("", help="The holder (default: this machine's /etc/machine-id)."),
-    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
-    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+    endpoint: str = _ENDPOINT_OPTION,
+    group: str = _GROUP_OPTION,
 ) -> None:
     """Take a slot for MACHINE_ID. Exit 1 when none is free or it already holds one."""
     _reboot_lock(endpoint, group).lock(_holder(machine_id))
@@ -224,8 +227,8 @@ def reboot_lock_lock(
 def reboot_lock_unlock(
     machine_id: str = typer.Argument("", help="The holder (default: this machine's /etc/machine-id); name a "
                                               "machine that never came back to free its slot."),
-    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
-    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+    endpoint: str = _ENDPOINT_OPTION,
+    group: str = _GROUP_OPTION,
 ) -> None:
     """Give MACHINE_ID's slot back. Exit 1 when it holds none."""
     _reboot_lock(endpoint, group).unlock(_holder(machine_id))
@@ -234,8 +237,8 @@ def reboot_lock_unlock(
 @reboot_lock_app.command("set-max")
 def reboot_lock_set_max(
     maximum: int = typer.Argument(..., help="How many machines may reboot at once."),
-    endpoint: str = typer.Option("", "--endpoint", envvar="LOCKSMITHCTL_ENDPOINT", help=_ENDPOINT_HELP),
-    group: str = typer.Option("", "--group", envvar="LOCKSMITHCTL_GROUP", help="The lock's group."),
+    endpoint: str = _ENDPOINT_OPTION,
+    group: str = _GROUP_OPTION,
 ) -> None:
     """Set the number of slots; the free count moves by the difference (holders stay)."""
     from provisioner.errors import UsageError

@@ -14,9 +14,9 @@ PXE boot. Each report must carry the boot's secret (writes.py, boot_secrets.py).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from provisioner.core.jsondoc import parse_json_object
 from provisioner.install.progress import ProgressEvent
 
 MAX_BODY = 4096
@@ -45,14 +45,10 @@ class InstallReport:
 
 def parse_report(body: bytes) -> InstallReport:
     """One report from a request body (pure); raises ValueError with a one-line reason."""
-    if len(body) > MAX_BODY:
-        raise ValueError(f"body is {len(body)} bytes, more than {MAX_BODY}")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("body must be a JSON object")
+        doc = parse_json_object(body, MAX_BODY)
+    except ValueError as exc:
+        raise ValueError(f"body: {exc}") from None
     event = ProgressEvent.from_dict(doc)
     message = " ".join(event.message.split())[:MAX_MESSAGE] if event.message else None
     return InstallReport(event=event.kind.value, stage=event.stage[:40], percent=event.percent, message=message)

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from provisioner.core.jsondoc import parse_json_object
 from provisioner.errors import ConfigError
 from provisioner.node.update.version import VersionError, parse_version
 
@@ -66,14 +67,10 @@ def manifest_json(manifest: Manifest) -> bytes:
 
 def parse_manifest(data: bytes, source: str = MANIFEST_NAME) -> Manifest:
     """Raises ManifestError naming `source` and the field."""
-    if len(data) > MAX_MANIFEST:
-        raise ManifestError(f"{source}: {len(data)} bytes, more than {MAX_MANIFEST}")
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{source}: not JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise ManifestError(f"{source}: must be a JSON object")
+        doc = parse_json_object(data, MAX_MANIFEST)
+    except ValueError as exc:
+        raise ManifestError(f"{source}: {exc}") from None
     if doc.get("format") != FORMAT:
         raise ManifestError(f"{source}: format: {doc.get('format')!r} is not {FORMAT}")
     fields = {}

@@ -26,15 +26,15 @@ def test_progress_report_becomes_a_percent():
 
 
 @pytest.mark.parametrize("raw,reason", [
-    (b"not json", "body is not JSON"),
-    (b"[1, 2]", "body must be a JSON object"),
+    (b"not json", "body: not JSON"),
+    (b"[1, 2]", "body: must be a JSON object"),
     (body(event="launch"), "event: 'launch' is not one of start, progress, verify, done, error"),
     (body(event="progress", bytes=-1, total=10), "bytes: must be a non-negative integer, not -1"),
     (body(event="progress", bytes=1, total="10"), "total: must be a non-negative integer, not '10'"),
     (body(event="start", stage=7), "stage: must be a string"),
     (body(event="progress", written=1, mapped=2.5), "mapped: must be a non-negative integer, not 2.5"),
     (b"{" + b" " * MAX_BODY + b"}", f"more than {MAX_BODY}"),
-    (b"\xff\xfe", "body is not JSON"),
+    (b"\xff\xfe", "body: not JSON"),
 ])
 def test_bad_report_is_one_line_naming_the_field(raw, reason):
     with pytest.raises(ValueError) as info:
