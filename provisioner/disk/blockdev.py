@@ -324,11 +324,14 @@ def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = N
             break
         time.sleep(0.2 * (attempt + 1))
     if reread:
-        # BLKRRPART is synchronous: the kernel's view (sysfs) is final when it returns.
-        now = kernel_partitions(disk)
-        if (expected is None or now == expected) and (expected is not None or now):
-            _wait_for_nodes(disk, now)
-            return
+        # Only a successful re-read makes udev events of ours worth waiting for; after a refused one
+        # (a partition is mounted) settling would just wait out everyone else's queue (seen: 10 s
+        # per call during an emulated boot).
+        settle()
+        if expected is None or kernel_partitions(disk) == expected:
+            if expected is not None or kernel_partitions(disk):
+                _wait_for_nodes(disk, kernel_partitions(disk))
+                return
     # No in-kernel parser, or a partition in use kept the old view: tell the kernel from user space.
     current = kernel_partitions(disk)
     for number in sorted(set(current) - set(expected or {})):
@@ -336,6 +339,7 @@ def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = N
     if current:
         run(["partx", "-u", disk], check=False)
     run(["partx", "-a", disk], check=False)
+    settle()
     now = kernel_partitions(disk)
     if expected is not None and now != expected:
         raise DiskError(
@@ -345,29 +349,15 @@ def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = N
     _wait_for_nodes(disk, now)
 
 
-def wait_for_udev(paths: list[str], timeout: float = 10.0) -> None:
-    """Wait (bounded) until udevd has processed the devices at `paths`, not its whole event queue.
-
-    `udevadm settle` waits for every queued event: run during a boot, it waited out the coldplug
-    queue up to its 10 s timeout for a partition whose own event was long done (every first boot
-    under TCG). `udevadm wait` (systemd 251+) waits for the named devices only; an older udev (rescue
-    systems) settles. Without a running udevd (containers, this build host) there is nothing to wait for.
-    """
-    if not paths or not shutil.which("udevadm") or not os.path.exists("/run/udev/control"):
-        return
-    version = run(["udevadm", "--version"], check=False).stdout.strip()
-    if version.isdigit() and int(version) >= 251:
-        run(["udevadm", "wait", f"--timeout={timeout:g}", *paths], check=False)
-    else:
-        run(["udevadm", "settle", f"--timeout={timeout:g}"], check=False)
+def settle() -> None:
+    if shutil.which("udevadm"):
+        run(["udevadm", "settle", "--timeout=10"], check=False)
 
 
 def _wait_for_nodes(disk: str, partitions: dict[int, tuple[int, int]], timeout: float = 5.0) -> None:
-    """Wait for /dev nodes, then for udev to have handled them; create them with mknod if no udev
-    is running (containers, rescue)."""
+    """Wait for /dev nodes; create them with mknod if no udev is running (containers, rescue)."""
     deadline = time.monotonic() + timeout
     name = os.path.basename(os.path.realpath(disk))
-    paths = []
     for number in partitions:
         path = partition_path(disk, number)
         while not is_block_device(path) and time.monotonic() < deadline:
@@ -377,8 +367,6 @@ def _wait_for_nodes(disk: str, partitions: dict[int, tuple[int, int]], timeout: 
             with open(dev_file) as handle:
                 major, minor = (int(x) for x in handle.read().split(":"))
             os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
-        paths.append(path)
-    wait_for_udev(paths)
 
 
 def forget_partitions(disk: str) -> None:
