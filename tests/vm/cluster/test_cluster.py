@@ -5,8 +5,9 @@ through `provisioner rescue` over SSH (the rescue path on a real VM), then marke
 API. All reboot from disk, apply their cloud-configs; etcd forms a 3-member cluster through the server's
 discovery service; fleetd joins on each; the guides' hello.service runs from the server's registry; web@1 and
 web@2 land on different machines; powering off web@1's machine moves it; etcd keeps serving with 2 of 3.
-Then the powered-off machine comes back, and all three are told at once that an update is installed, with
-the etcd-lock reboot strategy: they reboot one at a time, in the order of the reboot lock's holders.
+Then the powered-off machine comes back, the server publishes version N+1 and all three update at once with
+the etcd-lock reboot strategy: each downloads, verifies and writes it to its passive slot, and they reboot
+one at a time, in the order of the reboot lock's holders, each coming back healthy on N+1.
 
 Real components throughout: `provisioner serve` (full DHCP, HTTP, discovery, registry) in a netns with no
 uplink, QEMU (TCG), the release built by the image fixture (cached), etcd 3.4, docker, ssh. On failure the serial logs, the
@@ -30,6 +31,7 @@ from provisioner.demo.boot_chain import ssh_argv
 from provisioner.demo.cluster import ClusterConfig, ClusterDemo, ClusterEvent
 from provisioner.node.update.rebootlock import Semaphore, semaphore_key
 from tests.integration.node.rebootlock_history import holder_sequence
+from tests.vm.update.releases import bumped, copy_release, derive_release, point_current
 
 REPO = Path(__file__).resolve().parents[3]
 NODE_STAGES = ("DHCP", "iPXE", "kernel", "live system", "rebooting", "cloud-config applied", "SSH ok")
@@ -63,7 +65,7 @@ def test_three_blank_vms_become_a_cluster_that_survives_a_power_off(built_image,
         result = demo.run(on_event=lambda event: (events.append(event), print(event, flush=True)))
         _check(demo, result)
         print(f"cluster up in {result.total:.0f} s; failover {result.failover_seconds:.1f} s")
-        _coordinated_reboots(demo)
+        _rolling_update(demo, built_image, tmp_path)
     except BaseException:
         print(f"cluster test logs kept in {_keep_logs(demo)}")
         raise
@@ -101,9 +103,9 @@ def _check(demo: ClusterDemo, result) -> None:
 
 # What an operator's cloud-config would set (coreos.update.reboot-strategy), and a shorter longest lock
 # retry than locksmith's 5 min, so the machines waiting for the lock notice a release within seconds.
-ETCD_LOCK_SETUP = """set -e
+UPDATE_SETUP = """set -e
 mkdir -p /etc/coreos /run/systemd/system/locksmithd.service.d
-echo REBOOT_STRATEGY=etcd-lock >> /etc/coreos/update.conf
+printf 'REBOOT_STRATEGY=etcd-lock\\nGROUP=stable\\nSERVER={server}\\n' >> /etc/coreos/update.conf
 printf '[Service]\\nEnvironment=LOCKSMITHD_RETRY_MAX=10\\n' > /run/systemd/system/locksmithd.service.d/30-test.conf
 systemctl daemon-reload
 systemctl restart locksmithd
@@ -130,16 +132,29 @@ def _lock_history(demo: ClusterDemo, endpoints: str, start: int) -> list[Semapho
     return [Semaphore.parse(line, semaphore_key()) for line in out.splitlines() if line.startswith("{")]
 
 
-def _coordinated_reboots(demo: ClusterDemo) -> None:
+def _publish_update(demo: ClusterDemo, built_image, work: Path) -> tuple[str, str]:
+    """(N, N+1): the built version and one derived from it (tests/vm/update/releases.py), served under
+    /assets/updates/stable with `current` pointing at N+1."""
+    channel = demo.work / "assets" / "updates" / "stable"
+    channel.mkdir(parents=True)
+    n = copy_release(built_image, channel)
+    n1 = bumped(n, 1)
+    derive_release(built_image, channel, n1, work)
+    point_current(channel, n1)
+    return n, n1
+
+
+def _rolling_update(demo: ClusterDemo, built_image, work: Path) -> None:
     ips = demo.result.ips
     endpoints = ",".join(f"http://{ip}:2379" for ip in ips.values())
     victim = next(node for node in demo.nodes if node.spec.name == demo.result.powered_off)
     victim.boot_from_disk("3-back")
     demo._until("etcd healthy with every member again", lambda: demo.etcd_health(list(ips.values())).returncode == 0,
                 300)
+    n, n1 = _publish_update(demo, built_image, work)
     machine_ids = {}
     for name, ip in ips.items():
-        _ssh(demo, ip, "sudo sh -s", ETCD_LOCK_SETUP)
+        _ssh(demo, ip, "sudo sh -s", UPDATE_SETUP.format(server=f"{demo.config.server_url}/assets/updates"))
         machine_ids[_ssh(demo, ip, "cat /etc/machine-id").strip()] = name
     for ip in ips.values():
         demo._until("locksmithd running with etcd-lock", lambda ip=ip: "STRATEGY=etcd-lock\nSTATE=running" in
@@ -149,8 +164,9 @@ def _coordinated_reboots(demo: ClusterDemo) -> None:
     initial = Semaphore.parse(base64.b64decode(start["kvs"][0]["value"]).decode(), semaphore_key())
     assert initial.holders == (), initial
     first = int(start["header"]["revision"]) + 1
-    for ip in ips.values():   # the update agent's "reboot needed", on all three at once
-        _ssh(demo, ip, "echo 0.2.0 | sudo tee /run/update_engine_autoupdate_completed")
+    started = time.monotonic()
+    for ip in ips.values():   # what update-engine.timer does, on all three at once
+        _ssh(demo, ip, "sudo systemctl start --no-block update-engine.service")
     rebooted: list[str] = []
     deadline = time.monotonic() + 1500
     while len(rebooted) < len(ips):
@@ -167,6 +183,10 @@ def _coordinated_reboots(demo: ClusterDemo) -> None:
     print("reboot lock holders:", [value.holders for value in history], flush=True)
     assert max(len(value.holders) for value in history) == 1
     assert [machine_ids[holder] for holder in holder_sequence(history)] == rebooted
+    print(f"cluster updated {n} -> {n1}, one reboot at a time: {time.monotonic() - started:.0f} s from the "
+          f"update's start to the lock's release by the last node", flush=True)
     for ip in ips.values():
         journal = _ssh(demo, ip, "sudo journalctl -b -u locksmithd --no-pager")
         assert "booted slot is marked successful: reboot lock released" in journal, journal[-2000:]
+        status = json.loads(_ssh(demo, ip, "sudo provisioner node update status --json"))
+        assert status["booted"] == {"slot": "USR-B", "version": n1}, (ip, status)
