@@ -29,11 +29,11 @@ from provisioner.demo.boot_chain import ssh_argv
 from provisioner.lab.netns import LabNetwork
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
 from tests.integration.pxe.conftest import start_server, wait_ready
-from tests.vm.image.helpers import GiB, disk_copy, make_key, put_on_root, user_data
+from tests.vm.image.helpers import GiB, disk_copy, make_key, put_on_root, slot_marked, user_data
 
 REPO = Path(__file__).resolve().parents[3]
 UNITS = REPO / "examples" / "units"
-BOOTED = r"provisioner-slots: USR-A \(/dev/vda\) marked successful"
+BOOTED = slot_marked("A")
 MAC = "52:54:00:00:00:01"      # examples/cluster: node1
 CIDR, SERVER = "10.79.0.1/24", "10.79.0.1"
 REGISTRY = f"http://{SERVER}:5000"

@@ -11,8 +11,14 @@ from provisioner.demo.boot_chain import ssh_argv
 from provisioner.disk.layout import BootAttributes, encode_boot_attributes
 from provisioner.image.esp import get_file, put_files
 from provisioner.node.slots import SLOTS, decode_grubenv, encode_grubenv, env_from_attributes
+from provisioner.node.update.boot_success import PROG as BOOT_SUCCESS
 
 GiB = 1 << 30
+
+
+def slot_marked(slot: str = "A") -> str:
+    """The console line (a regex) of provisioner-boot-success marking USR-<slot> of /dev/vda successful."""
+    return rf"{BOOT_SUCCESS}: USR-{slot} \(/dev/vda\) marked successful"
 
 
 def table(image: Path) -> dict:

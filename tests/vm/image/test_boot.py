@@ -22,13 +22,14 @@ from tests.vm.image.helpers import (
     part,
     put_on_root,
     set_slots,
+    slot_marked,
     ssh,
     ssh_in_netns,
     table,
     user_data,
 )
 
-BOOTED = r"provisioner-slots: USR-A \(/dev/vda\) marked successful"
+BOOTED = slot_marked("A")
 BOOT_TIMEOUT = 420
 
 

@@ -14,7 +14,7 @@ import time
 from provisioner.lab.netns import LabNetwork
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
 from tests.integration.pxe.conftest import start_server, wait_ready
-from tests.vm.image.helpers import GiB, disk_copy, grubenv, make_key, put_on_root, ssh_in_netns, table
+from tests.vm.image.helpers import GiB, disk_copy, grubenv, make_key, put_on_root, slot_marked, ssh_in_netns, table
 from tests.vm.update.releases import bumped, copy_release, derive_release, point_current
 
 CIDR, SERVER_IP = "10.76.0.1/24", "10.76.0.1"
@@ -41,10 +41,6 @@ def wait_for_checks(path, done, timeout: float = 60) -> list[dict]:
         if done(checks) or time.monotonic() > deadline:
             return checks
         time.sleep(1)
-
-
-def marked(slot: str) -> str:
-    return rf"provisioner-boot-success: USR-{slot} \(/dev/vda\) marked successful"
 
 
 def test_update_fallback_and_downgrade(built_image, tmp_path):
@@ -87,7 +83,7 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         # 1. N boots from USR-A; its cloud-config restarts update-engine.service, which installs N+1 in
         #    USR-B; locksmithd sees the marker and reboots (QEMU runs with -no-reboot: it exits).
         with vm("n") as first:
-            first.wait_for_serial(marked("A"), BOOT_TIMEOUT)
+            first.wait_for_serial(slot_marked("A"), BOOT_TIMEOUT)
             first.wait_for_serial(rf"{n1} written to USR-B: reboot to use it", BOOT_TIMEOUT)
             first.process.wait(timeout=300)
         parts = {p["name"]: p for p in table(disk)["partitions"]}
@@ -98,7 +94,7 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         # 2. GRUB tries USR-B once; the healthy node marks it; the channel has nothing newer.
         with vm("n1") as second:
             second.wait_for_serial(r"provisioner: booting USR-B", 240)
-            second.wait_for_serial(marked("B"), BOOT_TIMEOUT)
+            second.wait_for_serial(slot_marked("B"), BOOT_TIMEOUT)
             second.wait_for_serial(rf"{n1} is the channel's current version", BOOT_TIMEOUT)
             doc = status()
             assert doc["booted"] == {"slot": "USR-B", "version": n1}
@@ -117,7 +113,7 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         # 4. GRUB falls back to USR-B (N+1); the agent records N+2 failed and does not try it again.
         with vm("n1-again") as fourth:
             fourth.wait_for_serial(r"provisioner: booting USR-B", 240)
-            fourth.wait_for_serial(marked("B"), BOOT_TIMEOUT)
+            fourth.wait_for_serial(slot_marked("B"), BOOT_TIMEOUT)
             fourth.wait_for_serial(rf"{n2} fell back before on this machine: not tried again", BOOT_TIMEOUT)
             doc = status()
             assert doc["booted"] == {"slot": "USR-B", "version": n1}
