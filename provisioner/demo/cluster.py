@@ -175,8 +175,8 @@ class NodeRun:
             raise ChainError(f"{self.spec.name}: {stage}: {exc}") from None
 
     def install(self) -> None:
-        self.vm = self._vm("1-pxe")
-        self.vm.start()
+        self.demo.start_vm(self, self._vm("1-pxe"))
+        assert self.vm is not None
         self._wait(KERNEL_RE, 600, "PXE")
         self.demo.event(self.spec.name, "kernel")
         # The rescue system runs no install hook: it is up once it applied its cloud-config (root's keys).
@@ -197,8 +197,7 @@ class NodeRun:
 
     def boot_from_disk(self, boot: str = "2-disk") -> None:
         """Start the machine from its disk (`boot` names its logs) and wait until SSH answers."""
-        self.vm = self._vm(boot)
-        self.vm.start()
+        self.demo.start_vm(self, self._vm(boot))
         self._wait(APPLIED_RE, self.demo.config.install_timeout, "installed system applying its cloud-config")
         self.demo.event(self.spec.name, "cloud-config applied")
         self.demo.wait_ssh(self.spec.name, SSH_USER, self.ip, 300)
@@ -221,6 +220,10 @@ class ClusterDemo(LabPaths):
         self._on_event: Callable[[ClusterEvent], None] = lambda event: None
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
+        # Node threads start VMs under this lock and only while not stopped, so a VM a node thread
+        # was about to start when another node failed is not left running after stop().
+        self._vm_lock = threading.Lock()
+        self._stopped = False
 
     # ------------------------------------------------------------------ paths and small helpers
 
@@ -523,8 +526,18 @@ class ClusterDemo(LabPaths):
             if not self.keep:
                 self.stop()
 
+    def start_vm(self, node: NodeRun, vm: QemuVM) -> None:
+        """Start a node's VM unless the demo was stopped (raises ChainError then)."""
+        with self._vm_lock:
+            if self._stopped:
+                raise ChainError(f"{node.spec.name}: not started: the demo was stopped")
+            node.vm = vm
+            vm.start()
+
     def stop(self) -> None:
         """Stop the VMs and the server, delete the namespace (idempotent)."""
+        with self._vm_lock:
+            self._stopped = True
         stop_lab([node.vm for node in self.nodes if node.vm is not None], self.server, self.net)
         self.net = None
 
