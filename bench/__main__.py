@@ -10,7 +10,7 @@ import time
 
 # One entry per benchmark module in bench/ (each has main() -> dict of results).
 BENCHMARKS: list[str] = ["render", "cli_start", "rescue", "install", "resize", "pxe", "pxe_state", "image", "registry",
-                         "scheduler", "ui", "boot", "update"]
+                         "scheduler", "ui", "boot", "update", "cluster_update"]
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

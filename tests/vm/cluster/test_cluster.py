@@ -16,22 +16,18 @@ server log and its state are copied to build/test-logs/cluster/.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from provisioner.core.commands import run
 from provisioner.demo.boot_chain import ssh_argv
 from provisioner.demo.cluster import ClusterConfig, ClusterDemo, ClusterEvent
-from provisioner.node.update.rebootlock import Semaphore, semaphore_key
 from tests.integration.node.rebootlock_history import holder_sequence
-from tests.vm.update.releases import bumped, copy_release, derive_release, point_current
+from tests.vm.cluster.rolling_update import RollingUpdate, restore_powered_off, rolling_update, ssh
 
 REPO = Path(__file__).resolve().parents[3]
 NODE_STAGES = ("DHCP", "iPXE", "kernel", "live system", "rebooting", "cloud-config applied", "SSH ok")
@@ -65,7 +61,8 @@ def test_three_blank_vms_become_a_cluster_that_survives_a_power_off(built_image,
         result = demo.run(on_event=lambda event: (events.append(event), print(event, flush=True)))
         _check(demo, result)
         print(f"cluster up in {result.total:.0f} s; failover {result.failover_seconds:.1f} s")
-        _rolling_update(demo, built_image, tmp_path)
+        restore_powered_off(demo)
+        _check_rolling_update(demo, rolling_update(demo, built_image, tmp_path))
     except BaseException:
         print(f"cluster test logs kept in {_keep_logs(demo)}")
         raise
@@ -101,92 +98,18 @@ def _check(demo: ClusterDemo, result) -> None:
     assert "cluster is degraded" in result.health_after
 
 
-# What an operator's cloud-config would set (coreos.update.reboot-strategy), and a shorter longest lock
-# retry than locksmith's 5 min, so the machines waiting for the lock notice a release within seconds.
-UPDATE_SETUP = """set -e
-mkdir -p /etc/coreos /run/systemd/system/locksmithd.service.d
-printf 'REBOOT_STRATEGY=etcd-lock\\nGROUP=stable\\nSERVER={server}\\n' >> /etc/coreos/update.conf
-printf '[Service]\\nEnvironment=LOCKSMITHD_RETRY_MAX=10\\n' > /run/systemd/system/locksmithd.service.d/30-test.conf
-systemctl daemon-reload
-systemctl restart locksmithd
-"""
-
-
-def _ssh(demo: ClusterDemo, ip: str, command: str, stdin: str | None = None) -> str:
-    """`command`'s output; ssh's own failures (exit 255: a TCG guest under load can miss ssh's 5 s banner
-    timeout just after boot) are retried for a minute."""
-    deadline = time.monotonic() + 60
-    while True:
-        done = run(ssh_argv(demo.config.netns, demo.key, ip, command), input=stdin, timeout=60, check=False)
-        if done.returncode == 0:
-            return done.stdout
-        assert done.returncode == 255 and time.monotonic() < deadline, \
-            f"{ip}: {command}: exit {done.returncode}: {done.stderr.strip()[-500:]}"
-        time.sleep(3)
-
-
-def _lock_history(demo: ClusterDemo, endpoints: str, start: int) -> list[Semaphore]:
-    """Every value of the reboot lock from revision `start` on (etcd's history, replayed by a watch)."""
-    out = demo.lab(["timeout", "8", "etcdctl", "--endpoints", endpoints, "watch", f"--rev={start}",
-                    semaphore_key()], check=False, timeout=30).stdout
-    return [Semaphore.parse(line, semaphore_key()) for line in out.splitlines() if line.startswith("{")]
-
-
-def _publish_update(demo: ClusterDemo, built_image, work: Path) -> tuple[str, str]:
-    """(N, N+1): the built version and one derived from it (tests/vm/update/releases.py), served under
-    /assets/updates/stable with `current` pointing at N+1."""
-    channel = demo.work / "assets" / "updates" / "stable"
-    channel.mkdir(parents=True)
-    n = copy_release(built_image, channel)
-    n1 = bumped(n, 1)
-    derive_release(built_image, channel, n1, work)
-    point_current(channel, n1)
-    return n, n1
-
-
-def _rolling_update(demo: ClusterDemo, built_image, work: Path) -> None:
-    ips = demo.result.ips
-    endpoints = ",".join(f"http://{ip}:2379" for ip in ips.values())
-    victim = next(node for node in demo.nodes if node.spec.name == demo.result.powered_off)
-    victim.boot_from_disk("3-back")
-    demo._until("etcd healthy with every member again", lambda: demo.etcd_health(list(ips.values())).returncode == 0,
-                300)
-    n, n1 = _publish_update(demo, built_image, work)
-    machine_ids = {}
-    for name, ip in ips.items():
-        _ssh(demo, ip, "sudo sh -s", UPDATE_SETUP.format(server=f"{demo.config.server_url}/assets/updates"))
-        machine_ids[_ssh(demo, ip, "cat /etc/machine-id").strip()] = name
-    for ip in ips.values():
-        demo._until("locksmithd running with etcd-lock", lambda ip=ip: "STRATEGY=etcd-lock\nSTATE=running" in
-                    _ssh(demo, ip, "cat /run/update-engine/coordinator.conf || true"), 120, 2)
-    start = json.loads(demo.lab(["etcdctl", "--endpoints", endpoints, "get", semaphore_key(), "-w", "json"]).stdout)
-    assert start.get("kvs"), "locksmithd did not create the reboot lock"
-    initial = Semaphore.parse(base64.b64decode(start["kvs"][0]["value"]).decode(), semaphore_key())
-    assert initial.holders == (), initial
-    first = int(start["header"]["revision"]) + 1
-    started = time.monotonic()
-    for ip in ips.values():   # what update-engine.timer does, on all three at once
-        _ssh(demo, ip, "sudo systemctl start --no-block update-engine.service")
-    rebooted: list[str] = []
-    deadline = time.monotonic() + 1500
-    while len(rebooted) < len(ips):
-        assert time.monotonic() < deadline, f"only {rebooted} rebooted"
-        for node in demo.nodes:
-            if node.spec.name not in rebooted and node.vm is not None and not node.vm.running():
-                rebooted.append(node.spec.name)   # -no-reboot: the guest's reboot ended QEMU
-                print(f"{node.spec.name} rebooted for the update", flush=True)
-                node.boot_from_disk(f"{3 + len(rebooted)}-update")
-        time.sleep(1)
-    demo._until("the reboot lock free", lambda: "Available: 1" in demo.provisioner(
-        "node", "reboot-lock", "status", "--endpoint", endpoints).stdout, 300, 2)
-    history = [initial, *_lock_history(demo, endpoints, first)]
-    print("reboot lock holders:", [value.holders for value in history], flush=True)
-    assert max(len(value.holders) for value in history) == 1
-    assert [machine_ids[holder] for holder in holder_sequence(history)] == rebooted
-    print(f"cluster updated {n} -> {n1}, one reboot at a time: {time.monotonic() - started:.0f} s from the "
-          f"update's start to the lock's release by the last node", flush=True)
-    for ip in ips.values():
-        journal = _ssh(demo, ip, "sudo journalctl -b -u locksmithd --no-pager")
+def _check_rolling_update(demo: ClusterDemo, update: RollingUpdate) -> None:
+    print("reboot lock holders:", [value.holders for value in update.history], flush=True)
+    assert update.initial.holders == (), update.initial
+    assert max(len(value.holders) for value in update.history) == 1
+    assert [update.machine_ids[holder] for holder in holder_sequence(update.history)] == update.rebooted
+    print(f"cluster updated {update.version_from} -> {update.version_to}, one reboot at a time: "
+          f"{update.total:.0f} s from the update's start to the lock's release by the last node", flush=True)
+    print("lock turns (s since the start: acquired, VM down, released):",
+          [(span.node, round(span.acquired), span.rebooted and round(span.rebooted),
+            span.released and round(span.released)) for span in update.spans], flush=True)
+    for ip in demo.result.ips.values():
+        journal = ssh(demo, ip, "sudo journalctl -b -u locksmithd --no-pager")
         assert "booted slot is marked successful: reboot lock released" in journal, journal[-2000:]
-        status = json.loads(_ssh(demo, ip, "sudo provisioner node update status --json"))
-        assert status["booted"] == {"slot": "USR-B", "version": n1}, (ip, status)
+        status = json.loads(ssh(demo, ip, "sudo provisioner node update status --json"))
+        assert status["booted"] == {"slot": "USR-B", "version": update.version_to}, (ip, status)
