@@ -180,7 +180,7 @@ class Reporter:
         if base is None or not url.startswith(base + "/"):
             return self._post_once(url, body)[0]
         rest = url[len(base):]
-        failed = ""
+        failed: str | None = None
         for turn in range(len(self.bases)):
             index = (self.current + turn) % len(self.bases)
             target = self.bases[index] + rest
