@@ -108,7 +108,8 @@ def install_mirrors(args: list[str], cmdline: KernelCmdline) -> list[str]:
     release = _option_value(args, ("-b", "--base-url"))
     if base is None or release is None or "--mirror" in args or not release.startswith(base + "/"):
         return []
-    return [word for server in site_servers(cmdline) for word in ("--mirror", server + release[len(base):])]
+    return [word for server in site_servers(cmdline) if server != base
+            for word in ("--mirror", server + release[len(base):])]
 
 
 def hook_commands(cmdline: KernelCmdline,

@@ -11,6 +11,9 @@ installed, carries a fresh secret for that boot (`set boot_secret ...` in front 
 script, whose kernel line passes `provisioner.boot_secret=${boot_secret}`). The configs of a
 group or profile with `require_boot_secret: true` go only to a request carrying that secret (its
 `boot_secret` query parameter is taken out of the query before rendering: it is no label).
+With --state-etcd such a script also names the site's other live servers (`set site_servers ...`, passed
+as `provisioner.servers=${site_servers}` on a kernel line that reports to us: ipxe.with_servers_argument),
+so the live image can report to and download from another server when this one is gone.
 
 Hot path (/ipxe?mac=...): rendered answers are cached per query string; the data dir is checked
 for changes at most once a second (file mtimes), and a change reloads the inventory and empties
