@@ -122,6 +122,8 @@ def test_a_server_killed_mid_install_the_machine_finishes_through_the_other(buil
         ranges = [event["detail"].get("range") for mac, event in site.events()
                   if event["detail"].get("server") == second and str(event["detail"].get("path", "")).endswith(IMAGE)]
         assert f"bytes={resumed.group(1)}-" in ranges, ranges
+        size = (assets / "release" / "stable" / "current" / IMAGE).stat().st_size
+        print(f"the download resumed at {second} at byte {resumed.group(1)} of {size}")
         # Reports: the early ones through the first server, the later ones and the end through the second.
         assert any(event["stage"] == "install" for event in _reports(site, first))
         late = _reports(site, second)
