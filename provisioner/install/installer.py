@@ -496,7 +496,8 @@ def download_only(resolved: ResolvedInstall, fetcher: Fetcher, directory: str = 
 def run_install(opts: InstallOptions, progress: Progress, confirm: Callable[[str], bool],
                 fetcher: Fetcher | None = None) -> Summary | None:
     """Resolve, show, confirm and install. Returns None for --dry-run/-D/declined. Raises ProvisionerError."""
-    fetcher = fetcher or Fetcher(retries=opts.retries, timeout=opts.timeout)
+    fetcher = fetcher or Fetcher(retries=opts.retries, timeout=opts.timeout, base_url=opts.base_url,
+                                 mirrors=opts.mirrors)
     resolved = resolve_install(opts, fetcher)
     text = describe(resolved, opts)
     if opts.dry_run:

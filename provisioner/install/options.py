@@ -15,6 +15,7 @@ import argparse
 from dataclasses import dataclass
 
 from provisioner.errors import UsageError
+from provisioner.install.source import is_url
 
 DEFAULT_IMAGE_NAME = "provisioner_production_image.bin"
 CHANNELS = ("alpha", "beta", "stable", "edge", "lts")
@@ -33,6 +34,7 @@ class InstallOptions:
     cloud_config: str | None = None
     ignition: str | None = None
     base_url: str | None = None
+    mirrors: tuple[str, ...] = ()
     keyfile: str | None = None
     image_file: str | None = None
     copy_network: bool = False
@@ -81,6 +83,9 @@ def build_parser(prog: str = "provisioner install") -> argparse.ArgumentParser:
         help="cloud-config copied to ROOT:/var/lib/coreos-install/user_data")
     add("-i", "--ignition", metavar="FILE_OR_URL", help="Ignition config copied to OEM:/config.ign")
     add("-b", "--base-url", metavar="URL", help="release base URL (BASE/current/version.txt, BASE/X.Y.Z/IMAGE)")
+    add("--mirror", dest="mirrors", action="append", default=[], metavar="URL",
+        help="another base URL serving the same release as -b (repeatable): a download that breaks "
+        "resumes there from the same byte; the checks still cover every byte")
     add("-k", "--key", dest="keyfile", metavar="KEYFILE", help="OpenPGP public key (armoured or binary) to verify with")
     add("-f", "--image-file", metavar="IMAGE", help="install a local image file (any supported compression)")
     add("-n", "--copy-network", action="store_true", help="copy /run/systemd/network/* to ROOT:/etc/systemd/network")
@@ -130,6 +135,11 @@ def parse_install_args(argv: list[str], prog: str = "provisioner install") -> In
         raise UsageError("install: -b and -f exclude each other")
     if ns.download_only and ns.image_file:
         raise UsageError("install: -D downloads from -b; it does not apply to -f")
+    if ns.mirrors and not ns.base_url:
+        raise UsageError("install: --mirror needs -b (a mirror serves the same release as the base URL)")
+    for mirror in ns.mirrors:
+        if not is_url(mirror):
+            raise UsageError(f"install: --mirror {mirror!r}: not an http(s) URL")
     if ns.retries < 1:
         raise UsageError("install: --retries must be at least 1")
     image_name = ns.image_name or DEFAULT_IMAGE_NAME
@@ -144,6 +154,7 @@ def parse_install_args(argv: list[str], prog: str = "provisioner install") -> In
         cloud_config=ns.cloud_config,
         ignition=ns.ignition,
         base_url=ns.base_url.rstrip("/") if ns.base_url else None,
+        mirrors=tuple(mirror.rstrip("/") for mirror in ns.mirrors),
         keyfile=ns.keyfile,
         image_file=ns.image_file,
         copy_network=ns.copy_network,

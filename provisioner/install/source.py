@@ -4,6 +4,12 @@ Standard library only (urllib/http.client). flatcar-install ran `wget --tries 10
 --retry-connrefused`; we do the same number of attempts, and a cut connection resumes where it
 stopped (RFC 9110 §14: `Range: bytes=N-`, answered by 206 with `Content-Range: bytes N-M/T`).
 A server that ignores Range (200) is handled by skipping the bytes already received.
+
+Mirrors (`--mirror URL`, the other boot servers of a site): a URL under the release base URL (-b) is
+also at the same path under each mirror. When a stream breaks, it resumes from the same byte at the
+next mirror in turn (and stays there while it answers); the total size must be the one the stream
+started with. Nothing else is trusted across mirrors: the installer's sha512/signature checks run over
+the bytes as they arrive, so a mixture that differs from the signed image fails verification.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Callable
 
 from provisioner.errors import InstallError, NetworkError
@@ -40,11 +46,21 @@ class Fetcher:
     """Reads small files and streams big ones from URLs or paths, with bounded retries."""
 
     def __init__(self, retries: int = 10, timeout: float = 20.0, backoff: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, base_url: str | None = None,
+                 mirrors: Sequence[str] = ()):
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
         self._sleep = sleep
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.mirrors = tuple(mirror.rstrip("/") for mirror in mirrors)
+
+    def locations(self, location: str) -> list[str]:
+        """`location`, then the same file at each mirror when it is under the base URL (pure)."""
+        if not self.base_url or not location.startswith(self.base_url + "/"):
+            return [location]
+        rest = location[len(self.base_url):]
+        return [location, *(mirror + rest for mirror in self.mirrors)]
 
     # ---- small files -------------------------------------------------------------------------
 
@@ -84,18 +100,22 @@ class Fetcher:
     # ---- streaming ---------------------------------------------------------------------------
 
     def stream(self, location: str, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Yield the file in chunks. For URLs a cut connection is resumed with a Range request,
-        up to `retries` attempts in all. Raises NotFound, NetworkError (names the URL and the offset)."""
+        """Yield the file in chunks. For URLs a cut connection is resumed with a Range request, at the next
+        mirror when there are mirrors, up to `retries` attempts in all. Raises NotFound, NetworkError (names
+        the URL and the offset)."""
         if not is_url(location):
             yield from self._stream_file(location, chunk)
             return
+        urls = self.locations(location)
+        current = 0
         received = 0
         total: int | None = None
         failures = 0
         while True:
+            url = urls[current]
             try:
-                response = self._open(location, start=received)
-                skip, total = self._check_resume(response, received, total, location)
+                response = self._open_once(url, start=received)
+                skip, total = self._check_resume(response, received, total, url)
                 while True:
                     # read1: whatever arrived (up to `chunk`), so a slow link still streams and a
                     # cut connection shows up as b"" instead of blocking for a full buffer.
@@ -119,12 +139,15 @@ class Fetcher:
             except _RETRYABLE as exc:
                 failures += 1
                 if failures >= self.retries:
-                    raise NetworkError(f"{location}: download failed after {failures} attempts at byte {received}: "
+                    raise NetworkError(f"{url}: download failed after {failures} attempts at byte {received}: "
                                        f"{_reason(exc)}") from None
-                delay = min(self.backoff * (2 ** (failures - 1)), 10.0)
-                log.warning("%s: %s at byte %d; resuming in %.1f s (attempt %d of %d)",
-                            location, _reason(exc), received, delay, failures + 1, self.retries)
-                self._sleep(delay)
+                current = (current + 1) % len(urls)
+                # Another server at once; a pause only before asking the same ones again.
+                delay = min(self.backoff * (2 ** (failures - 1)), 10.0) if current == 0 else 0.0
+                log.warning("%s: %s at byte %d; resuming from %s in %.1f s (attempt %d of %d)",
+                            url, _reason(exc), received, urls[current], delay, failures + 1, self.retries)
+                if delay:
+                    self._sleep(delay)
 
     @staticmethod
     def _stream_file(path: str, chunk: int) -> Iterator[bytes]:
@@ -143,36 +166,51 @@ class Fetcher:
 
     @staticmethod
     def _check_resume(response, received: int, total: int | None, location: str):
-        """Return (bytes to skip, total size) for a (re)opened response."""
+        """Return (bytes to skip, total size) for a (re)opened response. Raises NetworkError when its
+        total size is not the one the stream started with (another file, at a mirror or changed)."""
         if response.status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != received:
+                response.close()
                 raise NetworkError(f"{location}: server answered a Range request for byte {received} "
                                    f"with {response.headers.get('Content-Range')!r}")
-            return 0, int(match.group(3)) if match.group(3) != "*" else total
-        length = response.headers.get("Content-Length")
-        return received, (int(length) if length and length.isdigit() else total)
+            size = int(match.group(3)) if match.group(3) != "*" else total
+        else:
+            length = response.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else total
+        if total is not None and size is not None and size != total:
+            response.close()
+            raise NetworkError(f"{location}: {size} bytes, but the download started on a file of {total} bytes: "
+                               "not the same file")
+        return (0 if response.status == 206 else received), size
 
-    def _open(self, location: str, method: str = "GET", start: int = 0):
+    def _open_once(self, location: str, method: str = "GET", start: int = 0):
+        """One request. Raises NotFound, NetworkError (an answer a retry cannot change), or one of
+        _RETRYABLE (no answer, 5xx, 429)."""
         headers = {"User-Agent": "provisioner-install"}
         if start:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(location, headers=headers, method=method)
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (404, 410):
+                raise NotFound(f"{location}: HTTP {exc.code} {exc.reason}") from None
+            if exc.code < 500 and exc.code != 429:
+                raise NetworkError(f"{location}: HTTP {exc.code} {exc.reason}") from None
+            raise
+
+    def _open(self, location: str, method: str = "GET"):
         failures = 0
         while True:
             try:
-                return urllib.request.urlopen(request, timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                if exc.code in (404, 410):
-                    raise NotFound(f"{location}: HTTP {exc.code} {exc.reason}") from None
-                if exc.code < 500 and exc.code != 429:
-                    raise NetworkError(f"{location}: HTTP {exc.code} {exc.reason}") from None
-                error: Exception = exc
+                return self._open_once(location, method)
+            except (NotFound, NetworkError):
+                raise
             except _RETRYABLE as exc:
-                error = exc
-            failures += 1
-            if failures >= self.retries:
-                raise NetworkError(f"{location}: {_reason(error)} (after {failures} attempts)") from None
+                failures += 1
+                if failures >= self.retries:
+                    raise NetworkError(f"{location}: {_reason(exc)} (after {failures} attempts)") from None
             self._sleep(min(self.backoff * (2 ** (failures - 1)), 10.0))
 
 

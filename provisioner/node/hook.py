@@ -5,6 +5,8 @@
     provisioner.after=reboot|poweroff|none                               then (default: none)
     provisioner.report="http://10.0.0.1:8080/report?mac=52-54-00-00-00-01"  POST the installer's progress
     provisioner.boot_secret=0f1e...                                       this boot's proof (the server adds it)
+    provisioner.servers=http://10.0.0.2:8080,http://10.0.0.3:8080       the site's other boot servers (the
+                                                                          server adds it, with --state-etcd)
 
 `provisioner.install=` runs `python3 -m provisioner.install ARGS --yes --progress json`, adding
 `-k /usr/share/provisioner/release-key.asc` (the key of the build that made this image) unless
@@ -20,6 +22,12 @@ An installer that dies without an `error` event gets one posted for it. Once the
 succeeded, the hook POSTs `/installed` with the same query (`installed_url`): the server then boots
 the machine from its disk (provisioner/pxe/installed.py).
 
+Several servers, one state (`provisioner serve --state-etcd`, docs/state.md): `provisioner.servers=` names
+the site's other live servers. A POST that gets no answer (or a 5xx) from the server that answered last
+goes to the same path and query at the others in order, and the hook stays with the one that took it;
+the installer gets each of them as a `--mirror` of its `-b` URL, when that URL is under the reporting
+server's base URL (install/source.py resumes a broken image download there).
+
 Every POST carries the boot's secret from `provisioner.boot_secret=` as `Authorization: Bearer
 <secret>`: the server refuses writes without it (provisioner/pxe/boot_secrets.py). A header rather
 than the query string keeps it out of URLs, which end up in logs and on the console.
@@ -32,18 +40,21 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from provisioner.core.commands import run
 from provisioner.core.entry import run_main
 from provisioner.errors import UsageError
 from provisioner.install.progress import EventKind, ProgressEvent, parse_progress_line
+from provisioner.install.source import is_url
 from provisioner.node.kernel_cmdline import KernelCmdline, read_kernel_cmdline
 
 PROG = "provisioner-hook"
 RELEASE_KEY = "/usr/share/provisioner/release-key.asc"
+SERVERS_PARAMETER = "provisioner.servers"
 AFTER = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"], "none": None}
 REPORT_INTERVAL = 2.0
 REPORT_TIMEOUT = 5.0
@@ -60,6 +71,47 @@ def _words(cmdline: KernelCmdline, name: str) -> list[str]:
         raise UsageError(f"{name}: {exc}") from None
 
 
+def site_servers(cmdline: KernelCmdline) -> list[str]:
+    """The other servers' base URLs from provisioner.servers= (pure); raises UsageError for one that is
+    not an http(s) URL."""
+    servers = [word.strip().rstrip("/") for word in (cmdline.get(SERVERS_PARAMETER) or "").split(",")]
+    for server in servers:
+        if server and not is_url(server):
+            raise UsageError(f"{SERVERS_PARAMETER}: {server!r} is not an http(s) URL")
+    return [server for server in servers if server]
+
+
+def server_base(report_url: str) -> str | None:
+    """The base URL of the server a /report URL belongs to (pure): http://s:8080/report?mac=x -> http://s:8080;
+    None for another path."""
+    parts = urllib.parse.urlsplit(report_url)
+    if not parts.path.endswith("/report"):
+        return None
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path[: -len("/report")], query="", fragment=""))
+
+
+def _option_value(args: list[str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of `names` in an argument list, as `-b URL` or `--base-url=URL` (pure)."""
+    for index, arg in enumerate(args):
+        if arg in names and index + 1 < len(args):
+            return args[index + 1]
+        for name in names:
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg[len(name) + 1:]
+    return None
+
+
+def install_mirrors(args: list[str], cmdline: KernelCmdline) -> list[str]:
+    """`--mirror URL` arguments for the installer: its -b URL under each other server (pure), when -b is under
+    the reporting server's base URL and the arguments name no mirror of their own."""
+    base = server_base(cmdline.get("provisioner.report") or "")
+    release = _option_value(args, ("-b", "--base-url"))
+    if base is None or release is None or "--mirror" in args or not release.startswith(base + "/"):
+        return []
+    return [word for server in site_servers(cmdline) if server != base
+            for word in ("--mirror", server + release[len(base):])]
+
+
 def hook_commands(cmdline: KernelCmdline,
                   release_key: str | None = RELEASE_KEY) -> tuple[list[list[str]], list[str] | None]:
     """(commands to run in order, command to run afterwards or None) for a kernel command line (pure).
@@ -74,6 +126,7 @@ def hook_commands(cmdline: KernelCmdline,
             args.append("--yes")
         if "--progress" not in args:
             args += ["--progress", "json"]
+        args += install_mirrors(args, cmdline)
         commands.append([sys.executable or "python3", "-m", "provisioner.install", *args])
     if cmdline.get("provisioner.run"):
         commands.append(_words(cmdline, "provisioner.run"))
@@ -92,12 +145,18 @@ def installed_url(report_url: str) -> str | None:
 
 
 class Reporter:
-    """POSTs installer progress lines to the boot server's /report URL (see the module docstring)."""
+    """POSTs installer progress lines to the boot server's /report URL, or to the other servers of its site
+    when it does not answer (see the module docstring)."""
 
-    def __init__(self, url: str, secret: str | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, url: str, secret: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 servers: Sequence[str] = ()):
         self.url = url
         self.secret = secret
         self.clock = clock
+        base = server_base(url)
+        # Base URLs to try, the one that answered last first; the report URL's own alone without a base.
+        self.bases = [base, *(server for server in servers if server != base)] if base else []
+        self.current = 0
         self.failures = 0
         self.last_progress = float("-inf")
         self.sent_error = False
@@ -115,7 +174,29 @@ class Reporter:
         self.post(event)
 
     def _send(self, url: str, body: bytes) -> str | None:
-        """POST `body` with the boot secret; None when the server took it, else why not."""
+        """POST `body` with the boot secret to `url` (a URL of the report's server) at the server that answered
+        last, then at the others in order; None when one took it, else why not. An answer that refuses (4xx) is
+        final: the servers share one state, so another would refuse it too."""
+        base = self.bases[0] if self.bases else None
+        if base is None or not url.startswith(base + "/"):
+            return self._post_once(url, body)[0]
+        rest = url[len(base):]
+        failed: str | None = None
+        for turn in range(len(self.bases)):
+            index = (self.current + turn) % len(self.bases)
+            target = self.bases[index] + rest
+            failed, final = self._post_once(target, body)
+            if final:
+                if failed is None and index != self.current:
+                    print(f"{PROG}: {target} answered: reporting there from now on", flush=True)
+                    self.current = index
+                return failed
+            if len(self.bases) > 1:
+                print(f"{PROG}: {target} failed: {failed}", flush=True)
+        return failed
+
+    def _post_once(self, url: str, body: bytes) -> tuple[str | None, bool]:
+        """(None when the server took it, else why not; whether another server could do better)."""
         headers = {"Content-Type": "application/json"}
         if self.secret:
             headers["Authorization"] = f"Bearer {self.secret}"
@@ -123,9 +204,11 @@ class Reporter:
             with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=headers),
                                         timeout=REPORT_TIMEOUT) as response:
                 response.read()
+        except urllib.error.HTTPError as exc:
+            return str(exc), exc.code < 500
         except (OSError, ValueError) as exc:
-            return str(exc)
-        return None
+            return str(exc), False
+        return None, True
 
     def post(self, event: ProgressEvent) -> None:
         if self.failures >= MAX_REPORT_FAILURES:
@@ -177,7 +260,7 @@ def run_hook() -> int:
     cmdline = read_kernel_cmdline()
     commands, after = hook_commands(cmdline)
     url = cmdline.get("provisioner.report")
-    reporter = Reporter(url, cmdline.get(SECRET_PARAMETER)) if url else None
+    reporter = Reporter(url, cmdline.get(SECRET_PARAMETER), servers=site_servers(cmdline)) if url else None
     for index, argv in enumerate(commands):
         print(f"{PROG}: running {shlex.join(argv)}", flush=True)
         code = run_streaming(argv, reporter)

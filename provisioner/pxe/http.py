@@ -11,6 +11,9 @@ installed, carries a fresh secret for that boot (`set boot_secret ...` in front 
 script, whose kernel line passes `provisioner.boot_secret=${boot_secret}`). The configs of a
 group or profile with `require_boot_secret: true` go only to a request carrying that secret (its
 `boot_secret` query parameter is taken out of the query before rendering: it is no label).
+With --state-etcd such a script also names the site's other live servers (`set site_servers ...`, passed
+as `provisioner.servers=${site_servers}` on a kernel line that reports to us: ipxe.with_servers_argument),
+so the live image can report to and download from another server when this one is gone.
 
 Hot path (/ipxe?mac=...): rendered answers are cached per query string; the data dir is checked
 for changes at most once a second (file mtimes), and a change reloads the inventory and empties
@@ -112,10 +115,12 @@ class Rendered:
 class BootData:
     """The loaded inventory + renderer, a render cache and change detection."""
 
-    def __init__(self, data_dir: Path, server_url: str, registry_url: str | None = None):
+    def __init__(self, data_dir: Path, server_url: str, registry_url: str | None = None,
+                 servers_argument: bool = False):
         self.data_dir = Path(data_dir)
         self.server_url = server_url.rstrip("/")
         self.registry_url = registry_url
+        self.servers_argument = servers_argument   # a site of several servers: the hook is told the others
         self.renderer: Renderer | None = None
         self.load_error: str | None = None
         self.cache: dict[tuple[str, str], Rendered] = {}
@@ -176,6 +181,8 @@ class BootData:
         if endpoint != "ipxe" or not ipxe.boots_kernel(text):
             return Rendered(200, text.encode(), content_type, query.mac, needs_secret=needs_secret)
         text = ipxe.with_secret_argument(text)
+        if self.servers_argument:
+            text = ipxe.with_servers_argument(text)
         return Rendered(200, text.encode(), content_type, query.mac, _boot_assets(text, self.server_url),
                         boots_kernel=True)
 
@@ -242,8 +249,10 @@ class BootHttp:
     def __init__(self, data: BootData, assets_dir: Path | None, ipxe_dir: Path | None, on_event: EventSink,
                  counters: Counters, metrics_text: Callable[[], str], *, installed: InstalledMarks,
                  secrets: BootSecrets, extra_routes=(), forward_state: bool = False,
-                 health_checks: Sequence[Callable[[], tuple[bool, str]]] = (), run_state: StateRunner = run_inline):
+                 health_checks: Sequence[Callable[[], tuple[bool, str]]] = (), run_state: StateRunner = run_inline,
+                 site_servers: Callable[[], Sequence[str]] | None = None):
         self.data = data
+        self.site_servers = site_servers   # the site's other live servers (state_sync.SiteSync.other_servers)
         self.health_checks = health_checks   # more parts of the server: (healthy, one line) each
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
         self.secrets = secrets
@@ -259,7 +268,7 @@ class BootHttp:
         # client ip -> {asset path: kind}, learned from the /ipxe script we sent that client
         self.expected_assets: RecentMap[str, dict[str, str]] = RecentMap(MAX_SOURCES)
         self._views: RecentMap[str, QueryView] = RecentMap(CACHE_LIMIT)   # raw query string -> its view
-        self._with_secrets: RecentMap[str, tuple[str, bytes, bytes]] = RecentMap(MAX_SOURCES)
+        self._with_secrets: RecentMap[str, tuple[str, str, bytes, bytes]] = RecentMap(MAX_SOURCES)
         self._boot_body = ipxe.boot_script(data.server_url).encode()
 
     def app(self) -> web.Application:
@@ -357,12 +366,13 @@ class BootHttp:
         except OSError as exc:
             log.error("boot secrets: cannot store a secret for %s: %s", result.mac, exc)
             return result.body
+        servers = ipxe.servers_setting(self.site_servers()) if self.site_servers is not None else ""
         # iPXE retrying its chain gets the same secret again (boot_secrets.REUSE_SECONDS): the same bytes.
         made = self._with_secrets.get(result.mac)
-        if made is not None and made[0] == secret and made[1] is result.body:
-            return made[2]
-        body = ipxe.with_secret_setting(result.body.decode(), secret).encode()
-        self._with_secrets[result.mac] = (secret, result.body, body)
+        if made is not None and made[0] == secret and made[1] == servers and made[2] is result.body:
+            return made[3]
+        body = ipxe.with_secret_setting(result.body.decode(), secret, servers).encode()
+        self._with_secrets[result.mac] = (secret, servers, result.body, body)
         return body
 
     async def asset(self, request: web.Request) -> web.StreamResponse:

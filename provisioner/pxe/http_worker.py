@@ -97,7 +97,10 @@ async def run_worker(config: dict) -> None:
     events = socket.socket(fileno=config["event_fd"])
     events.setblocking(False)
     forwarder = EventForwarder(events, config["worker_id"])
-    data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"))
+    # A worker watches no more than the secrets: its answers name no other server (an empty
+    # provisioner.servers=), the main process's do.
+    data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"),
+                    servers_argument=bool(config.get("state_etcd")))
     holder: dict = {}
     state_dir = Path(config["state_dir"])
     installed: InstalledMarks

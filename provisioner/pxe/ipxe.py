@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 # iPXE binaries from Debian's `ipxe` package, offered under their plain names (and dnsmasq-style
@@ -90,11 +91,38 @@ def with_secret_argument(script: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_secret_setting(script: str, secret: str) -> str:
-    """`script` with `set boot_secret <secret>` right after its `#!ipxe` line (pure).
+def with_secret_setting(script: str, secret: str, more: str = "") -> str:
+    """`script` with `set boot_secret <secret>` (and the `more` lines: servers_setting) right after its
+    `#!ipxe` line (pure).
 
     Raises ValueError for a secret iPXE would expand or split (only [0-9a-f] is issued)."""
     if not secret or not secret.isalnum():
         raise ValueError("a boot secret is letters and digits only")
     first, _, rest = script.partition("\n")
-    return f"{first}\nset {SECRET_SETTING} {secret}\n{rest}"
+    return f"{first}\nset {SECRET_SETTING} {secret}\n{more}{rest}"
+
+
+# Several servers, one state (--state-etcd): the live image's hook learns the site's other live servers from
+# `provisioner.servers=`, to report there (and download from there) when its own server is gone
+# (node/hook.py). Like the secret it is an iPXE setting: the list changes while the script stays cached.
+SERVERS_SETTING = "site_servers"
+SERVERS_ARGUMENT = "provisioner.servers"
+REPORT_ARGUMENT = "provisioner.report="
+
+
+def with_servers_argument(script: str) -> str:
+    """`script` with `provisioner.servers=${site_servers}` added to a kernel line that reports to us
+    (`provisioner.report=`) and does not name servers itself (pure)."""
+    lines = script.splitlines()
+    for index, line in enumerate(lines):
+        if (line.split(maxsplit=1)[:1] == ["kernel"] and REPORT_ARGUMENT in line
+                and f"{SERVERS_ARGUMENT}=" not in line):
+            lines[index] = f"{line} {SERVERS_ARGUMENT}=${{{SERVERS_SETTING}}}"
+    return "\n".join(lines) + "\n"
+
+
+def servers_setting(servers: Sequence[str]) -> str:
+    """The `set site_servers ...` line for these base URLs, "" for none (pure). A URL iPXE would expand or
+    the kernel would split (`$`, `{`, a space, a comma) is left out."""
+    plain = [url for url in servers if not _UNSAFE.search(url) and " " not in url and "," not in url]
+    return f"set {SERVERS_SETTING} {','.join(plain)}\n" if plain else ""

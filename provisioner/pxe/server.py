@@ -185,7 +185,8 @@ class BootServer:
                 log.warning("discovery: ignoring unreadable %s: %s", self._discovery_path, exc)
         if self.sync is not None:
             self.sync.start(asyncio.get_running_loop())
-        data = BootData(self._inventory_dir(), config.server_url, config.registry_url)
+        data = BootData(self._inventory_dir(), config.server_url, config.registry_url,
+                        servers_argument=self.sync is not None)
         self.data = data
         discovery_http = DiscoveryHttp(self.discovery, config.server_url, self._discovery_changed)
         registry = self.registry
@@ -195,7 +196,7 @@ class BootServer:
                         + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
                         health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [],
-                        run_state=self.run_state)
+                        run_state=self.run_state, site_servers=self.sync.other_servers if self.sync else None)
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:

@@ -10,6 +10,8 @@ Keys, all under `/provisioner/<site>/` (SiteKeys):
     forgotten/<mac>              {"at"}: the operator forgot the machine; its events up to then are not shown
     leases/<server id>           a full-DHCP server's bound leases {mac: {"ip", "expires", "server"}} (they stay per
                                  segment: published for the site's machine view only)
+    servers/<server id>          a live server's base URL, on a lease it renews (SERVER_TTL): a server killed
+                                 drops out of the list; the live image's hook is told the others (ipxe.py)
     discovery                    the discovery registry's dump (discovery/store.py)
     inventory                    the pushed data dir (inventory_etcd.py)
 
@@ -69,6 +71,8 @@ PUSH_INTERVAL = 0.2
 PUSH_GATHER = 0.1         # seconds between pushes: at most ten batches a second
 PUSH_BATCH = 100          # puts per transaction; etcd's default --max-txn-ops is 128
 LEASE_REUSE = 300.0       # one lease for the secrets issued within this many seconds
+SERVER_TTL = 10           # seconds a server that stopped renewing its lease stays listed
+MAX_SITE_SERVERS = 4      # the other servers a machine is told of: the kernel command line is short (2 KiB)
 REPORT_STAGES = ("install", "install-done", "install-error")   # the live installer's reports (reports.py)
 
 
@@ -93,6 +97,9 @@ class SiteKeys:
 
     def leases(self, server_id: str = "") -> str:
         return f"{self.root}leases/{server_id}"
+
+    def servers(self, server_id: str = "") -> str:
+        return f"{self.root}servers/{server_id}"
 
     @property
     def discovery(self) -> str:

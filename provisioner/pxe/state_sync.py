@@ -10,16 +10,19 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from provisioner.pxe.boot_secrets import IssuedSecret
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
 from provisioner.pxe.state_etcd import (
+    MAX_SITE_SERVERS,
     PUSH_BATCH,
     PUSH_GATHER,
     PUSH_INTERVAL,
     RETRY_SECONDS,
+    SERVER_TTL,
     EtcdBootSecrets,
     EtcdInstalledMarks,
     EtcdMachineLog,
@@ -82,10 +85,11 @@ def forgotten_time(value: str) -> float:
 
 
 class SiteSync:
-    """The threads that keep a server and etcd in step: one pushes the outbox, one watches the site's prefix
-    (other servers' events, installed marks, the inventory). `start()` first loads the site's state (or,
-    when etcd does not answer, the push thread loads it once etcd is back). The discovery registry is read
-    at that load only: each server serves its own copy, written back to etcd when it changes."""
+    """The threads that keep a server and etcd in step: one pushes the outbox and keeps this server listed
+    under servers/ (a lease it renews), one watches the site's prefix (other servers' events, installed
+    marks, the inventory, the live servers). `start()` first loads the site's state (or, when etcd does not
+    answer, the push thread loads it once etcd is back). The discovery registry is read at that load only:
+    each server serves its own copy, written back to etcd when it changes."""
 
     def __init__(self, site: EtcdSite, installed: EtcdInstalledMarks, log_: EtcdMachineLog,
                  secrets_: EtcdBootSecrets, on_inventory: Callable[[str], None] | None = None,
@@ -100,6 +104,9 @@ class SiteSync:
         self._loop_thread = threading.get_ident()
         self.loaded = False
         self.forgotten: dict[str, float] = {}   # MAC -> when the operator forgot it (its tombstone)
+        self.servers: dict[str, str] = {}       # the site's live servers: key -> base URL (replaced, never changed)
+        self._presence = 0                      # this server's lease under servers/
+        self._renew_at = 0.0
         self._stop = threading.Event()
         self._client = site.client.clone()
         self._watcher: Watcher | None = None
@@ -118,6 +125,7 @@ class SiteSync:
             return False
         marks: dict[str, float] = {}
         events = []
+        self.servers = {kv.key: kv.value for kv in result.kvs if kv.key.startswith(keys.servers())}
         for kv in result.kvs:
             if kv.key.startswith(keys.installed()):
                 marks[kv.key[len(keys.installed()):]] = mark_time(kv.value)
@@ -171,7 +179,26 @@ class SiteSync:
         self._thread.join(timeout=10)
         if self._watcher is not None:
             self._watcher.stop()
+        if self._presence:   # off the list at once rather than after SERVER_TTL
+            with contextlib.suppress(EtcdError):
+                self._client.revoke(self._presence)
         self._client.close()
+
+    def other_servers(self) -> list[str]:
+        """The base URLs of the site's other live servers, at most MAX_SITE_SERVERS, in a stable order."""
+        others = sorted(url for url in self.servers.values() if url != self.site.server)
+        return others[:MAX_SITE_SERVERS]
+
+    def announce(self, now: float) -> None:
+        """List this server under servers/ on a lease, renewed every third of SERVER_TTL (push thread). Raises
+        EtcdError."""
+        if self._presence and now < self._renew_at:
+            return
+        if not self._presence or self._client.keepalive(self._presence) <= 0:
+            lease = self._client.grant(SERVER_TTL)
+            self._client.put(self.site.keys.servers(self.site.server_id), self.site.server, lease)
+            self._presence = lease
+        self._renew_at = now + SERVER_TTL / 3
 
     def push_once(self) -> int:
         """Push the outbox's oldest writes: up to PUSH_BATCH events as one batch key, else up to PUSH_BATCH
@@ -209,6 +236,7 @@ class SiteSync:
                 if not self.loaded and not self.load():
                     self._stop.wait(RETRY_SECONDS)
                     continue
+                self.announce(time.monotonic())
                 pushed = 0
                 while (batch := self.push_once()):
                     pushed += batch
@@ -235,7 +263,10 @@ class SiteSync:
             return
         for event in events:
             key = event.kv.key
-            if key.startswith(keys.installed()):
+            if key.startswith(keys.servers()):   # a new dict: the event loop reads it without a lock
+                self.servers = {**{k: v for k, v in self.servers.items() if k != key},
+                                **({key: event.kv.value} if event.kind == "PUT" else {})}
+            elif key.startswith(keys.installed()):
                 mac = key[len(keys.installed()):]
                 at = mark_time(event.kv.value) if event.kind == "PUT" else None
                 self._call_soon(self.installed.apply, mac, at)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.disk import gpt
 from tests.fixtures.coreos_image import build_image, build_release, make_signing_key
 
 MiB = 1 << 20
@@ -46,6 +47,7 @@ class ServerControl:
     """What the test server does to the next image download."""
 
     cut_after: int | None = None  # send this many body bytes, then drop the connection (once)
+    gone_after_cut: bool = False   # and stop listening, as a killed server would (connection refused)
     stall_after: int | None = None  # send this many bytes, then wait for `release_stall`
     release_stall: threading.Event = field(default_factory=threading.Event)
     range_requests: list = field(default_factory=list)
@@ -93,12 +95,15 @@ def _handler(root: Path, control: ServerControl):
             with open(path, "rb") as handle:
                 handle.seek(start)
                 data = handle.read()
-            big = path.suffix in (".zst", ".zst1", ".bz2", ".xz", ".gz")  # the image, not its .sig/.DIGESTS
+            big = path.suffix in (".zst", ".zst1", ".bz2", ".xz", ".gz", ".bin")  # the image, not its .sig/.DIGESTS
             if big and control.cut_after is not None and start == 0:
                 cut, control.cut_after = control.cut_after, None
                 self.wfile.write(data[:cut])
                 self.wfile.flush()
                 self.close_connection = True
+                if control.gone_after_cut:   # new connections are refused from now on
+                    self.server.shutdown()
+                    self.server.server_close()
                 return
             if big and control.stall_after is not None:
                 stall, control.stall_after = control.stall_after, None
@@ -134,7 +139,32 @@ def http_big_release(big_release):
     yield from _serve(big_release.base)
 
 
+@pytest.fixture
+def serve_dir():
+    """serve_dir(path) -> (base URL, control): more servers on 127.0.0.1 (mirrors), stopped after the test."""
+    running = []
+
+    def start(base: Path):
+        server = _serve(base)
+        running.append(server)
+        return next(server)
+
+    yield start
+    for server in running:
+        next(server, None)
+
+
 REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def installed_disk(loop_disk, release):
+    """A loop disk that already holds a valid install (so failures must visibly wipe it)."""
+    device = loop_disk(160 * MiB)
+    proc = run_install("-d", device, "-f", str(release.files["zst"]), "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert gpt.read_gpt(device, require_valid=False).valid
+    return device
 
 
 def install_argv(*args: str) -> list:

@@ -23,7 +23,7 @@ from tests.fixtures.coreos_image import compress, sign, write_digests
 from .conftest import REPO, install_argv, run_install
 
 MiB = 1 << 20
-DISK = 160 * MiB
+DISK = 160 * MiB   # as installed_disk (conftest.py)
 
 
 def _table(path) -> gpt.GptTable:
@@ -74,16 +74,6 @@ def _one_line_error(proc, *needles: str) -> str:
     for needle in needles:
         assert needle in last, last
     return last
-
-
-@pytest.fixture
-def installed_disk(loop_disk, release):
-    """A loop disk that already holds a valid install (so failures must visibly wipe it)."""
-    device = loop_disk(DISK)
-    proc = run_install("-d", device, "-f", str(release.files["zst"]), "--yes")
-    assert proc.returncode == 0, proc.stderr
-    assert _table(device).valid
-    return device
 
 
 # ---- success paths -------------------------------------------------------------------------------

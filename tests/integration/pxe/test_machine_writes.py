@@ -226,3 +226,22 @@ def test_reports_to_a_dead_server_never_stop_the_install(capsys):
     assert capsys.readouterr().out.count("failed (") == hook.MAX_REPORT_FAILURES
     assert reporter.installed(pause=0) is False
     assert capsys.readouterr().out.count("failed (") == hook.INSTALLED_ATTEMPTS
+
+
+def test_reports_go_to_another_server_of_the_site_when_the_first_is_gone_and_stay_there(cluster_server, capsys):
+    url = cluster_server.url
+    gone = f"http://127.0.0.1:{free_port()}"
+    secret = install_boot(url, MAC)
+    reporter = hook.Reporter(f"{gone}/report?mac=52-54-00-00-00-01", secret, clock=iter(range(10_000)).__next__,
+                             servers=[url])
+    assert hook.run_streaming([sys.executable, "-c", FAKE_INSTALLER, "ok"], reporter) == 0
+    assert reporter.failures == 0
+    out = capsys.readouterr().out
+    assert out.count(f"{gone}/report?mac=52-54-00-00-00-01 failed: ") == 1, out     # tried once, then no more
+    assert f"{url}/report?mac=52-54-00-00-00-01 answered: reporting there from now on" in out
+    assert reporter.installed(pause=0) is True                          # the secret is good at every server
+    assert "exit 1" in http("GET", f"{url}/ipxe?mac={MAC}")[1].splitlines()
+    time.sleep(1.2)                                                       # machines.json: once a second
+    record = machine(cluster_server, MAC)
+    assert {"install", "install-done", "installed"} <= set(record["stages"]), record["stages"]
+    assert not [h for h in record["history"] if h["stage"] == "refused"], record["history"]

@@ -7,124 +7,43 @@ bench/pxe_storm.py for DHCP + the install's writes) in it or in a client namespa
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from bench.pxe_storm import storm_data_dir
-from tests.fixtures.etcd import EtcdCluster
-from tests.fixtures.system import need_root
-from tests.integration.pxe.conftest import ServerProcess, start_server, wait_ready
+from tests.fixtures.boot_site import ENV, IPS, ROOT, URLS, Site, boot_site, wait_for
+from tests.integration.pxe.conftest import start_server, wait_ready
 from tests.integration.pxe.machine_client import bearer, boot_secret
 
-ROOT = Path(__file__).resolve().parents[3]
-IPS = ("10.77.0.1", "10.77.0.2")
-URLS = tuple(f"http://{ip}:8080" for ip in IPS)
 SOURCES = range(10, 250)   # the storm's machines' own addresses (writes are limited per address)
 START = json.dumps({"event": "start", "stage": "source"})
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-@dataclass
-class Site:
-    netns: str
-    client_ns: str
-    etcd: EtcdCluster
-    servers: list[ServerProcess]
-    data_dir: Path
-
-    @property
-    def endpoints(self) -> str:
-        return ",".join(self.etcd.endpoints)
-
-    def http(self, *requests: tuple) -> list[tuple[int, str]]:
-        """[(method, url, headers, body), ...] sent in order from inside the lab namespace."""
-        proc = subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-m",
-                               "tests.integration.pxe.machine_client"], input=json.dumps(requests),
-                              capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV, check=True)
-        return [tuple(answer) for answer in json.loads(proc.stdout)]
-
-    def get(self, url: str) -> tuple[int, str]:
-        return self.http(("GET", url, {}, None))[0]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-m", "provisioner.cli.main",
-                               *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENV)
-
-    def events(self) -> list[tuple[str, dict]]:
-        """(MAC, event) of every event in etcd's event batches."""
-        out = self.etcd.etcdctl("get", "--prefix", "/provisioner/default/events/", "-w", "json")
-        return [(event["mac"], event) for kv in json.loads(out).get("kvs", [])
-                for event in json.loads(base64.b64decode(kv["value"]))["events"]]
-
-    def stages(self, mac: str) -> Counter:
-        return Counter(event["stage"] for m, event in self.events() if m == mac)
-
-    def storm(self, clients: int, first: int = 0, steps: str = "dhcp,script,install") -> dict:
-        proc = subprocess.run(["ip", "netns", "exec", self.client_ns, sys.executable, "-m", "bench.pxe_storm",
-                               "--server", IPS[0], "--http-servers", ",".join(IPS), "--clients", str(clients),
-                               "--first-client", str(first),
-                               "--concurrency", "25", "--steps", steps, "--deadline", "200",
-                               "--source-ips", f"10.77.0.{SOURCES[0]}-{SOURCES[-1]}"],
-                              capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    def logs(self) -> str:
-        return "\n".join(server.log()[-3000:] for server in self.servers) + self.etcd.logs()
-
-
-def wait_for(what: str, check, site: Site, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout:.0f} s\n{site.logs()}", pytrace=False)
-        time.sleep(0.3)
+def storm(site: Site, clients: int, first: int = 0, steps: str = "dhcp,script,install") -> dict:
+    proc = subprocess.run(["ip", "netns", "exec", site.client_ns, sys.executable, "-m", "bench.pxe_storm",
+                           "--server", IPS[0], "--http-servers", ",".join(IPS), "--clients", str(clients),
+                           "--first-client", str(first),
+                           "--concurrency", "25", "--steps", steps, "--deadline", "200",
+                           "--source-ips", f"10.77.0.{SOURCES[0]}-{SOURCES[-1]}"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
 def site(tmp_path):
-    from provisioner.lab.netns import LabNetwork
-
-    need_root()
-    name = f"stet{os.getpid() % 10000}"
-    with LabNetwork.create(name, f"{IPS[0]}/24") as net:
-        net.ip("addr", "add", f"{IPS[1]}/24", "dev", "br0")
-        client = net.add_client_namespace(f"{name}c")
-        subprocess.run(["ip", "-n", client, "-batch", "-"], check=True, text=True, input="".join(
-            f"addr add 10.77.0.{n}/24 dev eth0\n" for n in (9, *SOURCES)))
-        etcd = EtcdCluster.start(tmp_path / "etcd", size=3, netns=name)
-        data_dir = storm_data_dir(tmp_path / "data")
-        servers: list[ServerProcess] = []
-        try:
-            for index, ip in enumerate(IPS):
-                (tmp_path / f"server{index}").mkdir()
-                # The second server has an HTTP worker process: every test holds for it too.
-                servers.append(start_server(
-                    tmp_path / f"server{index}", "--interface", "br0", "--server-ip", ip,
-                    "--http-addr", f"{ip}:8080", "--tftp-addr", f"{ip}:69", "--admin-addr", "127.0.0.1:0",
-                    "--state-etcd", ",".join(etcd.endpoints), "--http-workers", str(1 + index),
-                    data_dir=data_dir, netns=name))
-            for server in servers:
-                wait_ready(server)
-            yield Site(name, client, etcd, servers, data_dir)
-        finally:
-            try:
-                for server in servers:
-                    assert server.stop() == 0, server.log()
-            finally:
-                etcd.stop()
+    # The second server has an HTTP worker process: every test holds for it too.
+    with boot_site(tmp_path, f"stet{os.getpid() % 10000}", storm_data_dir(tmp_path / "data"),
+                   [("--http-workers", "1"), ("--http-workers", "2")]) as site:
+        subprocess.run(["ip", "-n", site.client_ns, "-batch", "-"], check=True, text=True, input="".join(
+            f"addr add 10.77.0.{n}/24 dev eth0\n" for n in SOURCES))
+        yield site
 
 
 def install_boot(site: Site, url: str, mac: str) -> str:
@@ -137,6 +56,9 @@ def install_boot(site: Site, url: str, mac: str) -> str:
 def test_either_server_boots_a_machine_the_same_and_its_install_mark_is_set_once(site):
     mac = "52:54:01:00:10:01"
     scripts = [site.get(f"{url}/ipxe?mac={mac}")[1] for url in URLS]
+    # Per answer, like the secret: the other servers each names (server 2's worker process names none).
+    scripts = ["".join(line for line in s.splitlines(keepends=True) if not line.startswith("set site_servers "))
+               for s in scripts]
     plain = [s.replace(url, "URL").replace(boot_secret(s) or "-", "SECRET") for s, url in zip(scripts, URLS,
                                                                                               strict=True)]
     assert plain[0] == plain[1] and "kernel " in plain[0]          # the same boot decision from either
@@ -191,8 +113,33 @@ def test_a_server_killed_mid_install_the_other_finishes_it(site):
     site.servers.pop(0)   # killed: not stopped cleanly by the fixture
 
 
+def test_each_server_names_the_others_to_a_live_boot_and_a_killed_one_drops_out(site):
+    wait_for("both servers listed in etcd", lambda: site.listed_servers() == sorted(URLS), site)
+    mac = "52:54:01:00:50:01"
+
+    def script_if(url: str, wanted) -> str | None:
+        script = site.get(f"{url}/ipxe?mac={mac}")[1]
+        return script if wanted(script) else None
+
+    # Server 1 (one process; server 2's worker process names no other server, see docs/pxe.md).
+    script = wait_for("server 1 to name server 2",
+                      lambda: script_if(URLS[0], lambda s: f"set site_servers {URLS[1]}\n" in s), site)
+    kernel = next(line for line in script.splitlines() if line.startswith("kernel "))
+    assert kernel.endswith(" provisioner.servers=${site_servers}") and "provisioner.report=" in kernel, kernel
+    for url in URLS:   # the same kernel line from either server
+        assert "provisioner.servers=${site_servers}" in site.get(f"{url}/ipxe?mac=52:54:01:00:50:02")[1]
+
+    site.servers[0].process.kill()   # no clean stop: its lease runs out (state_etcd.SERVER_TTL)
+    site.servers[0].process.wait(timeout=10)
+    site.servers.pop(0)
+    wait_for("the killed server to leave the list", lambda: site.listed_servers() == [URLS[1]], site)
+    script = wait_for("server 2 to name nobody", lambda: script_if(URLS[1], lambda s: "site_servers " not in s),
+                      site)
+    assert "boot_secret" in script and "kernel " in script, script
+
+
 def test_a_storm_of_200_clients_split_across_both_servers_loses_no_event(site):
-    result = site.storm(200)
+    result = storm(site, 200)
     assert result["failures"] == 0, result["failure_examples"]
     macs = [f"52:54:01:00:{i >> 8:02x}:{i & 0xff:02x}" for i in range(200)]
 
@@ -228,14 +175,14 @@ def test_losing_one_etcd_member_changes_nothing(site):
     etcd = site.etcd
     follower = (etcd.leader_index() + 1) % 3
     etcd.kill(follower)
-    result = site.storm(30)
+    result = storm(site, 30)
     assert result["failures"] == 0, result["failure_examples"]
     etcd.restart(follower)
     # The leader: once the two left have elected another (about a second), nothing has changed either.
     leader = etcd.leader_index()
     etcd.kill(leader)
     etcd.wait_healthy(endpoints=[m.client_url for i, m in enumerate(etcd.members) if i != leader])
-    result = site.storm(30, first=30)
+    result = storm(site, 30, first=30)
     assert result["failures"] == 0, result["failure_examples"]
     for mac in ("52:54:01:00:00:1d", "52:54:01:00:00:3b"):
         stages = wait_for(f"{mac}'s mark in etcd", lambda mac=mac: (s := site.stages(mac))["installed"] and s, site)

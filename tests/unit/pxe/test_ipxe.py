@@ -30,3 +30,17 @@ def test_a_kernel_script_names_the_boot_secret_and_each_answer_sets_it():
     served = ipxe.with_secret_setting(named, "0123abcd")
     assert served.splitlines()[:2] == ["#!ipxe", "set boot_secret 0123abcd"]
     assert served.splitlines()[2:] == named.splitlines()[1:]
+
+
+def test_a_reporting_kernel_line_names_the_sites_other_servers_and_each_answer_sets_them():
+    script = "#!ipxe\nkernel /k provisioner.report=http://a:8080/report?mac=${mac:hexhyp}\nboot\n"
+    named = ipxe.with_servers_argument(script)
+    assert named.splitlines()[1].endswith(" provisioner.servers=${site_servers}")
+    assert ipxe.with_servers_argument(named) == named                       # never twice
+    quiet = "#!ipxe\nkernel /k console=ttyS0\nboot\n"                       # no hook reporting: nothing to tell
+    assert ipxe.with_servers_argument(quiet) == quiet
+    setting = ipxe.servers_setting(["http://b:8080", "http://c:8080/${x}", "http://d :80", "http://e,f"])
+    assert setting == "set site_servers http://b:8080\n" and ipxe.servers_setting([]) == ""
+    served = ipxe.with_secret_setting(named, "0123abcd", setting)
+    assert served.splitlines()[:3] == ["#!ipxe", "set boot_secret 0123abcd", "set site_servers http://b:8080"]
+    assert served.splitlines()[3:] == named.splitlines()[1:]
