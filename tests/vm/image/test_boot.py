@@ -81,7 +81,7 @@ def test_uefi_boot_from_disk(built_image, tmp_path):
 
 def test_bios_boot_from_disk(built_image, tmp_path):
     """BIOS boot of the disk image. GRUB's fallback from a USR-B that does not mount is proven under BIOS by
-    the update test (tests/vm/update, an agent-written broken N+1) and under Secure Boot below."""
+    the update test (tests/vm/update, an agent-written broken N+2) and under Secure Boot below."""
     key, public = make_key(tmp_path)
     disk = disk_copy(built_image.raw_image, tmp_path / "disk.img", 6 * GiB)
     put_on_root(disk, {"/var/lib/coreos-install/user_data": user_data(public, "node-bios")})

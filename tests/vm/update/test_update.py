@@ -1,11 +1,9 @@
-"""OS update in QEMU (TCG) through `provisioner serve`: a node on N installs a broken N+1 (signed, but its
-USR does not mount) in its passive slot, boots it once, falls back to N and records N+1 failed (never
-tried again); a downgrade is refused. The release tree is served under /assets/release/ in a lab
-namespace (no uplink); the node gets GROUP/SERVER from its cloud-config (coreos.update), whose restart of
-update-engine.service runs the agent at boot, as on CoreOS; locksmithd (strategy `reboot`) reboots the
-node when the agent leaves its marker. A good N+1 booted on three nodes, one reboot at a time, is the
-cluster test's rolling update (tests/vm/cluster); BIOS GRUB falling back from a slot that does not mount
-is proven here through the real agent, and under Secure Boot in tests/vm/image."""
+"""OS update in QEMU (TCG) through `provisioner serve`: a node on N updates itself to N+1 and boots the
+other slot; a broken N+2 boots once, falls back to N+1 and is recorded failed (never tried again); a
+downgrade is refused. The release tree is served under /assets/release/ in a lab namespace (no uplink);
+the node gets GROUP/SERVER from its cloud-config (coreos.update), whose restart of update-engine.service
+runs the agent at boot, as on CoreOS; locksmithd (strategy `reboot`) reboots the node when the agent
+leaves its marker."""
 
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ from tests.vm.update.releases import bumped, copy_release, derive_release, point
 
 CIDR, SERVER_IP = "10.76.0.1/24", "10.76.0.1"
 MAC = "52:54:00:00:17:01"
-OLDER = "0.0.9"   # below any version the image build publishes (0.1.0 and up)
 BOOT_TIMEOUT = 600
 USER_DATA = """#cloud-config
 hostname: node-update
@@ -53,9 +50,9 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
     channel = tmp_path / "assets/release/stable"
     channel.mkdir(parents=True)
     n = copy_release(built_image, channel)
-    n1 = bumped(n, 1)
-    derive_release(built_image, channel, n1, tmp_path, broken=True)
-    derive_release(built_image, channel, OLDER, tmp_path, broken=True)   # refused before any download
+    n1, n2 = bumped(n, 1), bumped(n, 2)
+    derive_release(built_image, channel, n1, tmp_path)
+    derive_release(built_image, channel, n2, tmp_path, broken=True)
     point_current(channel, n1)
 
     netns = f"upd{os.getpid() % 10000}"
@@ -79,6 +76,10 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         def status() -> dict:
             return json.loads(node("sudo provisioner node update status --json"))
 
+        def apply_in_background() -> None:
+            """`apply` as update-engine.service runs it: locksmithd reboots the node once it is written."""
+            node("sudo systemd-run -p StandardOutput=journal+console /usr/bin/provisioner node update apply")
+
         # 1. N boots from USR-A; its cloud-config restarts update-engine.service, which installs N+1 in
         #    USR-B; locksmithd sees the marker and reboots (QEMU runs with -no-reboot: it exits).
         with vm("n") as first:
@@ -90,37 +91,47 @@ def test_update_fallback_and_downgrade(built_image, tmp_path):
         assert parts["USR-A"].get("attrs") == "GUID:48,56"   # priority 1, successful: the fallback
         assert grubenv(disk)["usr_b_tries"] == "1"
 
-        # 2. GRUB tries USR-B once (counting the try down first); the initramfs cannot mount it and reboots.
+        # 2. GRUB tries USR-B once; the healthy node marks it; the channel has nothing newer.
         with vm("n1") as second:
             second.wait_for_serial(r"provisioner: booting USR-B", 240)
-            second.wait_for_serial(r"provisioner-initrd: FAILED: USR .* does not mount", 240)
-            second.process.wait(timeout=60)
-        assert grubenv(disk)["usr_b_tries"] == "0"
-
-        # 3. GRUB falls back to USR-A (N); the agent records N+1 failed and does not try it again.
-        with vm("n-again") as third:
-            third.wait_for_serial(r"provisioner: booting USR-A", 240)
-            third.wait_for_serial(slot_marked("A"), BOOT_TIMEOUT)
-            third.wait_for_serial(rf"{n1} fell back before on this machine: not tried again", BOOT_TIMEOUT)
+            second.wait_for_serial(slot_marked("B"), BOOT_TIMEOUT)
+            second.wait_for_serial(rf"{n1} is the channel's current version", BOOT_TIMEOUT)
             doc = status()
-            assert doc["booted"] == {"slot": "USR-A", "version": n}
-            assert doc["failed_versions"] == [n1] and doc["state"] == "IDLE" and doc["need_reboot"] is None
-            assert doc["slots"]["b"] == {"priority": 2, "tries": 0, "successful": False}
-            # 4. The channel goes back to a version older than N: refused, naming both; nothing is written.
-            point_current(channel, OLDER)
+            assert doc["booted"] == {"slot": "USR-B", "version": n1}
+            assert doc["passive"] == {"slot": "USR-A", "version": n}
+            assert doc["slots"]["b"]["successful"] and doc["failed_versions"] == []
+            # 3. N+2 (signed, but its USR does not mount) goes into USR-A; locksmithd reboots.
+            point_current(channel, n2)
+            apply_in_background()
+            second.wait_for_serial(rf"{n2} written to USR-A: reboot to use it", BOOT_TIMEOUT)
+            second.process.wait(timeout=300)
+        with vm("n2") as third:
+            third.wait_for_serial(r"provisioner: booting USR-A", 240)
+            third.wait_for_serial(r"provisioner-initrd: FAILED: USR .* does not mount", 240)
+            third.process.wait(timeout=60)
+
+        # 4. GRUB falls back to USR-B (N+1); the agent records N+2 failed and does not try it again.
+        with vm("n1-again") as fourth:
+            fourth.wait_for_serial(r"provisioner: booting USR-B", 240)
+            fourth.wait_for_serial(slot_marked("B"), BOOT_TIMEOUT)
+            fourth.wait_for_serial(rf"{n2} fell back before on this machine: not tried again", BOOT_TIMEOUT)
+            doc = status()
+            assert doc["booted"] == {"slot": "USR-B", "version": n1}
+            assert doc["failed_versions"] == [n2] and doc["state"] == "IDLE" and doc["need_reboot"] is None
+            assert doc["slots"]["a"] == {"priority": 2, "tries": 0, "successful": False}
+            # 5. The channel goes back to N: refused, naming both versions; nothing is written.
+            point_current(channel, n)
             refused = node("sudo provisioner node update check 2>&1; echo exit=$?")
-            assert f"refusing to downgrade: the channel offers {OLDER}, older than the booted {n}" in refused
+            assert f"refusing to downgrade: the channel offers {n}, older than the booted {n1}" in refused
             assert "exit=1" in refused
-            assert status()["slots"]["a"]["successful"]
+            assert status()["slots"]["b"]["successful"]
             node("sudo systemd-run --on-active=1 systemctl poweroff")
-            third.process.wait(timeout=180)
+            fourth.process.wait(timeout=180)
         parts = {p["name"]: p for p in table(disk)["partitions"]}
-        assert parts["USR-A"].get("attrs") == "GUID:48,56"   # priority 1, successful: the slot in use
-        env = grubenv(disk)
-        assert env["usr_b_tries"] == "0" and env["usr_b_successful"] == "0" and env["usr_a_successful"] == "1"
-        # The server saw each check: the node's last one, from N in USR-A, with N+1 failed.
-        checks = wait_for_checks(server.state_dir / "machines.json", lambda c: c and c[-1]["offered"] == OLDER)
-        assert checks[-1]["booted"] == n and checks[-1]["slot"] == "USR-A" and checks[-1]["failed"] == n1
+        assert parts["USR-B"].get("attrs") == "GUID:48,56"   # priority 1, successful: the slot in use
+        # The server saw each check: the node's last one, from N+1 in USR-B, with N+2 failed.
+        checks = wait_for_checks(server.state_dir / "machines.json", lambda c: c and c[-1]["offered"] == n)
+        assert checks[-1]["booted"] == n1 and checks[-1]["slot"] == "USR-B" and checks[-1]["failed"] == n2
     finally:
         if server is not None:
             server.stop()
