@@ -82,10 +82,17 @@ def _locksmithd_ready(demo: ClusterDemo, ip: str) -> bool:
     return "STRATEGY=etcd-lock\nSTATE=running" in ssh(demo, ip, "cat /run/update-engine/coordinator.conf || true")
 
 
-def _lock_now(demo: ClusterDemo, endpoints: str) -> tuple[Semaphore | None, int]:
-    """(the lock's value or None, etcd's revision)."""
-    answer = json.loads(demo.lab(["etcdctl", "--endpoints", endpoints, "get", semaphore_key(), "-w", "json"],
-                                 timeout=30).stdout)
+def _lock_now(demo: ClusterDemo, endpoints: str) -> tuple[Semaphore | None, int] | None:
+    """(the lock's value or None when absent, etcd's revision); None when etcd did not answer (a member
+    rebooting or a leader election while a node updates: the next poll sees it)."""
+    done = demo.lab(["etcdctl", "--endpoints", endpoints, "--command-timeout=5s", "get", semaphore_key(), "-w",
+                     "json"], timeout=30, check=False)
+    try:
+        answer = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or "header" not in answer:
+        return None
     kvs = answer.get("kvs") or []
     value = Semaphore.parse(base64.b64decode(kvs[0]["value"]).decode(), semaphore_key()) if kvs else None
     return value, int(answer["header"]["revision"])
@@ -123,9 +130,11 @@ def rolling_update(demo: ClusterDemo, built_image, work: Path) -> RollingUpdate:
         machine_ids[ssh(demo, ip, "cat /etc/machine-id").strip()] = name
     for ip in ips.values():
         demo._until("locksmithd running with etcd-lock", partial(_locksmithd_ready, demo, ip), 120, 2)
-    initial, revision = _lock_now(demo, endpoints)
-    if initial is None:
-        raise AssertionError("locksmithd did not create the reboot lock")
+    read = _lock_now(demo, endpoints)
+    initial = read[0] if read else None
+    if read is None or initial is None:
+        raise AssertionError(f"locksmithd did not create the reboot lock (etcd answered: {read is not None})")
+    revision = read[1]
     started = time.monotonic()
     for ip in ips.values():   # what update-engine.timer does, on all three at once
         ssh(demo, ip, "sudo systemctl start --no-block update-engine.service")
@@ -144,13 +153,17 @@ def rolling_update(demo: ClusterDemo, built_image, work: Path) -> RollingUpdate:
                 node.boot_from_disk(f"{3 + len(rebooted)}-update")
         if now - last_poll >= 2:
             last_poll = now
-            value, _ = _lock_now(demo, endpoints)
-            current = value.holders if value else ()
+            read = _lock_now(demo, endpoints)
+            if read is None:
+                time.sleep(1)
+                continue
+            current = read[0].holders if read[0] else ()
             for holder in set(current) - set(holders):
                 name = machine_ids.get(holder, holder)
                 spans[name] = HolderSpan(name, acquired=now)
             for holder in set(holders) - set(current):
-                spans[machine_ids.get(holder, holder)].released = now
+                if machine_ids.get(holder, holder) in spans:
+                    spans[machine_ids.get(holder, holder)].released = now
             holders = current
         time.sleep(1)
     total = time.monotonic() - started
