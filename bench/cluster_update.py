@@ -43,7 +43,7 @@ def one_round(number: int) -> dict:
         up = demo.run(on_event=lambda event: print(f"bench cluster_update: {event.at:6.1f} {event.node} "
                                                    f"{event.stage} {event.detail}", flush=True))
         restore_powered_off(demo)
-        update = rolling_update(demo, built, workdir)
+        update = rolling_update(demo, built, workdir, time_turns=True)
     finally:
         demo.stop()
     turns = [{"node": span.node, "acquired": round(span.acquired, 1),

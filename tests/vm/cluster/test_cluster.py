@@ -105,9 +105,6 @@ def _check_rolling_update(demo: ClusterDemo, update: RollingUpdate) -> None:
     assert [update.machine_ids[holder] for holder in holder_sequence(update.history)] == update.rebooted
     print(f"cluster updated {update.version_from} -> {update.version_to}, one reboot at a time: "
           f"{update.total:.0f} s from the update's start to the lock's release by the last node", flush=True)
-    print("lock turns (s since the start: acquired, VM down, released):",
-          [(span.node, round(span.acquired), span.rebooted and round(span.rebooted),
-            span.released and round(span.released)) for span in update.spans], flush=True)
     for ip in demo.result.ips.values():
         journal = ssh(demo, ip, "sudo journalctl -b -u locksmithd --no-pager")
         assert "booted slot is marked successful: reboot lock released" in journal, journal[-2000:]
