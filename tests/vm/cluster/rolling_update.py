@@ -51,7 +51,7 @@ class RollingUpdate:
     version_to: str
     payload_bytes: int
     initial: Semaphore                    # the lock before the agents started
-    history: list[Semaphore]              # every value the lock took after that (etcd's history)
+    history: list[Semaphore]              # `initial`, then every value the lock took (etcd's history)
     machine_ids: dict[str, str]           # /etc/machine-id -> node name
     rebooted: list[str]                   # node names in the order their VMs went down
     spans: list[HolderSpan] = field(default_factory=list)
@@ -174,6 +174,6 @@ def rolling_update(demo: ClusterDemo, built_image, work: Path, *, time_turns: bo
     total = time.monotonic() - started
     for span in spans.values():
         span.rebooted = rebooted.get(span.node)
-    history = lock_history(demo, endpoints, revision + 1)
+    history = [initial, *lock_history(demo, endpoints, revision + 1)]
     ordered = sorted(spans.values(), key=lambda span: span.acquired)
     return RollingUpdate(n, n1, payload, initial, history, machine_ids, list(rebooted), ordered, total)
