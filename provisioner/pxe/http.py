@@ -252,7 +252,7 @@ class BootHttp:
                  health_checks: Sequence[Callable[[], tuple[bool, str]]] = (), run_state: StateRunner = run_inline,
                  site_servers: Callable[[], Sequence[str]] | None = None):
         self.data = data
-        self.site_servers = site_servers   # the site's other live servers (state_sync.SiteSync.other_servers)
+        self.site_servers = site_servers   # the site's other live servers (state_sync.SiteServers.others)
         self.health_checks = health_checks   # more parts of the server: (healthy, one line) each
         self.installed = installed   # the os=installed switch (provisioner/pxe/installed.py)
         self.secrets = secrets

@@ -10,7 +10,8 @@ process accepted it. Installed marks and boot secrets are files every process re
 (installed.py, boot_secrets.py): a secret issued by one process is accepted by any other. With
 --state-etcd a worker makes the same etcd transactions as the main process for a boot's secret and
 its installed mark; it reads the installed cache the main process's watch writes, and mirrors the
-site's secrets with a watch of its own (state_sync.SecretsMirror). The admin API runs in the main process only.
+site's secrets and its live servers with watches of its own (state_sync.WorkerMirror). The admin API
+runs in the main process only.
 
 Run by the main process only: `python -m provisioner.pxe.http_worker` with a JSON config on stdin.
 """
@@ -36,7 +37,7 @@ from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.loop import run_uvloop
 from provisioner.pxe.state import BootSecrets, InstalledMarks, run_inline
 from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdSite, StateThreads
-from provisioner.pxe.state_sync import SecretsMirror
+from provisioner.pxe.state_sync import WorkerMirror
 from provisioner.scheduler.etcd import RequestCounter
 
 log = logging.getLogger("provisioner.pxe.worker")
@@ -97,8 +98,6 @@ async def run_worker(config: dict) -> None:
     events = socket.socket(fileno=config["event_fd"])
     events.setblocking(False)
     forwarder = EventForwarder(events, config["worker_id"])
-    # A worker watches no more than the secrets: its answers name no other server (an empty
-    # provisioner.servers=), the main process's do.
     data = BootData(Path(config["data_dir"]), config["server_url"], config.get("registry_url"),
                     servers_argument=bool(config.get("state_etcd")))
     holder: dict = {}
@@ -106,13 +105,13 @@ async def run_worker(config: dict) -> None:
     installed: InstalledMarks
     secrets: BootSecrets
     threads: StateThreads | None = None
-    mirror: SecretsMirror | None = None
+    mirror: WorkerMirror | None = None
     etcd_requests = RequestCounter()
     if config.get("state_etcd"):
         # The site's state in etcd: marks and secrets are transactions from here as from the main process.
         site = EtcdSite(config["state_etcd"], config["state_site"], config["server_url"], counter=etcd_requests)
         secrets = EtcdBootSecrets(site, config["boot_secret_ttl"], counters=forwarder.counters)
-        mirror = SecretsMirror(site, secrets).start()
+        mirror = WorkerMirror(site, secrets).start()
         installed = EtcdInstalledMarks(site, InstalledMachines(state_dir / "installed.json"), secrets,
                                        writes_cache=False)
         threads = StateThreads()
@@ -122,7 +121,8 @@ async def run_worker(config: dict) -> None:
     http = BootHttp(data, Path(config["assets_dir"]) if config["assets_dir"] else None,
                     Path(config["ipxe_dir"]) if config["ipxe_dir"] else None, forwarder.event, forwarder.counters,
                     lambda: "", extra_routes=forwarding_routes(config["internal_url"], holder), forward_state=True,
-                    installed=installed, secrets=secrets, run_state=threads or run_inline)
+                    installed=installed, secrets=secrets, run_state=threads or run_inline,
+                    site_servers=mirror.servers.others if mirror is not None else None)
     logging.getLogger("aiohttp.server").addFilter(MalformedRequests(forwarder.counters))
     holder["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=330))
     runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)

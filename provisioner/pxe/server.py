@@ -196,7 +196,7 @@ class BootServer:
                         + (registry.metrics_text() if registry is not None else ""),
                         extra_routes=discovery_http.routes(), installed=self.installed, secrets=self.secrets,
                         health_checks=[lambda: (registry.healthy, registry.health_line())] if registry else [],
-                        run_state=self.run_state, site_servers=self.sync.other_servers if self.sync else None)
+                        run_state=self.run_state, site_servers=self.sync.servers.others if self.sync else None)
         self.runner = web.AppRunner(http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:

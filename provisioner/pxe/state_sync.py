@@ -84,6 +84,27 @@ def forgotten_time(value: str) -> float:
         return float("-inf")
 
 
+class SiteServers:
+    """The site's live servers (servers/<id> -> base URL) as this process last saw them. Replaced, never
+    changed in place, so the event loop reads it without a lock while a watch thread applies events."""
+
+    def __init__(self, own_url: str):
+        self.own_url = own_url
+        self.urls: dict[str, str] = {}
+
+    def reset(self, kvs: Sequence[KeyValue]) -> None:
+        self.urls = {kv.key: kv.value for kv in kvs}
+
+    def apply(self, event: WatchEvent) -> None:
+        key = event.kv.key
+        self.urls = {**{k: v for k, v in self.urls.items() if k != key},
+                     **({key: event.kv.value} if event.kind == "PUT" else {})}
+
+    def others(self) -> list[str]:
+        """The base URLs of the site's other live servers, at most MAX_SITE_SERVERS, in a stable order."""
+        return sorted(url for url in self.urls.values() if url != self.own_url)[:MAX_SITE_SERVERS]
+
+
 class SiteSync:
     """The threads that keep a server and etcd in step: one pushes the outbox and keeps this server listed
     under servers/ (a lease it renews), one watches the site's prefix (other servers' events, installed
@@ -104,7 +125,7 @@ class SiteSync:
         self._loop_thread = threading.get_ident()
         self.loaded = False
         self.forgotten: dict[str, float] = {}   # MAC -> when the operator forgot it (its tombstone)
-        self.servers: dict[str, str] = {}       # the site's live servers: key -> base URL (replaced, never changed)
+        self.servers = SiteServers(site.server)
         self._presence = 0                      # this server's lease under servers/
         self._renew_at = 0.0
         self._stop = threading.Event()
@@ -125,7 +146,7 @@ class SiteSync:
             return False
         marks: dict[str, float] = {}
         events = []
-        self.servers = {kv.key: kv.value for kv in result.kvs if kv.key.startswith(keys.servers())}
+        self.servers.reset([kv for kv in result.kvs if kv.key.startswith(keys.servers())])
         for kv in result.kvs:
             if kv.key.startswith(keys.installed()):
                 marks[kv.key[len(keys.installed()):]] = mark_time(kv.value)
@@ -183,11 +204,6 @@ class SiteSync:
             with contextlib.suppress(EtcdError):
                 self._client.revoke(self._presence)
         self._client.close()
-
-    def other_servers(self) -> list[str]:
-        """The base URLs of the site's other live servers, at most MAX_SITE_SERVERS, in a stable order."""
-        others = sorted(url for url in self.servers.values() if url != self.site.server)
-        return others[:MAX_SITE_SERVERS]
 
     def announce(self, now: float) -> None:
         """List this server under servers/ on a lease, renewed every third of SERVER_TTL (push thread). Raises
@@ -263,9 +279,8 @@ class SiteSync:
             return
         for event in events:
             key = event.kv.key
-            if key.startswith(keys.servers()):   # a new dict: the event loop reads it without a lock
-                self.servers = {**{k: v for k, v in self.servers.items() if k != key},
-                                **({key: event.kv.value} if event.kind == "PUT" else {})}
+            if key.startswith(keys.servers()):
+                self.servers.apply(event)
             elif key.startswith(keys.installed()):
                 mac = key[len(keys.installed()):]
                 at = mark_time(event.kv.value) if event.kind == "PUT" else None
@@ -289,57 +304,77 @@ def apply_secret(secrets: EtcdBootSecrets, keys: SiteKeys, key: str, issued: Iss
     secrets.apply(mac, sha256, issued)
 
 
-class SecretsMirror:
-    """An HTTP worker process's copy of the site's live boot secrets (the main process has SiteSync's): one
-    range, then a watch of the secrets' prefix, so that a worker checks a report's secret as the main
-    process does: without a request, and while etcd is away; and learns of a revocation within milliseconds."""
+class WorkerMirror:
+    """An HTTP worker process's copy of the site's live boot secrets and live servers (the main process has
+    SiteSync's): one range of each, then a watch of each prefix, so that a worker checks a report's secret
+    as the main process does (without a request, and while etcd is away; a revocation within milliseconds)
+    and its answers name the same other servers."""
 
     def __init__(self, site: EtcdSite, secrets_: EtcdBootSecrets):
         self.site = site
         self.secrets = secrets_
+        self.servers = SiteServers(site.server)
         self._client = site.client.clone()
-        self._watcher: Watcher | None = None
+        self._watchers: list[Watcher] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="secrets-mirror", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="worker-mirror", daemon=True)
 
-    def start(self) -> SecretsMirror:
+    def start(self) -> WorkerMirror:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        if self._watcher is not None:
-            self._watcher.stop()
+        self._drop_watchers()
         self._client.close()
+
+    def _drop_watchers(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self._watcher is None:
+            if not self._watchers:
                 try:
                     self._load()
                 except EtcdError as exc:
-                    log.debug("state: secrets mirror: %s", exc)
+                    log.debug("state: worker mirror: %s", exc)
             self._stop.wait(RETRY_SECONDS)
 
     def _load(self) -> None:
-        prefix = self.site.keys.secrets()
-        result = self._client.range(prefix, prefix=True)
+        keys = self.site.keys
+        secrets = self._client.range(keys.secrets(), prefix=True)
+        servers = self._client.range(keys.servers(), prefix=True)
         self.secrets.reset()
-        for kv in result.kvs:
-            apply_secret(self.secrets, self.site.keys, kv.key, issued_secret(kv))
-        self._watcher = Watcher(self._client.clone(), prefix, result.revision + 1, self._on_watch,
-                                name="secrets-watch").start()
+        for kv in secrets.kvs:
+            apply_secret(self.secrets, keys, kv.key, issued_secret(kv))
+        self.servers.reset(servers.kvs)
+        self._watchers = [
+            Watcher(self._client.clone(), keys.secrets(), secrets.revision + 1, self._on_secrets,
+                    name="secrets-watch").start(),
+            Watcher(self._client.clone(), keys.servers(), servers.revision + 1, self._on_servers,
+                    name="servers-watch").start()]
 
-    def _on_watch(self, events: list[WatchEvent], revision: int) -> None:
-        if not events:   # etcd compacted past our revision: read them all again
-            watcher, self._watcher = self._watcher, None
-            if watcher is not None:
-                watcher._stop.set()
-            return
+    def _compacted(self) -> None:
+        """etcd compacted past a watch's revision: both are read again (by _run, off the watch's thread)."""
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher._stop.set()
+
+    def _on_secrets(self, events: list[WatchEvent], revision: int) -> None:
+        if not events:
+            self._compacted()
         for event in events:
             apply_secret(self.secrets, self.site.keys, event.kv.key,
                          issued_secret(event.kv) if event.kind == "PUT" else None)
+
+    def _on_servers(self, events: list[WatchEvent], revision: int) -> None:
+        if not events:
+            self._compacted()
+        for event in events:
+            self.servers.apply(event)
 
 
 def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], dict[str, float]]:

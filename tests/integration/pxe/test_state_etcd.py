@@ -56,7 +56,7 @@ def install_boot(site: Site, url: str, mac: str) -> str:
 def test_either_server_boots_a_machine_the_same_and_its_install_mark_is_set_once(site):
     mac = "52:54:01:00:10:01"
     scripts = [site.get(f"{url}/ipxe?mac={mac}")[1] for url in URLS]
-    # Per answer, like the secret: the other servers each names (server 2's worker process names none).
+    # Per answer, like the secret: the other servers each names.
     scripts = ["".join(line for line in s.splitlines(keepends=True) if not line.startswith("set site_servers "))
                for s in scripts]
     plain = [s.replace(url, "URL").replace(boot_secret(s) or "-", "SECRET") for s, url in zip(scripts, URLS,
@@ -121,9 +121,13 @@ def test_each_server_names_the_others_to_a_live_boot_and_a_killed_one_drops_out(
         script = site.get(f"{url}/ipxe?mac={mac}")[1]
         return script if wanted(script) else None
 
-    # Server 1 (one process; server 2's worker process names no other server, see docs/pxe.md).
     script = wait_for("server 1 to name server 2",
                       lambda: script_if(URLS[0], lambda s: f"set site_servers {URLS[1]}\n" in s), site)
+    # Server 2 runs an HTTP worker process too: whichever process answers, it names server 1.
+    wait_for("server 2 to name server 1",
+             lambda: script_if(URLS[1], lambda s: f"set site_servers {URLS[0]}\n" in s), site)
+    answers = site.http(*[("GET", f"{URLS[1]}/ipxe?mac={mac}", {}, None)] * 12)
+    assert all(f"set site_servers {URLS[0]}\n" in body for _, body in answers), answers
     kernel = next(line for line in script.splitlines() if line.startswith("kernel "))
     assert kernel.endswith(" provisioner.servers=${site_servers}") and "provisioner.report=" in kernel, kernel
     for url in URLS:   # the same kernel line from either server

@@ -13,7 +13,7 @@ from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.state import SecretCheck
 from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox
-from provisioner.pxe.state_sync import SecretsMirror, SiteSync, read_site
+from provisioner.pxe.state_sync import SiteSync, WorkerMirror, read_site
 from provisioner.scheduler.etcd import RequestCounter
 from tests.fixtures.etcd import EtcdCluster
 
@@ -90,7 +90,7 @@ def test_a_workers_secrets_mirror_proves_another_process_secret_without_a_reques
     counter = RequestCounter()
     worker_site = EtcdSite(etcd.endpoints, "mirror", "http://me", counter=counter)
     worker = EtcdBootSecrets(worker_site, 60.0)
-    mirror = SecretsMirror(worker_site, worker).start()
+    mirror = WorkerMirror(worker_site, worker).start()
     try:
         def proven_without_a_request() -> bool:   # without the mirror, every check asks etcd
             asked = counter.count
