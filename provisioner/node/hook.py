@@ -22,7 +22,7 @@ An installer that dies without an `error` event gets one posted for it. Once the
 succeeded, the hook POSTs `/installed` with the same query (`installed_url`): the server then boots
 the machine from its disk (provisioner/pxe/installed.py).
 
-Several servers, one state (`provisioner serve --state-etcd`, docs/state.md): `provisioner.servers=` names
+Several servers, one state (`provisioner serve --state-etcd`, docs/pxe.md): `provisioner.servers=` names
 the site's other live servers. A POST that gets no answer (or a 5xx) from the server that answered last
 goes to the same path and query at the others in order, and the hook stays with the one that took it;
 the installer gets each of them as a `--mirror` of its `-b` URL, when that URL is under the reporting
@@ -106,7 +106,8 @@ def install_mirrors(args: list[str], cmdline: KernelCmdline) -> list[str]:
     the reporting server's base URL and the arguments name no mirror of their own."""
     base = server_base(cmdline.get("provisioner.report") or "")
     release = _option_value(args, ("-b", "--base-url"))
-    if base is None or release is None or "--mirror" in args or not release.startswith(base + "/"):
+    if (base is None or release is None or _option_value(args, ("--mirror",)) is not None
+            or not release.startswith(base + "/")):
         return []
     return [word for server in site_servers(cmdline) if server != base
             for word in ("--mirror", server + release[len(base):])]
