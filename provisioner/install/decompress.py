@@ -196,7 +196,11 @@ class DecompressStream:
             self.fd = self._sink = -1
         elif argv and skippable is not None and self.format == "zst" and zstdframes.is_framed(first_chunk):
             self.tool = f"{argv[0]} (framed: holes skipped)"
-            self._queue = queue.Queue(maxsize=64)  # ("data" | "skip", size) per frame, in order
+            # ("data" | "skip", size) per frame, in order. Unbounded: the zstd tool reads its input in whole
+            # buffers, so a frame's output may come only once more input follows it; a bounded queue full of
+            # hole records would stop the feeder before that input and hang both. The records are tiny and
+            # the pipe to the tool still bounds the data in flight.
+            self._queue = queue.Queue()
             self._splitter = zstdframes.FrameSplitter()
             self._tool_framed = True
             self._start_tool(argv)

@@ -82,3 +82,46 @@ def test_hole_checker_follows_the_bmap_and_keeps_gpt_areas():
     assert not inside(0, 4 * MiB)  # the primary GPT area is held back, never skipped
     assert not inside(60 * MiB, 64 * MiB)  # neither is the backup GPT area
     assert inside(22 * MiB, 26 * MiB)
+
+
+def test_the_zstd_tool_fed_one_data_frame_then_many_holes_does_not_hang(tmp_path, monkeypatch):
+    """Without the zstandard module (the zipapp on a rescue system) the frames outside holes go to the zstd
+    tool, which reads its input in whole buffers: a data frame's output may come only once more input
+    follows it. Hundreds of hole frames after a data frame (an empty USR-B) must not stall the feeder."""
+    import os
+    import threading
+
+    from provisioner.install import decompress
+
+    frame, data_frames = 64 * 1024, 5
+    image = os.urandom(data_frames * frame) + bytes(300 * frame) + os.urandom(frame)
+    raw, framed = tmp_path / "raw.bin", tmp_path / "framed.zst"
+    raw.write_bytes(image)
+    zstdframes.compress_framed(str(raw), str(framed), frame_size=frame)
+    blob = framed.read_bytes()
+    monkeypatch.setattr(decompress, "zstandard_module", lambda: None)
+    in_hole = lambda start, end: start >= data_frames * frame and end <= len(image) - frame  # noqa: E731
+    chunks = [blob[at:at + MiB] for at in range(0, len(blob), MiB)]
+    stream = decompress.DecompressStream(chunks[0], iter(chunks[1:]), [], "framed.zst", skippable=in_hole)
+    assert stream.tool.endswith("zstd (framed: holes skipped)")
+    pieces: list[tuple[str, bytes | int]] = []
+
+    def read_all() -> None:
+        view = memoryview(bytearray(MiB))
+        while True:
+            kind, n = stream.read_piece(view)
+            if kind == "data" and n == 0:
+                return
+            pieces.append((kind, bytes(view[:n]) if kind == "data" else n))
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    hung = reader.is_alive()
+    if hung:
+        stream.abort()
+    assert not hung, "the reader waited for the zstd tool's output while the feeder waited for the reader"
+    stream.finish()
+    data = b"".join(piece for kind, piece in pieces if kind == "data")
+    assert data == image[:data_frames * frame] + image[-frame:]
+    assert sum(n for kind, n in pieces if kind == "skip") == 300 * frame
