@@ -51,11 +51,13 @@ from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.limits import MAX_MACHINES, RecentMap
 from provisioner.pxe.machines import REFUSED, MachineRecord, MachineStates
 from provisioner.pxe.state import MarkedInstalled, SecretCheck, StateUnavailable
+from provisioner.pxe.txn_group import TxnGroup
 from provisioner.scheduler.etcd import (
     EtcdClient,
     EtcdError,
     KeyValue,
     RequestCounter,
+    Txn,
     absent,
     delete,
     exists,
@@ -123,6 +125,8 @@ class EtcdSite:
         self.server_id = hashlib.sha256(server.encode()).hexdigest()[:8]
         self.down_until = 0.0
         self.reason = ""
+        # The boot secrets' and installed marks' transactions: concurrent ones share a request.
+        self.group = TxnGroup()
 
     @property
     def client(self) -> EtcdClient:
@@ -186,8 +190,8 @@ class EtcdInstalledMarks:
         key = self.site.keys.installed(mac)
         value = json.dumps({"at": at, "server": self.site.server})
         revoke = delete(self.site.keys.secrets(mac), prefix=True)
-        result = self.site.call(f"installed mark of {mac}",
-                                lambda client: client.txn([absent(key)], [put(key, value), revoke], [get(key)]))
+        result = self.site.call(f"installed mark of {mac}", lambda client: self.site.group.run(
+            client, mac, Txn((absent(key),), (put(key, value), revoke), (get(key),))))
         if result.succeeded:
             self.secrets.revoked(mac, by_mark=True)
         elif result.ranges and result.ranges[0]:
@@ -300,8 +304,8 @@ class EtcdBootSecrets:
         # Only for a machine not marked installed: this server's cache may not have the mark another
         # server set a moment ago, and a machine must not get two boot decisions.
         try:
-            result = self.site.call(f"boot secret for {mac}", lambda client: client.txn(
-                [absent(mark)], [put(key, json.dumps(entry.to_json()), self._lease_id(client, now))], [get(mark)]))
+            result = self.site.call(f"boot secret for {mac}", lambda client: self.site.group.run(client, mac, Txn(
+                (absent(mark),), (put(key, json.dumps(entry.to_json()), self._lease_id(client, now)),), (get(mark),))))
         except StateUnavailable:
             with self._lock:
                 self._lease = (0, float("-inf"))   # it may be what failed (etcd lost it)

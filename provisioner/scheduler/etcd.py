@@ -141,6 +141,19 @@ class RangeResult:
 
 
 @dataclass(frozen=True)
+class Txn:
+    """A transaction: if every compare holds, the success requests, else the failure requests."""
+
+    compare: tuple[Compare, ...]
+    success: tuple[dict[str, Any], ...]
+    failure: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"compare": [c.to_json() for c in self.compare], "success": list(self.success),
+                "failure": list(self.failure)}
+
+
+@dataclass(frozen=True)
 class TxnResult:
     succeeded: bool
     revision: int
@@ -269,12 +282,17 @@ class EtcdClient:
 
     def txn(self, compare: Sequence[Compare], success: Sequence[dict[str, Any]],
             failure: Sequence[dict[str, Any]] = ()) -> TxnResult:
-        body = {"compare": [c.to_json() for c in compare], "success": list(success), "failure": list(failure)}
+        result = self.call("kv/txn", Txn(tuple(compare), tuple(success), tuple(failure)).to_json())
+        return _txn_result(result, _revision(result))
+
+    def txns(self, transactions: Sequence[Txn]) -> list[TxnResult]:
+        """Several transactions in one request, as nested transactions of one (etcd >= 3.3): one raft round
+        and one revision for all. Every compare is evaluated against the state before the request, so the
+        transactions must not depend on each other (no two touching the same keys)."""
+        body = {"compare": [], "success": [{"request_txn": txn.to_json()} for txn in transactions], "failure": []}
         result = self.call("kv/txn", body)
-        ranges = tuple(tuple(KeyValue.from_json(kv) for kv in response["response_range"].get("kvs", []))
-                       for response in result.get("responses", []) if "response_range" in response)
-        # proto3 JSON leaves out false booleans: no "succeeded" means the compare failed.
-        return TxnResult(bool(result.get("succeeded", False)), _revision(result), ranges)
+        revision = _revision(result)
+        return [_txn_result(response.get("response_txn", {}), revision) for response in result.get("responses", [])]
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -300,6 +318,13 @@ class EtcdClient:
 
     def members(self) -> list[dict[str, Any]]:
         return list(self.call("cluster/member/list", {}).get("members", []))
+
+
+def _txn_result(result: dict[str, Any], revision: int) -> TxnResult:
+    ranges = tuple(tuple(KeyValue.from_json(kv) for kv in response["response_range"].get("kvs", []))
+                   for response in result.get("responses", []) if "response_range" in response)
+    # proto3 JSON leaves out false booleans: no "succeeded" means the compare failed.
+    return TxnResult(bool(result.get("succeeded", False)), revision, ranges)
 
 
 def _revision(result: dict[str, Any]) -> int:
