@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pathlib
 import sys
 import time
@@ -24,6 +25,7 @@ def run(names: list[str]) -> int:
             return 2
         module = importlib.import_module(f"bench.{name}")
         start = time.monotonic()
+        load_before = [round(x, 2) for x in os.getloadavg()]
         try:
             result = module.main()
         except Exception as exc:  # one failing benchmark must not hide the others' numbers
@@ -32,6 +34,8 @@ def run(names: list[str]) -> int:
             continue
         result.setdefault("benchmark", name)
         result.setdefault("wall_seconds", round(time.monotonic() - start, 2))
+        # The 1/5/15-minute load averages around the run: a noisy machine shows in the numbers.
+        result.setdefault("load_average", {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]})
         result.setdefault("recorded_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"bench {name}: written to bench/results/{name}.json")
