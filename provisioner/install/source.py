@@ -6,10 +6,16 @@ stopped (RFC 9110 §14: `Range: bytes=N-`, answered by 206 with `Content-Range: 
 A server that ignores Range (200) is handled by skipping the bytes already received.
 
 Mirrors (`--mirror URL`, the other boot servers of a site): a URL under the release base URL (-b) is
-also at the same path under each mirror. When a stream breaks, it resumes from the same byte at the
-next mirror in turn (and stays there while it answers); the total size must be the one the stream
-started with. Nothing else is trusted across mirrors: the installer's sha512/signature checks run over
-the bytes as they arrive, so a mixture that differs from the signed image fails verification.
+also at the same path under each mirror. A URL elsewhere on the base URL's own server (the node's
+cloud-config, `http://SERVER:8080/cloud-config?mac=...`) is at the same path and query on each mirror
+whose path is the base URL's path: that mirror is another server of the same site, serving the same
+things; a mirror with another path is only a copy of the release. Every request asks these locations in
+turn when one does not answer (refused, timed out, 5xx, 429), so a server already dead when the install
+starts costs one failed attempt; the one that answered last is asked first from then on. A 404 is final
+(the servers share one release). When a stream breaks, it resumes from the same byte at the next
+location (and stays there while it answers); the total size must be the one the stream started with.
+Nothing else is trusted across mirrors: the installer's sha512/signature checks run over the bytes as
+they arrive, so a mixture that differs from the signed image fails verification.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Callable
@@ -54,13 +61,39 @@ class Fetcher:
         self._sleep = sleep
         self.base_url = base_url.rstrip("/") if base_url else None
         self.mirrors = tuple(mirror.rstrip("/") for mirror in mirrors)
+        # The server (as in _servers) that answered last: asked first, so a dead one costs one attempt only.
+        self.preferred = 0
 
     def locations(self, location: str) -> list[str]:
-        """`location`, then the same file at each mirror when it is under the base URL (pure)."""
-        if not self.base_url or not location.startswith(self.base_url + "/"):
-            return [location]
-        rest = location[len(self.base_url):]
-        return [location, *(mirror + rest for mirror in self.mirrors)]
+        """`location`, then the same file at each mirror that has it (pure): every mirror for a URL under the
+        base URL; for another URL on the base URL's server, the mirrors whose path is the base URL's path,
+        at the same path and query on their server."""
+        return [url for _, url in self._servers(location)]
+
+    def _servers(self, location: str) -> list[tuple[int, str]]:
+        """locations() with each one's server: 0 for the base URL's, i for mirrors[i - 1]."""
+        if not self.base_url:
+            return [(0, location)]
+        if location.startswith(self.base_url + "/"):
+            rest = location[len(self.base_url):]
+            return [(0, location), *((i, mirror + rest) for i, mirror in enumerate(self.mirrors, 1))]
+        base = urllib.parse.urlsplit(self.base_url)
+        here = urllib.parse.urlsplit(location)
+        if not is_url(location) or (here.scheme, here.netloc) != (base.scheme, base.netloc):
+            return [(0, location)]
+        rest = location[len(f"{here.scheme}://{here.netloc}"):]
+        found = [(0, location)]
+        for i, mirror in enumerate(self.mirrors, 1):
+            other = urllib.parse.urlsplit(mirror)
+            if other.path == base.path:
+                found.append((i, f"{other.scheme}://{other.netloc}{rest}"))
+        return found
+
+    def _in_turn(self, location: str) -> list[tuple[int, str]]:
+        """_servers(location), starting from the server that answered last when it has the file too."""
+        servers = self._servers(location)
+        first = next((n for n, (server, _) in enumerate(servers) if server == self.preferred), 0)
+        return servers[first:] + servers[:first]
 
     # ---- small files -------------------------------------------------------------------------
 
@@ -106,15 +139,16 @@ class Fetcher:
         if not is_url(location):
             yield from self._stream_file(location, chunk)
             return
-        urls = self.locations(location)
+        servers = self._in_turn(location)
         current = 0
         received = 0
         total: int | None = None
         failures = 0
         while True:
-            url = urls[current]
+            server, url = servers[current]
             try:
                 response = self._open_once(url, start=received)
+                self.preferred = server
                 skip, total = self._check_resume(response, received, total, url)
                 while True:
                     # read1: whatever arrived (up to `chunk`), so a slow link still streams and a
@@ -141,11 +175,10 @@ class Fetcher:
                 if failures >= self.retries:
                     raise NetworkError(f"{url}: download failed after {failures} attempts at byte {received}: "
                                        f"{_reason(exc)}") from None
-                current = (current + 1) % len(urls)
-                # Another server at once; a pause only before asking the same ones again.
-                delay = min(self.backoff * (2 ** (failures - 1)), 10.0) if current == 0 else 0.0
+                current = (current + 1) % len(servers)
+                delay = self._delay(failures, current)
                 log.warning("%s: %s at byte %d; resuming from %s in %.1f s (attempt %d of %d)",
-                            url, _reason(exc), received, urls[current], delay, failures + 1, self.retries)
+                            url, _reason(exc), received, servers[current][1], delay, failures + 1, self.retries)
                 if delay:
                     self._sleep(delay)
 
@@ -201,17 +234,34 @@ class Fetcher:
             raise
 
     def _open(self, location: str, method: str = "GET"):
+        """_open_once at each location in turn until one answers, up to `retries` attempts in all. Raises
+        NotFound and NetworkError at once: the servers share one release, another cannot answer otherwise."""
+        servers = self._in_turn(location)
+        current = 0
         failures = 0
         while True:
+            server, url = servers[current]
             try:
-                return self._open_once(location, method)
+                response = self._open_once(url, method)
+                self.preferred = server
+                return response
             except (NotFound, NetworkError):
                 raise
             except _RETRYABLE as exc:
                 failures += 1
                 if failures >= self.retries:
-                    raise NetworkError(f"{location}: {_reason(exc)} (after {failures} attempts)") from None
-            self._sleep(min(self.backoff * (2 ** (failures - 1)), 10.0))
+                    raise NetworkError(f"{url}: {_reason(exc)} (after {failures} attempts)") from None
+                current = (current + 1) % len(servers)
+                delay = self._delay(failures, current)
+                if len(servers) > 1:
+                    log.warning("%s: %s; trying %s%s", url, _reason(exc), servers[current][1],
+                                f" in {delay:.1f} s" if delay else "")
+                if delay:
+                    self._sleep(delay)
+
+    def _delay(self, failures: int, current: int) -> float:
+        """Another server at once; a pause (growing) only before asking the same ones again."""
+        return min(self.backoff * (2 ** (failures - 1)), 10.0) if current == 0 else 0.0
 
 
 def _reason(exc: BaseException) -> str:

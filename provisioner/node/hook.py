@@ -26,7 +26,8 @@ Several servers, one state (`provisioner serve --state-etcd`, docs/pxe.md): `pro
 the site's other live servers. A POST that gets no answer (or a 5xx) from the server that answered last
 goes to the same path and query at the others in order, and the hook stays with the one that took it;
 the installer gets each of them as a `--mirror` of its `-b` URL, when that URL is under the reporting
-server's base URL (install/source.py resumes a broken image download there).
+server's base URL (install/source.py asks them when a server gives no answer, the cloud-config URL
+included, and resumes a broken image download there).
 
 Every POST carries the boot's secret from `provisioner.boot_secret=` as `Authorization: Bearer
 <secret>`: the server refuses writes without it (provisioner/pxe/boot_secrets.py). A header rather

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +53,7 @@ class ServerControl:
     release_stall: threading.Event = field(default_factory=threading.Event)
     range_requests: list = field(default_factory=list)
     gets: list = field(default_factory=list)
+    heads: list = field(default_factory=list)
 
 
 def _handler(root: Path, control: ServerControl):
@@ -69,6 +71,7 @@ def _handler(root: Path, control: ServerControl):
             return path
 
         def do_HEAD(self):
+            control.heads.append(self.path)
             path = self._resolve()
             if path:
                 self.send_response(200)
@@ -152,6 +155,16 @@ def serve_dir():
     yield start
     for server in running:
         next(server, None)
+
+
+@pytest.fixture
+def dead_url():
+    """http://127.0.0.1:PORT of a server already dead: the port is bound (no other test takes it) but nothing
+    listens, so a connection is refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
 
 
 REPO = Path(__file__).resolve().parents[3]
