@@ -68,8 +68,10 @@ def replay(states: MachineStates, batches: Sequence[KeyValue], keys: SiteKeys,
     return read
 
 
-def is_batch(key: str, keys: SiteKeys) -> bool:
-    return key.startswith(keys.events()) and "/" not in key[len(keys.events()):]
+def holds_events(key: str, keys: SiteKeys) -> bool:
+    """A batch key, or a key of one event each (`events/<mac>/...`, as servers before batching pushed them;
+    replay reads both, so a site's older history and a server not yet upgraded stay in the view)."""
+    return key.startswith(keys.events())
 
 
 def batch_value(values: Sequence[str]) -> str:
@@ -150,7 +152,7 @@ class SiteSync:
         for kv in result.kvs:
             if kv.key.startswith(keys.installed()):
                 marks[kv.key[len(keys.installed()):]] = mark_time(kv.value)
-            elif is_batch(kv.key, keys):
+            elif holds_events(kv.key, keys):
                 events.append(kv)
             elif kv.key.startswith(keys.forgotten()):
                 self.forgotten[kv.key[len(keys.forgotten()):]] = forgotten_time(kv.value)
@@ -197,7 +199,8 @@ class SiteSync:
     def stop(self) -> None:
         self._stop.set()
         self.machine_log.outbox.wakeup.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:   # loaded without start() (a one-off read) has no push thread
+            self._thread.join(timeout=10)
         if self._watcher is not None:
             self._watcher.stop()
         if self._presence:   # off the list at once rather than after SERVER_TTL
@@ -287,7 +290,7 @@ class SiteSync:
                 self._call_soon(self.installed.apply, mac, at)
             elif key.startswith(keys.secrets()):
                 self._secret(key, issued_secret(event.kv) if event.kind == "PUT" else None)
-            elif is_batch(key, keys):
+            elif holds_events(key, keys):
                 if event.kind == "PUT" and f"-{self.site.server_id}-" not in key[len(keys.events()):]:
                     self._call_soon(replay, self.machine_log.local, [event.kv], keys, self.forgotten)
             elif key.startswith(keys.forgotten()) and event.kind == "PUT":
@@ -387,7 +390,7 @@ def read_site(client: EtcdClient, site: str) -> tuple[dict[str, MachineRecord], 
     forgotten = {kv.key[len(keys.forgotten()):]: forgotten_time(kv.value) for kv in result.kvs
                  if kv.key.startswith(keys.forgotten())}
     states = MachineStates(None, max_machines=1 << 30)
-    replay(states, [kv for kv in result.kvs if is_batch(kv.key, keys)], keys, forgotten)
+    replay(states, [kv for kv in result.kvs if holds_events(kv.key, keys)], keys, forgotten)
     apply_leases(states.machines, [kv for kv in result.kvs if kv.key.startswith(keys.leases())])
     return dict(states.machines), marks
 

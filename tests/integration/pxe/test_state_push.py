@@ -5,6 +5,7 @@ test_state_etcd.py."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -70,6 +71,30 @@ def test_other_writes_go_as_plain_puts_in_the_order_they_were_queued(etcd):
     assert [sync.push_once() for _ in range(4)] == [1, 2, 1, 0]
     assert etcd.etcdctl("get", sync.site.keys.discovery, "--print-value-only").strip() == "{}"
     assert stages(etcd, "mixed", A) == ["dhcp-offer", "ipxe-script"]
+
+
+def test_events_pushed_one_key_each_by_an_older_server_are_in_the_view(etcd):
+    """Before batching, servers pushed each event as its own key under events/<mac>/: a site's history from
+    then, or from a server not yet upgraded, is read at load, in read_site and from the watch."""
+    old = server(etcd, "older")
+    keys = old.site.keys
+    client = old._client
+
+    def put_old(mac: str, stage: str, at: float, server_id: str) -> None:
+        event = {"mac": mac, "stage": stage, "at": at, "ip": None, "detail": {"server": "http://old"}}
+        client.put(f"{keys.events(mac)}{int(at * 1e9):019d}-{server_id}-0", json.dumps(event))
+
+    put_old(A, "dhcp-offer", 1.0, "0ld0ld00")
+    put_old(A, "ipxe-script", 2.0, "0ld0ld00")
+    assert stages(etcd, "older", A) == ["dhcp-offer", "ipxe-script"]
+    current = server(etcd, "older")
+    assert current.load()
+    try:
+        assert [entry["stage"] for entry in current.machine_log.machines[A].history] == ["dhcp-offer", "ipxe-script"]
+        put_old(B, "dhcp-offer", 3.0, "0ld0ld00")                       # while this server watches
+        until(lambda: B in current.machine_log.machines)
+    finally:
+        current.stop()
 
 
 def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(etcd):

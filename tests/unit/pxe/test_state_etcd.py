@@ -13,7 +13,7 @@ from provisioner.pxe.inventory_etcd import inventory_document, materialize
 from provisioner.pxe.machines import MachineStates, machine_rows
 from provisioner.pxe.state import StateUnavailable
 from provisioner.pxe.state_etcd import EtcdSite, Outbox, SiteKeys
-from provisioner.pxe.state_sync import batch_value, is_batch, replay
+from provisioner.pxe.state_sync import batch_value, holds_events, replay
 from provisioner.scheduler.etcd import KeyValue
 from tests.fixtures.system import free_port
 
@@ -30,7 +30,8 @@ def test_site_keys():
     assert keys.events(MAC) == f"/provisioner/rack1/events/{MAC}/" and keys.events() == "/provisioner/rack1/events/"
     assert keys.forgotten(MAC) == f"/provisioner/rack1/forgotten/{MAC}"
     assert keys.inventory == "/provisioner/rack1/inventory"
-    assert is_batch(keys.events() + "0001-ab-0", keys) and not is_batch(keys.events(MAC) + "0001-ab-0", keys)
+    assert holds_events(keys.events() + "0001-ab-0", keys) and holds_events(keys.events(MAC) + "0001-ab-0", keys)
+    assert not holds_events(keys.installed(MAC), keys)
     for bad in ("", "a/b"):
         with pytest.raises(ValueError):
             SiteKeys(bad)
