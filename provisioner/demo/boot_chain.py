@@ -406,13 +406,15 @@ class BootChain(LabPaths):
         self.result.ip = self.machine().get("ip")
         if not self.result.ip:
             raise ChainError("SSH: the server's machine state has no IP address for the machine")
+        # SSH ok when a login first works; the report is read afterwards and is not part of that time.
+        self.ssh_until_done("echo ssh-ok", "ssh-ok", c.installed_timeout)
+        self._stage("SSH ok", f"{SSH_USER}@{self.result.ip}")
         out = self.ssh_until_done(REMOTE_REPORT, "== end", c.installed_timeout)
         self.result.remote_report = out.split("== end")[0]
         self.result.boot_slot = boot_slot(out)
-        self._stage("SSH ok", f"{SSH_USER}@{self.result.ip}")
 
     def ssh_until_done(self, command: str, marker: str, timeout: float) -> str:
-        """Run `command` on the machine over SSH, every 3 s until its output holds `marker`; its stdout.
+        """Run `command` on the machine over SSH, every second until its output holds `marker`; its stdout.
         check=False: the command's own parts may fail (e.g. `slots show`); the session counts as
         working when the output reached the marker. Raises ChainError after `timeout` or when QEMU exits."""
         assert self.vm is not None and self.result.ip is not None
@@ -428,7 +430,7 @@ class BootChain(LabPaths):
                 last = str(exc)
             if time.monotonic() > deadline or not self.vm.running():
                 raise ChainError(f"SSH to {SSH_USER}@{self.result.ip}: {last}; console: {self.vm._tail()}")
-            time.sleep(3)
+            time.sleep(1)
 
     def run(self, on_stage: Callable[[StageEvent], None] | None = None) -> ChainResult:
         """The whole chain; raises ChainError naming the failed stage (everything is torn down unless keep)."""

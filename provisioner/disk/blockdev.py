@@ -339,8 +339,14 @@ def reread_partitions(disk: str, expected: dict[int, tuple[int, int]] | None = N
     if current:
         run(["partx", "-u", disk], check=False)
     run(["partx", "-a", disk], check=False)
-    settle()
     now = kernel_partitions(disk)
+    if reread or set(now) != set(current):
+        # Partitions came or went, or the disk is free for udev's own re-read: let udev finish. Not for a
+        # resize in place on a disk in use (ROOT grown at first boot): the kernel refuses udev's re-read
+        # too, nothing else changes, and settling waited out the whole boot's coldplug queue (10 s of
+        # every first boot under emulation).
+        settle()
+        now = kernel_partitions(disk)
     if expected is not None and now != expected:
         raise DiskError(
             f"{disk}: the partition table on disk is written, but the kernel still sees "
