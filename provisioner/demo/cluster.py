@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from provisioner.core.commands import require_tool, run
+from provisioner.core.polling import poll
 from provisioner.demo.boot_chain import (
     INSTALL_DONE_RE,
     KERNEL_RE,
@@ -420,14 +421,10 @@ class ClusterDemo(LabPaths):
             raise ChainError(f"{failed.spec.name} (stage {failed.stage}): {failed.error}")
 
     def _until(self, what: str, check: Callable[[], object], timeout: float, interval: float = 3.0) -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise ChainError(f"cluster: {what}: not within {timeout:.0f} s")
-            time.sleep(interval)
+        value = poll(check, timeout, interval)
+        if not value:
+            raise ChainError(f"cluster: {what}: not within {timeout:.0f} s")
+        return value
 
     def etcd_health(self, ips: list[str]) -> subprocess.CompletedProcess:
         return self.provisioner("node", "etcd-health", "--endpoints", ",".join(f"http://{ip}:2379" for ip in ips),

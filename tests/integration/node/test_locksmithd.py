@@ -24,6 +24,7 @@ from provisioner.core.commands import terminate
 from provisioner.node.update.rebootlock import RebootLock, semaphore_key
 from provisioner.scheduler.etcd import EtcdClient
 from tests.fixtures.etcd import EtcdCluster, module_etcd_cluster
+from tests.fixtures.polling import wait_until
 from tests.integration.node.rebootlock_history import holder_sequence, semaphore_history
 
 PROVISIONER = [sys.executable, "-m", "provisioner.cli.main"]
@@ -102,16 +103,15 @@ def make_machines(tmp_path: Path, etcd: EtcdCluster, group: str, count: int, **e
 
 
 def wait_for(what: str, condition, machines: list[Machine], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"=== {m.machine_id[:4]}\n{m.log()[-3000:]}" for m in machines)
-            pytest.fail(f"timed out waiting for {what}\n{logs}", pytrace=False)
+    def reached() -> bool:
         for machine in machines:
             if machine.process is not None and machine.process.poll() not in (None, 0):
                 pytest.fail(f"locksmithd {machine.machine_id[:4]} exited {machine.process.returncode}\n"
                             f"{machine.log()}", pytrace=False)
-        time.sleep(0.1)
+        return bool(condition())
+
+    wait_until(what, reached, timeout, interval=0.1,
+               context=lambda: "\n".join(f"=== {m.machine_id[:4]}\n{m.log()[-3000:]}" for m in machines))
 
 
 def holders(etcd: EtcdCluster, group: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, Etcd
 from provisioner.pxe.state_sync import SiteSync, WorkerMirror, read_site
 from provisioner.scheduler.etcd import RequestCounter
 from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.polling import wait_until
 
 A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
 
@@ -129,7 +130,4 @@ def test_a_workers_secrets_mirror_proves_another_process_secret_without_a_reques
 
 
 def until(check, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time"
-        time.sleep(0.05)
+    wait_until("the condition", check, timeout, interval=0.05)

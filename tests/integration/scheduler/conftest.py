@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import pytest
 from provisioner.cli.fleetctl import run as fleetctl_run
 from provisioner.core.commands import terminate
 from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.polling import wait_until
 from tests.fixtures.system import need_root
 from tests.fixtures.tcpproxy import TcpProxy
 
@@ -141,15 +141,8 @@ class FleetCluster:
         return next(n for n in self.nodes if n.machine_id == machine_id)
 
     def wait_for(self, condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout} s\n{self.fleetctl('list-units').stdout}"
-                                     f"\n{self.logs()}")
-            time.sleep(0.1)
+        return wait_until(what, condition, timeout, interval=0.1,
+                          context=lambda: f"{self.fleetctl('list-units').stdout}\n{self.logs()}")
 
     def wait_machines(self, count: int, timeout: float = 30) -> None:
         self.wait_for(lambda: len(self.fleetctl("list-machines", "--no-legend").stdout.splitlines()) == count,

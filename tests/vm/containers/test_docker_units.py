@@ -28,6 +28,7 @@ from provisioner.cloudconfig.docker_flags import legacy_docker_flags
 from provisioner.demo.boot_chain import ssh_argv
 from provisioner.lab.netns import LabNetwork
 from provisioner.lab.qemu import QemuVM, TapNic, VMConfig
+from tests.fixtures.polling import wait_until
 from tests.integration.pxe.conftest import start_server, wait_ready
 from tests.vm.image.helpers import GiB, disk_copy, make_key, put_on_root, slot_marked, user_data
 
@@ -51,13 +52,7 @@ def _ok(result: subprocess.CompletedProcess) -> str:
 
 
 def _until(what: str, check, timeout: float, interval: float = 3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(interval)
+    return wait_until(what, check, timeout, interval)
 
 
 def _keep_logs(work: Path, extra: dict[str, str]) -> None:
