@@ -141,6 +141,12 @@ class Systemctl:
         values = self.show([name], STATE_PROPERTIES)[name]
         return UnitState(name, values.get("LoadState", ""), values.get("ActiveState", ""), values.get("SubState", ""))
 
+    def unit_files(self, state: str, unit_type: str) -> str:
+        """`systemctl list-unit-files` of one state and type, one `NAME STATE PRESET` line each. Raises
+        SystemdError."""
+        return self._query(["list-unit-files", f"--state={state}", f"--type={unit_type}", "--no-legend",
+                            "--plain"]).stdout
+
     def is_active(self, name: str) -> bool:
         """Whether the unit is active (`systemctl is-active`; any other state is False). Raises SystemdError
         only when systemctl itself cannot run."""

@@ -21,13 +21,12 @@ import sys
 import time
 from collections.abc import Mapping
 
-from provisioner.core.commands import run
 from provisioner.core.entry import run_main
 from provisioner.errors import ProvisionerError
 from provisioner.node.etcd_health import Verdict, cluster_health, verdict
 from provisioner.node.kernel_cmdline import read_kernel_cmdline
 from provisioner.node.slots import booted_slot_successful, mark_success
-from provisioner.node.systemd import Systemctl
+from provisioner.node.systemd import Systemctl, SystemdError
 
 PROG = "provisioner-boot-success"
 SELF = "provisioner-boot-success.service"
@@ -56,11 +55,6 @@ def enabled_names(listing: str) -> list[str]:
     return [name for name in names if "@." not in name]
 
 
-def enabled_services() -> list[str]:
-    return enabled_names(run(["systemctl", "list-unit-files", "--state=enabled", "--type=service",
-                              "--no-legend", "--plain"]).stdout)
-
-
 def is_etcd_member(unit: Mapping[str, str]) -> bool:
     """From etcd2.service's UnitFileState and ActiveState (pure). `systemctl is-enabled` will not do: it
     exits 0 for an alias, and etcd2.service is always the alias of Debian's etcd.service here; `show`
@@ -71,9 +65,15 @@ def is_etcd_member(unit: Mapping[str, str]) -> bool:
 
 def health_problems(systemd: Systemctl) -> list[str]:
     """Why the node is not healthy yet ([] = healthy)."""
-    names = enabled_services()
-    problems = unhealthy_units(systemd.show(names, ("ActiveState",))) if names else []
-    if is_etcd_member(systemd.show([ETCD_UNIT], ("UnitFileState", "ActiveState"))[ETCD_UNIT]):
+    try:
+        names = enabled_names(systemd.unit_files("enabled", "service"))
+        problems = unhealthy_units(systemd.show(names, ("ActiveState",))) if names else []
+        etcd = systemd.show([ETCD_UNIT], ("UnitFileState", "ActiveState"))[ETCD_UNIT]
+    except SystemdError as exc:
+        # A manager too busy to answer in time (seen: "Connection timed out" while three emulated nodes
+        # booted) is a node not healthy yet, asked again, not a verdict: the slot's one try would be spent.
+        return [f"systemd did not answer: {exc}"]
+    if is_etcd_member(etcd):
         try:
             result = verdict(cluster_health(timeout=5.0))
         except ProvisionerError as exc:
