@@ -139,16 +139,14 @@ class Fetcher:
         if not is_url(location):
             yield from self._stream_file(location, chunk)
             return
-        servers = self._in_turn(location)
-        current = 0
+        attempts = _Attempts(self, location)
         received = 0
         total: int | None = None
-        failures = 0
         while True:
-            server, url = servers[current]
+            url = attempts.url
             try:
                 response = self._open_once(url, start=received)
-                self.preferred = server
+                attempts.answered()
                 skip, total = self._check_resume(response, received, total, url)
                 while True:
                     # read1: whatever arrived (up to `chunk`), so a slow link still streams and a
@@ -171,16 +169,7 @@ class Fetcher:
             except NotFound:
                 raise
             except _RETRYABLE as exc:
-                failures += 1
-                if failures >= self.retries:
-                    raise NetworkError(f"{url}: download failed after {failures} attempts at byte {received}: "
-                                       f"{_reason(exc)}") from None
-                current = (current + 1) % len(servers)
-                delay = self._delay(failures, current)
-                log.warning("%s: %s at byte %d; resuming from %s in %.1f s (attempt %d of %d)",
-                            url, _reason(exc), received, servers[current][1], delay, failures + 1, self.retries)
-                if delay:
-                    self._sleep(delay)
+                attempts.failed(exc, at=f" at byte {received}", action="resuming from")
 
     @staticmethod
     def _stream_file(path: str, chunk: int) -> Iterator[bytes]:
@@ -236,32 +225,49 @@ class Fetcher:
     def _open(self, location: str, method: str = "GET"):
         """_open_once at each location in turn until one answers, up to `retries` attempts in all. Raises
         NotFound and NetworkError at once: the servers share one release, another cannot answer otherwise."""
-        servers = self._in_turn(location)
-        current = 0
-        failures = 0
+        attempts = _Attempts(self, location)
         while True:
-            server, url = servers[current]
             try:
-                response = self._open_once(url, method)
-                self.preferred = server
+                response = self._open_once(attempts.url, method)
+                attempts.answered()
                 return response
             except (NotFound, NetworkError):
                 raise
             except _RETRYABLE as exc:
-                failures += 1
-                if failures >= self.retries:
-                    raise NetworkError(f"{url}: {_reason(exc)} (after {failures} attempts)") from None
-                current = (current + 1) % len(servers)
-                delay = self._delay(failures, current)
-                if len(servers) > 1:
-                    log.warning("%s: %s; trying %s%s", url, _reason(exc), servers[current][1],
-                                f" in {delay:.1f} s" if delay else "")
-                if delay:
-                    self._sleep(delay)
+                attempts.failed(exc)
 
-    def _delay(self, failures: int, current: int) -> float:
-        """Another server at once; a pause (growing) only before asking the same ones again."""
-        return min(self.backoff * (2 ** (failures - 1)), 10.0) if current == 0 else 0.0
+
+class _Attempts:
+    """One file's locations in the order to ask them (Fetcher._in_turn), and the failed attempts counted
+    across all of them: the one retry policy of stream() and _open()."""
+
+    def __init__(self, fetcher: Fetcher, location: str):
+        self.fetcher = fetcher
+        self.servers = fetcher._in_turn(location)
+        self.current = 0
+        self.failures = 0
+
+    @property
+    def url(self) -> str:
+        return self.servers[self.current][1]
+
+    def answered(self) -> None:
+        """The current location answered: its server is asked first from now on."""
+        self.fetcher.preferred = self.servers[self.current][0]
+
+    def failed(self, exc: BaseException, at: str = "", action: str = "trying") -> None:
+        """Count a failed attempt at the current location: NetworkError once `retries` attempts failed, else
+        on to the next location, at once; a pause (growing) only before asking the same ones again."""
+        fetcher, url = self.fetcher, self.url
+        self.failures += 1
+        if self.failures >= fetcher.retries:
+            raise NetworkError(f"{url}: {_reason(exc)}{at} (after {self.failures} attempts)") from None
+        self.current = (self.current + 1) % len(self.servers)
+        delay = min(fetcher.backoff * (2 ** (self.failures - 1)), 10.0) if self.current == 0 else 0.0
+        log.warning("%s: %s (attempt %d of %d)%s; %s %s%s", url, _reason(exc), self.failures, fetcher.retries, at,
+                    action, self.url, f" in {delay:.1f} s" if delay else "")
+        if delay:
+            fetcher._sleep(delay)
 
 
 def _reason(exc: BaseException) -> str:
