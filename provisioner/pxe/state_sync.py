@@ -177,7 +177,7 @@ class SiteSync:
         for mac in list(local.machines):
             local.forget(mac)
         waiting = [KeyValue(key, value, 0, 0) for key, value in self.machine_log.outbox.peek(len(
-            self.machine_log.outbox)) if key.startswith(self.site.keys.events())]
+            self.machine_log.outbox)) if holds_events(key, self.site.keys)]
         replay(local, [*events, *waiting], self.site.keys, self.forgotten)
 
     def _secret(self, key: str, issued: IssuedSecret | None) -> None:
@@ -277,7 +277,7 @@ class SiteSync:
         if not events:   # etcd compacted past our revision: read everything again
             self.loaded = False
             if self._watcher is not None:
-                self._watcher._stop.set()
+                self._watcher.cancel()
             self.machine_log.outbox.wakeup.set()
             return
         for event in events:
@@ -329,13 +329,13 @@ class WorkerMirror:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._drop_watchers()
+        for watcher in self._drop_watchers():
+            watcher.stop()
         self._client.close()
 
-    def _drop_watchers(self) -> None:
+    def _drop_watchers(self) -> list[Watcher]:
         watchers, self._watchers = self._watchers, []
-        for watcher in watchers:
-            watcher.stop()
+        return watchers
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -362,9 +362,8 @@ class WorkerMirror:
 
     def _compacted(self) -> None:
         """etcd compacted past a watch's revision: both are read again (by _run, off the watch's thread)."""
-        watchers, self._watchers = self._watchers, []
-        for watcher in watchers:
-            watcher._stop.set()
+        for watcher in self._drop_watchers():
+            watcher.cancel()
 
     def _on_secrets(self, events: list[WatchEvent], revision: int) -> None:
         if not events:

@@ -390,10 +390,15 @@ class Watcher:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self.cancel()
         self.restart()
         self._thread.join(timeout=5)
         self.client.close()
+
+    def cancel(self) -> None:
+        """Stop without waiting: from inside `on_events` (the watch's own thread, which stop() cannot join);
+        the stream ends after the callback returns, and the thread with it."""
+        self._stop.set()
 
     def restart(self) -> None:
         with self._lock:
@@ -403,16 +408,19 @@ class Watcher:
 
     def _run(self) -> None:
         delay = 0.1
-        while not self._stop.is_set():
-            try:
-                self._stream()
-                delay = 0.1
-            except Exception as exc:  # the stream must come back whatever broke it
-                log.debug("watch %s: %s", self.prefix, exc)
-                self.client._current = (self.client._current + 1) % len(self.client.endpoints)
-            if self._stop.wait(delay):
-                return
-            delay = min(delay * 2, 2.0)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._stream()
+                    delay = 0.1
+                except Exception as exc:  # the stream must come back whatever broke it
+                    log.debug("watch %s: %s", self.prefix, exc)
+                    self.client._current = (self.client._current + 1) % len(self.client.endpoints)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 2.0)
+        finally:
+            self.client.close()   # cancelled from inside, nobody else closes its sessions
 
     def _stream(self) -> None:
         create: dict[str, Any] = {"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
