@@ -1,4 +1,7 @@
-"""Asking a condition again until it holds or time runs out: the one polling loop (the demo, the tests)."""
+"""Asking a condition again until it holds or time runs out (the cluster demo's waits, the tests' wait_until).
+
+The demo's waits on a console, a QEMU process or SSH keep loops of their own: each one also reports
+what it saw on the way (the console's tail, the last SSH error), which a bare condition cannot."""
 
 from __future__ import annotations
 
