@@ -59,15 +59,15 @@ class TxnGroup:
     def _take(self) -> list[_Waiting]:
         """The oldest waiting transactions, one per key, at most max_group (called holding the lock)."""
         group: list[_Waiting] = []
+        later: list[_Waiting] = []
         keys: set[str] = set()
         for waiting in self._waiting:
-            if waiting.key not in keys:
+            if waiting.key in keys or len(group) == self.max_group:
+                later.append(waiting)
+            else:
                 group.append(waiting)
                 keys.add(waiting.key)
-                if len(group) == self.max_group:
-                    break
-        taken = set(map(id, group))
-        self._waiting = [waiting for waiting in self._waiting if id(waiting) not in taken]
+        self._waiting = later
         return group
 
     def _send(self, client: EtcdClient, group: list[_Waiting]) -> None:
