@@ -150,7 +150,10 @@ def rolling_update(demo: ClusterDemo, built_image, work: Path, *, time_turns: bo
     while not done:
         now = time.monotonic() - started
         if now > DEADLINE:
-            raise AssertionError(f"after {DEADLINE:.0f} s: rebooted {list(rebooted)}, lock held by {holders}")
+            # Asked now: without time_turns `holders` is only read once every node has rebooted.
+            read = _lock_now(demo, endpoints)
+            held = ([machine_ids.get(h, h) for h in read[0].holders] if read[0] else []) if read else "?"
+            raise AssertionError(f"after {DEADLINE:.0f} s: rebooted {list(rebooted)}, lock held by {held}")
         for node in demo.nodes:
             if node.spec.name not in rebooted and node.vm is not None and not node.vm.running():
                 rebooted[node.spec.name] = now   # -no-reboot: the guest's reboot ended QEMU
@@ -166,8 +169,9 @@ def rolling_update(demo: ClusterDemo, built_image, work: Path, *, time_turns: bo
                     name = machine_ids.get(holder, holder)
                     spans[name] = HolderSpan(name, acquired=now)
                 for holder in set(holders) - set(current):
-                    if machine_ids.get(holder, holder) in spans:
-                        spans[machine_ids.get(holder, holder)].released = now
+                    name = machine_ids.get(holder, holder)
+                    if name in spans:
+                        spans[name].released = now
                 holders = current
                 done = all_rebooted and not current
         time.sleep(1)
