@@ -45,7 +45,6 @@ def main() -> dict:
             "help": [str(cli), "--help"],
             "validate": [str(cli), "validate", str(user_data)],
         }
-        load_before = os.getloadavg()
         for argv in commands.values():
             _timed(argv)
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -66,8 +65,6 @@ def main() -> dict:
         "over_bare_python": {name: round(results[name]["seconds_median"] / python, 2) for name in ("help", "validate")},
         "targets_met": {f"{name} < {TARGET_SECONDS} s": results[name]["seconds_median"] < TARGET_SECONDS
                         for name in ("help", "validate")},
-        "load_average": {"before": [round(x, 2) for x in load_before],
-                         "after": [round(x, 2) for x in os.getloadavg()]},
         "cpus": os.cpu_count(),
     }
 

@@ -146,7 +146,6 @@ def main() -> dict:
     if only:
         commands = {name: argv for name, argv in commands.items() if name in only}
     results: dict = {}
-    load_before = os.getloadavg()
     started = time.monotonic()
     os.environ["PYTHONPATH"] = env_path
     try:
@@ -170,9 +169,8 @@ def main() -> dict:
         subprocess.run(["losetup", "-d", device], check=False)
         backing.unlink()
 
-    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     if only:
-        return {"runs": RUNS, "results": results, "load_average": load, "cpus": os.cpu_count(), "partial": only}
+        return {"runs": RUNS, "results": results, "cpus": os.cpu_count(), "partial": only}
     ours = results["ours_zst"]["seconds_median"]
     ratios = {
         "speedup_vs_flatcar_bzip2": round(results["flatcar_bzip2"]["seconds_median"] / ours, 2),
@@ -202,7 +200,6 @@ def main() -> dict:
         "results": results,
         "ratios": ratios,
         "targets_met": targets,
-        "load_average": load,
         "cpus": os.cpu_count(),
     }
 

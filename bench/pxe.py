@@ -296,11 +296,10 @@ def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-pxe-") as tmp:
         work = Path(tmp)
         _assets(work)
-        result = {"machine": f"{os.cpu_count()} cores", "load_before": os.getloadavg()[0]}
+        result: dict = {"machine": f"{os.cpu_count()} cores"}
         result["ipxe_script"] = bench_script(work)
         result.update(bench_assets(work))
         result.update(bench_netns(work))
-        result["load_after"] = os.getloadavg()[0]
     return result
 
 
