@@ -38,9 +38,14 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # Every tier: static checks, unit (pure), conformance (anchors' vectors), integration (root: loop, netns,
-# sshd, etcd), vm (QEMU).
+# sshd, etcd), vm (QEMU). Two runs: the tests that can share the cores on TEST_WORKERS workers, then the
+# `serial` ones (every VM test, tests that time themselves) alone. Both always run; either failing fails.
+TEST_WORKERS ?= 2
 test: setup lint image
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	@status=0; \
+	$(PY) -m pytest $(PYTEST_ARGS) -n $(TEST_WORKERS) -m "not serial" tests || status=$$?; \
+	$(PY) -m pytest $(PYTEST_ARGS) -m serial tests || status=$$?; \
+	exit $$status
 
 test-unit: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/conformance

@@ -2,3 +2,11 @@
 CI runs as root and must run every tier."""
 
 pytest_plugins = ["tests.fixtures.system"]
+
+
+def pytest_collection_modifyitems(items):
+    """Every VM test is `serial`: each boots QEMU under TCG with boot deadlines, and shares a booted node
+    (node_vm.py) with the others, so they run in one process after the parallel part."""
+    for item in items:
+        if item.nodeid.startswith("tests/vm/"):
+            item.add_marker("serial")

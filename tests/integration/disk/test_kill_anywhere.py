@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from provisioner.disk import blockdev, e2undo
 from tests.integration.disk.conftest import (
     DISK_SIZE,
@@ -43,6 +45,10 @@ from tests.integration.disk.conftest import (
     scratch_disk,
     start_cli,
 )
+
+# The kill moments come from a timed first run: a test on the other core would make the killed runs slower
+# than it, and the sweep would miss the later steps.
+pytestmark = pytest.mark.serial
 
 STEP = 0.25  # seconds between two kill moments
 MIN_MOMENTS = 6  # a job shorter than MIN_MOMENTS * STEP gets this many, spread evenly
