@@ -6,6 +6,7 @@ test_state_etcd.py."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -29,8 +30,8 @@ def etcd(tmp_path_factory):
     cluster.stop()
 
 
-def server(etcd: EtcdCluster, site: str) -> SiteSync:
-    state = EtcdSite(etcd.endpoints, site, "http://me")
+def server(etcd: EtcdCluster, site: str, counter: RequestCounter | None = None) -> SiteSync:
+    state = EtcdSite(etcd.endpoints, site, "http://me", counter=counter)
     secrets = EtcdBootSecrets(state, 60.0)
     machine_log = EtcdMachineLog(state, MachineStates(None), Outbox(None))
     return SiteSync(state, EtcdInstalledMarks(state, InstalledMachines(None), secrets), machine_log, secrets)
@@ -96,6 +97,21 @@ def test_events_pushed_one_key_each_by_an_older_server_are_in_the_view(etcd):
         until(lambda: B in current.machine_log.machines)
     finally:
         current.stop()
+
+
+def test_a_push_in_a_storm_rides_the_boot_secrets_request(etcd):
+    counter = RequestCounter()
+    sync = server(etcd, "rides", counter)
+    sync.site.group.gather = 0.5
+    sync.secrets.issue(A, None, time.time())   # a request (and the secrets' lease): the interval starts
+    sync.machine_log.record(A, "ipxe-script", now=1.0)
+    asked = counter.count
+    pushing = threading.Thread(target=sync.push_once)
+    pushing.start()
+    sync.secrets.issue(B, None, time.time())
+    pushing.join(timeout=10)
+    assert counter.count - asked == 1, f"{counter.count - asked} requests for a push and a boot secret"
+    assert stages(etcd, "rides", A) == ["ipxe-script"] and len(sync.machine_log.outbox) == 0
 
 
 def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(etcd):
