@@ -5,17 +5,20 @@ test_state_etcd.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.state import SecretCheck
 from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox
 from provisioner.pxe.state_sync import SiteSync, WorkerMirror, read_site
+from provisioner.pxe.writes import MachineWrites
 from provisioner.scheduler.etcd import RequestCounter
 from tests.fixtures.etcd import EtcdCluster
 from tests.fixtures.polling import wait_until
@@ -112,6 +115,26 @@ def test_a_push_in_a_storm_rides_the_boot_secrets_request(etcd):
     pushing.join(timeout=10)
     assert counter.count - asked == 1, f"{counter.count - asked} requests for a push and a boot secret"
     assert stages(etcd, "rides", A) == ["ipxe-script"] and len(sync.machine_log.outbox) == 0
+
+
+def test_a_write_whose_secret_the_mirror_holds_is_checked_on_the_loop_and_others_ask_etcd(etcd):
+    sync = server(etcd, "held")
+    secret = sync.secrets.issue(A, None, time.time())
+    hops: list[str] = []
+
+    async def runner(function, *args):
+        hops.append(function.__name__)
+        return function(*args)
+
+    writes = MachineWrites(sync.installed, sync.secrets, lambda event: None, {}, run_state=runner)
+
+    def refused(presented: str) -> int | None:
+        request = make_mocked_request("POST", f"/report?mac={A}", headers={"Authorization": f"Bearer {presented}"})
+        answer = asyncio.run(writes.refusal(request, A, "/report"))
+        return None if answer is None else answer.status
+
+    assert refused(secret) is None and hops == []
+    assert refused("0" * len(secret)) == 403 and hops == ["check"]   # not in the mirror: etcd is asked
 
 
 def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(etcd):
