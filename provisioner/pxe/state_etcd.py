@@ -20,7 +20,8 @@ and the machine view (machines.json), both loaded from etcd at start and kept cu
 site's prefix, which also brings the other servers' events. Boot events go to an outbox (`etcd-outbox.json`,
 so a restart loses none) that a thread pushes in batches, one key per batch in one transaction that creates
 it only if it is absent, so a batch pushed twice (an answer lost, a restart) lands once: a batch of up to
-PUSH_BATCH events costs etcd one key, one revision and one watch event per watching server, not one each.
+PUSH_BATCH events costs etcd one key and one watch event per watching server, not one each, and rides the
+request of the secrets' and marks' group commit (txn_group.py).
 The load, the push and the watch: state_sync.py.
 
 When etcd does not answer, the server keeps booting what it knows (installed machines get their disk, from
