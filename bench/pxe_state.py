@@ -10,7 +10,8 @@ two) -> /ipxe again (now the installed answer). Rounds alternate file/etcd so lo
 
 Reported: boots per second (200 / wall time), p50/p95 of the script fetch and of the install's writes,
 etcd requests per boot (the server's own count, provisioner_etcd_requests_total, the watch included),
-and CPU per boot of the servers and of the three etcd members (all on this machine's 2 cores here).
+and CPU per boot of the servers, of the three etcd members and of the simulated machines (all on this
+machine's 2 cores here).
 Target: the etcd backend within 20 % of the file backend (rate ratio >= 0.8).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,6 +74,12 @@ def _cpu(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (the storm's simulated machines)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -102,7 +110,9 @@ def _run(net: LabNetwork, client_ns: str, work: Path, data_dir: Path, servers: t
         members = [m.process.pid for m in etcd.members if m.process is not None] if etcd else []
         before = sum(_etcd_requests(net, f"http://{ip}:8080") for ip in servers)
         cpu_before = (_cpu([p.pid for p in processes]), _cpu(members))
+        clients_before = _children_cpu()
         result = _storm(client_ns, servers, first)
+        result["client_cpu_ms_per_boot"] = round((_children_cpu() - clients_before) * 1000 / CLIENTS, 2)
         time.sleep(1.0)   # the outbox's last push
         after = sum(_etcd_requests(net, f"http://{ip}:8080") for ip in servers)
         cpu_after = (_cpu([p.pid for p in processes]), _cpu(members))
@@ -152,6 +162,7 @@ def main() -> dict:
                       "install_p95_ms": _median(r, "install_p95_ms"),
                       "server_cpu_ms_per_boot": _median(r, "server_cpu_ms_per_boot"),
                       "etcd_cpu_ms_per_boot": _median(r, "etcd_cpu_ms_per_boot"),
+                      "client_cpu_ms_per_boot": _median(r, "client_cpu_ms_per_boot"),
                       "failures": sum(run["failures"] for run in r)} for name, r in runs.items()}
     for name in ("etcd", "etcd_two_servers"):
         summary[name]["etcd_requests_per_boot"] = _median(runs[name], "etcd_requests_per_boot")

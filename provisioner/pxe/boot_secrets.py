@@ -166,6 +166,10 @@ class BootSecretFiles:
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck:
         return check_secret(self._read(mac), presented, now)
 
+    def check_held(self, mac: str, presented: str | None, now: float) -> SecretCheck | None:
+        """The files are held here: the whole check (one small file read)."""
+        return self.check(mac, presented, now)
+
     def revoke(self, mac: str) -> None:
         with self._locked(), contextlib.suppress(FileNotFoundError):
             self._path(mac).unlink()

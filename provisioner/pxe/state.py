@@ -61,6 +61,10 @@ class BootSecrets(Protocol):
 
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck: ...
 
+    def check_held(self, mac: str, presented: str | None, now: float) -> SecretCheck | None:
+        """check() from what this process holds, quick enough for the event loop; None when only the store
+        can tell (then check() on the state runner asks it)."""
+
     def revoke(self, mac: str) -> None:
         """Every live secret of `mac` stops working (its install is done, or the operator acted); raises OSError."""
 

@@ -20,7 +20,8 @@ and the machine view (machines.json), both loaded from etcd at start and kept cu
 site's prefix, which also brings the other servers' events. Boot events go to an outbox (`etcd-outbox.json`,
 so a restart loses none) that a thread pushes in batches, one key per batch in one transaction that creates
 it only if it is absent, so a batch pushed twice (an answer lost, a restart) lands once: a batch of up to
-PUSH_BATCH events costs etcd one key, one revision and one watch event per watching server, not one each.
+PUSH_BATCH events costs etcd one key and one watch event per watching server, not one each, and rides the
+request of the secrets' and marks' group commit (txn_group.py).
 The load, the push and the watch: state_sync.py.
 
 When etcd does not answer, the server keeps booting what it knows (installed machines get their disk, from
@@ -319,14 +320,20 @@ class EtcdBootSecrets:
         return secret
 
     def check(self, mac: str, presented: str | None, now: float) -> SecretCheck:
-        if not presented:
-            return SecretCheck.MISSING
-        known = check_secret(list((self._known.get(mac) or {}).values()), presented, now)
-        if known in (SecretCheck.OK, SecretCheck.EXPIRED):
-            return known
+        held = self.check_held(mac, presented, now)
+        if held is not None:
+            return held
         kvs = self.site.call(f"check of {mac}'s boot secret",
                              lambda client: client.range(self.site.keys.secrets(mac), prefix=True).kvs)
         return check_secret([issued for issued in map(issued_secret, kvs) if issued is not None], presented, now)
+
+    def check_held(self, mac: str, presented: str | None, now: float) -> SecretCheck | None:
+        """The mirror's answer: a secret it holds (live or expired), no secret presented; None for the rest,
+        which only etcd can tell (a secret issued by another server a moment ago, not yet watched)."""
+        if not presented:
+            return SecretCheck.MISSING
+        known = check_secret(list((self._known.get(mac) or {}).values()), presented, now)
+        return known if known in (SecretCheck.OK, SecretCheck.EXPIRED) else None
 
     def revoke(self, mac: str) -> None:
         if self._spent.pop(mac, None) is None:   # else the mark's transaction just did it

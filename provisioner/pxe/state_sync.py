@@ -31,7 +31,7 @@ from provisioner.pxe.state_etcd import (
     issued_secret,
     mark_time,
 )
-from provisioner.scheduler.etcd import EtcdClient, EtcdError, KeyValue, Watcher, WatchEvent, absent, get, put
+from provisioner.scheduler.etcd import EtcdClient, EtcdError, KeyValue, Txn, Watcher, WatchEvent, absent, get, put
 
 log = logging.getLogger("provisioner.pxe.state_sync")
 
@@ -234,9 +234,11 @@ class SiteSync:
             outbox.done(len(batch))
             return len(batch)
         # The batch's key is its first event's: a push whose answer was lost, or that a restart repeats with
-        # more events behind it, finds the batch there and takes only what it holds as done.
+        # more events behind it, finds the batch there and takes only what it holds as done. In a storm it
+        # rides the request of the boot secrets' and marks' group commit instead of costing one of its own.
         key = events + batch[0][0].rsplit("/", 1)[-1]
-        result = self._client.txn([absent(key)], [put(key, batch_value([value for _, value in batch]))], [get(key)])
+        result = self.site.group.run(self._client, key, Txn(
+            (absent(key),), (put(key, batch_value([value for _, value in batch])),), (get(key),)))
         pushed = len(batch)
         if not result.succeeded and result.ranges and result.ranges[0]:
             try:

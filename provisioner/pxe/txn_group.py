@@ -4,8 +4,11 @@ In a boot storm dozens of state threads each want one small transaction at the s
 secret, an installed mark). One request each costs etcd a gateway round trip, a raft round and a
 revision, and the server a request; here the first thread that finds no request in flight sends every
 transaction waiting as the nested transactions of one (EtcdClient.txns), and the others wait for their
-own result. Nothing waits for a timer: a lone transaction goes at once, as before, and what arrives while
-a request is in flight rides the next one.
+own result. A request costs etcd about as much as fifteen nested transactions (a gateway round trip, a
+raft round on every member), so the sender lets the group gather until GATHER seconds have passed since
+the previous request started: a lone transaction after a quiet moment goes at once, and in a storm the
+requests go at most every GATHER seconds with everything that arrived meanwhile, which is what keeps
+etcd's CPU per boot down when it shares the machine (docs/benchmarks.md, pxe_state).
 
 etcd evaluates every nested compare against the state before the request, so one request holds at most
 one transaction per key (a machine's MAC): a second one for the same machine goes in the next request,
@@ -15,11 +18,13 @@ after the first, in the order they came.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from provisioner.scheduler.etcd import EtcdClient, EtcdError, Txn, TxnResult
 
 MAX_GROUP = 100   # nested transactions per request; etcd's default --max-txn-ops is 128
+GATHER = 0.02     # seconds from one request's start to the next one's: at most 50 requests a second
 
 
 @dataclass(eq=False)
@@ -32,11 +37,13 @@ class _Waiting:
 
 
 class TxnGroup:
-    def __init__(self, max_group: int = MAX_GROUP):
+    def __init__(self, max_group: int = MAX_GROUP, gather: float = GATHER):
         self.max_group = max_group
+        self.gather = gather
         self._changed = threading.Condition()
         self._waiting: list[_Waiting] = []
         self._sending = False
+        self._sent_at = float("-inf")   # when the last request started
 
     def run(self, client: EtcdClient, key: str, txn: Txn) -> TxnResult:
         """`txn`'s result, sent alone or with others on `client`; raises what the request raised."""
@@ -53,7 +60,13 @@ class TxnGroup:
                     assert mine.result is not None
                     return mine.result
                 self._sending = True
+            # The sender: what arrives before the interval since the last request is over rides along.
+            pause = self._sent_at + self.gather - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            with self._changed:
                 group = self._take()
+                self._sent_at = time.monotonic()
             self._send(client, group)
 
     def _take(self) -> list[_Waiting]:

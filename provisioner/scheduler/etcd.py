@@ -36,6 +36,7 @@ from provisioner.errors import NetworkError, UsageError
 log = logging.getLogger("provisioner.scheduler.etcd")
 
 API_PATH = "/v3/"
+WATCH_READ = 1 << 16   # bytes a watch stream's read asks for
 
 
 class EtcdError(NetworkError):
@@ -438,7 +439,10 @@ class Watcher:
         try:
             if response.status_code != 200:
                 raise EtcdError(f"watch {self.prefix}: HTTP {response.status_code}")
-            for line in response.iter_lines():
+            # The gateway sends each message as one HTTP chunk and a read returns at a chunk's end: a large
+            # read size takes a message in one piece (requests' default of 512 bytes cuts one of a dozen
+            # events into a dozen reads).
+            for line in response.iter_lines(chunk_size=WATCH_READ):
                 if self._stop.is_set():
                     return
                 if line:

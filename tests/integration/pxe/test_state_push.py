@@ -5,16 +5,20 @@ test_state_etcd.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from provisioner.pxe.installed import InstalledMachines
 from provisioner.pxe.machines import MachineStates
 from provisioner.pxe.state import SecretCheck
 from provisioner.pxe.state_etcd import EtcdBootSecrets, EtcdInstalledMarks, EtcdMachineLog, EtcdSite, Outbox
 from provisioner.pxe.state_sync import SiteSync, WorkerMirror, read_site
+from provisioner.pxe.writes import MachineWrites
 from provisioner.scheduler.etcd import RequestCounter
 from tests.fixtures.etcd import EtcdCluster
 from tests.fixtures.polling import wait_until
@@ -29,8 +33,8 @@ def etcd(tmp_path_factory):
     cluster.stop()
 
 
-def server(etcd: EtcdCluster, site: str) -> SiteSync:
-    state = EtcdSite(etcd.endpoints, site, "http://me")
+def server(etcd: EtcdCluster, site: str, counter: RequestCounter | None = None) -> SiteSync:
+    state = EtcdSite(etcd.endpoints, site, "http://me", counter=counter)
     secrets = EtcdBootSecrets(state, 60.0)
     machine_log = EtcdMachineLog(state, MachineStates(None), Outbox(None))
     return SiteSync(state, EtcdInstalledMarks(state, InstalledMachines(None), secrets), machine_log, secrets)
@@ -96,6 +100,41 @@ def test_events_pushed_one_key_each_by_an_older_server_are_in_the_view(etcd):
         until(lambda: B in current.machine_log.machines)
     finally:
         current.stop()
+
+
+def test_a_push_in_a_storm_rides_the_boot_secrets_request(etcd):
+    counter = RequestCounter()
+    sync = server(etcd, "rides", counter)
+    sync.site.group.gather = 0.5
+    sync.secrets.issue(A, None, time.time())   # a request (and the secrets' lease): the interval starts
+    sync.machine_log.record(A, "ipxe-script", now=1.0)
+    asked = counter.count
+    pushing = threading.Thread(target=sync.push_once)
+    pushing.start()
+    sync.secrets.issue(B, None, time.time())
+    pushing.join(timeout=10)
+    assert counter.count - asked == 1, f"{counter.count - asked} requests for a push and a boot secret"
+    assert stages(etcd, "rides", A) == ["ipxe-script"] and len(sync.machine_log.outbox) == 0
+
+
+def test_a_write_whose_secret_the_mirror_holds_is_checked_on_the_loop_and_others_ask_etcd(etcd):
+    sync = server(etcd, "held")
+    secret = sync.secrets.issue(A, None, time.time())
+    hops: list[str] = []
+
+    async def runner(function, *args):
+        hops.append(function.__name__)
+        return function(*args)
+
+    writes = MachineWrites(sync.installed, sync.secrets, lambda event: None, {}, run_state=runner)
+
+    def refused(presented: str) -> int | None:
+        request = make_mocked_request("POST", f"/report?mac={A}", headers={"Authorization": f"Bearer {presented}"})
+        answer = asyncio.run(writes.refusal(request, A, "/report"))
+        return None if answer is None else answer.status
+
+    assert refused(secret) is None and hops == []
+    assert refused("0" * len(secret)) == 403 and hops == ["check"]   # not in the mirror: etcd is asked
 
 
 def test_a_forgotten_machine_leaves_the_view_and_comes_back_with_its_next_event(etcd):

@@ -4,6 +4,7 @@ requests, and a machine still gets one boot decision."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -89,3 +90,26 @@ def test_every_transaction_of_a_failed_request_gets_the_failure():
     results = at_once([lambda n=n: group.run(client, str(n), Txn((absent(f"k{n}"),), (put(f"k{n}", "v"),)))
                        for n in range(10)])
     assert all(isinstance(outcome, EtcdUnavailable) for outcome in results), results
+
+
+def test_a_lone_transaction_goes_at_once_and_those_within_the_gather_interval_share_the_next_request(etcd):
+    counter = RequestCounter()
+    client = EtcdClient(etcd.endpoints, counter=counter)
+    group = TxnGroup(gather=0.6)
+
+    def txn(name: str) -> Txn:
+        return Txn((absent(f"/gather/{name}"),), (put(f"/gather/{name}", "v"),))
+
+    started = time.monotonic()
+    assert group.run(client, "first", txn("first")).succeeded
+    assert time.monotonic() - started < 0.3, "a lone transaction waited for the interval"
+    # Five more, each arriving well after the one before was answered, all within the interval.
+    calls = []
+    for n in range(5):
+        def call(n: int = n, mine: EtcdClient = client.clone()) -> object:
+            time.sleep(0.05 * n)
+            return group.run(mine, str(n), txn(str(n)))
+        calls.append(call)
+    assert all(result.succeeded for result in at_once(calls))
+    assert counter.count == 2, f"{counter.count} requests for 1 + 5 transactions"
+    assert time.monotonic() - started >= 0.6
