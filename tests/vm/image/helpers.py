@@ -40,13 +40,18 @@ def disk_copy(raw: Path, target: Path, size: int) -> Path:
 
 def put_on_root(image: Path, files: dict[str, str]) -> None:
     """Write files into ROOT (ext4) of an image copy, as `provisioner install -c` does."""
-    p = part(image, "ROOT")
+    put_on_partition(image, "ROOT", files)
+
+
+def put_on_partition(image: Path, label: str, files: dict[str, str]) -> None:
+    """Write files into the filesystem of partition `label` (ROOT ext4, OEM btrfs) of an image copy."""
+    p = part(image, label)
     loop = subprocess.run(["losetup", "-f", "--show", "-o", str(p["start"] * 512), "--sizelimit",
                            str(p["size"] * 512), str(image)], capture_output=True, text=True, check=True).stdout.strip()
-    mnt = image.parent / "root-mnt"
+    mnt = image.parent / f"{label.lower()}-mnt"
     mnt.mkdir(exist_ok=True)
     try:
-        subprocess.run(["mount", "-t", "ext4", loop, str(mnt)], check=True)
+        subprocess.run(["mount", loop, str(mnt)], check=True)
         try:
             for name, text in files.items():
                 path = mnt / name.lstrip("/")

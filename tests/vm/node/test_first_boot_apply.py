@@ -1,5 +1,5 @@
 """The installed image applies its cloud-config through the real systemd (QEMU, TCG): on the first boot users,
-keys, files, a unit of the config started and etcd up as a one-member cluster (the guides' etcdctl v2
+keys, files (the user data's and the OEM partition's), a unit of the config started and etcd up as a one-member cluster (the guides' etcdctl v2
 commands as written); on the second boot nothing persistent changes and etcd keeps its data.
 
 Shares the session's node VM (tests/fixtures/node_vm.py); the second test reboots it."""
@@ -13,7 +13,7 @@ import time
 APPLIED_FILES = ("/etc/hostname", "/etc/hosts", "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/environment",
                  "/home/core/.ssh/authorized_keys", "/home/core/.ssh/authorized_keys.d/coreos-cloudinit",
                  "/home/elroy/.ssh/authorized_keys", "/etc/provisioner-test/plain.txt",
-                 "/etc/provisioner-test/gz.txt")
+                 "/etc/provisioner-test/gz.txt", "/etc/provisioner-test/oem.txt")
 
 
 def stats(node) -> dict[str, str]:
@@ -65,9 +65,11 @@ def test_first_boot_applies_the_whole_config_and_etcd_comes_up(booted_node):
     assert node.ssh('etcdctl set /message "CROC Cloud"') == "CROC Cloud\n"
     assert node.ssh("etcdctl get /message") == "CROC Cloud\n"
     applied = status(node)
-    (source,) = applied["sources"]
-    assert source["source"] == "/var/lib/coreos-install/user_data" and source["state"] == "applied"
-    assert all(module["state"] == "ok" for module in source["modules"])
+    assert [(source["source"], source["state"]) for source in applied["sources"]] == [
+        ("/var/lib/coreos-install/user_data", "applied"), ("/oem/cloud-config.yml", "applied")], applied["sources"]
+    assert all(module["state"] == "ok" for source in applied["sources"] for module in source["modules"])
+    # The OEM partition's cloud-config, however late udev named the partition.
+    assert node.ssh("cat /etc/provisioner-test/oem.txt") == "from the OEM partition\n"
     assert applied["addresses"]["private_ipv4"] == "10.0.2.15"
 
 
