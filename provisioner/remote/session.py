@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import paramiko
-
 from provisioner.errors import RemoteError
 from provisioner.remote.hostkeys import (
     HostKeyPolicy,
@@ -41,6 +39,7 @@ from provisioner.remote.hostkeys import (
     record_host_key,
     recorded_fingerprints,
 )
+from provisioner.remote.paramiko_lib import paramiko
 from provisioner.remote.target import Endpoint, Target
 
 log = logging.getLogger("provisioner.remote")
