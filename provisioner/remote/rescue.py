@@ -1,30 +1,35 @@
 """Install to a disk of a host booted into its provider's rescue Linux, over one SSH session.
 
-The steps (each a function, `rescue_install` runs them in order), in two SSH round trips on one
-connection (each exec forks a session on the host, ~0.1-0.3 s, and each remote python3 start costs
-as much again, so they are batched):
-1. inspect (facts_script.py): stop an installer a dropped session left running (its pid file), read
-   disks/holders/memory/python3 and the recorded install states;
+The steps (each a function, `rescue_install` runs them in order) run in ONE exec and one remote python3
+on one connection (host_script.py, started as `python3 -c BOOT`; each exec forks a session on the host
+and each python3 start costs again, so nothing else is spawned there): the host process prints the
+facts, then waits on its stdin for our decision while the installer zipapp and the input files are
+already on their way to it (kept in its memory, written only once we ask for the install):
+1. inspect (facts_script.py, in the host process): stop an install a dropped session left running (its
+   pid file), read disks/holders/memory/python3 and the recorded install states; a /dev/disk/by-id/...
+   name is followed to its device there;
 2. pick the disk (explicit, or `auto` = flatcar-install -s) and refuse a busy one, naming the reason;
-   `--stop-raid` first stops the auto-assembled md/dm holders on it (inspect.stop_plan);
-3. ask for confirmation (the CLI's job; `--yes` skips it);
-4-6. one exec (INSTALL_SCRIPT) does the rest:
-4. unpack one tar stream: the installer zipapp (standard library only: rescue systems have python3 but
-   no pip), the check script, the cloud-config / Ignition / key files (mode 0600: a cloud-config often
-   carries secrets) and `state-<disk>.json = installing`;
-5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
-   local bar; with `--push` the installer pulls the local image through a port forwarded over this
-   same SSH connection (push.py), so it streams from our disk to theirs;
-6. if it succeeded, verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS
-   layout and each file we sent, compared by SHA-256; it records `installed`.
-Then optionally `--reboot`. The report's step times split that exec at its first progress event
-(upload + installer start) and at the verify marker.
+   `--stop-raid` first has the host process stop the auto-assembled md/dm holders on it
+   (inspect.stop_plan) and inspect again;
+3. ask for confirmation (the CLI's job; `--yes` skips it); a "no" tells the host process to exit, and
+   nothing was written on the host;
+4. the install request: the host process writes the zipapp (standard library only: rescue systems have
+   python3 but no pip), the cloud-config / Ignition / key files (mode 0600: a cloud-config often carries
+   secrets), `state-<disk>.json = installing` and its own pid (`installer.pid`);
+5. it runs the installer from the zipapp in the same process (`-d DISK ... --progress json --yes`),
+   streaming its JSON progress into the local bar; with `--push` the installer pulls the local image
+   through a port forwarded over this same SSH connection (push.py), so it streams from our disk to theirs;
+6. if that succeeded, it verifies with the zipapp's own GPT reader (verify_script.py): the CoreOS layout
+   and each file we sent, compared by SHA-256; it records `installed`, and with `--reboot` starts the
+   reboot command detached, a second later.
+The report's step times: inspect (until the facts are judged), upload (the install request until the
+installer's first event), install, verify.
 
 A dropped connection is a PartialError (exit 3) that says the disk is partially written; the state file
-on the host says `installing`, and the same command re-run stops any orphaned installer and installs
+on the host says `installing`, and the same command re-run stops any orphaned install and installs
 again from the start (writing an image is idempotent; resuming in the middle of a compressed stream
 is not possible, and the installer commits the GPT headers last, so a half-written disk never looks
-installed).
+installed). Ctrl-C stops the remote install through its pid file (without a pty it would go on).
 """
 
 from __future__ import annotations
@@ -57,7 +62,6 @@ from provisioner.install.progress import EventKind, ProgressEvent, parse_progres
 from provisioner.install.zipapp import build_zipapp
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
-from provisioner.remote.push import PushServer
 from provisioner.remote.session import ConnectionLost, RemoteProcess, Result, Session, failure_line
 
 log = logging.getLogger("provisioner.remote")
@@ -352,9 +356,10 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
     check_request(request)
     host = str(session.target.endpoint)
     report = RescueReport(host=host, disk=request.disk)
-    process = start_host_process(session, request)
-    try:
+    with contextlib.ExitStack() as cleanup:
         with _timed(report, "inspect"):
+            process = start_host_process(session, request)
+            cleanup.callback(process.close)
             # Sent while the host inspects: the host process keeps it in memory until the install request.
             with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
                 files = payload_files(request, request.zipapp or build_zipapp(Path(tmp) / "installer.pyz"))
@@ -388,6 +393,9 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
             with contextlib.ExitStack() as stack:
                 source_args: list[str] = []
                 if request.image is not None and request.push:  # check_request: --push needs -f
+                    # Imported here: its HTTP server (http.server, ssl) is ~10 ms of a pull's start.
+                    from provisioner.remote.push import PushServer
+
                     push = stack.enter_context(PushServer(session.transport, request.image))
                     source_args = push.installer_args()
                 install = _request_line(
@@ -409,8 +417,6 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
                              f"{request.remote_dir}/installer.pid"], check=False, timeout=30)
             raise PartialError(f"{host}: interrupted; the remote installer was stopped; {disk.path} is "
                                f"partially written; re-run the same command to finish") from None
-    finally:
-        process.close()
     # The host process started the reboot (detached, after a second) once the check passed.
     report.rebooted = request.reboot
     return report
