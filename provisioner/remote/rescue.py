@@ -360,7 +360,8 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
         with _timed(report, "inspect"):
             process = start_host_process(session, request)
             cleanup.callback(process.close)
-            # Sent while the host inspects: the host process keeps it in memory until the install request.
+            # Built while the host process starts, sent while it inspects: it keeps the files in memory
+            # until the install request.
             with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
                 files = payload_files(request, request.zipapp or build_zipapp(Path(tmp) / "installer.pyz"))
             header = _request_line(op="payload", files=[[name, len(data)] for _role, name, data in files])
