@@ -91,6 +91,21 @@ def _tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that ACKs at once what arrives after each of its sends (Linux TCP_QUICKACK, tcp(7)).
+
+    Having just sent, the kernel delays its next ACK (40 ms) to carry it on an answer. After the
+    authentication, OpenSSH sends a notice of its host keys that wants none, then holds the answer to our
+    first channel open behind it (Nagle) until that ACK comes: every rescue command waited those 40 ms.
+    The flag does not stick (the kernel drops back to delayed ACKs), hence once per send.
+    """
+
+    def send(self, data, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return sent
+
+
 class Session:
     """An authenticated SSH connection to `target` (use as a context manager, or call close())."""
 
@@ -123,7 +138,11 @@ class Session:
             except OSError as exc:
                 raise RemoteError(f"{hop}: cannot connect: {exc.strerror or exc}") from None
             _tune_socket(sock)
-            return sock
+            if not hasattr(socket, "TCP_QUICKACK"):
+                return sock
+            quick = _QuickAckSocket(fileno=sock.detach())
+            quick.settimeout(self.timeout)
+            return quick
         try:
             return self._transports[-1].open_channel(
                 "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.timeout)
