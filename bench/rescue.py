@@ -3,7 +3,10 @@
 Setup (root): a synthetic CoreOS-layout image (1.1 GiB, 900 MiB of ~2:1 compressible data in USR-A;
 EFI-SYSTEM left unformatted because the fixture's mkfs.vfat step fails on images over ~512 MiB)
 (tests/fixtures/coreos_image.py), a signed release dir served on 127.0.0.1, a real sshd on
-127.0.0.1:<free port> (the rescue host is this machine), a loop device as its disk.
+127.0.0.1:<free port> (the rescue host is this machine), a loop device as its disk. The sshd runs with
+root's ~/.bashrc emptied in its own mount namespace (start_sshd's plain_root_shell), as on a rescue
+system: this machine's runs `pyenv init` for every SSH command (~0.2 s each) and puts a pyenv shim
+first on PATH as `python3` (~0.1 s more per start), a cost of the build machine, not of the tool.
 
 Measured after one untimed install (the page cache), each ROUNDS times, the order reversed every other
 round, median reported (whole CLI commands, as an operator runs them):
@@ -12,8 +15,9 @@ round, median reported (whole CLI commands, as an operator runs them):
           runs (no zstandard module there: the installer falls back to the zstd binary), so
           pull/zipapp isolates what SSH itself costs
 - pull:   `provisioner rescue root@127.0.0.1 --disk LOOP -b URL -k KEY --yes --json`
-          (connect, inspect; then one exec: unpack the zipapp, remote install pulling from the same
-          URL, remote verify; its step times are split at the installer's first event and the check)
+          (connect, then one exec, one remote python3: the facts, our decision, the inputs written,
+          the install pulling from the same URL, the verify; its step times are split at the facts,
+          the installer's first event and the check)
 - push:   `provisioner rescue ... --push -f IMAGE.zst` (the image streams through the SSH connection)
 Target: pull <= 1.2x local (SSH may cost at most a fifth on top of the install itself).
 """
@@ -92,7 +96,7 @@ def main() -> dict:
             handle.truncate(image.size + 64 * MiB)
         disk = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True, capture_output=True,
                               text=True).stdout.strip()
-        sshd = start_sshd(tmp / "sshd")
+        sshd = start_sshd(tmp / "sshd", plain_root_shell=True)
         try:
             ssh = ["root@127.0.0.1", "-p", str(sshd.port), "-i", str(sshd.client_key), "--known-hosts",
                    str(sshd.known_hosts), "--ssh-config", str(tmp / "sshd" / "ssh_config"),

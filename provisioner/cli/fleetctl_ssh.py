@@ -22,10 +22,9 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 
-import paramiko
-
 from provisioner.errors import RemoteError
 from provisioner.remote.hostkeys import HostKeyPolicy
+from provisioner.remote.paramiko_lib import paramiko
 from provisioner.remote.session import Auth, Session
 from provisioner.remote.target import Endpoint, Target, parse_target
 from provisioner.scheduler.model import Machine

@@ -15,7 +15,9 @@ tool is used. A framed .zst (zstdframes.py: small frames with declared sizes) is
 frame, and frames that land entirely in a bmap hole are not decompressed at all: `read_piece`
 then reports ("skip", n) instead of producing n zero bytes. With the `zstd` tool, only the other
 frames are written to its stdin (concatenated frames are one valid stream), and the frame sizes
-say which of its output bytes belong where.
+say which of its output bytes belong where. The frames are independent, so TOOL_PROCESSES tools
+take turns (data frame j goes to tool j % TOOL_PROCESSES and is read back from it in the same
+order): `zstd -d` uses one core, and the zipapp on a rescue host has no other way to use two.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ log = logging.getLogger("provisioner.install.decompress")
 
 F_SETPIPE_SZ = 1031  # linux/fcntl.h
 PIPE_SIZE = 1 << 20
+# zstd tools sharing the frames of a framed image: both cores of the smallest machines, while the
+# installer's own threads (hashing, writing) need the others on larger ones.
+TOOL_PROCESSES = max(1, min(2, os.cpu_count() or 1))
+TOOL_FRAMES_QUEUED = 2  # per tool, waiting for its stdin
+# The zstd tool reads its input in whole buffers, so a frame's last block is expanded only once more input
+# follows it (zstd 1.5.4: 128 KiB). A frame that compresses well would wait there for many more frames,
+# which the other tool, stopped on its full stdout while the reader waits for the first, holds back: a
+# skippable frame (RFC 8878 §3.1.2) after each one releases it. Twice the measured need.
+RELEASE = (zstdframes.SKIPPABLE_MAGIC.to_bytes(4, "little") + (256 << 10).to_bytes(4, "little")
+           + bytes(256 << 10))
 
 MAGIC = (
     (b"BZh", "bz2"),
@@ -147,6 +159,71 @@ def _grow_pipe(fd: int) -> None:
         pass  # pipe-max-size lower than 1 MiB: the default works, only slower
 
 
+class _Tool:
+    """A decompressor process: its stdout is read by the stream, its stderr drained by a thread. With
+    `queued`, a thread of its own writes the frames put in `frames` to its stdin (None: close it), so
+    no tool waits for another tool's stdin."""
+
+    def __init__(self, argv: list[str], queued: bool):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        self.fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self.sink = self.proc.stdin.fileno()  # type: ignore[union-attr]
+        _grow_pipe(self.fd)
+        self.stderr_text = b""
+        self.frames: queue.Queue | None = queue.Queue(maxsize=TOOL_FRAMES_QUEUED) if queued else None
+        self._threads = [threading.Thread(target=self._drain_stderr, daemon=True)]
+        if queued:
+            self._threads.append(threading.Thread(target=self._feed, daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _drain_stderr(self) -> None:
+        self.stderr_text = self.proc.stderr.read()[-2000:]  # type: ignore[union-attr]
+
+    def _feed(self) -> None:
+        assert self.frames is not None
+        broken = False
+        while (frame := self.frames.get()) is not None:
+            if not broken:
+                try:
+                    _write_all(self.sink, frame)
+                    _write_all(self.sink, RELEASE)
+                except OSError:
+                    broken = True  # the tool died: its exit status says so; keep taking frames off the queue
+        with contextlib.suppress(OSError):
+            os.close(self.sink)
+
+    def wait(self) -> int:
+        """The exit status, once the tool and the threads around it are done."""
+        code = self.proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        if self.frames is not None:
+            _drain(self.frames)
+            with contextlib.suppress(queue.Full):
+                self.frames.put_nowait(None)  # wake its feeder
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def _drain(items: queue.Queue) -> None:
+    while True:
+        try:
+            items.get_nowait()
+        except queue.Empty:
+            return
+
+
 class DecompressStream:
     """compressed chunks -> taps + decompressor -> `readinto()` of raw image bytes.
 
@@ -163,7 +240,7 @@ class DecompressStream:
         self._error: BaseException | None = None
         self._aborted = False
         self.compressed_bytes = 0
-        self._proc: subprocess.Popen | None = None
+        self._tools: list[_Tool] = []
         self._decoder = None
         self._reader = None
         self._queue: queue.Queue | None = None
@@ -179,6 +256,8 @@ class DecompressStream:
         self._tool_framed = False
         self._fed_out: int | None = 0  # image offset of the next frame split off (None after an unsized one)
         self._tool_left = 0  # bytes of the current frame still to read from the tool (tool_framed)
+        self._tool_fd = -1  # ... from this tool's stdout
+        self._frames_routed = self._frames_read = 0  # data frames given to the tools, and read back
         if zstandard is not None and skippable is not None and zstdframes.is_framed(first_chunk):
             self.tool = "python-zstandard (framed: holes skipped)"
             self._queue = queue.Queue(maxsize=8)
@@ -203,7 +282,10 @@ class DecompressStream:
             self._queue = queue.Queue()
             self._splitter = zstdframes.FrameSplitter()
             self._tool_framed = True
-            self._start_tool(argv)
+            self._tools = [_Tool(argv, queued=True) for _ in range(TOOL_PROCESSES)]
+            self.fd = self._sink = -1
+            if TOOL_PROCESSES > 1:
+                self.tool = f"{argv[0]} x{TOOL_PROCESSES} (framed: holes skipped)"
         elif argv:
             self._start_tool(argv)
         else:
@@ -216,18 +298,8 @@ class DecompressStream:
         self._thread.start()
 
     def _start_tool(self, argv: list[str]) -> None:
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, bufsize=0)
-        self.fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
-        self._sink = self._proc.stdin.fileno()  # type: ignore[union-attr]
-        _grow_pipe(self.fd)
-        self._stderr_text = b""
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._stderr_thread.start()
-
-    def _drain_stderr(self) -> None:
-        assert self._proc is not None
-        self._stderr_text = self._proc.stderr.read()[-2000:]  # type: ignore[union-attr]
+        self._tools = [_Tool(argv, queued=False)]
+        self.fd, self._sink = self._tools[0].fd, self._tools[0].sink
 
     def _feed(self, first_chunk: bytes, chunks: Iterable[bytes]) -> None:
         try:
@@ -251,15 +323,19 @@ class DecompressStream:
                 self._error = InstallError(f"{self.label}: the zstd stream ends inside a frame (truncated image)")
             if self._queue is not None:
                 self._put(_EOF if self._error is None else self._error)
+            for tool in self._tools:
+                if tool.frames is not None:
+                    self._put(None, tool.frames)
             if self._sink >= 0:
                 with contextlib.suppress(OSError):
                     os.close(self._sink)
 
-    def _put(self, item) -> None:
-        """Queue for the zstandard reader; gives up when the reader was aborted."""
+    def _put(self, item, into: queue.Queue | None = None) -> None:
+        """Queue for the reader (or `into` a tool's frame queue); gives up when the reader was aborted."""
+        target = self._queue if into is None else into
         while not self._aborted:
             try:
-                self._queue.put(item, timeout=0.5)  # type: ignore[union-attr]
+                target.put(item, timeout=0.5)  # type: ignore[union-attr]
                 return
             except queue.Full:
                 continue
@@ -293,8 +369,9 @@ class DecompressStream:
 
     def _route(self, frame: bytes, size: int | None) -> None:
         """Queue one frame for the reader as ("data", frame, size), or only ("skip", b"", size) when it
-        lies entirely in a bmap hole. With the zstd tool the frame itself goes to the tool's stdin,
-        after its record: the reader must be able to drain the tool's output while this write blocks."""
+        lies entirely in a bmap hole. With the zstd tools the frame itself goes to the next tool's stdin
+        (through its queue), after its record: the reader must be able to drain that tool's output
+        while this waits."""
         start = self._fed_out
         self._fed_out = start + size if start is not None and size is not None else None
         if size and start is not None and self._skippable(start, start + size):  # type: ignore[misc]
@@ -306,7 +383,9 @@ class DecompressStream:
                                "stream: corrupt image")
         else:
             self._put(("data", b"", size))
-            _write_all(self._sink, frame)
+            tool = self._tools[self._frames_routed % len(self._tools)]
+            self._frames_routed += 1
+            self._put(frame, tool.frames)
 
     def read_piece(self, view: memoryview) -> tuple[str, int]:
         """("data", n): n image bytes are in view[:n] (n == 0 at the end); ("skip", n): the next
@@ -337,6 +416,8 @@ class DecompressStream:
                 return "skip", size
             if self._tool_framed:
                 self._tool_left = size
+                self._tool_fd = self._tools[self._frames_read % len(self._tools)].fd
+                self._frames_read += 1
             else:
                 self._pending = memoryview(self._expand(frame, size))
         return "data", filled
@@ -345,7 +426,7 @@ class DecompressStream:
         """Copy the current frame's next bytes into `view` (from the tool's stdout, or from the frame
         expanded in-process); returns how many."""
         if self._tool_left:
-            n = os.readv(self.fd, [view[: min(self._tool_left, len(view))]])
+            n = os.readv(self._tool_fd, [view[: min(self._tool_left, len(view))]])
             if n == 0:
                 raise InstallError(f"{self.label}: the zstd output ended inside a frame at byte {self._out}: "
                                    "corrupt or truncated image")
@@ -394,41 +475,26 @@ class DecompressStream:
     def finish(self) -> None:
         """Wait for the feeder and the decompressor; raise what went wrong."""
         self._thread.join()
-        if self._proc is not None:
-            code = self._proc.wait()
-            self._stderr_thread.join(timeout=5)
-            self._proc.stdout.close()  # type: ignore[union-attr]
-        else:
-            code = 0
-            if self._reader is None and self._splitter is None:
-                os.close(self.fd)
+        codes = [(tool, tool.wait()) for tool in self._tools]
+        if not self._tools and self._reader is None and self._splitter is None:
+            os.close(self.fd)
         if self._error is not None:
             raise self._error
-        if code != 0:
-            detail = self._stderr_text.decode("utf-8", "replace").strip().splitlines()
-            raise InstallError(f"{self.label}: cannot expand the {NAMES[self.format]} stream "
-                               f"({self.tool} exit {code}: {detail[-1] if detail else 'no message'}): "
-                               "corrupt or truncated image")
+        for tool, code in codes:
+            if code != 0:
+                detail = tool.stderr_text.decode("utf-8", "replace").strip().splitlines()
+                raise InstallError(f"{self.label}: cannot expand the {NAMES[self.format]} stream "
+                                   f"({tool.argv[0]} exit {code}: {detail[-1] if detail else 'no message'}): "
+                                   "corrupt or truncated image")
 
     def abort(self) -> None:
         """Stop everything (after an error elsewhere); never raises."""
         self._aborted = True
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+        for tool in self._tools:
+            tool.kill()
         if self._queue is not None:
-            while True:  # unblock a feeder waiting on a full queue
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-        try:
-            if self._proc is not None:
-                self._proc.stdout.close()  # type: ignore[union-attr]
-            elif self._reader is None and self._splitter is None:
+            _drain(self._queue)  # unblock a feeder waiting on a full queue
+        if not self._tools and self._reader is None and self._splitter is None:
+            with contextlib.suppress(OSError):
                 os.close(self.fd)
-        except OSError:
-            pass
         self._thread.join(timeout=10)
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=10)

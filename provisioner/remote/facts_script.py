@@ -4,9 +4,9 @@ This file is sent as-is to `python3 - [REMOTE_DIR]` over SSH, so it must stay st
 Python 3.9 compatible, and import nothing from provisioner. Local code (provisioner.remote.inspect)
 parses its output. Machine output is read as data: `lsblk --json --bytes`, /proc and /sys, never prose.
 
-With REMOTE_DIR (the rescue mode's working directory) it also stops an installer that a dropped session
-left running (REMOTE_DIR/installer.pid) and returns the recorded install states, all in the same round
-trip: every SSH exec costs a fork of the session on the host.
+With REMOTE_DIR (the rescue mode's working directory) it also stops an install that a dropped session
+left running (REMOTE_DIR/installer.pid) and returns the recorded install states. A rescue install runs
+`facts(REMOTE_DIR)` inside its one remote process (host_script.py), which loads this file as a module.
 """
 
 import contextlib
@@ -75,14 +75,19 @@ def meminfo():
 
 
 def stop_orphan(remote_dir):
-    """Stop the installer recorded in REMOTE_DIR/installer.pid if it still runs; its pid, or None."""
+    """Stop the install recorded in REMOTE_DIR/installer.pid if it still runs; its pid, or None.
+
+    The process must name REMOTE_DIR on its command line (the host process is started with it), so a
+    pid the kernel gave to something else since is left alone.
+    """
     pidfile = os.path.join(remote_dir, "installer.pid")
     try:
         pid = int(read(pidfile).strip() or 0)
     except ValueError:
         pid = 0
     stopped = None
-    if pid > 0 and "installer.pyz" in read("/proc/%d/cmdline" % pid).replace("\0", " "):
+    cmdline = read("/proc/%d/cmdline" % pid).split("\0") if pid > 0 else []
+    if pid != os.getpid() and remote_dir in cmdline:
         os.kill(pid, signal.SIGTERM)
         deadline = time.time() + 10
         while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
@@ -115,11 +120,11 @@ def states(remote_dir):
     return result
 
 
-def main():
-    remote_dir = sys.argv[1] if len(sys.argv) > 1 else None
+def facts(remote_dir=None):
+    """The host's facts as a dict (with `remote_dir`: after stopping an orphaned install)."""
     orphan = stop_orphan(remote_dir) if remote_dir else None
     tree, lsblk_error = lsblk()
-    facts = {
+    return {
         "hostname": platform.node(),
         "kernel": platform.release(),
         "machine": platform.machine(),
@@ -137,7 +142,10 @@ def main():
         "orphan_stopped": orphan,
         "states": states(remote_dir) if remote_dir else {},
     }
-    json.dump(facts, sys.stdout)
+
+
+def main():
+    json.dump(facts(sys.argv[1] if len(sys.argv) > 1 else None), sys.stdout)
     sys.stdout.write("\n")
 
 

@@ -21,9 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-
 from provisioner.errors import RemoteError, UsageError
+from provisioner.remote.paramiko_lib import paramiko
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 

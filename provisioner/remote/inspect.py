@@ -19,7 +19,7 @@ from provisioner.core.sizes import format_size
 from provisioner.disk.blockdev import HOLDER_TYPES, DiskUse, busy_reasons, node_from_json
 from provisioner.disk.blockdev import BlockNode as Block
 from provisioner.errors import DiskError, RemoteError
-from provisioner.remote.session import Session
+from provisioner.remote.session import Result, Session
 
 FACTS_SCRIPT = Path(__file__).with_name("facts_script.py")
 MIN_PYTHON = (3, 9)
@@ -92,17 +92,30 @@ def gather(session: Session, remote_dir: str | None = None) -> HostFacts:
     and read the recorded states). Raises RemoteError (python3 missing, lsblk failing)."""
     argv = ["python3", "-"] + ([remote_dir] if remote_dir else [])
     result = session.run(argv, input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
-    if result.exit_status == 127:
-        raise RemoteError(f"{session.target.endpoint}: python3 not found on the rescue host; the installer "
-                          f"needs python3 >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (standard library only)")
     if result.exit_status != 0:
-        last = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RemoteError(f"{session.target.endpoint}: inspecting the host failed (exit {result.exit_status}): "
-                          f"{last[0]}")
+        raise inspection_failure(session.target.endpoint, result)
     try:
-        return parse_facts(json.loads(result.stdout))
-    except (ValueError, KeyError, TypeError) as exc:
+        data = json.loads(result.stdout)
+    except ValueError as exc:
         raise RemoteError(f"{session.target.endpoint}: unreadable inspection output: {exc}") from None
+    return parse_output(session.target.endpoint, data)
+
+
+def parse_output(host: object, data: dict) -> HostFacts:
+    """parse_facts, with a malformed object reported as one line naming `host`. Raises RemoteError."""
+    try:
+        return parse_facts(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RemoteError(f"{host}: unreadable inspection output: {exc}") from None
+
+
+def inspection_failure(host: object, result: Result) -> RemoteError:
+    """The error for an inspection that ended without facts (exit status 127: no python3 there)."""
+    if result.exit_status == 127:
+        return RemoteError(f"{host}: python3 not found on the rescue host; the installer needs python3 >= "
+                           f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} (standard library only)")
+    last = result.stderr.strip().splitlines()[-1:] or ["no output"]
+    return RemoteError(f"{host}: inspecting the host failed (exit {result.exit_status}): {last[0]}")
 
 
 @dataclass(frozen=True)

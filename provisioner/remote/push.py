@@ -20,9 +20,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import paramiko
-
 from provisioner.errors import RemoteError, UsageError
+from provisioner.remote.paramiko_lib import paramiko
 
 log = logging.getLogger("provisioner.remote.push")
 

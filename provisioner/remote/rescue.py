@@ -1,41 +1,44 @@
 """Install to a disk of a host booted into its provider's rescue Linux, over one SSH session.
 
-The steps (each a function, `rescue_install` runs them in order), in two SSH round trips on one
-connection (each exec forks a session on the host, ~0.1-0.3 s, and each remote python3 start costs
-as much again, so they are batched):
-1. inspect (facts_script.py): stop an installer a dropped session left running (its pid file), read
-   disks/holders/memory/python3 and the recorded install states;
+The steps (each a function, `rescue_install` runs them in order) run in ONE exec and one remote python3
+on one connection (host_script.py, started as `python3 -c BOOT`; each exec forks a session on the host
+and each python3 start costs again, so nothing else is spawned there): the host process prints the
+facts, then waits on its stdin for our decision while the installer zipapp and the input files are
+already on their way to it (kept in its memory, written only once we ask for the install):
+1. inspect (facts_script.py, in the host process): stop an install a dropped session left running (its
+   pid file), read disks/holders/memory/python3 and the recorded install states; a /dev/disk/by-id/...
+   name is followed to its device there;
 2. pick the disk (explicit, or `auto` = flatcar-install -s) and refuse a busy one, naming the reason;
-   `--stop-raid` first stops the auto-assembled md/dm holders on it (inspect.stop_plan);
-3. ask for confirmation (the CLI's job; `--yes` skips it);
-4-6. one exec (INSTALL_SCRIPT) does the rest:
-4. unpack one tar stream: the installer zipapp (standard library only: rescue systems have python3 but
-   no pip), the check script, the cloud-config / Ignition / key files (mode 0600: a cloud-config often
-   carries secrets) and `state-<disk>.json = installing`;
-5. run `python3 installer.pyz -d DISK ... --progress json --yes`, streaming its JSON progress into the
-   local bar; with `--push` the installer pulls the local image through a port forwarded over this
-   same SSH connection (push.py), so it streams from our disk to theirs;
-6. if it succeeded, verify on the host with the zipapp's own GPT reader (verify_script.py): the CoreOS
-   layout and each file we sent, compared by SHA-256; it records `installed`.
-Then optionally `--reboot`. The report's step times split that exec at its first progress event
-(upload + installer start) and at the verify marker.
+   `--stop-raid` first has the host process stop the auto-assembled md/dm holders on it
+   (inspect.stop_plan) and inspect again;
+3. ask for confirmation (the CLI's job; `--yes` skips it); a "no" tells the host process to exit, and
+   nothing was written on the host;
+4. the install request: the host process writes the zipapp (standard library only: rescue systems have
+   python3 but no pip), the cloud-config / Ignition / key files (mode 0600: a cloud-config often carries
+   secrets), `state-<disk>.json = installing` and its own pid (`installer.pid`);
+5. it runs the installer from the zipapp in the same process (`-d DISK ... --progress json --yes`),
+   streaming its JSON progress into the local bar; with `--push` the installer pulls the local image
+   through a port forwarded over this same SSH connection (push.py), so it streams from our disk to theirs;
+6. if that succeeded, it verifies with the zipapp's own GPT reader (verify_script.py): the CoreOS layout
+   and each file we sent, compared by SHA-256; it records `installed`, and with `--reboot` starts the
+   reboot command detached, a second later.
+The report's step times: inspect (until the facts are judged), upload (the install request until the
+installer's first event), install, verify.
 
 A dropped connection is a PartialError (exit 3) that says the disk is partially written; the state file
-on the host says `installing`, and the same command re-run stops any orphaned installer and installs
+on the host says `installing`, and the same command re-run stops any orphaned install and installs
 again from the start (writing an image is idempotent; resuming in the middle of a compressed stream
 is not possible, and the installer commits the GPT headers last, so a half-written disk never looks
-installed).
+installed). Ctrl-C stops the remote install through its pid file (without a pty it would go on).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import shlex
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,25 +62,24 @@ from provisioner.install.progress import EventKind, ProgressEvent, parse_progres
 from provisioner.install.zipapp import build_zipapp
 from provisioner.remote import inspect
 from provisioner.remote.inspect import AUTO_MIN_SIZE, Block, HostFacts
-from provisioner.remote.push import PushServer
-from provisioner.remote.session import ConnectionLost, Session
+from provisioner.remote.session import ConnectionLost, RemoteProcess, Result, Session, failure_line
 
 log = logging.getLogger("provisioner.remote")
 
 REMOTE_DIR = "/tmp/provisioner-rescue"
-VERIFY_SCRIPT = Path(__file__).with_name("verify_script.py")
-VERIFY_MARKER = "provisioner-rescue: verify"
-UNPACK_FAILED = 90  # INSTALL_SCRIPT's exit status when the tar stream cannot be unpacked
-# $1 remote dir, $2 disk, $3 the check's expectations (JSON), then the installer's argv. The installer
-# runs as a child whose pid is recorded (facts_script.py stops an orphan a dropped session left).
-INSTALL_SCRIPT = f"""d=$1 disk=$2 expect=$3; shift 3
-umask 077 && mkdir -p "$d" && tar -x -f - -C "$d" || exit {UNPACK_FAILED}
-"$@" &
-pid=$!
-echo $pid > "$d/installer.pid"
-wait $pid || exit $?
-echo '{VERIFY_MARKER}'
-PYTHONPATH="$d/installer.pyz" exec python3 "$d/verify.py" "$disk" "$expect"
+SCRIPTS = tuple(Path(__file__).with_name(name) for name in ("facts_script.py", "verify_script.py", "host_script.py"))
+MARK = "provisioner-rescue:"  # host_script.MARK: the lines of its protocol on stdout
+VERIFY_MARKER = f"{MARK} verify"
+UNPACK_FAILED = 90  # host_script.UNPACK_FAILED: the payload cannot be written
+# `python3 -c BOOT REMOTE_DIR DISK`: load SCRIPTS from stdin (each after its length) as modules and run
+# the host process; the command line stays short and names REMOTE_DIR (facts_script.stop_orphan).
+BOOT = """import sys, types
+modules = []
+for name in ("facts_script", "verify_script", "host_script"):
+    module = types.ModuleType(name)
+    exec(compile(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())), name + ".py", "exec"), module.__dict__)
+    modules.append(module)
+sys.exit(modules[2].main(modules[0], modules[1]))
 """
 # Where the installer leaves the cloud-config and the Ignition file (flatcar-install's places).
 CLOUD_CONFIG_TARGET = "ROOT:/var/lib/flatcar-install/user_data"
@@ -137,11 +139,11 @@ def state_path(request: RescueRequest, disk: str) -> str:
     return f"{request.remote_dir}/state-{disk.rsplit('/', 1)[-1]}.json"
 
 
-def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str], zipapp: str,
+def installer_argv(request: RescueRequest, disk: str, uploaded: dict[str, str],
                    source_args: Sequence[str] = ()) -> list[str]:
-    """The remote installer command line (pure): our uploads replace the local paths; `source_args`
+    """The remote installer's arguments (pure): our uploads replace the local paths; `source_args`
     point a pushed image's installer at the forwarded port (push.installer_args)."""
-    argv = ["python3", zipapp, "-d", disk, *request.installer_args, *source_args]
+    argv = ["-d", disk, *request.installer_args, *source_args]
     if "cloud_config" in uploaded:
         argv += ["-c", uploaded["cloud_config"]]
     if "ignition" in uploaded:
@@ -181,15 +183,43 @@ def state_record(disk: str, status: str, **extra) -> bytes:
     return json.dumps(state).encode() + b"\n"
 
 
-def resolve_disk_path(session: Session, disk: str) -> str:
-    """Follow a /dev/disk/by-id/... (or any symlink) to the kernel name lsblk reports, on the host."""
-    if disk == "auto" or not disk.startswith("/dev/disk/"):
-        return disk
-    result = session.run(["readlink", "-f", disk], check=False, timeout=30)
-    target = result.stdout.strip()
-    if result.exit_status != 0 or not target:
-        raise DiskError(f"{disk}: no such device on the rescue host")
-    return target
+def payload_files(request: RescueRequest, zipapp: Path) -> list[tuple[str, str, bytes]]:
+    """(role, file name in REMOTE_DIR, content) of everything the host process writes before the
+    install: the installer zipapp and the local input files."""
+    files = [("zipapp", "installer.pyz", zipapp.read_bytes())]
+    for role, path, name in (("cloud_config", request.cloud_config, "cloud-config.yaml"),
+                             ("ignition", request.ignition, "config.ign"),
+                             ("keyfile", request.keyfile, "release-key.asc")):
+        if path is not None:
+            files.append((role, name, path.read_bytes()))
+    return files
+
+
+def _request_line(**request: object) -> bytes:
+    return json.dumps(request).encode() + b"\n"
+
+
+def _reply(process: RemoteProcess, kind: str, timeout: float | None) -> dict | None:
+    """The data of the host process's next `MARK kind {...}` line; None when its output ends first.
+    Raises ValueError for a line that is not JSON."""
+    prefix = f"{MARK} {kind} "
+    for line in process.lines(timeout):
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+        log.info("remote: %s", line)
+    return None
+
+
+def read_facts(process: RemoteProcess, host: str) -> tuple[HostFacts, str | None]:
+    """The facts the host process prints, and the requested disk with its symlinks followed there
+    (None: no such path). Raises RemoteError (python3 missing, inspection failed)."""
+    try:
+        data = _reply(process, "facts", timeout=60)
+    except ValueError as exc:
+        raise RemoteError(f"{host}: unreadable inspection output: {exc}") from None
+    if data is None:
+        raise inspect.inspection_failure(host, process.wait())
+    return inspect.parse_output(host, data), data.get("disk")
 
 
 def select_disk(facts: HostFacts, request: RescueRequest, path: str | None = None) -> tuple[Block, bool]:
@@ -217,10 +247,11 @@ def select_disk(facts: HostFacts, request: RescueRequest, path: str | None = Non
     return disk, False
 
 
-def release_disk(session: Session, facts: HostFacts, disk: Block, request: RescueRequest) -> tuple[Block, list[str]]:
+def release_disk(process: RemoteProcess, host: str, facts: HostFacts, disk: Block,
+                 request: RescueRequest) -> tuple[Block, list[str]]:
     """Refuse a busy disk with its reason, or (--stop-raid) stop its RAID/LVM holders first.
 
-    Returns the disk as re-inspected and the commands that ran. Raises DiskError.
+    Returns the disk as re-inspected and the commands that ran. Raises DiskError, RemoteError.
     """
     reasons = busy_reasons(disk, facts.disk_use)
     if not reasons:
@@ -229,12 +260,20 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
     if not request.stop_raid:
         hint = "; pass --stop-raid to stop the RAID/LVM on it" if holders_only else ""
         raise DiskError(f"{disk.path} on {facts.hostname} is busy: {'; '.join(reasons)}{hint}")
-    ran = []
-    for argv in inspect.stop_plan(facts, disk):
+    plan = inspect.stop_plan(facts, disk)
+    for argv in plan:
         log.warning("--stop-raid: %s", shlex.join(argv))
-        session.run(argv, timeout=120)
-        ran.append(shlex.join(argv))
-    again = inspect.gather(session)
+    process.send(_request_line(op="stop", commands=plan))
+    ran = []
+    for argv in plan:
+        outcome = _reply(process, "ran", timeout=130)
+        if outcome is None:
+            raise inspect.inspection_failure(host, process.wait())
+        result = Result(shlex.join(argv), outcome["exit"], "", outcome["stderr"])
+        if result.exit_status != 0:
+            raise RemoteError(failure_line(host, result))
+        ran.append(result.command)
+    again, _path = read_facts(process, host)
     disk = again.disk(disk.path) or disk
     still = busy_reasons(disk, again.disk_use)
     if still:
@@ -242,36 +281,13 @@ def release_disk(session: Session, facts: HostFacts, disk: Block, request: Rescu
     return disk, ran
 
 
-def pack_inputs(request: RescueRequest, zipapp: Path, disk: str) -> tuple[bytes, dict[str, str]]:
-    """The tar stream INSTALL_SCRIPT unpacks: the zipapp, the check script, the local input files and
-    the `installing` state, every file mode 0600 (a cloud-config may carry secrets). Returns it and
-    role -> remote path."""
-    members = [("zipapp", "installer.pyz", zipapp.read_bytes()), ("verify", "verify.py", VERIFY_SCRIPT.read_bytes())]
-    for role, path, name in (("cloud_config", request.cloud_config, "cloud-config.yaml"),
-                             ("ignition", request.ignition, "config.ign"),
-                             ("keyfile", request.keyfile, "release-key.asc")):
-        if path is not None:
-            members.append((role, name, path.read_bytes()))
-    state = state_record(disk, "installing", mode="push" if request.push else "pull")
-    members.append(("state", state_path(request, disk).rsplit("/", 1)[-1], state))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for _role, name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue(), {role: f"{request.remote_dir}/{name}" for role, name, _data in members}
+def install_and_verify(process: RemoteProcess, request: RescueRequest, install: bytes,
+                       on_event: Callable[[ProgressEvent], None], report: RescueReport) -> dict:
+    """Send the install request to the host process, stream the installer's progress and read the
+    check's report; fills report.seconds (upload, install, verify).
 
-
-def install_and_verify(session: Session, request: RescueRequest, disk: str, packed: bytes, argv: list[str],
-                       files: dict[str, str], state: str, on_event: Callable[[ProgressEvent], None],
-                       report: RescueReport) -> dict:
-    """Unpack, install (streaming progress) and verify in one exec; returns the check's report and
-    fills report.seconds (upload, install, verify).
-
-    Raises RemoteError (cannot unpack), InstallError, VerifyError, ConnectionLost.
+    Raises RemoteError (cannot write the inputs), InstallError, VerifyError, ConnectionLost.
     """
-    expect = json.dumps({"files": files, "state": state, "installed": state_record(disk, "installed").decode()})
     events: list[ProgressEvent] = []
     other: list[str] = []
     checked: list[str] = []
@@ -295,17 +311,19 @@ def install_and_verify(session: Session, request: RescueRequest, disk: str, pack
         on_event(event)
 
     try:
-        result = session.stream(["sh", "-c", INSTALL_SCRIPT, "sh", request.remote_dir, disk, expect, *argv],
-                                stdin=packed, on_line=line, timeout=None)
+        process.send(install, eof=True)
+        for text in process.lines():
+            line(text)
+        result = process.wait()
     finally:
         end = time.monotonic()
-        install, verify = marks.get("install", end), marks.get("verify", end)
-        report.seconds.update(upload=round(install - marks["start"], 3), install=round(verify - install, 3),
+        started, verify = marks.get("install", end), marks.get("verify", end)
+        report.seconds.update(upload=round(started - marks["start"], 3), install=round(verify - started, 3),
                               verify=round(end - verify, 3))
     stderr_last = (result.stderr.strip().splitlines() or ["no output"])[-1]
     if "verify" not in marks:
         if result.exit_status == UNPACK_FAILED and not events:
-            raise RemoteError(f"{session.target.endpoint}: cannot unpack the installer into {request.remote_dir}: "
+            raise RemoteError(f"{process.endpoint}: cannot unpack the installer into {request.remote_dir}: "
                               f"{stderr_last}")
         last = events[-1] if events else None
         failed = last is not None and last.kind is EventKind.ERROR
@@ -313,11 +331,19 @@ def install_and_verify(session: Session, request: RescueRequest, disk: str, pack
             (result.stderr.strip().splitlines() or other or ["no output"])[-1]
         raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
     if result.exit_status != 0 or not checked:
-        raise VerifyError(f"verifying {disk} on the host failed (exit {result.exit_status}): {stderr_last}")
+        raise VerifyError(f"verifying {request.disk} on the host failed (exit {result.exit_status}): {stderr_last}")
     verified = json.loads(checked[-1])
     if verified["problems"]:
-        raise VerifyError(f"{disk}: installed, but verification found: {'; '.join(verified['problems'])}")
+        raise VerifyError(f"{verified['disk']}: installed, but verification found: {'; '.join(verified['problems'])}")
     return verified
+
+
+def start_host_process(session: Session, request: RescueRequest) -> RemoteProcess:
+    """Start host_script.py on the host (`python3 -c BOOT`) and send it its modules. Raises ConnectionLost."""
+    process = session.start(["python3", "-c", BOOT, request.remote_dir, request.disk])
+    sources = [path.read_bytes() for path in SCRIPTS]
+    process.send(b"".join(b"%d\n" % len(source) + source for source in sources), background=True)
+    return process
 
 
 def rescue_install(session: Session, request: RescueRequest, *, on_event: Callable[[ProgressEvent], None],
@@ -330,53 +356,70 @@ def rescue_install(session: Session, request: RescueRequest, *, on_event: Callab
     check_request(request)
     host = str(session.target.endpoint)
     report = RescueReport(host=host, disk=request.disk)
-    with _timed(report, "inspect"):
-        disk_arg = resolve_disk_path(session, request.disk)
-        facts = inspect.gather(session, request.remote_dir)
-        if facts.orphan_stopped:
-            log.warning("%s: stopped installer pid %s left running by a dropped session", host, facts.orphan_stopped)
-        if not facts.is_root:
-            raise RemoteError(f"{host}: not logged in as root; the installer needs root (log in as root@)")
-        if not facts.python_ok:
-            raise RemoteError(f"{host}: python3 is {'.'.join(map(str, facts.python))}, the installer needs >= 3.9")
-        disk, report.auto_chosen = select_disk(facts, request, disk_arg)
-        disk, report.stopped = release_disk(session, facts, disk, request)
-        report.disk, report.disk_size = disk.path, disk.size
-        previous = facts.states.get(disk.path, {})
-        if previous.get("status") == "installing":
-            report.previous = f"an install to {disk.path} started {previous.get('time')} was interrupted"
-            log.warning("%s: %s (disk partially written); installing again", host, report.previous)
-    if confirm is not None and not confirm(
-            f"Erase {disk.path} ({format_size(disk.size)}) on {facts.hostname} ({host}) and install?"):
-        raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
-    with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
-        zipapp = request.zipapp or build_zipapp(Path(tmp) / "installer.pyz")
-        packed, uploaded = pack_inputs(request, zipapp, disk.path)
+    with contextlib.ExitStack() as cleanup:
+        with _timed(report, "inspect"):
+            process = start_host_process(session, request)
+            cleanup.callback(process.close)
+            # Built while the host process starts, sent while it inspects: it keeps the files in memory
+            # until the install request.
+            with tempfile.TemporaryDirectory(prefix="provisioner-rescue-") as tmp:
+                files = payload_files(request, request.zipapp or build_zipapp(Path(tmp) / "installer.pyz"))
+            header = _request_line(op="payload", files=[[name, len(data)] for _role, name, data in files])
+            process.send(b"".join([header, *(data for _role, _name, data in files)]), background=True)
+            facts, resolved = read_facts(process, host)
+            if facts.orphan_stopped:
+                log.warning("%s: stopped installer pid %s left running by a dropped session", host,
+                            facts.orphan_stopped)
+            if not facts.is_root:
+                raise RemoteError(f"{host}: not logged in as root; the installer needs root (log in as root@)")
+            if not facts.python_ok:
+                raise RemoteError(f"{host}: python3 is {'.'.join(map(str, facts.python))}, the installer needs >= 3.9")
+            if request.disk.startswith("/dev/disk/") and resolved is None:
+                raise DiskError(f"{request.disk}: no such device on the rescue host")
+            wanted = resolved if request.disk.startswith("/dev/disk/") else request.disk
+            disk, report.auto_chosen = select_disk(facts, request, wanted)
+            disk, report.stopped = release_disk(process, host, facts, disk, request)
+            report.disk, report.disk_size = disk.path, disk.size
+            previous = facts.states.get(disk.path, {})
+            if previous.get("status") == "installing":
+                report.previous = f"an install to {disk.path} started {previous.get('time')} was interrupted"
+                log.warning("%s: %s (disk partially written); installing again", host, report.previous)
+        if confirm is not None and not confirm(
+                f"Erase {disk.path} ({format_size(disk.size)}) on {facts.hostname} ({host}) and install?"):
+            process.send(_request_line(op="abort"), eof=True)
+            raise ProvisionerError(f"aborted: nothing was written to {disk.path}")
+        uploaded = {role: f"{request.remote_dir}/{name}" for role, name, _data in files}
+        state = state_path(request, disk.path)
         try:
             with contextlib.ExitStack() as stack:
                 source_args: list[str] = []
                 if request.image is not None and request.push:  # check_request: --push needs -f
+                    # Imported here: its HTTP server (http.server, ssl) is ~10 ms of a pull's start.
+                    from provisioner.remote.push import PushServer
+
                     push = stack.enter_context(PushServer(session.transport, request.image))
                     source_args = push.installer_args()
-                argv = installer_argv(request, disk.path, uploaded, uploaded["zipapp"], source_args)
-                report.verify = install_and_verify(session, request, disk.path, packed, argv,
-                                                   expected_files(request), uploaded["state"], on_event, report)
+                install = _request_line(
+                    op="install", disk=disk.path, state=state.rsplit("/", 1)[-1],
+                    installing=state_record(disk.path, "installing", mode="push" if request.push else "pull").decode(),
+                    argv=installer_argv(request, disk.path, uploaded, source_args),
+                    expect={"files": expected_files(request), "state": state,
+                            "installed": state_record(disk.path, "installed").decode()},
+                    reboot=list(request.reboot_command) if request.reboot else None)
+                report.verify = install_and_verify(process, request, install, on_event, report)
         except ConnectionLost as exc:
             raise PartialError(
                 f"{host}: connection lost during the install ({exc}); {disk.path} is partially written; "
                 f"re-run the same command to finish") from None
         except KeyboardInterrupt:
-            # Ctrl-C: stop the remote installer too; without a pty it would go on writing the disk.
+            # Ctrl-C: stop the remote install too; without a pty it would go on writing the disk.
             with contextlib.suppress(RemoteError):
                 session.run(["sh", "-c", 'kill "$(cat "$1")" 2>/dev/null', "sh",
                              f"{request.remote_dir}/installer.pid"], check=False, timeout=30)
             raise PartialError(f"{host}: interrupted; the remote installer was stopped; {disk.path} is "
                                f"partially written; re-run the same command to finish") from None
-    if request.reboot:
-        # Detached, after a second, so this session can close cleanly before the host goes down.
-        session.run(["sh", "-c", '(sleep 1; exec "$@") >/dev/null 2>&1 </dev/null &', "sh",
-                     *request.reboot_command], timeout=30)
-        report.rebooted = True
+    # The host process started the reboot (detached, after a second) once the check passed.
+    report.rebooted = request.reboot
     return report
 
 

@@ -25,11 +25,9 @@ import shlex
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
-
-import paramiko
 
 from provisioner.errors import RemoteError
 from provisioner.remote.hostkeys import (
@@ -41,6 +39,7 @@ from provisioner.remote.hostkeys import (
     record_host_key,
     recorded_fingerprints,
 )
+from provisioner.remote.paramiko_lib import paramiko
 from provisioner.remote.target import Endpoint, Target
 
 log = logging.getLogger("provisioner.remote")
@@ -92,6 +91,21 @@ def _tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that ACKs at once what arrives after each of its sends (Linux TCP_QUICKACK, tcp(7)).
+
+    Having just sent, the kernel delays its next ACK (40 ms) to carry it on an answer. After the
+    authentication, OpenSSH sends a notice of its host keys that wants none, then holds the answer to our
+    first channel open behind it (Nagle) until that ACK comes: every rescue command waited those 40 ms.
+    The flag does not stick (the kernel drops back to delayed ACKs), hence once per send.
+    """
+
+    def send(self, data, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return sent
+
+
 class Session:
     """An authenticated SSH connection to `target` (use as a context manager, or call close())."""
 
@@ -124,7 +138,11 @@ class Session:
             except OSError as exc:
                 raise RemoteError(f"{hop}: cannot connect: {exc.strerror or exc}") from None
             _tune_socket(sock)
-            return sock
+            if not hasattr(socket, "TCP_QUICKACK"):
+                return sock
+            quick = _QuickAckSocket(fileno=sock.detach())
+            quick.settimeout(self.timeout)
+            return quick
         try:
             return self._transports[-1].open_channel(
                 "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.timeout)
@@ -284,8 +302,22 @@ class Session:
         result = self.stream(argv, stdin=data, on_line=lines.append, timeout=timeout)
         result.stdout = "".join(line + "\n" for line in lines)
         if check and result.exit_status != 0:
-            raise RemoteError(_failure(self.target.endpoint, result))
+            raise RemoteError(failure_line(self.target.endpoint, result))
         return result
+
+    def start(self, argv: list[str] | str) -> RemoteProcess:
+        """Start a command to talk to: send on its stdin and read its stdout line by line as it answers.
+
+        Raises ConnectionLost if the link is down or drops while starting it.
+        """
+        command = argv if isinstance(argv, str) else shlex.join(argv)
+        log.debug("ssh %s: %s", self.target.endpoint, command)
+        try:
+            channel = self.transport.open_session(timeout=self.timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(f"{self.target.endpoint}: lost the connection starting {command!r}: {exc}") from None
+        return RemoteProcess(str(self.target.endpoint), channel, command)
 
     def stream(self, argv: list[str] | str, *, stdin: bytes | BinaryIO | None = None,
                on_line: Callable[[str], None] | None = None, on_sent: Callable[[int], None] | None = None,
@@ -296,54 +328,19 @@ class Session:
         Raises ConnectionLost if the link drops before the command's exit status arrives, RemoteError
         on a timeout.
         """
-        command = argv if isinstance(argv, str) else shlex.join(argv)
-        log.debug("ssh %s: %s", self.target.endpoint, command)
-        try:
-            channel = self.transport.open_session(timeout=self.timeout)
-            channel.exec_command(command)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise ConnectionLost(f"{self.target.endpoint}: lost the connection starting {command!r}: {exc}") from None
-        stderr_chunks: list[bytes] = []
-        errors: list[BaseException] = []
-        threads = [threading.Thread(target=_drain_stderr, args=(channel, stderr_chunks), daemon=True)]
+        process = self.start(argv)
         if stdin is not None:
-            threads.append(threading.Thread(target=_feed, args=(channel, stdin, on_sent, errors), daemon=True))
+            process.send(stdin, background=True, eof=True, on_sent=on_sent)
         else:
-            channel.shutdown_write()
-        for thread in threads:
-            thread.start()
-        channel.settimeout(timeout)
-        pending = bytearray()
+            process.close_stdin()
         try:
-            while True:
-                chunk = channel.recv(CHUNK)
-                if not chunk:
-                    break
-                pending += chunk
-                if b"\n" not in chunk:  # a long line: keep collecting (no re-split, no quadratic cost)
-                    continue
-                *complete, rest = bytes(pending).split(b"\n")
-                pending = bytearray(rest)
-                for line in complete:
-                    if on_line is not None:
-                        on_line(line.decode("utf-8", "replace"))
-        except TimeoutError:
-            channel.close()
-            raise RemoteError(f"{self.target.endpoint}: {command!r} did not finish within {timeout:.0f} s") from None
-        if pending and on_line is not None:
-            on_line(pending.decode("utf-8", "replace"))
-        # paramiko sets the exit status to -1 when the channel closes without one (the link dropped).
-        status = channel.recv_exit_status()
-        for thread in threads:
-            # The feeder may sit on a slow local source; once the command has ended it no longer matters.
-            thread.join(timeout=5)
-        channel.close()
-        stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
-        for error in errors:
-            log.debug("ssh %s: stdin of %r not fully sent: %s", self.target.endpoint, command, error)
-        if status == -1:
-            raise ConnectionLost(f"{self.target.endpoint}: connection lost while running {command!r}")
-        return Result(command, status, "", stderr)
+            for line in process.lines(timeout):
+                if on_line is not None:
+                    on_line(line)
+        except BaseException:
+            process.close()
+            raise
+        return process.wait()
 
     def upload(self, data: bytes | BinaryIO, remote_path: str, mode: int = 0o600) -> None:
         """Write `data` to `remote_path` atomically (temp file + rename), created with `mode`.
@@ -355,7 +352,109 @@ class Session:
                   '&& mv -f "$1.part" "$1"')
         result = self.stream(["sh", "-c", script, "sh", remote_path, f"{mode:o}"], stdin=data, timeout=600)
         if result.exit_status != 0:
-            raise RemoteError(_failure(self.target.endpoint, result, f"cannot write {remote_path}"))
+            raise RemoteError(failure_line(self.target.endpoint, result, f"cannot write {remote_path}"))
+
+
+class RemoteProcess:
+    """A command running on the host (Session.start): its stdin, its stdout by lines, its exit status.
+
+    stderr is collected by a thread from the start, so a chatty command never blocks on it.
+    """
+
+    def __init__(self, endpoint: str, channel: paramiko.Channel, command: str):
+        self.endpoint = endpoint
+        self.channel = channel
+        self.command = command
+        self._pending = bytearray()
+        self._lines: list[bytes] = []
+        self._eof = False
+        self._stderr: list[bytes] = []
+        self._errors: list[BaseException] = []
+        self._feeder: threading.Thread | None = None
+        self._stderr_thread = threading.Thread(target=_drain_stderr, args=(channel, self._stderr), daemon=True)
+        self._stderr_thread.start()
+
+    def send(self, data: bytes | BinaryIO, *, background: bool = False, eof: bool = False,
+             on_sent: Callable[[int], None] | None = None) -> None:
+        """Write to the command's stdin, in order after anything sent before (then EOF with `eof`);
+        `background` returns at once (a large or slow source while we read the answers). A command that
+        stopped reading is not an error here: its exit status (wait) says what happened."""
+        if self._feeder is not None:
+            self._feeder.join()
+            self._feeder = None
+        if background:
+            self._feeder = threading.Thread(target=_feed, args=(self.channel, data, on_sent, self._errors, eof),
+                                            daemon=True)
+            self._feeder.start()
+        else:
+            _feed(self.channel, data, on_sent, self._errors, eof)
+
+    def close_stdin(self) -> None:
+        """Send EOF once everything sent so far has gone out."""
+        if self._feeder is not None:
+            self._feeder.join()
+            self._feeder = None
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self.channel.shutdown_write()
+
+    def readline(self, timeout: float | None = None) -> str | None:
+        """The next stdout line (without its newline), or None at the end of the output.
+
+        Raises RemoteError when no line comes within `timeout` seconds.
+        """
+        self.channel.settimeout(timeout)
+        while not self._lines:
+            if self._eof:
+                if not self._pending:
+                    return None
+                last, self._pending = bytes(self._pending), bytearray()
+                return last.decode("utf-8", "replace")
+            try:
+                chunk = self.channel.recv(CHUNK)
+            except TimeoutError:
+                self.channel.close()
+                raise RemoteError(f"{self.endpoint}: {self.command!r} did not finish within {timeout:.0f} s") from None
+            if not chunk:
+                self._eof = True
+                continue
+            self._pending += chunk
+            if b"\n" not in chunk:  # a long line: keep collecting (no re-split, no quadratic cost)
+                continue
+            *complete, rest = bytes(self._pending).split(b"\n")
+            self._pending = bytearray(rest)
+            self._lines.extend(complete)
+        return self._lines.pop(0).decode("utf-8", "replace")
+
+    def lines(self, timeout: float | None = None) -> Iterator[str]:
+        """Every further stdout line up to the end of the output (see readline)."""
+        while (line := self.readline(timeout)) is not None:
+            yield line
+
+    def wait(self) -> Result:
+        """The exit status and stderr, once the command has ended.
+
+        Raises ConnectionLost when the link dropped before the exit status came.
+        """
+        # paramiko sets the exit status to -1 when the channel closes without one (the link dropped).
+        status = self.channel.recv_exit_status()
+        for thread in (self._feeder, self._stderr_thread):
+            # The feeder may sit on a slow local source; once the command has ended it no longer matters.
+            if thread is not None:
+                thread.join(timeout=5)
+        self.channel.close()
+        for error in self._errors:
+            log.debug("ssh %s: stdin of %r not fully sent: %s", self.endpoint, self.command, error)
+        if status == -1:
+            raise ConnectionLost(f"{self.endpoint}: connection lost while running {self.command!r}")
+        return Result(self.command, status, "", self.stderr)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Close the channel: the command sees EOF on stdin (and SIGPIPE when it writes)."""
+        self.channel.close()
 
 
 def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
@@ -370,7 +469,7 @@ def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:
 
 
 def _feed(channel: paramiko.Channel, source: bytes | BinaryIO, on_sent: Callable[[int], None] | None,
-          errors: list[BaseException]) -> None:
+          errors: list[BaseException], eof: bool) -> None:
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         sent = 0
@@ -379,13 +478,14 @@ def _feed(channel: paramiko.Channel, source: bytes | BinaryIO, on_sent: Callable
             sent += len(chunk)
             if on_sent:
                 on_sent(sent)
-        channel.shutdown_write()
+        if eof:
+            channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException) as exc:
         # The remote command stopped reading (it failed, or the link dropped): its exit status says which.
         errors.append(exc)
 
 
-def _failure(endpoint: Endpoint, result: Result, what: str = "") -> str:
+def failure_line(endpoint: Endpoint | str, result: Result, what: str = "") -> str:
     last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
     head = what or f"{result.command!r} failed"
     return f"{endpoint}: {head} (exit {result.exit_status})" + (f": {last}" if last else "")

@@ -8,15 +8,16 @@ systems log in as root).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paramiko
-
 from provisioner.errors import ConfigError, UsageError
+from provisioner.remote.paramiko_lib import enable_match_exec, paramiko
 
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
 DEFAULT_USER = "root"
+_MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,10 @@ def load_ssh_config(path: str | None) -> paramiko.SSHConfig:
             raise ConfigError(f"{config_path}: no such ssh config file")
         return paramiko.SSHConfig()
     try:
-        return paramiko.SSHConfig.from_path(str(config_path))
+        text = config_path.read_text()
+        if _MATCH_EXEC.search(text):
+            enable_match_exec()
+        return paramiko.SSHConfig.from_text(text)
     except Exception as exc:  # paramiko raises a mix of ConfigParseError, ValueError, KeyError
         raise ConfigError(f"{config_path}: cannot parse ssh config: {exc}") from None
 

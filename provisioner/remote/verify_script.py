@@ -1,26 +1,24 @@
-"""Check an installed disk ON the rescue host and print one JSON report (run after the remote install).
+"""Check an installed disk ON the rescue host (run by host_script.py after the install, in its process).
 
-Sent to `python3 - DISK EXPECT_JSON` with the uploaded installer zipapp on PYTHONPATH, so it reads the
-table with the same GPT reader and layout table the installer uses (provisioner.disk.gpt / .layout),
-standard library only, Python 3.9 compatible. EXPECT_JSON: {"files": {"<partition label>:<path>":
-"<sha256>"}, "state": PATH, "installed": TEXT}; each file is read from its partition mounted read-only
-through a loop offset into the disk (no partition nodes needed; `noload` for ext4: a read-only check
-must not replay a journal). When nothing is wrong, TEXT is written to PATH (the `installed` state), in
-the same round trip.
+It reads the table with the same GPT reader and layout table the installer uses (provisioner.disk.gpt /
+.layout, imported from the uploaded zipapp: this module is loaded before the zipapp is on the host, so
+those imports sit in the functions), standard library only, Python 3.9 compatible. `verify(DISK,
+EXPECT)`, EXPECT = {"files": {"<partition label>:<path>": "<sha256>"}, "state": PATH, "installed":
+TEXT}; each file is read from its partition mounted read-only through a loop offset into the disk (no
+partition nodes needed; `noload` for ext4: a read-only check must not replay a journal). When nothing
+is wrong, TEXT is written to PATH (the `installed` state).
 """
 
 import hashlib
-import json
 import os
 import subprocess
-import sys
 import tempfile
-
-from provisioner.disk import layout
-from provisioner.disk.gpt import read_gpt
 
 
 def check_table(disk):
+    from provisioner.disk import layout
+    from provisioner.disk.gpt import read_gpt
+
     problems = []
     table = read_gpt(disk, require_valid=False)
     if not table.valid:
@@ -69,8 +67,8 @@ def file_digest(disk, entry, sector_size, path):
         os.rmdir(mountpoint)
 
 
-def main():
-    disk, expect = sys.argv[1], json.loads(sys.argv[2])
+def verify(disk, expect):
+    """The check's report: {"disk", "partitions", "files", "problems"} (no problems: the disk is good)."""
     problems, table = check_table(disk)
     report = {"disk": disk, "partitions": [], "files": {}, "problems": problems}
     if table.valid:
@@ -92,9 +90,4 @@ def main():
         with open(expect["state"] + ".part", "w") as handle:
             handle.write(expect["installed"])
         os.replace(expect["state"] + ".part", expect["state"])
-    json.dump(report, sys.stdout)
-    sys.stdout.write("\n")
-
-
-if __name__ == "__main__":
-    main()
+    return report

@@ -23,6 +23,11 @@ import pytest
 
 from provisioner.disk import layout
 from provisioner.disk.gpt import read_gpt
+from provisioner.errors import ProvisionerError
+from provisioner.remote.hostkeys import HostKeyPolicy
+from provisioner.remote.rescue import RescueRequest, rescue_install
+from provisioner.remote.session import Auth, Session
+from provisioner.remote.target import load_ssh_config, resolve
 from tests.fixtures.coreos_image import build_image, build_release, small_layout
 from tests.integration.remote.conftest import REPO, provisioner_cli
 
@@ -189,6 +194,39 @@ def test_no_terminal_and_no_yes_writes_nothing(sshd, loop_disk, tmp_path):
     assert not (tmp_path / "remote").exists()  # nothing was uploaded either
 
 
+def test_no_at_the_prompt_writes_nothing_and_keeps_the_state(sshd, loop_disk, cloud_config, tmp_path):
+    """The operator says no after the inspection: the host process already holds the zipapp and the
+    cloud-config in memory, and must exit without writing them, the `installing` state or its pid."""
+    disk = loop_disk(256 * MiB, "declined")
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    state = remote_dir / f"state-{Path(disk).name}.json"
+    state.write_text(json.dumps({"disk": disk, "status": "installed", "time": "2026-01-01T00:00:00Z"}) + "\n")
+    before = state.read_text()
+    target = resolve(f"root@127.0.0.1:{sshd.port}", config=load_ssh_config(str(sshd.workdir / "ssh_config")),
+                     identities=(str(sshd.client_key),))
+    asked: list[str] = []
+
+    def decline(question: str) -> bool:
+        asked.append(question)
+        return False
+
+    request = RescueRequest(disk=disk, installer_args=("-b", "http://127.0.0.1:9"), cloud_config=cloud_config,
+                            remote_dir=str(remote_dir))
+    with Session(target, HostKeyPolicy(known_hosts=str(sshd.known_hosts)), Auth(allow_prompt=False)) as session:
+        with pytest.raises(ProvisionerError, match=f"aborted: nothing was written to {disk}"):
+            rescue_install(session, request, on_event=lambda event: None, confirm=decline)
+        assert asked and asked[0].startswith(f"Erase {disk} ")
+        # The host process has read the abort and ended (it named the remote dir on its command line).
+        deadline = time.monotonic() + 10
+        while _install_pids(remote_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _install_pids(remote_dir)
+    assert sorted(p.name for p in remote_dir.iterdir()) == [state.name]
+    assert state.read_text() == before
+    assert not read_gpt(disk, require_valid=False).valid  # the disk was never touched
+
+
 def test_swap_on_disk_refused_with_reason(sshd, loop_disk, tmp_path):
     # (md/dm holders cannot be made on this host kernel: it has neither driver. Their detection and the
     # --stop-raid plan are unit-tested on lsblk trees; see tests/unit/remote/test_pure.py.)
@@ -227,10 +265,11 @@ def test_connection_killed_mid_install_then_rerun_completes(sshd, loop_disk, rel
             first.wait()
     assert first.returncode == 3, err
     # The orphaned installer may still sit on the held download (then the re-run must stop it), or it may
-    # have died on its broken stdout already; which one depends on where the installer was.
+    # die on its broken stdout; which one depends on where the installer was. A progress line is due at
+    # most every 0.5 s while data flows: past a second, one still alive stays so until the re-run.
+    time.sleep(1)
     pid = (remote_dir / "installer.pid").read_text().strip()
-    orphan_alive = "installer.pyz" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
-        if os.path.exists(f"/proc/{pid}/cmdline") else False
+    orphan_alive = _is_install(pid, remote_dir)
     line = _one_error_line(subprocess.CompletedProcess(args, 3, out, err))
     assert "connection lost during the install" in line and f"{disk} is partially written" in line
     assert "re-run the same command to finish" in line
@@ -271,16 +310,21 @@ def test_ctrl_c_stops_the_remote_installer(sshd, loop_disk, release, release_ser
     assert "interrupted; the remote installer was stopped" in _one_error_line(
         subprocess.CompletedProcess(args, 3, out, err))
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "installer.pyz" in _cmdline(pid):
+    while time.monotonic() < deadline and _is_install(pid, remote_dir):
         time.sleep(0.1)
-    assert "installer.pyz" not in _cmdline(pid), "the remote installer still runs after Ctrl-C"
+    assert not _is_install(pid, remote_dir), "the remote installer still runs after Ctrl-C"
 
 
-def _cmdline(pid: str) -> str:
+def _install_pids(remote_dir: Path) -> list[str]:
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_install(pid, remote_dir)]
+
+
+def _is_install(pid: str, remote_dir: Path) -> bool:
+    """Whether `pid` is a rescue install's host process (its command line names the remote dir)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        return str(remote_dir) in Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")
     except OSError:
-        return ""
+        return False
 
 
 def test_push_connection_killed_mid_stream_then_rerun_completes(sshd, loop_disk, release, tmp_path):

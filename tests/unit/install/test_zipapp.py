@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,20 @@ def test_zipapp_modules_are_python39_and_stdlib_only():
                     assert rel in allowed or rel.startswith("provisioner/install"), f"{path}: imports {name}"
                 elif top != "zstandard":  # optional, imported inside a try
                     assert top in stdlib, f"{path}: imports non-stdlib {name}"
+
+
+def _loaded_from(pyz: Path) -> str:
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import provisioner.install.installer as m; print(m.__file__)"
+    return subprocess.run([sys.executable, "-I", "-S", "-c", code, str(pyz)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_zipapp_carries_bytecode_and_another_python_takes_the_source(tmp_path, monkeypatch):
+    import importlib.util
+
+    from provisioner.install.zipapp import build_zipapp
+
+    assert _loaded_from(build_zipapp(tmp_path / "same.pyz")).endswith("provisioner/install/installer.pyc")
+    # As a Python of another version sees it: a magic number of its own.
+    monkeypatch.setattr(importlib.util, "MAGIC_NUMBER", b"\x00\x00\r\n")
+    assert _loaded_from(build_zipapp(tmp_path / "other.pyz")).endswith("provisioner/install/installer.py")

@@ -84,26 +84,27 @@ def test_hole_checker_follows_the_bmap_and_keeps_gpt_areas():
     assert inside(22 * MiB, 26 * MiB)
 
 
-def test_the_zstd_tool_fed_one_data_frame_then_many_holes_does_not_hang(tmp_path, monkeypatch):
-    """Without the zstandard module (the zipapp on a rescue system) the frames outside holes go to the zstd
-    tool, which reads its input in whole buffers: a data frame's output may come only once more input
-    follows it. Hundreds of hole frames after a data frame (an empty USR-B) must not stall the feeder."""
-    import os
+def _expand_with_tools(image: bytes, frame: int, holes: list[tuple[int, int]], tmp_path, monkeypatch,
+                       tools: int) -> list[tuple[str, bytes | int]]:
+    """Frame `image`, then expand it through `tools` zstd processes with the frames inside `holes`
+    ([start, end) byte ranges) skipped; returns what read_piece gave. Fails when the reader hangs."""
     import threading
 
     from provisioner.install import decompress
 
-    frame, data_frames = 64 * 1024, 5
-    image = os.urandom(data_frames * frame) + bytes(300 * frame) + os.urandom(frame)
     raw, framed = tmp_path / "raw.bin", tmp_path / "framed.zst"
     raw.write_bytes(image)
     zstdframes.compress_framed(str(raw), str(framed), frame_size=frame)
     blob = framed.read_bytes()
     monkeypatch.setattr(decompress, "zstandard_module", lambda: None)
-    in_hole = lambda start, end: start >= data_frames * frame and end <= len(image) - frame  # noqa: E731
+    monkeypatch.setattr(decompress, "TOOL_PROCESSES", tools)
+
+    def in_hole(start: int, end: int) -> bool:
+        return any(begin <= start and end <= stop for begin, stop in holes)
+
     chunks = [blob[at:at + MiB] for at in range(0, len(blob), MiB)]
     stream = decompress.DecompressStream(chunks[0], iter(chunks[1:]), [], "framed.zst", skippable=in_hole)
-    assert stream.tool.endswith("zstd (framed: holes skipped)")
+    assert stream.tool.endswith(f"zstd{f' x{tools}' if tools > 1 else ''} (framed: holes skipped)"), stream.tool
     pieces: list[tuple[str, bytes | int]] = []
 
     def read_all() -> None:
@@ -120,8 +121,40 @@ def test_the_zstd_tool_fed_one_data_frame_then_many_holes_does_not_hang(tmp_path
     hung = reader.is_alive()
     if hung:
         stream.abort()
-    assert not hung, "the reader waited for the zstd tool's output while the feeder waited for the reader"
+    assert not hung, "the reader waited for a zstd tool's output while the feeder waited for the reader"
     stream.finish()
+    return pieces
+
+
+def test_the_zstd_tool_fed_one_data_frame_then_many_holes_does_not_hang(tmp_path, monkeypatch):
+    """Without the zstandard module (the zipapp on a rescue system) the frames outside holes go to the zstd
+    tool, which reads its input in whole buffers: a data frame's output may come only once more input
+    follows it. Hundreds of hole frames after a data frame (an empty USR-B) must not stall the feeder."""
+    import os
+
+    frame, data_frames = 64 * 1024, 5
+    image = os.urandom(data_frames * frame) + bytes(300 * frame) + os.urandom(frame)
+    pieces = _expand_with_tools(image, frame, [(data_frames * frame, len(image) - frame)], tmp_path, monkeypatch,
+                                tools=1)
     data = b"".join(piece for kind, piece in pieces if kind == "data")
     assert data == image[:data_frames * frame] + image[-frame:]
     assert sum(n for kind, n in pieces if kind == "skip") == 300 * frame
+
+
+def test_two_zstd_tools_take_turns_without_waiting_on_each_other(tmp_path, monkeypatch):
+    """Two tools share the data frames (both cores), taking turns. A frame that compresses well may wait
+    in its tool until more input follows, while the other tool's next frame, a large one, fills that
+    tool's stdout and stdin: each tool needs a feeder of its own, or the first one never gets the input
+    that releases the frame the reader waits for. Runs of hole frames in between, as in an image."""
+    import os
+
+    frame = 2 * MiB
+    text = (b"usr lib systemd kernel module config " * (frame // 37 + 1))[:frame]
+    data = [text if number % 2 == 0 else os.urandom(frame) for number in range(10)]
+    layout = data[:3] + [bytes(frame)] * 40 + data[3:9] + [bytes(frame)] * 200 + data[9:]
+    image = b"".join(layout)
+    holes = [(3 * frame, 43 * frame), (49 * frame, 249 * frame)]
+    pieces = _expand_with_tools(image, frame, holes, tmp_path, monkeypatch, tools=2)
+    expanded = b"".join(piece for kind, piece in pieces if kind == "data")
+    assert expanded == image[:3 * frame] + image[43 * frame:49 * frame] + image[249 * frame:]
+    assert sum(n for kind, n in pieces if kind == "skip") == 240 * frame

@@ -14,8 +14,8 @@ from tests.unit.remote.rescue_facts import RAID_ROWS, host_facts
 def test_installer_argv_replaces_local_paths():
     request = RescueRequest(disk="/dev/sda", installer_args=("-C", "stable", "-b", "http://m/stable"),
                             cloud_config=Path("node1.yaml"))
-    argv = installer_argv(request, "/dev/sda", {"cloud_config": "/tmp/r/cloud-config.yaml"}, "/tmp/r/i.pyz")
-    assert argv == ["python3", "/tmp/r/i.pyz", "-d", "/dev/sda", "-C", "stable", "-b", "http://m/stable",
+    argv = installer_argv(request, "/dev/sda", {"cloud_config": "/tmp/r/cloud-config.yaml"})
+    assert argv == ["-d", "/dev/sda", "-C", "stable", "-b", "http://m/stable",
                     "-c", "/tmp/r/cloud-config.yaml", "--progress", "json", "--yes"]
 
 

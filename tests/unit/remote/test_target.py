@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from provisioner.errors import ConfigError, UsageError
@@ -43,3 +46,22 @@ def test_resolve_uses_ssh_config_and_command_line_wins(tmp_path):
 def test_explicit_missing_ssh_config_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no such ssh config"):
         load_ssh_config(str(tmp_path / "nope"))
+
+
+def test_match_exec_in_ssh_config_still_runs(tmp_path):
+    # paramiko is imported without invoke (paramiko_lib); a config with `Match exec` brings it back. In a
+    # child process: invoke runs the command with the caller's stdin, which pytest replaces.
+    config = tmp_path / "config"
+    config.write_text('Match exec "test -d /"\n  Port 2200\nMatch exec "false"\n  User nobody\n')
+    code = ("import sys; from provisioner.remote.target import load_ssh_config, resolve; "
+            "e = resolve('rescue-1', config=load_ssh_config(sys.argv[1])).endpoint; print(e.port, e.user)")
+    out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL)
+    assert out.stdout.strip() == "2200 root", out.stderr[-300:]
+
+
+def test_the_ssh_modules_do_not_import_invoke():
+    code = ("import sys, provisioner.remote.session, provisioner.remote.target, provisioner.remote.push; "
+            "print('invoke' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
