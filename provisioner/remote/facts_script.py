@@ -1,12 +1,13 @@
 """Gather a rescue host's facts and print them as one JSON object (runs ON the rescue host).
 
-This file is sent as-is to `python3 - [REMOTE_DIR]` over SSH, so it must stay standard-library only,
-Python 3.9 compatible, and import nothing from provisioner. Local code (provisioner.remote.inspect)
-parses its output. Machine output is read as data: `lsblk --json --bytes`, /proc and /sys, never prose.
+This file is sent as-is to `python3 -` over SSH (`provisioner rescue --inspect`), so it must stay
+standard-library only, Python 3.9 compatible, and import nothing from provisioner. Local code
+(provisioner.remote.inspect) parses its output. Machine output is read as data: `lsblk --json --bytes`,
+/proc and /sys, never prose.
 
-With REMOTE_DIR (the rescue mode's working directory) it also stops an install that a dropped session
-left running (REMOTE_DIR/installer.pid) and returns the recorded install states. A rescue install runs
-`facts(REMOTE_DIR)` inside its one remote process (host_script.py), which loads this file as a module.
+`facts(REMOTE_DIR)` (the rescue mode's working directory) also stops an install that a dropped session
+left running (REMOTE_DIR/installer.pid) and returns the recorded install states: a rescue install calls
+it inside its one remote process (host_script.py), which loads this file as a module.
 """
 
 import contextlib
@@ -145,7 +146,7 @@ def facts(remote_dir=None):
 
 
 def main():
-    json.dump(facts(sys.argv[1] if len(sys.argv) > 1 else None), sys.stdout)
+    json.dump(facts(), sys.stdout)
     sys.stdout.write("\n")
 
 

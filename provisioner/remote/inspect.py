@@ -87,11 +87,10 @@ def parse_facts(data: dict) -> HostFacts:
     )
 
 
-def gather(session: Session, remote_dir: str | None = None) -> HostFacts:
-    """Run facts_script.py with the host's python3 (with `remote_dir`: also stop an orphaned installer
-    and read the recorded states). Raises RemoteError (python3 missing, lsblk failing)."""
-    argv = ["python3", "-"] + ([remote_dir] if remote_dir else [])
-    result = session.run(argv, input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
+def gather(session: Session) -> HostFacts:
+    """Run facts_script.py with the host's python3 (`--inspect`: a rescue install gathers the facts in its
+    host process, host_script.py). Raises RemoteError (python3 missing, lsblk failing)."""
+    result = session.run(["python3", "-"], input=FACTS_SCRIPT.read_bytes(), check=False, timeout=60)
     if result.exit_status != 0:
         raise inspection_failure(session.target.endpoint, result)
     try:

@@ -201,11 +201,14 @@ def _request_line(**request: object) -> bytes:
 
 def _reply(process: RemoteProcess, kind: str, timeout: float | None) -> dict | None:
     """The data of the host process's next `MARK kind {...}` line; None when its output ends first.
-    Raises ValueError for a line that is not JSON."""
+    Raises RemoteError for a line that is not JSON."""
     prefix = f"{MARK} {kind} "
     for line in process.lines(timeout):
         if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
+            try:
+                return json.loads(line[len(prefix):])
+            except ValueError as exc:
+                raise RemoteError(f"{process.endpoint}: unreadable {kind!r} answer from the host: {exc}") from None
         log.info("remote: %s", line)
     return None
 
@@ -213,10 +216,7 @@ def _reply(process: RemoteProcess, kind: str, timeout: float | None) -> dict | N
 def read_facts(process: RemoteProcess, host: str) -> tuple[HostFacts, str | None]:
     """The facts the host process prints, and the requested disk with its symlinks followed there
     (None: no such path). Raises RemoteError (python3 missing, inspection failed)."""
-    try:
-        data = _reply(process, "facts", timeout=60)
-    except ValueError as exc:
-        raise RemoteError(f"{host}: unreadable inspection output: {exc}") from None
+    data = _reply(process, "facts", timeout=60)
     if data is None:
         raise inspect.inspection_failure(host, process.wait())
     return inspect.parse_output(host, data), data.get("disk")
@@ -331,8 +331,11 @@ def install_and_verify(process: RemoteProcess, request: RescueRequest, install: 
             (result.stderr.strip().splitlines() or other or ["no output"])[-1]
         raise InstallError(f"remote installer failed (exit {result.exit_status}): {message}")
     if result.exit_status != 0 or not checked:
-        raise VerifyError(f"verifying {request.disk} on the host failed (exit {result.exit_status}): {stderr_last}")
-    verified = json.loads(checked[-1])
+        raise VerifyError(f"verifying {report.disk} on the host failed (exit {result.exit_status}): {stderr_last}")
+    try:
+        verified = json.loads(checked[-1])
+    except ValueError as exc:
+        raise VerifyError(f"verifying {report.disk} on the host: unreadable report ({exc})") from None
     if verified["problems"]:
         raise VerifyError(f"{verified['disk']}: installed, but verification found: {'; '.join(verified['problems'])}")
     return verified
