@@ -391,10 +391,10 @@ class Watcher:
         return self
 
     def stop(self) -> None:
+        """Stop and wait for the thread (which closes the client as it ends)."""
         self.cancel()
         self.restart()
         self._thread.join(timeout=5)
-        self.client.close()
 
     def cancel(self) -> None:
         """Stop without waiting: from inside `on_events` (the watch's own thread, which stop() cannot join);
